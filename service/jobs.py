@@ -1,0 +1,243 @@
+"""The job record: one Redis hash per job, the source of truth for a job's status.
+
+Every field of the hash holds a JSON value. Status changes are optimistic transactions (WATCH/MULTI), so a cancel
+from the API and an update from the worker never overwrite each other. A record expires ``ttl_s`` after its last
+change. Finished jobs also feed a job-duration histogram kept in Redis (monotonic counters for /metrics).
+
+Status moves ``queued → running → succeeded | failed | canceled`` (and ``queued → canceled``); the three last
+ones are final: later updates of a finished job are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime, timezone
+from typing import Any
+
+import redis
+
+from service.settings import Settings
+
+KINDS = ("generate", "resample", "edit")
+STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
+FINAL = frozenset({"succeeded", "failed", "canceled"})
+STAGES = ("loading", "sampling", "warping", "encoding", "uploading")
+
+KEY_PREFIX = "gendef:job:"
+DURATION_KEY = "gendef:metrics:job_duration"
+# Upper bounds (seconds) of the job duration histogram's buckets; +Inf is implied.
+DURATION_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    key: str  # storage key, e.g. jobs/{id}/video.mp4
+    content_type: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    kind: str  # one of KINDS
+    status: str  # one of STATUSES
+    params: dict[str, Any]
+    parent_id: str | None = None
+    progress: float = 0.0  # 0..1
+    stage: str | None = None  # one of STAGES while running
+    inputs: dict[str, str] = field(default_factory=dict)  # name -> storage key
+    artifacts: dict[str, Artifact] = field(default_factory=dict)  # video, canonical, deformation
+    error: dict[str, str] | None = None  # {"code", "message"}
+    attempts: int = 0  # times a worker started it
+    created_at: str = ""  # ISO 8601 UTC
+    started_at: str | None = None
+    finished_at: str | None = None
+    cancel_requested: bool = False
+
+
+def new_job_id() -> str:
+    """An unguessable id: 122 random bits (uuid4), hex."""
+    return uuid.uuid4().hex
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def connect_redis(settings: Settings) -> redis.Redis:
+    """A client that fails fast when Redis is down instead of hanging the request."""
+    return redis.Redis.from_url(
+        settings.redis_url, decode_responses=True, socket_connect_timeout=2, socket_timeout=5,
+        health_check_interval=30,
+    )
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _encode(changes: dict[str, Any]) -> dict[str, str]:
+    return {name: json.dumps(value, default=asdict) for name, value in changes.items()}  # Artifact -> dict
+
+
+def _decode(raw: dict) -> JobRecord:
+    values = {_text(k): json.loads(v) for k, v in raw.items()}
+    known = {f.name for f in fields(JobRecord)}
+    values = {k: v for k, v in values.items() if k in known}
+    values["artifacts"] = {k: Artifact(**a) for k, a in values.get("artifacts", {}).items()}
+    return JobRecord(**values)
+
+
+def _seconds_between(start: str, end: str) -> float:
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+class JobStore:
+    def __init__(self, redis_client: redis.Redis, ttl_s: int):
+        self.redis = redis_client
+        self.ttl_s = ttl_s
+
+    @staticmethod
+    def _key(job_id: str) -> str:
+        return KEY_PREFIX + job_id
+
+    def create(
+        self,
+        kind: str,
+        params: dict[str, Any],
+        parent_id: str | None = None,
+        inputs: dict[str, str] | None = None,
+        job_id: str | None = None,
+    ) -> JobRecord:
+        """Record a new queued job. Pass ``job_id`` (from new_job_id) when inputs were stored under it first."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown job kind {kind!r}")
+        job = JobRecord(
+            id=job_id or new_job_id(), kind=kind, status="queued", params=params, parent_id=parent_id,
+            inputs=inputs or {}, created_at=utc_now(),
+        )
+        key = self._key(job.id)
+        pipe = self.redis.pipeline()
+        pipe.hset(key, mapping=_encode(asdict(job)))
+        pipe.expire(key, self.ttl_s)
+        pipe.execute()
+        return job
+
+    def get(self, job_id: str) -> JobRecord | None:
+        raw = self.redis.hgetall(self._key(job_id))
+        return _decode(raw) if raw else None
+
+    def _update(self, job_id: str, change: Callable[[JobRecord], dict[str, Any] | None]) -> JobRecord | None:
+        """Apply ``change(record) -> fields to set`` atomically; None (no record) or the record after it."""
+        key = self._key(job_id)
+        result: JobRecord | None = None
+
+        def transaction(pipe: redis.client.Pipeline) -> None:
+            nonlocal result
+            raw = pipe.hgetall(key)
+            if not raw:
+                result = None
+                return
+            job = _decode(raw)
+            changes = change(job)
+            if not changes:
+                result = job
+                return
+            new = replace(job, **changes)
+            pipe.multi()
+            pipe.hset(key, mapping=_encode(changes))
+            pipe.expire(key, self.ttl_s)
+            if new.status in FINAL and job.status not in FINAL and new.started_at and new.finished_at:
+                self._observe_duration(pipe, new.kind, new.status, _seconds_between(new.started_at, new.finished_at))
+            result = new
+
+        self.redis.transaction(transaction, key)
+        return result
+
+    # --- the worker's side -------------------------------------------------------------------------------------
+
+    def mark_running(self, job_id: str) -> JobRecord | None:
+        """Count an attempt and mark the job running. A finished (e.g. canceled) job is returned unchanged: the
+        worker then skips it. None when the record does not exist (expired)."""
+        return self._update(job_id, lambda job: None if job.status in FINAL else {
+            "status": "running", "attempts": job.attempts + 1, "started_at": utc_now(), "progress": 0.0,
+            "stage": None,
+        })
+
+    def set_progress(self, job_id: str, progress: float, stage: str) -> None:
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; one of {STAGES}")
+        progress = min(max(float(progress), 0.0), 1.0)
+        self._update(job_id, lambda job: {"progress": progress, "stage": stage} if job.status == "running" else None)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """True when the job should stop: cancel asked, already canceled, or its record is gone."""
+        job = self.get(job_id)
+        return job is None or job.cancel_requested or job.status == "canceled"
+
+    def mark_canceled(self, job_id: str) -> JobRecord | None:
+        return self._update(job_id, lambda job: None if job.status in FINAL else {
+            "status": "canceled", "finished_at": utc_now(), "stage": None,
+        })
+
+    def mark_succeeded(self, job_id: str, artifacts: dict[str, Artifact]) -> JobRecord | None:
+        return self._update(job_id, lambda job: None if job.status in FINAL else {
+            "status": "succeeded", "progress": 1.0, "stage": None, "artifacts": artifacts,
+            "finished_at": utc_now(), "error": None,
+        })
+
+    def mark_failed(self, job_id: str, code: str, message: str) -> JobRecord | None:
+        return self._update(job_id, lambda job: None if job.status in FINAL else {
+            "status": "failed", "stage": None, "error": {"code": code, "message": message},
+            "finished_at": utc_now(),
+        })
+
+    # --- the API's side ----------------------------------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> JobRecord | None:
+        """A queued job is canceled at once; a running one gets cancel_requested (its worker stops between
+        stages and marks it canceled); a finished one is returned unchanged."""
+
+        def change(job: JobRecord) -> dict[str, Any] | None:
+            if job.status == "queued":
+                return {"status": "canceled", "finished_at": utc_now(), "cancel_requested": True}
+            if job.status == "running" and not job.cancel_requested:
+                return {"cancel_requested": True}
+            return None
+
+        return self._update(job_id, change)
+
+    def counts(self) -> Counter[tuple[str, str]]:
+        """Live job records by (kind, status). Scans every record: fine for metrics scrapes of a few 100k jobs."""
+        counts: Counter[tuple[str, str]] = Counter()
+        keys = list(self.redis.scan_iter(match=KEY_PREFIX + "*", count=1000))
+        for start in range(0, len(keys), 1000):
+            pipe = self.redis.pipeline(transaction=False)
+            for key in keys[start:start + 1000]:
+                pipe.hmget(key, ["kind", "status"])
+            for kind, status in pipe.execute():
+                if kind is not None and status is not None:  # expired between scan and read
+                    counts[(json.loads(kind), json.loads(status))] += 1
+        return counts
+
+    @staticmethod
+    def _observe_duration(pipe: redis.client.Pipeline, kind: str, status: str, seconds: float) -> None:
+        bucket = next((str(b) for b in DURATION_BUCKETS if seconds <= b), "+Inf")
+        pipe.hincrby(DURATION_KEY, f"{kind}|{status}|{bucket}", 1)
+        pipe.hincrbyfloat(DURATION_KEY, f"{kind}|{status}|sum", seconds)
+
+    def durations(self) -> dict[tuple[str, str], tuple[list[tuple[str, int]], float]]:
+        """Job duration histogram (started → finished) by (kind, status): cumulative [(le, count)], sum."""
+        raw = {_text(k): _text(v) for k, v in self.redis.hgetall(DURATION_KEY).items()}
+        out = {}
+        for kind, status in {tuple(k.split("|")[:2]) for k in raw}:
+            total, buckets = 0, []
+            for le in [*map(str, DURATION_BUCKETS), "+Inf"]:
+                total += int(raw.get(f"{kind}|{status}|{le}", 0))
+                buckets.append((le, total))
+            out[(kind, status)] = (buckets, float(raw.get(f"{kind}|{status}|sum", 0.0)))
+        return out

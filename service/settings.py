@@ -1,0 +1,87 @@
+"""Every knob of the API and the workers: one pydantic-settings class, env prefix ``GENDEF_``.
+
+Defaults are the embedded mode (``make run``): Redis on the local machine, artifacts in ./var/artifacts, the
+checkpoint shipped in the repository. Production sets ``GENDEF_ENV=production``, ``GENDEF_REDIS_URL`` and the
+``GENDEF_S3_*`` variables. docs/CONFIG.md lists them all.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The shipped weights, found from this file so the service never imports model/ to locate them.
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "model" / "weights" / "small"
+
+MIN_SECRET_CHARS = 32
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GENDEF_", extra="ignore")
+
+    # "production" refuses insecure defaults (see url_secret); "embedded" is the single-machine `make run` mode.
+    env: Literal["embedded", "production"] = "embedded"
+
+    # Broker of the Celery queues and home of the job records.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    # Where inputs and artifacts live: a local folder served by the API, or an S3-compatible bucket.
+    storage_backend: Literal["local", "s3"] = "local"
+    local_storage_dir: Path = Path("var/artifacts")
+    # Signs the API's own /files URLs (local backend only). Empty: a random per-process secret in embedded
+    # mode, refused in production. Set the same value for every API process behind one address.
+    url_secret: SecretStr = SecretStr("")
+
+    s3_endpoint_url: str | None = None  # None: AWS itself; e.g. http://minio:9000 inside compose
+    s3_public_endpoint_url: str | None = None  # used only to presign: the address clients reach
+    s3_bucket: str = "gendef"
+    s3_access_key_id: str | None = None  # None: boto3's usual credential chain
+    s3_secret_access_key: SecretStr | None = None
+    s3_region: str = "us-east-1"
+
+    # Lifetime of presigned artifact URLs; every GET /jobs/{id} signs fresh ones.
+    url_ttl_s: int = Field(3600, ge=1, le=7 * 24 * 3600)
+    # A job record expires this long after its last change (artifacts are not deleted by it).
+    job_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+
+    # API bounds on what a request may ask for.
+    max_frames: int = Field(128, ge=1)  # num_frames limit; must not exceed the model's max_frames
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    max_upload_pixels: int = Field(4096 * 4096, ge=1)
+
+    # Worker side.
+    checkpoint: Path = DEFAULT_CHECKPOINT
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1" ...
+    job_time_limit_s: int = Field(600, ge=1)
+    # Celery queues: generate and resample need the generator; edit only warps, so it may go to other workers.
+    generate_queue: str = "gendef-generate"
+    edit_queue: str = "gendef-edit"
+
+    # /readyz: how long a worker ping waits, and how long a readiness answer is reused.
+    worker_ping_timeout_s: float = Field(1.0, gt=0)
+    readiness_cache_s: float = Field(5.0, ge=0)
+
+    @model_validator(mode="after")
+    def _url_secret(self) -> Settings:
+        secret = self.url_secret.get_secret_value()
+        if len(secret) >= MIN_SECRET_CHARS:
+            return self
+        if self.env == "production" and self.storage_backend == "local":
+            raise ValueError(
+                f"GENDEF_URL_SECRET must be set to a random string of at least {MIN_SECRET_CHARS} characters in "
+                "production with local storage (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+        if secret:
+            raise ValueError(f"GENDEF_URL_SECRET is too short: use at least {MIN_SECRET_CHARS} characters")
+        self.url_secret = SecretStr(secrets.token_urlsafe(32))
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
