@@ -1,0 +1,133 @@
+"""Configuration of the GenDeF networks: one dataclass per network plus the whole model.
+
+The config travels with the weights (config.json next to model.safetensors) and is all that is needed to
+rebuild the architecture. Channel widths follow StyleGAN2: ``channels(res) = min(channel_max, channel_base // res)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+MIN_MAX_FRAMES = 128  # the contract: every model samples at least this many frames
+
+
+@dataclass
+class CanonicalConfig:
+    """StyleGAN2-style image generator: z -> w -> canonical image (B, 3, H, W) + its last full-res features."""
+
+    z_dim: int = 512  # content code size; the deformation generator's own mapping reads the same z
+    w_dim: int = 512  # style vector size
+    mapping_layers: int = 8  # depth of the z -> w MLP
+    channel_base: int = 16384  # channels(res) = min(channel_max, channel_base // res); 16384 = the paper's fmaps 0.5
+    channel_max: int = 512
+
+
+@dataclass
+class MotionConfig:
+    """StyleGAN-V motion codes: a smoothed trajectory of Gaussian codes + aligned Fourier time features."""
+
+    z_dim: int = 512  # size of one trajectory code
+    code_distance: int = 16  # frames between two consecutive trajectory codes (StyleGAN-V's K)
+    kernel_size: int = 11  # of the two padding-free Conv1d layers that smooth the trajectory
+    num_freqs: int = 256  # Fourier frequencies; the motion code of a frame has 2 * num_freqs values
+    min_period: float = 16.0  # shortest period, in frames
+    max_period: float = 1024.0  # longest period, in frames
+
+    @property
+    def code_dim(self) -> int:
+        return 2 * self.num_freqs
+
+
+@dataclass
+class DeformationConfig:
+    """StyleGAN2-style field generator: (z, motion code of frame t, canonical features) -> 2-channel offset."""
+
+    w_dim: int = 512  # style size of its own mapping network (z -> w_deform)
+    mapping_layers: int = 8
+    channel_base: int = 16384
+    channel_max: int = 512
+    canonical_cond: bool = True  # concat projected canonical features at every layer (False: the ablation)
+    cond_dim: int = 64  # channels of the projected canonical features concatenated to each layer input
+    frame_chunk: int = 64  # frames per forward pass at inference: bounds memory for long videos
+
+
+@dataclass
+class DiscriminatorConfig:
+    """Per-frame 2-D residual discriminator, fused over time by a mean over frames, conditioned on time gaps."""
+
+    channel_base: int = 16384
+    channel_max: int = 512
+    fuse_res: int = 16  # resolution at which per-frame features are averaged over the sampled frames
+    mbstd_group: int = 4  # minibatch-stddev group size (clamped to the batch size)
+    time_dim: int = 64  # size of the Fourier embedding of the time gaps between the sampled frames
+
+
+@dataclass
+class GenDeFConfig:
+    resolution: int = 256  # H == W of the canonical image, the fields and the frames (a power of 2, >= 8)
+    max_frames: int = 256  # largest num_frames sample() accepts (>= 128); bounds the motion trajectory length
+    canonical: CanonicalConfig = field(default_factory=CanonicalConfig)
+    motion: MotionConfig = field(default_factory=MotionConfig)
+    deformation: DeformationConfig = field(default_factory=DeformationConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+
+    def __post_init__(self) -> None:
+        r = self.resolution
+        if r < 8 or r & (r - 1):
+            raise ValueError(f"resolution must be a power of 2 >= 8, got {r}")
+        if self.max_frames < MIN_MAX_FRAMES:
+            raise ValueError(f"max_frames must be >= {MIN_MAX_FRAMES}, got {self.max_frames}")
+        if not 4 <= self.discriminator.fuse_res <= r:
+            raise ValueError(f"discriminator.fuse_res must be in [4, {r}], got {self.discriminator.fuse_res}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GenDeFConfig:
+        """Inverse of to_dict; unknown keys are an error (a config from another version should fail loudly)."""
+        d = dict(d)
+        nested = {
+            "canonical": CanonicalConfig,
+            "motion": MotionConfig,
+            "deformation": DeformationConfig,
+            "discriminator": DiscriminatorConfig,
+        }
+        for key, sub in nested.items():
+            if key in d:
+                d[key] = sub(**d[key])
+        return cls(**d)
+
+
+def channels(res: int, channel_base: int, channel_max: int) -> int:
+    return min(channel_max, channel_base // res)
+
+
+PRESETS: dict[str, GenDeFConfig] = {
+    # Unit tests: every forward pass a few milliseconds on CPU.
+    "tiny": GenDeFConfig(
+        resolution=32,
+        canonical=CanonicalConfig(z_dim=32, w_dim=32, mapping_layers=2, channel_base=256, channel_max=32),
+        motion=MotionConfig(z_dim=16, kernel_size=3, num_freqs=8, max_period=256.0),
+        deformation=DeformationConfig(w_dim=32, mapping_layers=2, channel_base=256, channel_max=32, cond_dim=8),
+        discriminator=DiscriminatorConfig(channel_base=256, channel_max=32, fuse_res=8, time_dim=16),
+    ),
+    # CPU-trainable in about an hour; a checkpoint of a few MB.
+    "small": GenDeFConfig(
+        resolution=64,
+        canonical=CanonicalConfig(z_dim=128, w_dim=128, mapping_layers=4, channel_base=2048, channel_max=128),
+        motion=MotionConfig(z_dim=64, kernel_size=5, num_freqs=32, max_period=512.0),
+        deformation=DeformationConfig(w_dim=128, mapping_layers=4, channel_base=1024, channel_max=64, cond_dim=16),
+        discriminator=DiscriminatorConfig(channel_base=2048, channel_max=128, fuse_res=8, time_dim=32),
+    ),
+    # The paper's sizes (256^2, fmaps 0.5), for a GPU.
+    "paper": GenDeFConfig(),
+}
+
+
+def preset(name: str) -> GenDeFConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return GenDeFConfig.from_dict(PRESETS[name].to_dict())  # a fresh copy

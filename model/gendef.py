@@ -1,0 +1,125 @@
+"""GenDeF: a canonical image + per-frame deformation fields; frames = canonical warped by the fields.
+
+Inference (what the worker calls) is ``sample`` / ``sample_motion`` (and ``model.warp.render`` for the edit
+path). Training uses the same pieces with its own random draws: ``canonical``, ``fields``.
+
+Determinism: every random draw of a video comes from CPU ``torch.Generator``s seeded from its ``seed`` (content
+code z and the canonical noise maps) and its ``motion_seed`` (the motion trajectory), then moves to the model's
+device. Each video is computed on its own (its frames batched, in chunks of ``frame_chunk``), so a video's
+output never depends on the other videos of the call: ``sample([a, b])`` is ``sample([a])`` and ``sample([b])``
+stacked, bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from model.canonical import CanonicalGenerator
+from model.config import GenDeFConfig
+from model.deformation import DeformationGenerator
+from model.motion import MotionEncoder
+from model.warp import identity_grid, render
+
+SEED_RANGE = 2**32  # torch's CPU generator keeps only the low 32 bits of a seed: larger seeds would collide
+_MOTION_STREAM = 0x9E3779B9  # xor-ed into motion seeds so that seed == motion_seed draws unrelated numbers
+
+
+@dataclass
+class Sample:
+    canonical: torch.Tensor  # (B, 3, H, W) in [-1, 1]
+    fields: torch.Tensor  # (B, T, H, W, 2) sampling coordinates, model.warp convention
+    frames: torch.Tensor  # (B, T, 3, H, W) in [-1, 1] == render(canonical, fields)
+
+
+class GenDeF(nn.Module):
+    def __init__(self, config: GenDeFConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.canonical = CanonicalGenerator(config.canonical, config.resolution)
+        self.motion = MotionEncoder(config.motion, config.max_frames)
+        self.deformation = DeformationGenerator(
+            config.deformation,
+            config.resolution,
+            z_dim=config.canonical.z_dim,
+            motion_dim=config.motion.code_dim,
+            feature_channels=self.canonical.feature_channels,
+        )
+
+    @property
+    def max_frames(self) -> int:
+        return self.config.max_frames
+
+    @property
+    def device(self) -> torch.device:
+        return self.canonical.const.device
+
+    # ---- the generator, as training calls it -------------------------------------------------------------------
+
+    def fields(
+        self, z: torch.Tensor, features: torch.Tensor, motion_z: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
+        """z: (B, z_dim), features: (B, C, H, W) from self.canonical, motion_z: (B, R, Zm), t: (B, T) frame times
+        -> fields (B, T, H, W, 2) = identity + offset."""
+        offset = self.deformation(self.deformation.mapping(z), self.deformation.condition(features), self.motion(motion_z, t))
+        return identity_grid(*offset.shape[2:4], device=offset.device) + offset  # (B, T, H, W, 2)
+
+    # ---- inference -----------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(self, seeds: Sequence[int], motion_seeds: Sequence[int], num_frames: int) -> Sample:
+        """B videos of num_frames frames: canonical (B, 3, H, W), fields (B, T, H, W, 2), frames (B, T, 3, H, W)."""
+        canonicals, fields = [], []
+        for seed, motion_seed in self._check(seeds, motion_seeds, num_frames):
+            canonical, f = self._video(seed, motion_seed, num_frames, with_image=True)
+            canonicals.append(canonical)
+            fields.append(f)
+        canonical, fields_ = torch.cat(canonicals), torch.cat(fields)
+        return Sample(canonical=canonical, fields=fields_, frames=render(canonical, fields_))
+
+    @torch.no_grad()
+    def sample_motion(self, seeds: Sequence[int], motion_seeds: Sequence[int], num_frames: int) -> torch.Tensor:
+        """Motion resampling: the fields (B, T, H, W, 2) that sample() gives for these seeds, without making the
+        canonical image (only the canonical features that condition the fields)."""
+        pairs = self._check(seeds, motion_seeds, num_frames)
+        return torch.cat([self._video(s, m, num_frames, with_image=False)[1] for s, m in pairs])
+
+    def _check(self, seeds: Sequence[int], motion_seeds: Sequence[int], num_frames: int) -> list[tuple[int, int]]:
+        seeds, motion_seeds = list(seeds), list(motion_seeds)
+        if not seeds or len(seeds) != len(motion_seeds):
+            raise ValueError(
+                f"pass one motion seed per seed (at least one video); got {len(seeds)} seeds and "
+                f"{len(motion_seeds)} motion seeds"
+            )
+        for s in seeds + motion_seeds:
+            if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < SEED_RANGE:
+                raise ValueError(f"seeds must be integers in [0, {SEED_RANGE - 1}], got {s!r}")
+        if isinstance(num_frames, bool) or not isinstance(num_frames, int) or not 1 <= num_frames <= self.max_frames:
+            raise ValueError(f"num_frames must be an integer in [1, {self.max_frames}], got {num_frames!r}")
+        return list(zip(seeds, motion_seeds, strict=True))
+
+    def _video(
+        self, seed: int, motion_seed: int, num_frames: int, with_image: bool
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """One video: canonical (1, 3, H, W) clamped to [-1, 1] (None without image) and fields (1, T, H, W, 2)."""
+        content = torch.Generator().manual_seed(seed)
+        z = torch.randn(1, self.canonical.z_dim, generator=content)  # (1, z_dim)
+        noise = [torch.randn(1, *shape, generator=content) for shape in self.canonical.noise_shapes()]
+        motion = torch.Generator().manual_seed(motion_seed ^ _MOTION_STREAM)
+        motion_z = torch.randn(1, *self.motion.raw_code_shape(), generator=motion)  # (1, R, Zm)
+        z, motion_z, noise = z.to(self.device), motion_z.to(self.device), [n.to(self.device) for n in noise]
+
+        image, features = self.canonical(z, noise, with_image=with_image)  # (1, 3, H, W), (1, C, H, W)
+        w = self.deformation.mapping(z)  # (1, w_dim)
+        conds = self.deformation.condition(features)
+        grid = identity_grid(self.config.resolution, self.config.resolution, device=self.device)  # (H, W, 2)
+        t = torch.arange(num_frames, device=self.device, dtype=torch.float32)[None]  # (1, T)
+        chunk = self.config.deformation.frame_chunk
+        offsets = [
+            self.deformation(w, conds, self.motion(motion_z, t[:, i : i + chunk])) for i in range(0, num_frames, chunk)
+        ]  # each (1, <=chunk, H, W, 2)
+        fields = grid + torch.cat(offsets, dim=1)  # (1, T, H, W, 2)
+        return (image.clamp(-1, 1) if image is not None else None), fields

@@ -1,0 +1,149 @@
+"""Building blocks shared by the generators and the discriminator (StyleGAN2 math, our own code).
+
+Equalized learning rate: weights are stored as N(0, 1) / lr_mult and scaled at run time by
+lr_mult / sqrt(fan_in), so every layer learns at the same pace whatever its fan-in.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LRELU_GAIN = math.sqrt(2.0)  # keeps the activation variance of leaky ReLU(0.2) close to 1
+
+
+def upsample2x(x: torch.Tensor) -> torch.Tensor:
+    # (N, C, H, W) -> (N, C, 2H, 2W)
+    return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+
+
+def lrelu(x: torch.Tensor) -> torch.Tensor:
+    return F.leaky_relu(x, 0.2) * LRELU_GAIN
+
+
+class EqualLinear(nn.Module):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        bias_init: float = 0.0,
+        lr_mult: float = 1.0,
+        activation: bool = False,
+    ) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_mult)
+        self.bias = nn.Parameter(torch.full([out_features], float(bias_init) / lr_mult)) if bias else None
+        self.weight_gain = lr_mult / math.sqrt(in_features)
+        self.lr_mult = lr_mult
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (..., in_features) -> (..., out_features)
+        bias = self.bias * self.lr_mult if self.bias is not None else None
+        x = F.linear(x, self.weight * self.weight_gain, bias)
+        return lrelu(x) if self.activation else x
+
+
+class EqualConv2d(nn.Module):
+    """Plain (unmodulated) convolution with equalized learning rate, 'same' padding."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.weight_gain = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (N, C_in, H, W) -> (N, C_out, H, W)
+        return F.conv2d(x, self.weight * self.weight_gain, self.bias, padding=self.weight.shape[-1] // 2)
+
+
+def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    # x: (N, D) -> (N, D) with mean(x^2) = 1 per row
+    return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
+
+
+class MappingNetwork(nn.Module):
+    """z -> w: an MLP with a 100x lower learning rate (StyleGAN's lr_mult 0.01)."""
+
+    def __init__(self, z_dim: int, w_dim: int, num_layers: int, lr_mult: float = 0.01) -> None:
+        super().__init__()
+        dims = [z_dim] + [w_dim] * num_layers
+        self.layers = nn.Sequential(
+            *[EqualLinear(a, b, lr_mult=lr_mult, activation=True) for a, b in zip(dims[:-1], dims[1:], strict=True)]
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        # z: (N, z_dim) -> w: (N, w_dim)
+        return self.layers(normalize_2nd_moment(z))
+
+
+class ModulatedConv2d(nn.Module):
+    """StyleGAN2 modulated convolution: per-sample input scaling by the style, then (optionally) demodulation.
+
+    Computed as scale-input / shared conv / scale-output, which equals the per-sample-weight formulation and
+    keeps one ordinary convolution for the whole batch.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, w_dim: int, demodulate: bool) -> None:
+        super().__init__()
+        self.affine = EqualLinear(w_dim, in_channels, bias_init=1.0)  # style starts at 1: an unmodulated conv
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
+        self.weight_gain = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
+        self.demodulate = demodulate
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        # x: (N, C_in, H, W), w: (N, w_dim) -> (N, C_out, H, W)
+        styles = self.affine(w)  # (N, C_in)
+        weight = self.weight * self.weight_gain  # (C_out, C_in, k, k)
+        x = x * styles[:, :, None, None]
+        x = F.conv2d(x, weight, padding=weight.shape[-1] // 2)
+        if self.demodulate:
+            # per-sample norm of the modulated weight: (N, C_out)
+            dcoefs = (weight.square().sum(dim=[2, 3])[None] * styles.square()[:, None, :]).sum(dim=2)
+            x = x * (dcoefs + 1e-8).rsqrt()[:, :, None, None]
+        return x
+
+
+class SynthesisLayer(nn.Module):
+    """[2x bilinear up] -> [concat conditioning channels] -> modulated 3x3 conv -> [+ noise] -> bias -> lrelu."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, w_dim: int, up: bool, cond_channels: int = 0, noise: bool = True
+    ) -> None:
+        super().__init__()
+        self.up = up
+        self.conv = ModulatedConv2d(in_channels + cond_channels, out_channels, 3, w_dim, demodulate=True)
+        self.noise_strength = nn.Parameter(torch.zeros([])) if noise else None
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+
+    def forward(
+        self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None = None, cond: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        # x: (N, C_in, h, w) [h, w doubled if up]; w: (N, w_dim); noise: (N, 1, H, W); cond: (N, C_cond, H, W)
+        if self.up:
+            x = upsample2x(x)  # (N, C_in, H, W)
+        if cond is not None:
+            x = torch.cat([x, cond], dim=1)  # (N, C_in + C_cond, H, W)
+        x = self.conv(x, w)  # (N, C_out, H, W)
+        if self.noise_strength is not None:
+            x = x + noise * self.noise_strength
+        return lrelu(x + self.bias[None, :, None, None])
+
+
+class ToImage(nn.Module):
+    """1x1 modulated conv without demodulation (StyleGAN2's toRGB); out_channels = 3 for RGB, 2 for offsets."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int) -> None:
+        super().__init__()
+        self.conv = ModulatedConv2d(in_channels, out_channels, 1, w_dim, demodulate=False)
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        # x: (N, C, H, W), w: (N, w_dim) -> (N, out_channels, H, W)
+        return self.conv(x, w) + self.bias[None, :, None, None]
+
