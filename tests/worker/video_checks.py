@@ -1,0 +1,45 @@
+"""Checks of delivered artifacts against the coordinate convention, shared by the worker and e2e tests."""
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from worker import media
+
+# Decoded video vs the expected frames after the same 4:2:0 chroma subsampling: what remains is x264's loss.
+MIN_PSNR_DB = 30.0
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
+def warp(canonical: torch.Tensor, fields: torch.Tensor) -> torch.Tensor:
+    """The convention of API.md, written here independently of model/: (3, H, W), (T, H, W, 2) -> (T, 3, H, W)."""
+    num_frames = fields.shape[0]
+    return F.grid_sample(
+        canonical[None].expand(num_frames, -1, -1, -1), fields, mode="bilinear", padding_mode="zeros",
+        align_corners=False,
+    )  # (T, 3, H, W)
+
+
+def yuv420(frames: np.ndarray) -> np.ndarray:
+    """(T, H, W, 3) uint8 RGB -> the same after a round trip through yuv420p (chroma at half resolution)."""
+    return np.stack([
+        av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24").reformat(format="yuv420p")
+        .to_ndarray(format="rgb24")
+        for f in frames
+    ])
+
+
+def video_psnr(video: bytes, canonical_png: bytes, fields: torch.Tensor) -> tuple[float, float]:
+    """(PSNR of the decoded video vs grid_sample(canonical, fields), PSNR vs the unwarped canonical repeated):
+    the first must be high and the second clearly lower, or the test would not notice a missing warp."""
+    decoded, _ = media.decode_video(video)  # (T, H, W, 3)
+    canonical, _ = media.decode_image(canonical_png)  # (3, H, W)
+    expected = yuv420(media.to_uint8(warp(canonical, fields)))  # (T, H, W, 3)
+    still = yuv420(media.to_uint8(canonical[None].expand(fields.shape[0], -1, -1, -1)))
+    assert decoded.shape == expected.shape, (decoded.shape, expected.shape)
+    return psnr(decoded, expected), psnr(decoded, still)

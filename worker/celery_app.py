@@ -1,0 +1,59 @@
+"""The Celery app of the workers: `celery -A worker.celery_app worker --concurrency 1` (one per GPU).
+
+A worker consumes the generate and the edit queue unless `-Q` names one of them (edit never runs the generators,
+so CPU-only workers may take just `-Q $GENDEF_EDIT_QUEUE`). The model is loaded in each pool process after the fork
+(`worker_process_init`), never in the parent.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+from kombu import Queue
+
+from service.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+# Seconds between the soft time limit (the task records `timeout` and stops) and the hard kill of the process.
+HARD_LIMIT_GRACE_S = 30
+# Loading a checkpoint (and initialising CUDA) in a fresh pool process may take longer than Celery's default 4 s.
+PROCESS_START_TIMEOUT_S = 300
+
+
+def create_app(settings: Settings) -> Celery:
+    app = Celery("gendef", broker=settings.redis_url, include=["worker.tasks"])
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,  # the job record in Redis is the source of truth, no result backend
+        # Long GPU jobs: one job in hand at a time, acknowledged only when done, redelivered if the process dies.
+        worker_prefetch_multiplier=1,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        task_soft_time_limit=settings.job_time_limit_s,
+        task_time_limit=settings.job_time_limit_s + HARD_LIMIT_GRACE_S,
+        # An unacknowledged job goes back to the queue after this long: it must outlast the longest job, or a
+        # second worker would start a job that is still running.
+        broker_transport_options={"visibility_timeout": 2 * settings.job_time_limit_s + HARD_LIMIT_GRACE_S},
+        broker_connection_retry_on_startup=True,
+        task_queues=[Queue(settings.generate_queue), Queue(settings.edit_queue)],
+        task_default_queue=settings.generate_queue,
+        worker_proc_alive_timeout=PROCESS_START_TIMEOUT_S,
+    )
+    return app
+
+
+app = create_app(get_settings())
+
+
+@worker_process_init.connect
+def _load_model_in_pool_process(**_: Any) -> None:
+    """Runs in each pool process after the fork: load the model there, once, before the first job."""
+    from worker import runtime  # torch is imported here, in the child, not by the parent at import time
+
+    runtime.get().preload_model()
