@@ -1,8 +1,8 @@
 """Inputs and artifacts: a local folder (embedded mode) or an S3-compatible bucket, behind one small interface.
 
 Keys derive only from job ids (``artifact_key``, ``input_key``), never from user text, and are validated anyway.
-The local store's files are served by the API at ``/files/{key}?exp=...&sig=...``: an HMAC-SHA256 of key and
-expiry time under ``GENDEF_URL_SECRET``. The S3 store presigns with a client pointed at the public endpoint, so a
+The local store's files are served by the API at ``/files/{key}?exp=...&sig=...``: an HMAC-SHA256 of key
+and expiry time under ``GENDEF_URL_SECRET``. The S3 store presigns with a client pointed at the public endpoint, so a
 URL opens from where the client is, not only from inside the deployment.
 """
 
@@ -65,7 +65,7 @@ class Store(Protocol):
 
     def get(self, key: str) -> bytes: ...  # raises BlobNotFound
 
-    def presign(self, key: str, expires_s: int) -> str: ...  # a GET URL (the local store's is relative to the API)
+    def presign(self, key: str, expires_s: int) -> str: ...  # a GET URL; the local store's is relative to the API's
 
     def ping(self) -> None: ...  # raises StorageUnavailable when the store cannot be used
 
@@ -108,7 +108,7 @@ class LocalStore:
 
     def presign(self, key: str, expires_s: int) -> str:
         expires_at = int(time.time()) + expires_s
-        return f"/files/{quote(validate_key(key))}?exp={expires_at}&sig={self._signature(key, expires_at)}"
+        return f"files/{quote(validate_key(key))}?exp={expires_at}&sig={self._signature(key, expires_at)}"
 
     def check_signature(self, key: str, exp: str, sig: str) -> None:
         """Raise InvalidSignature for a forged or altered URL, ExpiredSignature for a genuine one past ``exp``."""

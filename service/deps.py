@@ -1,0 +1,46 @@
+"""What the routes depend on: one Services object built by create_app, handed out through Depends."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated
+from urllib.parse import urljoin
+
+import redis
+from celery import Celery
+from fastapi import Depends, Request
+
+from service.jobs import JobStore, connect_redis
+from service.queue import make_celery
+from service.settings import Settings
+from service.storage import LocalStore, S3Store, make_store
+
+
+@dataclass
+class Services:
+    settings: Settings
+    redis: redis.Redis
+    jobs: JobStore
+    blobs: LocalStore | S3Store
+    celery: Celery
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Services:
+        client = connect_redis(settings)
+        return cls(
+            settings=settings, redis=client, jobs=JobStore(client, ttl_s=settings.job_ttl_s),
+            blobs=make_store(settings), celery=make_celery(settings),
+        )
+
+    def presigner(self, request: Request) -> Callable[[str], str]:
+        """key -> absolute URL: S3 URLs are absolute already, the local store's are joined to this API's."""
+        base = str(request.base_url)
+        return lambda key: urljoin(base, self.blobs.presign(key, self.settings.url_ttl_s))
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]

@@ -1,0 +1,70 @@
+"""POST /generate, POST /edit, GET /jobs/{id}, POST /jobs/{id}/cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, HTTPException, Request, Response, UploadFile
+
+from service.deps import ServicesDep
+from service.jobs import JobRecord
+from service.schemas import MAX_FPS, MIN_FPS, GenerateRequest, JobDocument, Message
+from service.submit import submit_edit, submit_generate
+
+router = APIRouter(tags=["jobs"])
+
+ERRORS = {
+    404: {"model": Message, "description": "no such job"},
+    409: {"model": Message, "description": "the job named is not finished"},
+    503: {"model": Message, "description": "Redis or the store is unreachable; try again"},
+}
+
+
+def _accepted(svc: ServicesDep, request: Request, response: Response, job: JobRecord) -> JobDocument:
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return JobDocument.from_record(job, svc.presigner(request))
+
+
+def _found(svc: ServicesDep, job_id: str, job: JobRecord | None) -> JobRecord:
+    if job is None:
+        raise HTTPException(404, f"job {job_id} does not exist (or its record has expired: records are kept "
+                                 f"{svc.settings.job_ttl_s} s after their last change)")
+    return job
+
+
+@router.post("/generate", status_code=202, response_model=JobDocument, responses=ERRORS)
+def generate(body: GenerateRequest, svc: ServicesDep, request: Request, response: Response) -> JobDocument:
+    """Queue a video: a new one (kind generate), or new motion for a finished job's canonical image
+    (``canonical_from``, kind resample)."""
+    return _accepted(svc, request, response, submit_generate(svc, body))
+
+
+@router.post(
+    "/edit", status_code=202, response_model=JobDocument,
+    responses=ERRORS | {413: {"model": Message}, 415: {"model": Message}},
+)
+def edit(
+    job_id: Annotated[str, Form(min_length=1, max_length=64, description="a finished job whose fields are reused")],
+    image: Annotated[UploadFile, Form(description="the edited canonical image, PNG or JPEG")],
+    svc: ServicesDep,
+    request: Request,
+    response: Response,
+    fps: Annotated[int | None, Form(ge=MIN_FPS, le=MAX_FPS, description="default: the source job's")] = None,
+) -> JobDocument:
+    """Queue an edit: the image is warped by the fields of job ``job_id``, so every frame carries the edit.
+    An image of another size than the canonical image is resized to it (``params.resized``)."""
+    data = image.file.read(svc.settings.max_upload_bytes + 1)
+    return _accepted(svc, request, response, submit_edit(svc, job_id, data, fps))
+
+
+@router.get("/jobs/{job_id}", response_model=JobDocument, responses=ERRORS)
+def get_job(job_id: str, svc: ServicesDep, request: Request) -> JobDocument:
+    """The job document; artifact URLs are signed afresh at each call."""
+    return JobDocument.from_record(_found(svc, job_id, svc.jobs.get(job_id)), svc.presigner(request))
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobDocument, responses=ERRORS)
+def cancel_job(job_id: str, svc: ServicesDep, request: Request) -> JobDocument:
+    """A queued job is canceled at once; a running one stops at its next step (status turns canceled then);
+    a finished job is returned unchanged."""
+    return JobDocument.from_record(_found(svc, job_id, svc.jobs.cancel(job_id)), svc.presigner(request))

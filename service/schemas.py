@@ -1,0 +1,83 @@
+"""Request and response bodies of the public API (../shared/API.md, field by field)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.jobs import JobRecord
+
+MAX_SEED = 2**63 - 1
+MIN_FPS, MAX_FPS = 1, 60
+
+
+class GenerateRequest(BaseModel):
+    """POST /generate. The upper bound of num_frames is the deployment's GENDEF_MAX_FRAMES (default 128)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int | None = Field(
+        default=None, ge=0, le=MAX_SEED, strict=True, description="content seed: decides the canonical image; "
+        "null draws a random one (recorded in the job's params). Ignored with canonical_from (the parent's is used)",
+    )
+    motion_seed: int | None = Field(
+        default=None, ge=0, le=MAX_SEED, strict=True,
+        description="motion seed: decides the deformation fields; null draws a random one",
+    )
+    num_frames: int = Field(default=16, ge=1, strict=True, description="frames in the video")
+    fps: int = Field(default=8, ge=MIN_FPS, le=MAX_FPS, strict=True, description="frame rate of the encoded video")
+    canonical_from: str | None = Field(
+        default=None, min_length=1, max_length=64,
+        description="id of a finished job: reuse its canonical image, sample new motion only (job kind resample)",
+    )
+
+
+class ArtifactOut(BaseModel):
+    url: str = Field(description="presigned GET URL, fresh at each GET /jobs/{id}, expiring")
+    content_type: str
+    bytes: int
+
+
+class JobError(BaseModel):
+    code: str = Field(description="stable machine code")
+    message: str = Field(description="what happened and what to do")
+
+
+class JobDocument(BaseModel):
+    id: str
+    kind: Literal["generate", "resample", "edit"]
+    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    progress: float = Field(ge=0, le=1)
+    params: dict[str, Any]
+    parent_id: str | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    error: JobError | None
+    artifacts: dict[str, ArtifactOut] = Field(description="video, canonical, deformation once succeeded; else {}")
+
+    @classmethod
+    def from_record(cls, job: JobRecord, presign: Callable[[str], str]) -> JobDocument:
+        """The public view of a job record; ``presign(key)`` turns each artifact key into a URL."""
+        artifacts = {}
+        if job.status == "succeeded":
+            artifacts = {
+                name: ArtifactOut(url=presign(a.key), content_type=a.content_type, bytes=a.bytes)
+                for name, a in job.artifacts.items()
+            }
+        return cls(
+            id=job.id, kind=job.kind, status=job.status, progress=job.progress, params=job.params,
+            parent_id=job.parent_id, created_at=job.created_at, started_at=job.started_at,
+            finished_at=job.finished_at, error=JobError(**job.error) if job.error else None, artifacts=artifacts,
+        )
+
+
+class Message(BaseModel):
+    detail: str
+
+
+class ReadinessReport(BaseModel):
+    ready: bool
+    checks: dict[str, str] = Field(description="redis, storage, workers: 'ok' or what is wrong")

@@ -1,0 +1,121 @@
+"""Turning a valid request into a queued job: check the parent job, record the job, then send its task."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import secrets
+from typing import Any
+
+from fastapi import HTTPException
+from fastapi.exceptions import RequestValidationError
+from PIL import Image
+
+from service.deps import Services
+from service.jobs import JobRecord, new_job_id
+from service.queue import enqueue
+from service.schemas import GenerateRequest
+from service.storage import BlobNotFound, input_key
+from service.uploads import check_image
+
+log = logging.getLogger(__name__)
+
+RANDOM_SEED_BOUND = 2**31  # seeds the API draws are below this (any 0..2**63-1 is accepted)
+CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg"}
+
+
+def _queue(svc: Services, kind: str, params: dict[str, Any], parent_id: str | None = None,
+           inputs: dict[str, str] | None = None, job_id: str | None = None) -> JobRecord:
+    """Write the job record first, then send the task: a worker never sees a job id without its record."""
+    job = svc.jobs.create(kind, params, parent_id=parent_id, inputs=inputs, job_id=job_id)
+    try:
+        enqueue(svc.celery, svc.settings, job)
+    except Exception:
+        log.exception("could not queue job %s", job.id)
+        with contextlib.suppress(Exception):  # Redis itself may be what is down
+            svc.jobs.mark_failed(job.id, "queue_unavailable", "The job could not be queued; submit it again.")
+        raise
+    log.info("queued %s job %s", kind, job.id)
+    return job
+
+
+def finished_parent(svc: Services, job_id: str, field: str) -> JobRecord:
+    """The succeeded job a request builds on, or a 404/409 that says what to do."""
+    parent = svc.jobs.get(job_id)
+    if parent is None:
+        raise HTTPException(404, f"{field}: job {job_id} does not exist (or its record has expired)")
+    if parent.status != "succeeded":
+        if parent.status in ("queued", "running"):
+            advice = f"wait until it has succeeded (poll GET /jobs/{job_id})"
+        else:
+            advice = "use a job that succeeded"
+        raise HTTPException(409, f"{field}: job {job_id} is {parent.status}, not succeeded: {advice}")
+    return parent
+
+
+def _content_seed(svc: Services, job: JobRecord) -> int:
+    """The content seed behind a job's canonical image: an edit's comes from the job it edited."""
+    while "seed" not in job.params:
+        parent = svc.jobs.get(job.parent_id) if job.parent_id else None
+        if parent is None:
+            raise HTTPException(409, f"canonical_from: the job that made the canonical image of {job.id} has "
+                                     "expired; generate a new video")
+        job = parent
+    return job.params["seed"]
+
+
+def _random_seed() -> int:
+    return secrets.randbelow(RANDOM_SEED_BOUND)
+
+
+def submit_generate(svc: Services, req: GenerateRequest) -> JobRecord:
+    limit = svc.settings.max_frames
+    if req.num_frames > limit:
+        raise RequestValidationError([{
+            "type": "less_than_equal", "loc": ("body", "num_frames"), "input": req.num_frames, "ctx": {"le": limit},
+            "msg": f"Input should be less than or equal to {limit} (this deployment's frame limit)",
+        }])
+    motion_seed = _random_seed() if req.motion_seed is None else req.motion_seed
+    params = {"motion_seed": motion_seed, "num_frames": req.num_frames, "fps": req.fps}
+    if req.canonical_from is None:
+        seed = _random_seed() if req.seed is None else req.seed
+        return _queue(svc, "generate", {"seed": seed} | params)
+    if req.seed is not None:
+        raise RequestValidationError([{
+            "type": "value_error", "loc": ("body", "seed"), "input": req.seed,
+            "msg": "seed cannot be combined with canonical_from: a resample keeps the canonical image (and its "
+                   "content seed) of that job; leave seed out",
+        }])
+    parent = finished_parent(svc, req.canonical_from, "canonical_from")
+    return _queue(svc, "resample", {"seed": _content_seed(svc, parent)} | params, parent_id=parent.id)
+
+
+def _canonical_size(svc: Services, parent: JobRecord) -> tuple[int, int]:
+    artifact = parent.artifacts.get("canonical")
+    try:
+        data = svc.blobs.get(artifact.key) if artifact else None
+    except BlobNotFound:
+        data = None
+    if data is None:
+        raise HTTPException(409, f"job_id: the canonical image of job {parent.id} is no longer stored; "
+                                 "generate a new video")
+    return Image.open(io.BytesIO(data)).size  # header only
+
+
+def submit_edit(svc: Services, job_id: str, image: bytes, fps: int | None) -> JobRecord:
+    """Check the parent and the upload, store the upload as the job's input, then queue. The worker resizes."""
+    parent = finished_parent(svc, job_id, "job_id")
+    if len(image) > svc.settings.max_upload_bytes:
+        raise HTTPException(413, f"image is {len(image)} bytes; the limit is {svc.settings.max_upload_bytes}")
+    info = check_image(image, svc.settings.max_upload_pixels)
+    size = _canonical_size(svc, parent)
+    params = {
+        "fps": parent.params.get("fps", GenerateRequest.model_fields["fps"].default) if fps is None else fps,
+        "resized": (info.width, info.height) != size,
+        "source_size": [info.width, info.height],
+    }
+    new_id = new_job_id()
+    key = input_key(new_id, f"image.{info.extension}")
+    svc.blobs.put(key, image, CONTENT_TYPES[info.format])
+    return _queue(svc, "edit", params, parent_id=parent.id, inputs={"image": key}, job_id=new_id)
