@@ -1,0 +1,113 @@
+"""The `gendef` command line, run as a user runs it (the installed console script, a subprocess) against the
+production-mode deployment of the `api_url` fixture (API + Celery worker + Redis + S3 server over HTTP)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import pytest
+from PIL import Image, ImageOps
+
+GENDEF = Path(sys.executable).with_name("gendef")
+FRAMES = 8
+
+
+def gendef(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "GENDEF_URL"}
+    return subprocess.run([str(GENDEF), *args], capture_output=True, text=True, timeout=300, cwd=cwd, env=env)
+
+
+def decoded_frames(path: Path) -> int:
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+def status(api_url: str, job_id: str) -> dict:
+    result = gendef("--url", api_url, "status", job_id)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def generated(api_url: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """`gendef generate` once for the module: its job id and the folder with out.mp4 and canonical.png."""
+    folder = tmp_path_factory.mktemp("cli")
+    result = gendef(
+        "--url", api_url, "generate", "--seed", "1", "--motion-seed", "2", "--frames", str(FRAMES),
+        "-o", "out.mp4", "--canonical", "canonical.png", cwd=folder,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip(), folder
+
+
+def test_generate_writes_an_mp4_that_decodes(generated: tuple[str, Path]) -> None:
+    _, folder = generated
+    assert decoded_frames(folder / "out.mp4") == FRAMES
+    with Image.open(folder / "canonical.png") as canonical:
+        assert canonical.format == "PNG"
+
+
+def test_status_prints_the_job_document(api_url: str, generated: tuple[str, Path]) -> None:
+    job_id, _ = generated
+    job = status(api_url, job_id)
+    assert (job["id"], job["kind"], job["status"]) == (job_id, "generate", "succeeded")
+    assert (job["params"]["seed"], job["params"]["motion_seed"], job["params"]["num_frames"]) == (1, 2, FRAMES)
+
+
+def test_edit_warps_the_edited_canonical_with_the_jobs_motion(
+    api_url: str, generated: tuple[str, Path], tmp_path: Path
+) -> None:
+    job_id, folder = generated
+    with Image.open(folder / "canonical.png") as canonical:
+        ImageOps.invert(canonical.convert("RGB")).save(tmp_path / "edited.png")
+    result = gendef("--url", api_url, "edit", job_id, str(tmp_path / "edited.png"), "-o", str(tmp_path / "e.mp4"))
+    assert result.returncode == 0, result.stderr
+    assert decoded_frames(tmp_path / "e.mp4") == FRAMES
+    edit = status(api_url, result.stdout.strip())
+    assert (edit["kind"], edit["parent_id"]) == ("edit", job_id)
+
+
+def test_resample_keeps_the_content_seed_with_new_motion(
+    api_url: str, generated: tuple[str, Path], tmp_path: Path
+) -> None:
+    job_id, _ = generated
+    result = gendef("--url", api_url, "resample", job_id, "--motion-seed", "7", "-o", str(tmp_path / "r.mp4"))
+    assert result.returncode == 0, result.stderr
+    assert decoded_frames(tmp_path / "r.mp4") > 0
+    job = status(api_url, result.stdout.strip())
+    assert (job["kind"], job["parent_id"]) == ("resample", job_id)
+    assert (job["params"]["seed"], job["params"]["motion_seed"]) == (1, 7)
+
+
+def test_cancel_of_a_finished_job_leaves_it_as_it_was(api_url: str, generated: tuple[str, Path]) -> None:
+    job_id, _ = generated
+    result = gendef("--url", api_url, "cancel", job_id)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["status"] == "succeeded"
+
+
+def test_a_refused_request_exits_nonzero_with_the_apis_message(api_url: str, tmp_path: Path) -> None:
+    result = gendef("--url", api_url, "generate", "--frames", "100000", "-o", str(tmp_path / "x.mp4"))
+    assert result.returncode != 0
+    assert "422" in result.stderr and "num_frames" in result.stderr
+    assert not (tmp_path / "x.mp4").exists()
+
+    result = gendef("--url", api_url, "status", "no-such-job")
+    assert result.returncode != 0
+    assert "404" in result.stderr
+
+
+def test_an_unreachable_server_exits_nonzero_with_a_message() -> None:
+    with socket.socket() as s:  # a loopback port nothing listens on once the socket is closed
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    result = gendef("--url", url, "generate", "--seed", "1")
+    assert result.returncode != 0
+    assert "cannot reach the gendef API at " + url in result.stderr
+    assert "Traceback" not in result.stderr
