@@ -12,9 +12,10 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import worker_process_init
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from service.settings import Settings, get_settings
+from worker import runtime
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ def create_app(settings: Settings) -> Celery:
         # second worker would start a job that is still running.
         broker_transport_options={"visibility_timeout": 2 * settings.job_time_limit_s + HARD_LIMIT_GRACE_S},
         broker_connection_retry_on_startup=True,
-        task_queues=[Queue(settings.generate_queue), Queue(settings.edit_queue)],
+        # Each queue bound under its own name, as the API's send_task(queue=name) addresses it.
+        task_queues=[Queue(name, Exchange(name), routing_key=name) for name in (settings.generate_queue, settings.edit_queue)],
         task_default_queue=settings.generate_queue,
         worker_proc_alive_timeout=PROCESS_START_TIMEOUT_S,
     )
@@ -53,7 +55,7 @@ app = create_app(get_settings())
 
 @worker_process_init.connect
 def _load_model_in_pool_process(**_: Any) -> None:
-    """Runs in each pool process after the fork: load the model there, once, before the first job."""
-    from worker import runtime  # torch is imported here, in the child, not by the parent at import time
-
-    runtime.get().preload_model()
+    """Runs in each pool process after the fork: load the model there, once, before the first job. A worker that
+    consumes only the edit queue never loads it."""
+    if get_settings().generate_queue in app.amqp.queues.consume_from:
+        runtime.get().preload_model()
