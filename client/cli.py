@@ -24,7 +24,8 @@ def _follow(client: Client, job: Job, args: argparse.Namespace) -> Job:
     """Print the job id, wait for the job with a progress bar on stderr, return its final document."""
     print(job["id"], flush=True)
     print(f"queued {job['kind']} job {job['id']}", file=sys.stderr)
-    with tqdm(total=100, file=sys.stderr, bar_format="{desc:>9} {percentage:3.0f}%|{bar}| {elapsed}") as bar:
+    bar_format = "{desc:>9} {percentage:3.0f}%|{bar}| {elapsed}"
+    with tqdm(total=100, desc=job["status"], file=sys.stderr, bar_format=bar_format) as bar:
 
         def update(doc: Job) -> None:
             bar.set_description_str(doc["status"], refresh=False)
