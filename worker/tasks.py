@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from celery.exceptions import SoftTimeLimitExceeded
 
+from model.gendef import SEED_RANGE, GenDeF
 from model.warp import render
 from service.jobs import Artifact, JobRecord
 from service.storage import BlobNotFound, StorageUnavailable, artifact_key
@@ -52,7 +53,7 @@ class JobRun:
         self.rt.jobs.set_progress(self.job.id, self._done / len(self.stages), name)
         self._done += 1
 
-    def model(self):
+    def model(self) -> GenDeF:
         """The model; the `loading` stage is shown while a pool process loads it for its first job."""
         if not self.rt.model_loaded:
             self.rt.jobs.set_progress(self.job.id, 0.0, "loading")
@@ -117,28 +118,32 @@ def run_model(what: str, call: Callable[[], Any]) -> Any:
         log.exception("the model failed while %s", what)
         raise JobFailure(
             "model_error",
-            f"the model failed while {what} ({type(e).__name__}: {e}); try fewer frames, or report it with the job id",
+            f"the model failed while {what} ({type(e).__name__}: {e}); if it ran out of memory ask for fewer frames, "
+            "otherwise report it with the job id",
         ) from e
 
 
-def check_num_frames(model, num_frames: int) -> None:
+def sampling_args(model: GenDeF, params: dict[str, Any]) -> tuple[int, int, int]:
+    """(seed, motion_seed, num_frames) of a job, refused with invalid_input where the loaded model cannot go."""
+    seed, motion_seed, num_frames = int(params["seed"]), int(params["motion_seed"]), int(params["num_frames"])
     if not 1 <= num_frames <= model.max_frames:
         raise JobFailure(
             "invalid_input",
             f"num_frames={num_frames} is outside what the loaded model makes (1 to {model.max_frames}); "
             "ask for fewer frames",
         )
+    for name, value in (("seed", seed), ("motion_seed", motion_seed)):
+        if not 0 <= value < SEED_RANGE:
+            raise JobFailure("invalid_input", f"{name}={value} is outside the model's seed range 0 to {SEED_RANGE - 1}")
+    return seed, motion_seed, num_frames
 
 
 def do_generate(run: JobRun) -> dict[str, Artifact]:
     params = run.job.params
-    num_frames = int(params["num_frames"])
     model = run.model()
-    check_num_frames(model, num_frames)
+    seed, motion_seed, num_frames = sampling_args(model, params)
     run.stage("sampling")
-    out = run_model(
-        "sampling", lambda: model.sample([int(params["seed"])], [int(params["motion_seed"])], num_frames)
-    )
+    out = run_model("sampling", lambda: model.sample([seed], [motion_seed], num_frames))
     canonical, fields, frames = out.canonical[0], out.fields[0], out.frames[0]  # (3, H, W), (T, H, W, 2), (T, 3, H, W)
     run.stage("encoding")
     files = {
@@ -152,15 +157,11 @@ def do_generate(run: JobRun) -> dict[str, Artifact]:
 
 def do_resample(run: JobRun) -> dict[str, Artifact]:
     params = run.job.params
-    num_frames = int(params["num_frames"])
     canonical_png = run.parent_blob("canonical.png")  # kept byte for byte: same content, new motion
     model = run.model()
-    check_num_frames(model, num_frames)
+    seed, motion_seed, num_frames = sampling_args(model, params)
     run.stage("sampling")
-    fields = run_model(
-        "sampling motion",
-        lambda: model.sample_motion([int(params["seed"])], [int(params["motion_seed"])], num_frames)[0],
-    )  # (T, H, W, 2)
+    fields = run_model("sampling motion", lambda: model.sample_motion([seed], [motion_seed], num_frames)[0])  # (T, H, W, 2)
     run.stage("warping")
     canonical, _ = media.decode_image(canonical_png)  # (3, H, W)
     frames = render(canonical[None].to(fields.device), fields[None])[0]  # (T, 3, H, W)

@@ -187,10 +187,13 @@ def test_an_unloadable_checkpoint_fails_generate_as_model_error(tmp_path):
     assert "GENDEF_CHECKPOINT" in job.error["message"] and str(broken) in job.error["message"]
 
 
-def test_more_frames_than_the_model_makes_fail_as_invalid_input(rt):
+def test_params_past_the_models_limits_fail_as_invalid_input(rt):
     job = run(rt, "generate", {"seed": 1, "motion_seed": 2, "num_frames": 10_000, "fps": 8})
     assert job.status == "failed" and job.error["code"] == "invalid_input"
-    assert "10000" in job.error["message"]
+    assert "num_frames=10000" in job.error["message"]
+    job = run(rt, "generate", {"seed": 2**40, "motion_seed": 2, "num_frames": 4, "fps": 8})
+    assert job.status == "failed" and job.error["code"] == "invalid_input"
+    assert f"seed={2**40}" in job.error["message"] and "4294967295" in job.error["message"]
 
 
 def test_unreachable_s3_fails_as_storage_unavailable(tmp_path, tiny_checkpoint):
