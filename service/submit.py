@@ -107,7 +107,7 @@ def submit_edit(svc: Services, job_id: str, image: bytes, fps: int | None) -> Jo
     """Check the parent and the upload, store the upload as the job's input, then queue. The worker resizes."""
     parent = finished_parent(svc, job_id, "job_id")
     if len(image) > svc.settings.max_upload_bytes:
-        raise HTTPException(413, f"image is {len(image)} bytes; the limit is {svc.settings.max_upload_bytes}")
+        raise HTTPException(413, f"image is larger than the limit of {svc.settings.max_upload_bytes} bytes")
     info = check_image(image, svc.settings.max_upload_pixels)
     size = _canonical_size(svc, parent)
     params = {
