@@ -1,0 +1,155 @@
+"""The production-mode deployment, for real: moto's S3 server over HTTP, the API under uvicorn and a Celery worker,
+each in its own subprocess, against the machine's Redis (db 12) and a tiny model checkpoint. `api_url` is its base
+URL.
+
+Two test sessions may run at once (CI and a developer, two developers): each gets queues of its own name, job
+records are keyed by random ids and expire after a few minutes, so nothing needs flushing and no session's worker
+takes another's jobs. The session deletes its queues when it ends."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+import redis
+
+REDIS_URL = "redis://127.0.0.1:6379/12"
+BUCKET = "gendef-e2e"
+S3_CREDENTIALS = {"aws_access_key_id": "e2e", "aws_secret_access_key": "e2e-secret", "region_name": "us-east-1"}
+# Small caps so the oversized and the bomb uploads stay cheap to make.
+MAX_UPLOAD_BYTES = 256 * 1024
+MAX_UPLOAD_PIXELS = 1024 * 1024
+STARTUP_TIMEOUT_S = 60
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, processes: dict[Path, subprocess.Popen], timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+    """Poll url until it answers 200; fail with the processes' logs if one dies or the time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if any(p.poll() is not None for p in processes.values()) or time.monotonic() > deadline:
+            logs = "\n".join(f"--- {log.name} (exit code {p.poll()}):\n{log.read_text()[-3000:]}"
+                             for log, p in processes.items())
+            pytest.fail(f"{url} did not answer 200\n{logs}")
+        time.sleep(0.2)
+
+
+def spawn(args: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen:
+    with open(log, "wb") as out:
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def e2e_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("e2e-logs")
+
+
+@pytest.fixture(scope="session")
+def queues() -> Iterator[dict[str, str]]:
+    """This session's Celery queue names; deleted from Redis at the end."""
+    session = secrets.token_hex(4)
+    names = {"GENDEF_GENERATE_QUEUE": f"e2e-{session}-generate", "GENDEF_EDIT_QUEUE": f"e2e-{session}-edit"}
+    yield names
+    client = redis.Redis.from_url(REDIS_URL)
+    for name in names.values():
+        client.delete(name, *client.keys(f"_kombu.binding.{name}*"))
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(e2e_logs: Path) -> Iterator[str]:
+    """moto's S3 server on a free loopback port, with the deployment's bucket."""
+    port = free_port()
+    log = e2e_logs / "s3.log"
+    process = spawn([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], log)
+    url = f"http://127.0.0.1:{port}"
+    wait_for(f"{url}/moto-api/", {log: process})
+    boto3.client("s3", endpoint_url=url, **S3_CREDENTIALS).create_bucket(Bucket=BUCKET)
+    yield url
+    stop(process)
+
+
+@pytest.fixture(scope="session")
+def s3(s3_endpoint: str):
+    """A boto3 client of the deployment's S3 server (tests use it to play an operator deleting objects)."""
+    return boto3.client("s3", endpoint_url=s3_endpoint, **S3_CREDENTIALS)
+
+
+@pytest.fixture(scope="session")
+def deployment_env(queues: dict[str, str], s3_endpoint: str, tiny_checkpoint: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENDEF_")}
+    return env | queues | {
+        "GENDEF_ENV": "production",
+        "GENDEF_REDIS_URL": REDIS_URL,
+        "GENDEF_STORAGE_BACKEND": "s3",
+        "GENDEF_S3_ENDPOINT_URL": s3_endpoint,
+        "GENDEF_S3_BUCKET": BUCKET,
+        "GENDEF_S3_ACCESS_KEY_ID": S3_CREDENTIALS["aws_access_key_id"],
+        "GENDEF_S3_SECRET_ACCESS_KEY": S3_CREDENTIALS["aws_secret_access_key"],
+        "GENDEF_S3_REGION": S3_CREDENTIALS["region_name"],
+        "GENDEF_CHECKPOINT": str(tiny_checkpoint),
+        "GENDEF_DEVICE": "cpu",
+        "GENDEF_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
+        "GENDEF_MAX_UPLOAD_PIXELS": str(MAX_UPLOAD_PIXELS),
+        "GENDEF_READINESS_CACHE_S": "0",
+        "GENDEF_JOB_TTL_S": "600",
+    }
+
+
+@pytest.fixture(scope="session")
+def api_url(deployment_env: dict[str, str], e2e_logs: Path) -> Iterator[str]:
+    """Base URL of the API (uvicorn subprocess) with one Celery worker subprocess (concurrency 1) behind it;
+    yielded once /readyz says the broker, the store and the worker are reachable."""
+    port = free_port()
+    worker_log, api_log = e2e_logs / "worker.log", e2e_logs / "api.log"
+    worker = spawn(
+        [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--concurrency", "1",
+         "--loglevel", "INFO", "--hostname", f"e2e-{port}@%h"],
+        worker_log, env=deployment_env, cwd=e2e_logs,
+    )
+    api = spawn(
+        [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--host", "127.0.0.1",
+         "--port", str(port)],
+        api_log, env=deployment_env, cwd=e2e_logs,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(f"{url}/readyz", {api_log: api, worker_log: worker})
+        yield url
+    finally:
+        stop(api)
+        stop(worker)
+
+
+@pytest.fixture
+def http(api_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api_url, timeout=30) as client:
+        yield client
