@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, HTTPException, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, HTTPException, Request, Response, UploadFile
 
 from service.deps import ServicesDep
 from service.jobs import JobRecord
@@ -13,10 +13,11 @@ from service.submit import submit_edit, submit_generate
 
 router = APIRouter(tags=["jobs"])
 
-ERRORS = {
-    404: {"model": Message, "description": "no such job"},
-    409: {"model": Message, "description": "the job named is not finished"},
-    503: {"model": Message, "description": "Redis or the store is unreachable; try again"},
+NOT_FOUND = {404: {"model": Message, "description": "no such job"}}
+UNAVAILABLE = {503: {"model": Message, "description": "Redis or the store is unreachable; try again"}}
+SUBMIT_ERRORS = NOT_FOUND | UNAVAILABLE | {
+    409: {"model": Message, "description": "the job named (canonical_from, job_id) has not succeeded"},
+    413: {"model": Message, "description": "request body too large"},
 }
 
 
@@ -32,7 +33,7 @@ def _found(svc: ServicesDep, job_id: str, job: JobRecord | None) -> JobRecord:
     return job
 
 
-@router.post("/generate", status_code=202, response_model=JobDocument, responses=ERRORS)
+@router.post("/generate", status_code=202, response_model=JobDocument, responses=SUBMIT_ERRORS)
 def generate(body: GenerateRequest, svc: ServicesDep, request: Request, response: Response) -> JobDocument:
     """Queue a video: a new one (kind generate), or new motion for a finished job's canonical image
     (``canonical_from``, kind resample)."""
@@ -41,11 +42,11 @@ def generate(body: GenerateRequest, svc: ServicesDep, request: Request, response
 
 @router.post(
     "/edit", status_code=202, response_model=JobDocument,
-    responses=ERRORS | {413: {"model": Message}, 415: {"model": Message}},
+    responses=SUBMIT_ERRORS | {415: {"model": Message, "description": "the image is not a PNG or JPEG"}},
 )
 def edit(
     job_id: Annotated[str, Form(min_length=1, max_length=64, description="a finished job whose fields are reused")],
-    image: Annotated[UploadFile, Form(description="the edited canonical image, PNG or JPEG")],
+    image: Annotated[UploadFile, File(description="the edited canonical image, PNG or JPEG")],
     svc: ServicesDep,
     request: Request,
     response: Response,
@@ -57,13 +58,13 @@ def edit(
     return _accepted(svc, request, response, submit_edit(svc, job_id, data, fps))
 
 
-@router.get("/jobs/{job_id}", response_model=JobDocument, responses=ERRORS)
+@router.get("/jobs/{job_id}", response_model=JobDocument, responses=NOT_FOUND | UNAVAILABLE)
 def get_job(job_id: str, svc: ServicesDep, request: Request) -> JobDocument:
     """The job document; artifact URLs are signed afresh at each call."""
     return JobDocument.from_record(_found(svc, job_id, svc.jobs.get(job_id)), svc.presigner(request))
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=JobDocument, responses=ERRORS)
+@router.post("/jobs/{job_id}/cancel", response_model=JobDocument, responses=NOT_FOUND | UNAVAILABLE)
 def cancel_job(job_id: str, svc: ServicesDep, request: Request) -> JobDocument:
     """A queued job is canceled at once; a running one stops at its next step (status turns canceled then);
     a finished job is returned unchanged."""

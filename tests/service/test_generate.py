@@ -173,3 +173,14 @@ def test_progress_and_failure_show_in_the_document(http: httpx.Client, server: S
     doc = http.get(f"/jobs/{job_id}").json()
     assert doc["status"] == "failed" and doc["artifacts"] == {}
     assert doc["error"] == {"code": "out_of_memory", "message": "The GPU ran out of memory; ask for fewer frames."}
+
+
+def test_openapi_describes_the_contract(http: httpx.Client):
+    spec = http.get("/openapi.json").json()
+    assert {"/generate", "/edit", "/jobs/{job_id}", "/jobs/{job_id}/cancel", "/healthz", "/readyz", "/metrics"} <= set(
+        spec["paths"]
+    )
+    assert list(spec["paths"]["/edit"]["post"]["requestBody"]["content"]) == ["multipart/form-data"]
+    schemas = spec["components"]["schemas"]
+    assert set(schemas["GenerateRequest"]["properties"]) == {"seed", "motion_seed", "num_frames", "fps", "canonical_from"}
+    assert set(schemas["JobDocument"]["properties"]) == DOCUMENT_FIELDS
