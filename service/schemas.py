@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.jobs import JobRecord
 
-MAX_SEED = 2**63 - 1
+MAX_SEED = 2**32 - 1  # the model takes seeds in [0, 2**32): larger ones would collide (model.gendef.SEED_RANGE)
 MIN_FPS, MAX_FPS = 1, 60
 
 

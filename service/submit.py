@@ -21,7 +21,7 @@ from service.uploads import check_image
 
 log = logging.getLogger(__name__)
 
-RANDOM_SEED_BOUND = 2**31  # seeds the API draws are below this (any 0..2**63-1 is accepted)
+RANDOM_SEED_BOUND = 2**31  # seeds the API draws are below this (any 0..2**32-1 is accepted)
 CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg"}
 
 

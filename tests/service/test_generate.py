@@ -71,7 +71,8 @@ def test_job_ids_are_distinct_and_unknown_ids_are_404(http: httpx.Client):
     ({"num_frames": "16"}, "num_frames"),
     ({"num_frames": 16.5}, "num_frames"),
     ({"seed": -1}, "seed"),
-    ({"seed": 2**63}, "seed"),
+    ({"seed": 2**32}, "seed"),
+    ({"motion_seed": 2**63}, "motion_seed"),
     ({"seed": "one"}, "seed"),
     ({"motion_seed": True}, "motion_seed"),
     ({"fps": 0}, "fps"),
@@ -184,3 +185,8 @@ def test_openapi_describes_the_contract(http: httpx.Client):
     schemas = spec["components"]["schemas"]
     assert set(schemas["GenerateRequest"]["properties"]) == {"seed", "motion_seed", "num_frames", "fps", "canonical_from"}
     assert set(schemas["JobDocument"]["properties"]) == DOCUMENT_FIELDS
+
+
+def test_the_largest_seed_is_accepted(http: httpx.Client):
+    r = http.post("/generate", json={"seed": 2**32 - 1, "motion_seed": 0})
+    assert r.status_code == 202 and r.json()["params"]["seed"] == 2**32 - 1
