@@ -24,7 +24,7 @@ run: $(STAMP)
 	PORT=$(PORT) $(BIN)/python -m service.embedded
 
 lint: $(STAMP)
-	$(BIN)/ruff check model service worker tests benchmarks
+	$(BIN)/ruff check model service worker client tests benchmarks
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/model_speed.py

@@ -22,7 +22,7 @@ MIN_SECRET_CHARS = 32
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GENDEF_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="GENDEF_", extra="ignore", env_ignore_empty=True)  # empty = default
 
     # "production" refuses insecure defaults (see url_secret); "embedded" is the single-machine `make run` mode.
     env: Literal["embedded", "production"] = "embedded"
