@@ -1,7 +1,8 @@
 """GenDeF: a canonical image + per-frame deformation fields; frames = canonical warped by the fields.
 
 Inference (what the worker calls) is ``sample`` / ``sample_motion`` (and ``model.warp.render`` for the edit
-path). Training uses the same pieces with its own random draws: ``canonical``, ``fields``.
+path). Training uses the same pieces with its own random draws: ``canonical``, ``fields``; it sees the raw
+synthesis output (as StyleGAN2), which ``sample`` clamps to [-1, 1] (so the warped frames stay in range too).
 
 Determinism: every random draw of a video comes from CPU ``torch.Generator``s seeded from its ``seed`` (content
 code z and the canonical noise maps) and its ``motion_seed`` (the motion trajectory), then moves to the model's
@@ -113,13 +114,9 @@ class GenDeF(nn.Module):
         z, motion_z, noise = z.to(self.device), motion_z.to(self.device), [n.to(self.device) for n in noise]
 
         image, features = self.canonical(z, noise, with_image=with_image)  # (1, 3, H, W), (1, C, H, W)
-        w = self.deformation.mapping(z)  # (1, w_dim)
-        conds = self.deformation.condition(features)
-        grid = identity_grid(self.config.resolution, self.config.resolution, device=self.device)  # (H, W, 2)
         t = torch.arange(num_frames, device=self.device, dtype=torch.float32)[None]  # (1, T)
         chunk = self.config.deformation.frame_chunk
-        offsets = [
-            self.deformation(w, conds, self.motion(motion_z, t[:, i : i + chunk])) for i in range(0, num_frames, chunk)
-        ]  # each (1, <=chunk, H, W, 2)
-        fields = grid + torch.cat(offsets, dim=1)  # (1, T, H, W, 2)
+        fields = torch.cat(
+            [self.fields(z, features, motion_z, t[:, i : i + chunk]) for i in range(0, num_frames, chunk)], dim=1
+        )  # (1, T, H, W, 2)
         return (image.clamp(-1, 1) if image is not None else None), fields

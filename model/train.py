@@ -187,7 +187,9 @@ class Trainer:
         """Train until both stages are done (or the time budget is spent); return the exported checkpoint."""
         cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+        # the model as resolved now, so that a later change to a preset does not break resuming this run
+        saved = dataclasses.asdict(cfg) | {"model": self.G.config.to_dict()}
+        (self.run_dir / "train_config.json").write_text(json.dumps(saved, indent=2) + "\n")
         bar = tqdm(total=cfg.stage1_steps + cfg.stage2_steps, initial=self.step, desc="train", unit="step")
         while True:
             if self.stage == 1 and self._stage_done():
@@ -245,7 +247,7 @@ class Trainer:
     def export(self) -> Path:
         card = {
             "trained_with": "python -m model.train",
-            "model": self.cfg.model if isinstance(self.cfg.model, str) else "custom config",
+            "model": f"preset {self.cfg.model}" if isinstance(self.cfg.model, str) else "see config.json",
             "data": ", ".join(p.name for p in self.data_paths),
             "steps": f"{self.step} (stage 1 and 2 together; now stage {self.stage}, step {self.stage_step} of it)",
             "images_seen": self.nimg,
