@@ -7,7 +7,6 @@ so CPU-only workers may take just `-Q $GENDEF_EDIT_QUEUE`). The model is loaded 
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from celery import Celery
@@ -17,15 +16,19 @@ from kombu import Exchange, Queue
 from service.settings import Settings, get_settings
 from worker import runtime
 
-log = logging.getLogger(__name__)
-
-# Seconds between the soft time limit (the task records `timeout` and stops) and the hard kill of the process.
-HARD_LIMIT_GRACE_S = 30
 # Loading a checkpoint (and initialising CUDA) in a fresh pool process may take longer than Celery's default 4 s.
 PROCESS_START_TIMEOUT_S = 300
 
 
+def hard_limit_grace_s(job_time_limit_s: int) -> int:
+    """Seconds between the soft time limit (the task records `timeout` and stops at once, unless it is inside a
+    call that swallows the exception or does not return to Python) and the kill of its pool process: 5 % of the
+    limit, 5 to 60 s (30 s for the default 600 s limit)."""
+    return min(60, max(5, job_time_limit_s // 20))
+
+
 def create_app(settings: Settings) -> Celery:
+    hard_limit_s = settings.job_time_limit_s + hard_limit_grace_s(settings.job_time_limit_s)
     app = Celery("gendef", broker=settings.redis_url, include=["worker.tasks"])
     app.conf.update(
         task_serializer="json",
@@ -37,13 +40,15 @@ def create_app(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         task_soft_time_limit=settings.job_time_limit_s,
-        task_time_limit=settings.job_time_limit_s + HARD_LIMIT_GRACE_S,
+        task_time_limit=hard_limit_s,
         # An unacknowledged job goes back to the queue after this long: it must outlast the longest job, or a
         # second worker would start a job that is still running.
-        broker_transport_options={"visibility_timeout": 2 * settings.job_time_limit_s + HARD_LIMIT_GRACE_S},
+        broker_transport_options={"visibility_timeout": 2 * hard_limit_s},
         broker_connection_retry_on_startup=True,
         # Each queue bound under its own name, as the API's send_task(queue=name) addresses it.
-        task_queues=[Queue(name, Exchange(name), routing_key=name) for name in (settings.generate_queue, settings.edit_queue)],
+        task_queues=[
+            Queue(name, Exchange(name), routing_key=name) for name in (settings.generate_queue, settings.edit_queue)
+        ],
         task_default_queue=settings.generate_queue,
         worker_proc_alive_timeout=PROCESS_START_TIMEOUT_S,
     )

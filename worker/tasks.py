@@ -13,7 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from celery.exceptions import SoftTimeLimitExceeded
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
 from model.gendef import SEED_RANGE, GenDeF
 from model.warp import render
@@ -231,11 +232,7 @@ def run_job(rt: Runtime, job_id: str, kind: str) -> str | None:
     except JobFailure as e:
         error = e
     except SoftTimeLimitExceeded:
-        error = JobFailure(
-            "timeout",
-            f"the job ran longer than the {rt.settings.job_time_limit_s} s limit (GENDEF_JOB_TIME_LIMIT_S); "
-            "ask for fewer frames or raise the limit",
-        )
+        error = timeout_failure(rt)
     except StorageUnavailable as e:
         error = JobFailure("storage_unavailable", f"the artifact store could not be used ({e}); submit the job again later")
     except Exception as e:
@@ -254,16 +251,34 @@ def run_job(rt: Runtime, job_id: str, kind: str) -> str | None:
     return "failed"
 
 
-@app.task(name="gendef.generate")
+def timeout_failure(rt: Runtime) -> JobFailure:
+    return JobFailure(
+        "timeout",
+        f"the job ran longer than the {rt.settings.job_time_limit_s} s limit (GENDEF_JOB_TIME_LIMIT_S); "
+        "ask for fewer frames or raise the limit",
+    )
+
+
+class JobTask(Task):
+    def on_failure(self, exc: Exception, task_id: str, args: tuple, kwargs: dict, einfo: Any) -> None:
+        """A pool process killed at the hard time limit (it ignored the soft one) cannot record its job's end:
+        Celery calls this in the worker's main process then."""
+        if isinstance(exc, TimeLimitExceeded):
+            rt = runtime.get()
+            failure = timeout_failure(rt)
+            rt.jobs.mark_failed(args[0], failure.code, failure.message)
+
+
+@app.task(name="gendef.generate", base=JobTask)
 def generate(job_id: str) -> None:
     run_job(runtime.get(), job_id, "generate")
 
 
-@app.task(name="gendef.resample")
+@app.task(name="gendef.resample", base=JobTask)
 def resample(job_id: str) -> None:
     run_job(runtime.get(), job_id, "resample")
 
 
-@app.task(name="gendef.edit")
+@app.task(name="gendef.edit", base=JobTask)
 def edit(job_id: str) -> None:
     run_job(runtime.get(), job_id, "edit")
