@@ -145,7 +145,7 @@ def do_generate(run: JobRun) -> dict[str, Artifact]:
     seed, motion_seed, num_frames = sampling_args(model, params)
     run.stage("sampling")
     out = run_model("sampling", lambda: model.sample([seed], [motion_seed], num_frames))
-    canonical, fields, frames = out.canonical[0], out.fields[0], out.frames[0]  # (3, H, W), (T, H, W, 2), (T, 3, H, W)
+    canonical, fields, frames = out.canonical[0], out.fields[0], out.frames[0]  # (3,H,W), (T,H,W,2), (T,3,H,W)
     run.stage("encoding")
     files = {
         "canonical": media.encode_png(canonical),
@@ -162,7 +162,9 @@ def do_resample(run: JobRun) -> dict[str, Artifact]:
     model = run.model()
     seed, motion_seed, num_frames = sampling_args(model, params)
     run.stage("sampling")
-    fields = run_model("sampling motion", lambda: model.sample_motion([seed], [motion_seed], num_frames)[0])  # (T, H, W, 2)
+    fields = run_model(
+        "sampling motion", lambda: model.sample_motion([seed], [motion_seed], num_frames)[0]
+    )  # (T, H, W, 2)
     run.stage("warping")
     canonical, _ = media.decode_image(canonical_png)  # (3, H, W)
     frames = render(canonical[None].to(fields.device), fields[None])[0]  # (T, 3, H, W)
@@ -234,7 +236,9 @@ def run_job(rt: Runtime, job_id: str, kind: str) -> str | None:
     except SoftTimeLimitExceeded:
         error = timeout_failure(rt)
     except StorageUnavailable as e:
-        error = JobFailure("storage_unavailable", f"the artifact store could not be used ({e}); submit the job again later")
+        error = JobFailure(
+            "storage_unavailable", f"the artifact store could not be used ({e}); submit the job again later"
+        )
     except Exception as e:
         log.exception("job %s failed unexpectedly", job_id)
         error = JobFailure(

@@ -147,8 +147,9 @@ def test_six_jobs_at_once_succeed_and_a_queued_job_can_be_canceled(http):
     response = http.post(f"/jobs/{late['id']}/cancel")
     assert response.status_code == 200 and response.json()["status"] == "canceled"
     # a job that is not (or not yet) succeeded cannot be edited
+    image = {"image": ("e.png", png(np.zeros((32, 32, 3), np.uint8)))}
     for unfinished in (late, jobs[-1]):
-        response = http.post("/edit", data={"job_id": unfinished["id"]}, files={"image": ("e.png", png(np.zeros((32, 32, 3), np.uint8)))})
+        response = http.post("/edit", data={"job_id": unfinished["id"]}, files=image)
         assert response.status_code == 409, response.text
         assert "not succeeded" in response.json()["detail"]
 
