@@ -139,22 +139,22 @@ def test_same_seeds_give_identical_canonical_and_fields(http, generated):
 
 
 def test_six_jobs_at_once_succeed_and_a_queued_job_can_be_canceled(http):
-    body = {"motion_seed": 3, "num_frames": 64}  # long enough that the last ones wait in the queue a while
+    body = {"motion_seed": 3, "num_frames": 64}  # long enough that the jobs behind wait in the queue a while
     with ThreadPoolExecutor(6) as pool:
         jobs = list(pool.map(lambda seed: submit(http, "/generate", json=body | {"seed": seed}), range(10, 16)))
-    late = submit(http, "/generate", json=body | {"seed": 16})  # behind six jobs on a one-process worker
+    # two more behind those six on a one-process worker: one to cancel, one to edit too early
+    late, waiting = (submit(http, "/generate", json=body | {"seed": seed}) for seed in (16, 17))
 
     response = http.post(f"/jobs/{late['id']}/cancel")
     assert response.status_code == 200 and response.json()["status"] == "canceled"
-    # a job that is not (or not yet) succeeded cannot be edited
     image = {"image": ("e.png", png(np.zeros((32, 32, 3), np.uint8)))}
-    for unfinished in (late, jobs[-1]):
+    for unfinished, status in ((late, "canceled"), (waiting, "queued")):
         response = http.post("/edit", data={"job_id": unfinished["id"]}, files=image)
         assert response.status_code == 409, response.text
-        assert "not succeeded" in response.json()["detail"]
+        assert f"is {status}, not succeeded" in response.json()["detail"]
 
-    videos = [succeeded(http, job["id"])[1]["video"] for job in jobs]
-    assert len({job["id"] for job in jobs}) == 6 and len(set(videos)) == 6
+    videos = [succeeded(http, job["id"])[1]["video"] for job in [*jobs, waiting]]
+    assert len({job["id"] for job in jobs}) == 6 and len(set(videos)) == 7
     canceled, _ = wait_done(http, late["id"])
     assert canceled["status"] == "canceled" and canceled["artifacts"] == {} and canceled["started_at"] is None
 
