@@ -158,7 +158,8 @@ class Trainer:
         self._update_ema()
         self.step, self.stage_step, self.nimg = self.step + 1, self.stage_step + 1, self.nimg + cfg.batch
         self.last = {
-            "loss_d": loss_d.item(), "loss_g": loss_g.item(), "r1": r1.item(), "smooth": smooth.item(),
+            "loss_d": loss_d.item(), "loss_g": loss_g.item(), "smooth": smooth.item(),
+            "r1": r1.item() if do_r1 else self.last.get("r1", 0.0),  # lazy: the last computed value
             "logit_real": logit_real.mean().item(), "logit_fake": logit_fake.mean().item(),
         }  # fmt: skip
         return self.last
@@ -262,7 +263,7 @@ class Trainer:
     def save_state(self) -> None:
         """Write state/ (weights, optimizers, RNG, counters) atomically: a new folder swapped in."""
         tensors: dict[str, torch.Tensor] = {"rng": self.rng.get_state()}
-        meta: dict[str, Any] = {k: getattr(self, k) for k in ("step", "stage", "stage_step", "nimg", "seconds")}
+        meta: dict[str, Any] = {k: getattr(self, k) for k in ("step", "stage", "stage_step", "nimg", "seconds", "last")}
         for name, module in (("G", self.G), ("G_ema", self.G_ema), ("D", self.D)):
             tensors |= {f"{name}.{k}": v for k, v in module.state_dict().items()}
         for name, opt in (("opt_G", self.opt_G), ("opt_D", self.opt_D)):
@@ -287,7 +288,7 @@ class Trainer:
             raise FileNotFoundError(f"nothing to resume: {directory} has no saved training state")
         meta = json.loads((directory / "state.json").read_text())
         tensors = load_file(directory / "state.safetensors")
-        for k in ("step", "stage", "stage_step", "nimg", "seconds"):
+        for k in ("step", "stage", "stage_step", "nimg", "seconds", "last"):
             setattr(self, k, meta[k])
         self.rng.set_state(tensors["rng"])
         for name, module in (("G", self.G), ("G_ema", self.G_ema), ("D", self.D)):

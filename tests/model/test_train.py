@@ -42,7 +42,7 @@ def test_stage1_trains_the_canonical_generator_and_the_discriminator(tmp_path):
         assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
         assert_finite_grads(trainer.G, "canonical.")
         assert_finite_grads(trainer.D)
-    assert metrics["r1"] > 0 or trainer.step % 2 == 0  # R1 ran on an even step
+    assert metrics["r1"] > 0  # computed on the first step (r1_every=2), reported until the next
     assert changed(G0, trainer.G, "canonical.") and changed(D0, trainer.D, "")
     assert not changed(G0, trainer.G, "deformation.") and not changed(G0, trainer.G, "motion.")  # stage 1: images
 
