@@ -288,8 +288,9 @@ class Trainer:
             raise FileNotFoundError(f"nothing to resume: {directory} has no saved training state")
         meta = json.loads((directory / "state.json").read_text())
         tensors = load_file(directory / "state.safetensors")
-        for k in ("step", "stage", "stage_step", "nimg", "seconds", "last"):
+        for k in ("step", "stage", "stage_step", "nimg", "seconds"):
             setattr(self, k, meta[k])
+        self.last = meta.get("last", {})  # states saved before the last metrics were kept have none
         self.rng.set_state(tensors["rng"])
         for name, module in (("G", self.G), ("G_ema", self.G_ema), ("D", self.D)):
             module.load_state_dict({k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")})
