@@ -28,6 +28,7 @@ FINAL = frozenset({"succeeded", "failed", "canceled"})
 STAGES = ("loading", "sampling", "warping", "encoding", "uploading")
 
 KEY_PREFIX = "gendef:job:"
+QUEUED_PREFIX = "gendef:queued:"  # + Celery queue name: sorted set of its queued job ids, scored by enqueue time
 DURATION_KEY = "gendef:metrics:job_duration"
 # Upper bounds (seconds) of the job duration histogram's buckets; +Inf is implied.
 DURATION_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
@@ -57,6 +58,9 @@ class JobRecord:
     started_at: str | None = None
     finished_at: str | None = None
     cancel_requested: bool = False
+    queue: str | None = None  # the Celery queue it was sent to (its queue position is counted there)
+    stage_started_at: dict[str, str] = field(default_factory=dict)  # stage -> ISO time, this attempt's stages
+    webhook: dict[str, Any] | None = None  # {"url", "events"}: see service/webhooks.py
 
 
 def new_job_id() -> str:
@@ -96,10 +100,31 @@ def _seconds_between(start: str, end: str) -> float:
     return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
 
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
 class JobStore:
-    def __init__(self, redis_client: redis.Redis, ttl_s: int):
+    def __init__(self, redis_client: redis.Redis, ttl_s: int,
+                 on_change: Callable[[JobRecord, JobRecord], None] | None = None):
+        """``on_change(before, after)`` is called after each committed status change (webhooks.Notifier)."""
         self.redis = redis_client
         self.ttl_s = ttl_s
+        self.on_change = on_change
+
+    def _enter_queue(self, pipe: redis.client.Pipeline, job: JobRecord, since: str) -> None:
+        """Add a queued job to its queue's order; entries older than the record TTL (expired records) go."""
+        key = QUEUED_PREFIX + job.queue
+        now = _epoch(since)
+        pipe.zadd(key, {job.id: now})
+        pipe.zremrangebyscore(key, "-inf", now - self.ttl_s)
+        pipe.expire(key, self.ttl_s)
+
+    def queue_position(self, job: JobRecord) -> int | None:
+        """Jobs of the same queue sent before this one and still queued (0 = next); None unless queued."""
+        if job.status != "queued" or not job.queue:
+            return None
+        return self.redis.zrank(QUEUED_PREFIX + job.queue, job.id)
 
     @staticmethod
     def _key(job_id: str) -> str:
@@ -112,18 +137,23 @@ class JobStore:
         parent_id: str | None = None,
         inputs: dict[str, str] | None = None,
         job_id: str | None = None,
+        queue: str | None = None,
+        webhook: dict[str, Any] | None = None,
     ) -> JobRecord:
-        """Record a new queued job. Pass ``job_id`` (from new_job_id) when inputs were stored under it first."""
+        """Record a new queued job. Pass ``job_id`` (from new_job_id) when inputs were stored under it first,
+        ``queue`` (the Celery queue it will be sent to) for its queue_position."""
         if kind not in KINDS:
             raise ValueError(f"unknown job kind {kind!r}")
         job = JobRecord(
             id=job_id or new_job_id(), kind=kind, status="queued", params=params, parent_id=parent_id,
-            inputs=inputs or {}, created_at=utc_now(),
+            inputs=inputs or {}, created_at=utc_now(), queue=queue, webhook=webhook,
         )
         key = self._key(job.id)
         pipe = self.redis.pipeline()
         pipe.hset(key, mapping=_encode(asdict(job)))
         pipe.expire(key, self.ttl_s)
+        if queue:
+            self._enter_queue(pipe, job, job.created_at)
         pipe.execute()
         return job
 
@@ -135,14 +165,15 @@ class JobStore:
         """Apply ``change(record) -> fields to set`` atomically; None (no record) or the record after it."""
         key = self._key(job_id)
         result: JobRecord | None = None
+        before: JobRecord | None = None
 
         def transaction(pipe: redis.client.Pipeline) -> None:
-            nonlocal result
+            nonlocal result, before
             raw = pipe.hgetall(key)
             if not raw:
                 result = None
                 return
-            job = _decode(raw)
+            job = before = _decode(raw)
             changes = change(job)
             if not changes:
                 result = job
@@ -153,9 +184,15 @@ class JobStore:
             pipe.expire(key, self.ttl_s)
             if new.status in FINAL and job.status not in FINAL and new.started_at and new.finished_at:
                 self._observe_duration(pipe, new.kind, new.status, _seconds_between(new.started_at, new.finished_at))
+            if new.queue and job.status == "queued" and new.status != "queued":
+                pipe.zrem(QUEUED_PREFIX + new.queue, job_id)
+            elif new.queue and new.status == "queued" and job.status != "queued":
+                self._enter_queue(pipe, new, utc_now())
             result = new
 
         self.redis.transaction(transaction, key)
+        if self.on_change and before and result and before.status != result.status:
+            self.on_change(before, result)
         return result
 
     # --- the worker's side -------------------------------------------------------------------------------------
@@ -165,14 +202,22 @@ class JobStore:
         worker then skips it. None when the record does not exist (expired)."""
         return self._update(job_id, lambda job: None if job.status in FINAL else {
             "status": "running", "attempts": job.attempts + 1, "started_at": utc_now(), "progress": 0.0,
-            "stage": None,
+            "stage": None, "stage_started_at": {},
         })
 
     def set_progress(self, job_id: str, progress: float, stage: str) -> None:
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; one of {STAGES}")
         progress = min(max(float(progress), 0.0), 1.0)
-        self._update(job_id, lambda job: {"progress": progress, "stage": stage} if job.status == "running" else None)
+
+        def change(job: JobRecord) -> dict[str, Any] | None:
+            if job.status != "running":
+                return None
+            if stage == job.stage:
+                return {"progress": progress}
+            return {"progress": progress, "stage": stage, "stage_started_at": job.stage_started_at | {stage: utc_now()}}
+
+        self._update(job_id, change)
 
     def cancel_requested(self, job_id: str) -> bool:
         """True when the job should stop: cancel asked, already canceled, or its record is gone."""

@@ -153,6 +153,9 @@ class S3Store:
             ),
         )
         self.client = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, **common)
+        # /readyz's check answers within seconds even when S3 hangs: short timeouts, one try.
+        quick = Config(signature_version="s3v4", connect_timeout=2, read_timeout=2, retries={"total_max_attempts": 1})
+        self.ping_client = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, **(common | {"config": quick}))
         # Presigning makes no request; the URL names the host clients reach.
         self.presign_client = boto3.client(
             "s3", endpoint_url=settings.s3_public_endpoint_url or settings.s3_endpoint_url, **common
@@ -173,7 +176,7 @@ class S3Store:
 
     def ping(self) -> None:
         with _s3_errors():
-            self.client.head_bucket(Bucket=self.bucket)
+            self.ping_client.head_bucket(Bucket=self.bucket)
 
 
 def make_store(settings: Settings) -> LocalStore | S3Store:

@@ -43,7 +43,8 @@ def create_app(settings: Settings) -> Celery:
         task_time_limit=hard_limit_s,
         # An unacknowledged job goes back to the queue after this long: it must outlast the longest job, or a
         # second worker would start a job that is still running.
-        broker_transport_options={"visibility_timeout": 2 * hard_limit_s},
+        # Unacknowledged jobs of a dead worker are looked for every 10 s (kombu's default: every 100 s).
+        broker_transport_options={"visibility_timeout": 2 * hard_limit_s, "unacked_restore_throttle": 1},
         broker_connection_retry_on_startup=True,
         # Each queue bound under its own name, as the API's send_task(queue=name) addresses it.
         task_queues=[

@@ -14,6 +14,7 @@ from model.gendef import GenDeF
 from service.jobs import JobStore, connect_redis
 from service.settings import Settings, get_settings
 from service.storage import Store, make_store
+from worker.retry import RetryingStore
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class Runtime:
 
     @cached_property
     def blobs(self) -> Store:
-        return make_store(self.settings)
+        return RetryingStore(make_store(self.settings), self.settings.storage_attempts, self.settings.storage_backoff_s)
 
     @property
     def model_loaded(self) -> bool:

@@ -12,9 +12,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import redis
 import torch
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.exceptions import Reject, SoftTimeLimitExceeded, TimeLimitExceeded
 
 from model.gendef import SEED_RANGE, GenDeF
 from model.warp import render
@@ -32,6 +33,11 @@ ARTIFACT_FILES = {
     "deformation": ("deformation.npz", media.NPZ_CONTENT_TYPE),
     "video": ("video.mp4", media.VIDEO_CONTENT_TYPE),
 }
+
+
+# The job store (Redis, also the broker) unreachable: the job cannot be recorded either way, so its task goes back
+# to the queue (or stays unacknowledged until Redis is back) and runs again as its next attempt.
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 class JobCanceled(Exception):
@@ -213,6 +219,14 @@ JOB_KINDS: dict[str, tuple[Callable[[JobRun], dict[str, Artifact]], tuple[str, .
 
 def run_job(rt: Runtime, job_id: str, kind: str) -> str | None:
     """Run one job to a final status; returns that status (None when there was nothing to run)."""
+    lost = rt.jobs.get(job_id)
+    if lost is not None and lost.status == "running" and lost.attempts >= rt.settings.max_attempts:
+        # Every earlier attempt ended without recording an end: its worker process died (killed, out of memory).
+        log.error("job %s: its worker died in each of %d attempts; not tried again", job_id, lost.attempts)
+        rt.jobs.mark_failed(job_id, "worker_lost", (
+            f"the worker running this job stopped without finishing it {lost.attempts} times (killed, out of "
+            "memory or crashed), so it is not tried again; ask for fewer frames, or report the job id"))
+        return "failed"
     job = rt.jobs.mark_running(job_id)
     if job is None:
         log.warning("job %s has no record (expired?): skipped", job_id)
@@ -235,6 +249,8 @@ def run_job(rt: Runtime, job_id: str, kind: str) -> str | None:
         error = e
     except SoftTimeLimitExceeded:
         error = timeout_failure(rt)
+    except REDIS_ERRORS:
+        raise
     except StorageUnavailable as e:
         error = JobFailure(
             "storage_unavailable", f"the artifact store could not be used ({e}); submit the job again later"
@@ -273,16 +289,25 @@ class JobTask(Task):
             rt.jobs.mark_failed(args[0], failure.code, failure.message)
 
 
+def run_task(job_id: str, kind: str) -> None:
+    """run_job; with Redis unreachable the task is rejected back to its queue: the job is never dropped."""
+    try:
+        run_job(runtime.get(), job_id, kind)
+    except REDIS_ERRORS as e:
+        log.warning("job %s: the job store (Redis) is unreachable (%s); the task goes back to the queue", job_id, e)
+        raise Reject(str(e), requeue=True) from e
+
+
 @app.task(name="gendef.generate", base=JobTask)
 def generate(job_id: str) -> None:
-    run_job(runtime.get(), job_id, "generate")
+    run_task(job_id, "generate")
 
 
 @app.task(name="gendef.resample", base=JobTask)
 def resample(job_id: str) -> None:
-    run_job(runtime.get(), job_id, "resample")
+    run_task(job_id, "resample")
 
 
 @app.task(name="gendef.edit", base=JobTask)
 def edit(job_id: str) -> None:
-    run_job(runtime.get(), job_id, "edit")
+    run_task(job_id, "edit")
