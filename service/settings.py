@@ -66,6 +66,24 @@ class Settings(BaseSettings):
     worker_ping_timeout_s: float = Field(1.0, gt=0)
     readiness_cache_s: float = Field(5.0, ge=0)
 
+    # Webhooks (service/webhooks.py): HMAC-SHA256 key of their X-Gendef-Signature header, at least 32 characters;
+    # empty: requests that ask for a webhook are refused. Deliveries are Celery tasks on webhook_queue, tried
+    # webhook_attempts times, waiting webhook_backoff_s, 2x, 4x ... between tries.
+    webhook_secret: SecretStr = SecretStr("")
+    webhook_queue: str = "gendef-webhook"
+    webhook_attempts: int = Field(6, ge=1)
+    webhook_backoff_s: float = Field(2.0, ge=0)
+    webhook_timeout_s: float = Field(10.0, gt=0)  # per delivery attempt
+    # GET /jobs/{id}/events: how often the stream reads the job record, and the heartbeat period when idle.
+    events_poll_s: float = Field(0.25, gt=0)
+    events_heartbeat_s: float = Field(15.0, gt=0)
+
+    @model_validator(mode="after")
+    def _webhook_secret(self) -> Settings:
+        if 0 < len(self.webhook_secret.get_secret_value()) < MIN_SECRET_CHARS:
+            raise ValueError(f"GENDEF_WEBHOOK_SECRET is too short: use at least {MIN_SECRET_CHARS} characters")
+        return self
+
     @model_validator(mode="after")
     def _url_secret(self) -> Settings:
         secret = self.url_secret.get_secret_value()
