@@ -7,6 +7,7 @@ checkpoint shipped in the repository. Production sets ``GENDEF_ENV=production``,
 
 from __future__ import annotations
 
+import re
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -62,6 +63,19 @@ class Settings(BaseSettings):
     generate_queue: str = "gendef-generate"
     edit_queue: str = "gendef-edit"
 
+    # A job whose worker died this many times (killed, out of memory) ends failed with `worker_lost`.
+    max_attempts: int = Field(3, ge=1)
+    # The worker retries a store it cannot reach this many times, waiting backoff, 2x, 4x ... between tries,
+    # then fails the job with `storage_unavailable`.
+    storage_attempts: int = Field(5, ge=1)
+    storage_backoff_s: float = Field(1.0, ge=0)
+
+    # Access: comma-separated SHA-256 hex digests of the accepted API keys (`printf %s "$KEY" | sha256sum`).
+    # Empty: no keys, every caller may use every job (keep such an API on 127.0.0.1).
+    api_keys: str = ""
+    max_active_jobs_per_key: int = Field(10, ge=1)  # queued + running jobs of one key; 429 past it
+    idempotency_ttl_s: int = Field(24 * 3600, ge=1)  # how long an Idempotency-Key is remembered
+
     # /readyz: how long a worker ping waits, and how long a readiness answer is reused.
     worker_ping_timeout_s: float = Field(1.0, gt=0)
     readiness_cache_s: float = Field(5.0, ge=0)
@@ -77,6 +91,20 @@ class Settings(BaseSettings):
     # GET /jobs/{id}/events: how often the stream reads the job record, and the heartbeat period when idle.
     events_poll_s: float = Field(0.25, gt=0)
     events_heartbeat_s: float = Field(15.0, gt=0)
+
+    @property
+    def api_key_hashes(self) -> frozenset[str]:
+        return frozenset(h.strip().lower() for h in self.api_keys.split(",") if h.strip())
+
+    @model_validator(mode="after")
+    def _api_keys(self) -> Settings:
+        for digest in self.api_key_hashes:
+            if not re.fullmatch(r"[0-9a-f]{64}", digest):
+                raise ValueError(
+                    f"GENDEF_API_KEYS holds SHA-256 hex digests of the keys, not the keys: an entry of {len(digest)} "
+                    "characters is not 64 hex digits (make one with `printf %s \"$KEY\" | sha256sum`)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _webhook_secret(self) -> Settings:

@@ -29,7 +29,7 @@ def hard_limit_grace_s(job_time_limit_s: int) -> int:
 
 def create_app(settings: Settings) -> Celery:
     hard_limit_s = settings.job_time_limit_s + hard_limit_grace_s(settings.job_time_limit_s)
-    app = Celery("gendef", broker=settings.redis_url, include=["worker.tasks"])
+    app = Celery("gendef", broker=settings.redis_url, include=["worker.tasks", "worker.webhooks"])
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -46,9 +46,11 @@ def create_app(settings: Settings) -> Celery:
         # Unacknowledged jobs of a dead worker are looked for every 10 s (kombu's default: every 100 s).
         broker_transport_options={"visibility_timeout": 2 * hard_limit_s, "unacked_restore_throttle": 1},
         broker_connection_retry_on_startup=True,
-        # Each queue bound under its own name, as the API's send_task(queue=name) addresses it.
+        # Each queue bound under its own name, as the API's send_task(queue=name) addresses it. The webhook queue
+        # holds deliveries (worker/webhooks.py), which never run inside a job's task.
         task_queues=[
-            Queue(name, Exchange(name), routing_key=name) for name in (settings.generate_queue, settings.edit_queue)
+            Queue(name, Exchange(name), routing_key=name)
+            for name in (settings.generate_queue, settings.edit_queue, settings.webhook_queue)
         ],
         task_default_queue=settings.generate_queue,
         worker_proc_alive_timeout=PROCESS_START_TIMEOUT_S,

@@ -12,8 +12,10 @@ from functools import cached_property
 from model.checkpoint import load_checkpoint, resolve_device
 from model.gendef import GenDeF
 from service.jobs import JobStore, connect_redis
+from service.queue import make_celery
 from service.settings import Settings, get_settings
 from service.storage import Store, make_store
+from service.webhooks import Notifier
 from worker.retry import RetryingStore
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,8 @@ class Runtime:
 
     @cached_property
     def jobs(self) -> JobStore:
-        return JobStore(connect_redis(self.settings), ttl_s=self.settings.job_ttl_s)
+        notify = Notifier(make_celery(self.settings), self.settings)  # webhooks of the jobs' status changes
+        return JobStore(connect_redis(self.settings), ttl_s=self.settings.job_ttl_s, on_change=notify)
 
     @cached_property
     def blobs(self) -> Store:
