@@ -22,10 +22,10 @@ import redis
 
 from service.settings import Settings
 
-KINDS = ("generate", "resample", "edit")
+KINDS = ("generate", "resample", "edit", "track", "segment", "decompose")
 STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
 FINAL = frozenset({"succeeded", "failed", "canceled"})
-STAGES = ("loading", "sampling", "warping", "encoding", "uploading")
+STAGES = ("loading", "sampling", "warping", "tracking", "fitting", "encoding", "uploading")
 
 KEY_PREFIX = "gendef:job:"
 QUEUED_PREFIX = "gendef:queued:"  # + Celery queue name: sorted set of its queued job ids, scored by enqueue time
@@ -61,6 +61,7 @@ class JobRecord:
     queue: str | None = None  # the Celery queue it was sent to (its queue position is counted there)
     stage_started_at: dict[str, str] = field(default_factory=dict)  # stage -> ISO time, this attempt's stages
     webhook: dict[str, Any] | None = None  # {"url", "events"}: see service/webhooks.py
+    result: dict[str, Any] | None = None  # figures a job reports besides its artifacts (decompose: PSNR so far)
 
 
 def new_job_id() -> str:
@@ -205,7 +206,8 @@ class JobStore:
             "stage": None, "stage_started_at": {},
         })
 
-    def set_progress(self, job_id: str, progress: float, stage: str) -> None:
+    def set_progress(self, job_id: str, progress: float, stage: str, result: dict[str, Any] | None = None) -> None:
+        """Progress of a running job; `result` (when given) replaces the job's reported figures."""
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; one of {STAGES}")
         progress = min(max(float(progress), 0.0), 1.0)
@@ -213,9 +215,10 @@ class JobStore:
         def change(job: JobRecord) -> dict[str, Any] | None:
             if job.status != "running":
                 return None
+            extra = {} if result is None else {"result": result}
             if stage == job.stage:
-                return {"progress": progress}
-            return {"progress": progress, "stage": stage, "stage_started_at": job.stage_started_at | {stage: utc_now()}}
+                return {"progress": progress} | extra
+            return {"progress": progress, "stage": stage, "stage_started_at": job.stage_started_at | {stage: utc_now()}} | extra
 
         self._update(job_id, change)
 
@@ -229,11 +232,13 @@ class JobStore:
             "status": "canceled", "finished_at": utc_now(), "stage": None,
         })
 
-    def mark_succeeded(self, job_id: str, artifacts: dict[str, Artifact]) -> JobRecord | None:
+    def mark_succeeded(
+        self, job_id: str, artifacts: dict[str, Artifact], result: dict[str, Any] | None = None
+    ) -> JobRecord | None:
         return self._update(job_id, lambda job: None if job.status in FINAL else {
             "status": "succeeded", "progress": 1.0, "stage": None, "artifacts": artifacts,
             "finished_at": utc_now(), "error": None,
-        })
+        } | ({} if result is None else {"result": result}))
 
     def mark_failed(self, job_id: str, code: str, message: str) -> JobRecord | None:
         return self._update(job_id, lambda job: None if job.status in FINAL else {

@@ -47,7 +47,7 @@ class JobError(BaseModel):
 
 class JobDocument(BaseModel):
     id: str
-    kind: Literal["generate", "resample", "edit"]
+    kind: Literal["generate", "resample", "edit", "track", "segment", "decompose"]
     status: Literal["queued", "running", "succeeded", "failed", "canceled"]
     progress: float = Field(ge=0, le=1)
     params: dict[str, Any]
@@ -56,7 +56,14 @@ class JobDocument(BaseModel):
     started_at: str | None
     finished_at: str | None
     error: JobError | None
-    artifacts: dict[str, ArtifactOut] = Field(description="video, canonical, deformation once succeeded; else {}")
+    artifacts: dict[str, ArtifactOut] = Field(
+        description="once succeeded (else {}): video, canonical, deformation (generate, resample, edit, "
+        "decompose); video, tracks (track); video, masks (segment)",
+    )
+    result: dict[str, Any] | None = Field(
+        default=None, description="figures a job reports: decompose gives psnr_db (reconstruction PSNR, updated "
+        "while fitting), step, steps, frames, width, height, canonical_width, canonical_height; else null",
+    )
 
     @classmethod
     def from_record(cls, job: JobRecord, presign: Callable[[str], str]) -> JobDocument:
@@ -71,6 +78,7 @@ class JobDocument(BaseModel):
             id=job.id, kind=job.kind, status=job.status, progress=job.progress, params=job.params,
             parent_id=job.parent_id, created_at=job.created_at, started_at=job.started_at,
             finished_at=job.finished_at, error=JobError(**job.error) if job.error else None, artifacts=artifacts,
+            result=job.result,
         )
 
 
