@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     max_frames: int = Field(128, ge=1)  # num_frames limit; must not exceed the model's max_frames
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     max_upload_pixels: int = Field(4096 * 4096, ge=1)
+    # POST /decompose uploads: checked from the container's header and packets before any frame is decoded.
+    max_video_bytes: int = Field(50 * 1024 * 1024, ge=1024)
+    max_video_frames: int = Field(3000, ge=1)  # frames in the whole file (only the first num_frames are used)
+    max_video_pixels: int = Field(1920 * 1080, ge=1)  # width x height of a frame
+    max_video_duration_s: float = Field(120.0, gt=0)
 
     # Worker side.
     checkpoint: Path = DEFAULT_CHECKPOINT
