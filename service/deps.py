@@ -15,6 +15,7 @@ from service.jobs import JobStore, connect_redis
 from service.queue import make_celery
 from service.settings import Settings
 from service.storage import LocalStore, S3Store, make_store
+from service.webhooks import Notifier
 
 
 @dataclass
@@ -28,9 +29,11 @@ class Services:
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
         client = connect_redis(settings)
+        celery = make_celery(settings)
         return cls(
-            settings=settings, redis=client, jobs=JobStore(client, ttl_s=settings.job_ttl_s),
-            blobs=make_store(settings), celery=make_celery(settings),
+            settings=settings, redis=client,
+            jobs=JobStore(client, ttl_s=settings.job_ttl_s, on_change=Notifier(celery, settings)),
+            blobs=make_store(settings), celery=celery,
         )
 
     def presigner(self, request: Request) -> Callable[[str], str]:

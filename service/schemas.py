@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
 from service.jobs import JobRecord
 
 MAX_SEED = 2**32 - 1  # the model takes seeds in [0, 2**32): larger ones would collide (model.gendef.SEED_RANGE)
 MIN_FPS, MAX_FPS = 1, 60
+WebhookEvent = Literal["start", "completed"]  # the job turned running / ended (succeeded, failed or canceled)
 
 
 class GenerateRequest(BaseModel):
@@ -32,6 +34,13 @@ class GenerateRequest(BaseModel):
         default=None, min_length=1, max_length=64,
         description="id of a finished job: reuse its canonical image, sample new motion only (job kind resample)",
     )
+    webhook: HttpUrl | None = Field(
+        default=None, description="http(s) URL POSTed the job document on the webhook_events (signed; see the "
+        "X-Gendef-Signature header in docs/CONFIG.md)",
+    )
+    webhook_events: list[WebhookEvent] | None = Field(
+        default=None, min_length=1, description="which events are sent to webhook (default: completed)",
+    )
 
 
 class ArtifactOut(BaseModel):
@@ -43,6 +52,37 @@ class ArtifactOut(BaseModel):
 class JobError(BaseModel):
     code: str = Field(description="stable machine code")
     message: str = Field(description="what happened and what to do")
+
+
+class JobMetrics(BaseModel):
+    """Durations in seconds of what is over: each is null until it has ended (the document changes only when the
+    job does; a page shows the time so far from created_at/started_at)."""
+
+    queue_time: float | None = Field(description="submission to the start of the latest attempt (or to the "
+                                                 "cancel of a job that never started)")
+    run_time: float | None = Field(description="start of the latest attempt to its end")
+    stage_times: dict[str, float] = Field(description="time spent in each finished stage of the latest attempt, "
+                                                      "in order (loading, sampling, warping, encoding, uploading)")
+
+    @classmethod
+    def from_record(cls, job: JobRecord) -> JobMetrics:
+        stages = list(job.stage_started_at.items())
+        stage_times = {}
+        for i, (stage, start) in enumerate(stages):
+            end = stages[i + 1][1] if i + 1 < len(stages) else job.finished_at
+            if end:
+                stage_times[stage] = _seconds(start, end)
+        return cls(
+            queue_time=_seconds(job.created_at, job.started_at or job.finished_at),
+            run_time=_seconds(job.started_at, job.finished_at),
+            stage_times=stage_times,
+        )
+
+
+def _seconds(start: str | None, end: str | None) -> float | None:
+    if not (start and end):
+        return None
+    return round((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds(), 3)
 
 
 class JobDocument(BaseModel):
@@ -64,10 +104,16 @@ class JobDocument(BaseModel):
         default=None, description="figures a job reports: decompose gives psnr_db (reconstruction PSNR, updated "
         "while fitting), step, steps, frames, width, height, canonical_width, canonical_height; else null",
     )
+    queue_position: int | None = Field(
+        default=None, description="while queued: how many jobs of its queue go before it (0 = next); else null",
+    )
+    metrics: JobMetrics
 
     @classmethod
-    def from_record(cls, job: JobRecord, presign: Callable[[str], str]) -> JobDocument:
-        """The public view of a job record; ``presign(key)`` turns each artifact key into a URL."""
+    def from_record(cls, job: JobRecord, presign: Callable[[str], str], queue_position: int | None = None,
+                    ) -> JobDocument:
+        """The public view of a job record; ``presign(key)`` turns each artifact key into a URL;
+        ``queue_position`` is JobStore.queue_position(job)."""
         artifacts = {}
         if job.status == "succeeded":
             artifacts = {
@@ -79,6 +125,7 @@ class JobDocument(BaseModel):
             parent_id=job.parent_id, created_at=job.created_at, started_at=job.started_at,
             finished_at=job.finished_at, error=JobError(**job.error) if job.error else None, artifacts=artifacts,
             result=job.result,
+            queue_position=queue_position, metrics=JobMetrics.from_record(job),
         )
 
 

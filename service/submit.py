@@ -14,10 +14,11 @@ from PIL import Image
 
 from service.deps import Services
 from service.jobs import JobRecord, new_job_id
-from service.queue import enqueue
+from service.queue import enqueue, queue_of
 from service.schemas import GenerateRequest
 from service.storage import BlobNotFound, input_key
 from service.uploads import check_image
+from service.webhooks import spec as webhook_spec
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +27,11 @@ CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg"}
 
 
 def _queue(svc: Services, kind: str, params: dict[str, Any], parent_id: str | None = None,
-           inputs: dict[str, str] | None = None, job_id: str | None = None) -> JobRecord:
+           inputs: dict[str, str] | None = None, job_id: str | None = None,
+           webhook: dict[str, Any] | None = None) -> JobRecord:
     """Write the job record first, then send the task: a worker never sees a job id without its record."""
-    job = svc.jobs.create(kind, params, parent_id=parent_id, inputs=inputs, job_id=job_id)
+    job = svc.jobs.create(kind, params, parent_id=parent_id, inputs=inputs, job_id=job_id,
+                          queue=queue_of(svc.settings, kind), webhook=webhook)
     try:
         enqueue(svc.celery, svc.settings, job)
     except Exception:
@@ -76,11 +79,12 @@ def submit_generate(svc: Services, req: GenerateRequest) -> JobRecord:
             "type": "less_than_equal", "loc": ("body", "num_frames"), "input": req.num_frames, "ctx": {"le": limit},
             "msg": f"Input should be less than or equal to {limit} (this deployment's frame limit)",
         }])
+    webhook = webhook_spec(svc.settings, req.webhook and str(req.webhook), req.webhook_events, "body")
     motion_seed = _random_seed() if req.motion_seed is None else req.motion_seed
     params = {"motion_seed": motion_seed, "num_frames": req.num_frames, "fps": req.fps}
     if req.canonical_from is None:
         seed = _random_seed() if req.seed is None else req.seed
-        return _queue(svc, "generate", {"seed": seed} | params)
+        return _queue(svc, "generate", {"seed": seed} | params, webhook=webhook)
     if req.seed is not None:
         raise RequestValidationError([{
             "type": "value_error", "loc": ("body", "seed"), "input": req.seed,
@@ -88,7 +92,8 @@ def submit_generate(svc: Services, req: GenerateRequest) -> JobRecord:
                    "content seed) of that job; leave seed out",
         }])
     parent = finished_parent(svc, req.canonical_from, "canonical_from")
-    return _queue(svc, "resample", {"seed": _content_seed(svc, parent)} | params, parent_id=parent.id)
+    return _queue(svc, "resample", {"seed": _content_seed(svc, parent)} | params, parent_id=parent.id,
+                  webhook=webhook)
 
 
 def _canonical_size(svc: Services, parent: JobRecord) -> tuple[int, int]:
@@ -103,8 +108,10 @@ def _canonical_size(svc: Services, parent: JobRecord) -> tuple[int, int]:
     return Image.open(io.BytesIO(data)).size  # header only
 
 
-def submit_edit(svc: Services, job_id: str, image: bytes, fps: int | None) -> JobRecord:
+def submit_edit(svc: Services, job_id: str, image: bytes, fps: int | None, webhook_url: str | None = None,
+                webhook_events: list[str] | None = None) -> JobRecord:
     """Check the parent and the upload, store the upload as the job's input, then queue. The worker resizes."""
+    webhook = webhook_spec(svc.settings, webhook_url, webhook_events, "form")
     parent = finished_parent(svc, job_id, "job_id")
     if len(image) > svc.settings.max_upload_bytes:
         raise HTTPException(413, f"image is larger than the limit of {svc.settings.max_upload_bytes} bytes")
@@ -118,4 +125,4 @@ def submit_edit(svc: Services, job_id: str, image: bytes, fps: int | None) -> Jo
     new_id = new_job_id()
     key = input_key(new_id, f"image.{info.extension}")
     svc.blobs.put(key, image, CONTENT_TYPES[info.format])
-    return _queue(svc, "edit", params, parent_id=parent.id, inputs={"image": key}, job_id=new_id)
+    return _queue(svc, "edit", params, parent_id=parent.id, inputs={"image": key}, job_id=new_id, webhook=webhook)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, Request, Response, UploadFile
+from pydantic import HttpUrl
 
 from service.deps import ServicesDep
 from service.jobs import JobRecord
-from service.schemas import MAX_FPS, MIN_FPS, GenerateRequest, JobDocument, Message
+from service.schemas import MAX_FPS, MIN_FPS, GenerateRequest, JobDocument, Message, WebhookEvent
 from service.submit import submit_edit, submit_generate
 
 router = APIRouter(tags=["jobs"])
@@ -23,7 +24,7 @@ SUBMIT_ERRORS = NOT_FOUND | UNAVAILABLE | {
 
 def _accepted(svc: ServicesDep, request: Request, response: Response, job: JobRecord) -> JobDocument:
     response.headers["Location"] = f"/jobs/{job.id}"
-    return JobDocument.from_record(job, svc.presigner(request))
+    return JobDocument.from_record(job, svc.presigner(request), svc.jobs.queue_position(job))
 
 
 def _found(svc: ServicesDep, job_id: str, job: JobRecord | None) -> JobRecord:
@@ -51,17 +52,23 @@ def edit(
     request: Request,
     response: Response,
     fps: Annotated[int | None, Form(ge=MIN_FPS, le=MAX_FPS, description="default: the source job's")] = None,
+    webhook: Annotated[HttpUrl | None, Form(description="http(s) URL POSTed the job document on its events")] = None,
+    webhook_events: Annotated[
+        list[WebhookEvent] | None, Form(description="repeat the field per event (default: completed)")
+    ] = None,
 ) -> JobDocument:
     """Queue an edit: the image is warped by the fields of job ``job_id``, so every frame carries the edit.
     An image of another size than the canonical image is resized to it (``params.resized``)."""
     data = image.file.read(svc.settings.max_upload_bytes + 1)
-    return _accepted(svc, request, response, submit_edit(svc, job_id, data, fps))
+    job = submit_edit(svc, job_id, data, fps, webhook and str(webhook), webhook_events)
+    return _accepted(svc, request, response, job)
 
 
 @router.get("/jobs/{job_id}", response_model=JobDocument, responses=NOT_FOUND | UNAVAILABLE)
 def get_job(job_id: str, svc: ServicesDep, request: Request) -> JobDocument:
     """The job document; artifact URLs are signed afresh at each call."""
-    return JobDocument.from_record(_found(svc, job_id, svc.jobs.get(job_id)), svc.presigner(request))
+    job = _found(svc, job_id, svc.jobs.get(job_id))
+    return JobDocument.from_record(job, svc.presigner(request), svc.jobs.queue_position(job))
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobDocument, responses=NOT_FOUND | UNAVAILABLE)

@@ -13,7 +13,7 @@ from tests.service.helpers import Server
 
 DOCUMENT_FIELDS = {
     "id", "kind", "status", "progress", "params", "parent_id", "created_at", "started_at", "finished_at", "error",
-    "artifacts",
+    "artifacts", "queue_position", "metrics",
 }
 
 
@@ -183,7 +183,8 @@ def test_openapi_describes_the_contract(http: httpx.Client):
     )
     assert list(spec["paths"]["/edit"]["post"]["requestBody"]["content"]) == ["multipart/form-data"]
     schemas = spec["components"]["schemas"]
-    assert set(schemas["GenerateRequest"]["properties"]) == {"seed", "motion_seed", "num_frames", "fps", "canonical_from"}
+    assert set(schemas["GenerateRequest"]["properties"]) == {
+        "seed", "motion_seed", "num_frames", "fps", "canonical_from", "webhook", "webhook_events"}
     assert set(schemas["JobDocument"]["properties"]) == DOCUMENT_FIELDS
 
 

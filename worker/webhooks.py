@@ -1,0 +1,39 @@
+"""The gendef.webhook task: sign and POST one job event to its webhook, retried with exponential backoff.
+
+It runs on its own queue (GENDEF_WEBHOOK_QUEUE) so the job's own task never waits for a receiver; the document is
+the job as it was at the event (artifact URLs signed when the delivery is made). See service/webhooks.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task
+
+from service import webhooks
+from service.schemas import JobDocument
+from worker import runtime
+from worker.celery_app import app
+
+log = logging.getLogger(__name__)
+
+
+@app.task(name=webhooks.TASK_NAME, bind=True)
+def deliver(self: Task, event: str, record: dict[str, Any]) -> None:
+    rt = runtime.get()
+    settings = rt.settings
+    job = webhooks.record_from_json(record)
+    document = JobDocument.from_record(job, lambda key: rt.blobs.presign(key, settings.url_ttl_s))
+    attempt = self.request.retries + 1
+    try:
+        webhooks.post(settings, job.webhook["url"], event, job.id, webhooks.body(event, document.model_dump()))
+    except webhooks.DeliveryFailed as e:
+        if attempt >= settings.webhook_attempts:
+            log.error("webhook %s of job %s: attempt %d of %d failed (%s); giving up",
+                      event, job.id, attempt, settings.webhook_attempts, e)
+            return
+        delay = settings.webhook_backoff_s * 2 ** (attempt - 1)
+        log.warning("webhook %s of job %s: attempt %d failed (%s); retrying in %.1f s", event, job.id, attempt, e, delay)
+        raise self.retry(countdown=delay, max_retries=None) from e
+    log.info("webhook %s of job %s delivered (attempt %d)", event, job.id, attempt)
