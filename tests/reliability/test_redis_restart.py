@@ -1,0 +1,68 @@
+"""Redis killed and started again during a burst of submissions: the API answers 503 (never 500, never a hang)
+while it is down, and every job accepted (202) before or after completes."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import httpx
+
+from tests.reliability.conftest import TERMINAL
+
+log = logging.getLogger(__name__)
+
+BODY = {"seed": 1, "motion_seed": 2, "num_frames": 2, "fps": 8}
+
+
+def test_jobs_accepted_around_a_redis_restart_all_complete(own_redis, deploy):
+    # A 5 s job limit makes the visibility timeout 20 s: a job cut off by the restart comes back quickly.
+    d = deploy(redis_url=own_redis.url, job_time_limit_s=5)
+    d.start_worker()
+    url = d.start_api()
+    answers: list[tuple[int, str | None]] = []  # (status, job id)
+    errors: list[Exception] = []
+    done = threading.Event()
+
+    def submit() -> None:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            while not done.is_set():
+                try:
+                    r = client.post("/generate", json=BODY)
+                    answers.append((r.status_code, r.json().get("id")))
+                except Exception as e:  # a hang (timeout) or a dropped connection
+                    errors.append(e)
+                time.sleep(0.3)
+
+    clients = [threading.Thread(target=submit) for _ in range(2)]
+    for c in clients:
+        c.start()
+    time.sleep(2)
+    own_redis.kill()
+    time.sleep(3)
+    with httpx.Client(base_url=url, timeout=30) as client:
+        down = client.get(f"/jobs/{'0' * 32}")
+        assert down.status_code == 503 and "Redis" in down.json()["detail"]
+        assert client.get("/readyz").status_code == 503
+    own_redis.start()
+    time.sleep(3)
+    done.set()
+    for c in clients:
+        c.join()
+
+    assert errors == []
+    assert {status for status, _ in answers} == {202, 503}, answers  # the outage was seen, nothing else
+    accepted = [job_id for status, job_id in answers if status == 202]
+    log.info("%d submissions: %d accepted, %d answered 503", len(answers), len(accepted), len(answers) - len(accepted))
+    with httpx.Client(base_url=url, timeout=30) as client:
+        deadline = time.monotonic() + 240
+        pending = set(accepted)
+        while pending:
+            for job_id in list(pending):
+                r = client.get(f"/jobs/{job_id}")
+                if r.status_code == 200 and r.json()["status"] in TERMINAL:
+                    assert r.json()["status"] == "succeeded", (r.json(), d.logs())
+                    pending.discard(job_id)
+            assert time.monotonic() < deadline, (pending, d.logs())
+            time.sleep(0.5)
