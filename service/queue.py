@@ -7,7 +7,11 @@ from celery import Celery
 from service.jobs import JobRecord
 from service.settings import Settings
 
-TASK_NAMES = {"generate": "gendef.generate", "resample": "gendef.resample", "edit": "gendef.edit"}
+TASK_NAMES = {
+    "generate": "gendef.generate", "resample": "gendef.resample", "edit": "gendef.edit",
+    "track": "gendef.track", "segment": "gendef.segment", "decompose": "gendef.decompose",
+}
+EDIT_QUEUE_KINDS = ("edit", "track", "segment")  # no generator, little compute: the edit queue's workers
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -21,8 +25,9 @@ def make_celery(settings: Settings) -> Celery:
 
 
 def queue_of(settings: Settings, kind: str) -> str:
-    """Generate and resample run the generator; edit only warps and may be served by other workers."""
-    return settings.edit_queue if kind == "edit" else settings.generate_queue
+    """Generate, resample and decompose (an optimisation) are heavy; edit, track and segment only read fields
+    and may be served by other (CPU) workers."""
+    return settings.edit_queue if kind in EDIT_QUEUE_KINDS else settings.generate_queue
 
 
 def queue_names(settings: Settings) -> list[str]:

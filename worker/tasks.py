@@ -32,6 +32,8 @@ ARTIFACT_FILES = {
     "canonical": ("canonical.png", media.PNG_CONTENT_TYPE),
     "deformation": ("deformation.npz", media.NPZ_CONTENT_TYPE),
     "video": ("video.mp4", media.VIDEO_CONTENT_TYPE),
+    "tracks": ("tracks.json", "application/json"),  # track
+    "masks": ("masks.npz", media.NPZ_CONTENT_TYPE),  # segment
 }
 
 
@@ -190,13 +192,15 @@ def do_edit(run: JobRun) -> dict[str, Artifact]:
     upload = run.input_blob("image")
     run.stage("warping")
     try:
-        fields, _ = media.decode_fields(deformation_npz)  # (T, H, W, 2)
+        fields, meta = media.decode_fields(deformation_npz)  # (T, H, W, 2)
     except media.MediaError as e:
         raise JobFailure(
             "parent_missing", f"the stored deformation of source job {run.job.parent_id} is unreadable ({e})"
         ) from e
+    # A decomposed video's canonical image is larger than its frames; the fields' meta records its size.
+    size = (meta.get("canonical_height", fields.shape[1]), meta.get("canonical_width", fields.shape[2]))
     try:
-        image, _ = media.decode_image(upload, size=(fields.shape[1], fields.shape[2]))  # (3, H, W)
+        image, _ = media.decode_image(upload, size=size)  # (3, Hc, Wc)
     except media.MediaError as e:
         raise JobFailure("invalid_input", f"the uploaded image cannot be decoded ({e}); upload a PNG or JPEG") from e
     frames = render(image[None], fields[None])[0]  # (T, 3, H, W)
