@@ -11,6 +11,7 @@ from kombu.exceptions import OperationalError
 
 from service.deps import Services
 from service.monitoring import Readiness, metrics_registry
+from service.routes import apps as application_routes
 from service.routes import files, jobs, ops
 from service.settings import Settings, get_settings
 from service.storage import StorageUnavailable
@@ -53,12 +54,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.readiness = Readiness(svc)
     app.state.metrics = metrics_registry(svc)
     app.add_middleware(
-        BodySizeLimit, default=JSON_BODY_LIMIT, limits={"/edit": settings.max_upload_bytes + MULTIPART_OVERHEAD}
+        BodySizeLimit, default=JSON_BODY_LIMIT, limits={
+            "/edit": settings.max_upload_bytes + MULTIPART_OVERHEAD,
+            "/segment": settings.max_upload_bytes + MULTIPART_OVERHEAD,
+            "/decompose": settings.max_video_bytes + MULTIPART_OVERHEAD,
+        },
     )
     for cls in UNAVAILABLE:
         app.add_exception_handler(cls, _unavailable)
     app.add_exception_handler(UploadRejected, _rejected)
     app.include_router(jobs.router)
+    app.include_router(application_routes.router)
     app.include_router(ops.router)
     if settings.storage_backend == "local":
         app.include_router(files.router)

@@ -1,0 +1,178 @@
+"""Decompose a real video into a canonical image and per-frame deformation fields by optimisation (CoDeF-style).
+
+The video is explained as GenDeF explains its own: ``frames = grid_sample(canonical, fields)`` (model/warp.py).
+
+- Canonical image: an explicit RGB image larger than the frame (a margin on each side) so content that moves in
+  and out of view has a place; the frame sits in its centre at the start.
+- Deformation: a multi-resolution grid over (x, y, t): per frame, offset grids of growing resolution, upsampled
+  to the frame and summed, on top of the frame's place in the canonical image. Finer levels switch on
+  progressively (coarse-to-fine, Nerfies-style cosine annealing), so large motions are found before details.
+- Loss: reconstruction (MSE) + image-gradient loss (CoDeF's) + the edge-aware smoothness of the offsets
+  (model/losses.py), Adam on everything.
+
+The returned fields follow API.md's convention relative to the returned canonical image, whatever its size.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from model.losses import edge_aware_smoothness
+from model.warp import identity_grid, render
+
+
+@dataclass(frozen=True)
+class DecomposeConfig:
+    steps: int = 600  # Adam steps on all frames at once
+    margin: float = 0.125  # canonical = frame grown by this fraction of its size on each side
+    # Offset grid sizes along the frame's long side, coarse to fine (the short side scales with the aspect).
+    field_levels: tuple[int, ...] = (4, 8, 16, 32, 64)
+    anneal: float = 0.5  # fraction of the steps over which the finer field levels switch on
+    lr_canonical: float = 0.03
+    lr_field: float = 0.02  # in canonical pixels per step (Adam's step size)
+    grad_weight: float = 0.1  # image-gradient loss
+    smooth_weight: float = 0.002  # edge-aware smoothness of the offsets (in pixels)
+    lr_decay: float = 0.1  # the learning rates fall to this fraction by the last step (cosine)
+
+
+@dataclass
+class Decomposition:
+    canonical: torch.Tensor  # (3, Hc, Wc) in [-1, 1]
+    fields: torch.Tensor  # (T, H, W, 2) grid_sample units relative to the canonical image
+    psnr_db: float  # reconstruction PSNR of grid_sample(8-bit canonical, fields) vs the frames
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of two images in [-1, 1] (peak-to-peak 2)."""
+    mse = float((a - b).square().mean())
+    return math.inf if mse == 0 else 10 * math.log10(4.0 / mse)
+
+
+def quantize(image: torch.Tensor) -> torch.Tensor:
+    """Round [-1, 1] values to the 256 levels an 8-bit PNG stores."""
+    return ((image.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
+
+
+def canonical_size(height: int, width: int, margin: float) -> tuple[int, int]:
+    """(Hc, Wc): the frame grown by `margin` of its size on each side."""
+    return height + 2 * round(margin * height), width + 2 * round(margin * width)
+
+
+def base_fields(height: int, width: int, canonical_hw: tuple[int, int]) -> torch.Tensor:
+    """(H, W, 2): every frame pixel shows the same pixel of the frame placed in the canonical image's centre.
+
+    Frame pixel x sits at canonical pixel x + (Wc - W) / 2, i.e. u = (2x + 1 + Wc - W) / Wc - 1 = u_frame W / Wc.
+    """
+    Hc, Wc = canonical_hw
+    return identity_grid(height, width) * torch.tensor([width / Wc, height / Hc])  # (H, W, 2)
+
+
+def level_shape(size: int, height: int, width: int) -> tuple[int, int]:
+    """Grid (h, w) of a level with `size` cells along the long side, at most one cell per pixel."""
+    scale = size / max(height, width)
+    return max(2, min(height, round(height * scale))), max(2, min(width, round(width * scale)))
+
+
+def level_weights(step: int, steps: int, levels: int, anneal: float) -> list[float]:
+    """Coarse-to-fine weights of the field levels at `step`: level 0 on from the start, level l fades in
+    (cosine) as alpha = 1 + (levels - 1) * step / (anneal * steps) passes l."""
+    alpha = 1 + (levels - 1) * min(1.0, step / max(1.0, anneal * steps))
+    return [(1 - math.cos(math.pi * min(max(alpha - level, 0.0), 1.0))) / 2 for level in range(levels)]
+
+
+def offsets_of(grids: list[torch.Tensor], weights: list[float], height: int, width: int) -> torch.Tensor:
+    """Sum of the upsampled level grids: list of (T, 2, h_l, w_l) in canonical px -> (T, H, W, 2) px."""
+    total = 0
+    for grid, weight in zip(grids, weights, strict=True):
+        if weight > 0:
+            total = total + weight * F.interpolate(grid, size=(height, width), mode="bilinear", align_corners=False)
+    return total.permute(0, 2, 3, 1)  # (T, H, W, 2)
+
+
+def decompose(
+    frames: torch.Tensor, config: DecomposeConfig = DecomposeConfig(),
+    on_progress: Callable[[int, float], None] | None = None, report_every: int = 25,
+) -> Decomposition:
+    """Fit a canonical image and fields to frames (T, 3, H, W) in [-1, 1].
+
+    on_progress(step, psnr_db) is called every `report_every` steps and after the last (it may raise to stop).
+    Deterministic for the same input on the same device (the fit starts from the frames, never from noise).
+    """
+    frames = frames.float()
+    T, _, H, W = frames.shape
+    Hc, Wc = canonical_size(H, W, config.margin)
+    to_units = frames.new_tensor([2 / Wc, 2 / Hc])  # canonical px -> grid_sample units
+    base = base_fields(H, W, (Hc, Wc)).to(frames)  # (H, W, 2)
+
+    # Start from the middle frame in the centre of the canonical image, its edges stretched into the margin.
+    pad_h, pad_w = (Hc - H) // 2, (Wc - W) // 2
+    start = F.pad(frames[T // 2][None], (pad_w, pad_w, pad_h, pad_h), mode="replicate")[0]  # (3, Hc, Wc)
+    canonical = start.clone().requires_grad_(True)
+    grids = [frames.new_zeros(T, 2, *level_shape(s, H, W)).requires_grad_(True) for s in config.field_levels]
+    optimizer = torch.optim.Adam([
+        {"params": [canonical], "lr": config.lr_canonical},
+        {"params": grids, "lr": config.lr_field},
+    ])
+    initial_lrs = [group["lr"] for group in optimizer.param_groups]
+    target_dx, target_dy = frames.diff(dim=3), frames.diff(dim=2)  # (T, 3, H, W-1), (T, 3, H-1, W)
+
+    def fields_at(step: int) -> torch.Tensor:
+        weights = level_weights(step, config.steps, len(grids), config.anneal)
+        offsets = offsets_of(grids, weights, H, W)  # (T, H, W, 2) px
+        return base + offsets * to_units, offsets  # (T, H, W, 2) units, px
+
+    for step in range(config.steps):
+        fraction = (1 + math.cos(math.pi * step / config.steps)) / 2  # cosine decay 1 -> 0
+        for group, lr in zip(optimizer.param_groups, initial_lrs, strict=True):
+            group["lr"] = lr * (config.lr_decay + (1 - config.lr_decay) * fraction)
+        fields, offsets = fields_at(step)
+        recon = render(canonical[None], fields[None])[0]  # (T, 3, H, W)
+        loss = (recon - frames).square().mean()
+        loss = loss + config.grad_weight * (
+            (recon.diff(dim=3) - target_dx).square().mean() + (recon.diff(dim=2) - target_dy).square().mean()
+        )
+        loss = loss + config.smooth_weight * edge_aware_smoothness(offsets, frames)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if on_progress is not None and (step + 1) % report_every == 0 and step + 1 < config.steps:
+            on_progress(step + 1, psnr(recon.detach(), frames))
+
+    with torch.no_grad():
+        fields, _ = fields_at(config.steps)
+        result = quantize(canonical.detach())
+        score = psnr(render(result[None], fields[None])[0], frames)
+    if on_progress is not None:
+        on_progress(config.steps, score)
+    return Decomposition(canonical=result, fields=fields.contiguous(), psnr_db=score)
+
+
+def read_clip(data: bytes, num_frames: int, long_side: int) -> tuple[torch.Tensor, float]:
+    """The first num_frames frames of a video (mp4, webm, gif...), scaled so the long side is long_side (never
+    upscaled; area averaging): ((T, 3, H, W) float32 in [-1, 1], frames per second). ValueError when the
+    bytes do not decode to at least one frame."""
+    pixels = []
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
+            for frame in container.decode(stream):
+                scale = min(1.0, long_side / max(frame.width, frame.height))
+                size = {"width": max(1, round(frame.width * scale)), "height": max(1, round(frame.height * scale))}
+                pixels.append(frame.to_ndarray(format="rgb24", interpolation="AREA", **size))  # (H, W, 3)
+                if len(pixels) == num_frames:
+                    break
+    except (av.FFmpegError, IndexError) as e:
+        raise ValueError(f"the video cannot be decoded ({e})") from e
+    if not pixels:
+        raise ValueError("the video has no decodable frame")
+    clip = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float() / 127.5 - 1  # (T, 3, H, W)
+    return clip, fps
