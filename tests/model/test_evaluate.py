@@ -1,0 +1,170 @@
+"""Offline evaluation: the weight-free metrics on hand-made cases, the evaluate CLI."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from model import metrics
+from model.evaluate import main
+from model.warp import identity_grid, render
+
+
+def smooth_images(n: int, seed: int, size: int = 32) -> torch.Tensor:
+    """n random smooth images (n, 3, size, size) in [-1, 1]: noise blurred by a 5x5 box."""
+    noise = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    return F.avg_pool2d(noise, 5, stride=1, padding=2, count_include_pad=False)
+
+
+def translating_fields(batch: int, frames: int, size: int, position) -> torch.Tensor:
+    """Fields (B, T, size, size, 2) of a pure translation: frame t reads the canonical position(t) pixels right."""
+    one_px = torch.tensor([2 / size, 0.0])
+    steps = [identity_grid(size, size) + position(t) * one_px for t in range(frames)]
+    return torch.stack(steps)[None].expand(batch, -1, -1, -1, -1).contiguous()
+
+
+# ---- distribution distances --------------------------------------------------------------------------------------
+
+
+def test_frechet_distance_is_zero_for_identical_sets_and_the_squared_shift_for_shifted_ones():
+    a = torch.randn(500, 8, generator=torch.Generator().manual_seed(0))
+    assert metrics.frechet_distance(a, a) == pytest.approx(0, abs=1e-8)
+    # same covariance, mean moved by 0.5 in each of 8 dimensions: 8 * 0.5^2
+    assert metrics.frechet_distance(a, a + 0.5) == pytest.approx(2.0, rel=1e-6)
+
+
+def test_random_features_are_fixed_by_the_seed_and_see_a_brightness_shift():
+    images = smooth_images(64, seed=0)
+    features = metrics.RandomFeatures(seed=3)
+    assert torch.equal(features(images), metrics.RandomFeatures(seed=3)(images))
+    same = metrics.frechet_distance(features(images), features(images))
+    fresh = metrics.frechet_distance(
+        features(smooth_images(64, seed=1)), features(images)
+    )  # same distribution
+    brighter = metrics.frechet_distance(features((images + 0.5).clamp(-1, 1)), features(images))
+    assert same == pytest.approx(0, abs=1e-6)
+    assert brighter > 5 * fresh > 0
+
+
+def test_sliced_wasserstein_is_zero_for_identical_sets_and_larger_for_a_degraded_set():
+    images = smooth_images(64, seed=0)
+    noisy = images + 0.5 * torch.randn(images.shape, generator=torch.Generator().manual_seed(9))
+    assert metrics.sliced_wasserstein(images, images, per_image=32) == [0.0, 0.0]  # 32 -> 16: two levels
+    fresh = metrics.sliced_wasserstein(smooth_images(64, seed=1), images, per_image=32)  # same distribution
+    degraded = metrics.sliced_wasserstein(noisy, images, per_image=32)
+    assert degraded[0] > 1.5 * fresh[0] > 0  # the finest band-pass level sees the added noise
+    # descriptors are normalised per set (as Progressive GAN's): a global brightness shift is invisible to SWD
+    assert metrics.sliced_wasserstein(images + 0.5, images, per_image=32) == pytest.approx([0, 0], abs=1e-3)
+
+
+def test_laplacian_pyramid_bands_add_up_to_the_image_detail():
+    images = smooth_images(2, seed=0)
+    levels = metrics.laplacian_pyramid(images, min_size=8)
+    assert [lv.shape[-1] for lv in levels] == [32, 16, 8]
+    flat = torch.zeros(2, 3, 32, 32)
+    assert all(lv.abs().max() < 1e-6 for lv in metrics.laplacian_pyramid(flat, min_size=8))
+
+
+# ---- motion and field statistics ---------------------------------------------------------------------------------
+
+
+def test_a_static_video_has_no_motion_no_jitter_and_no_warping_error():
+    fields = translating_fields(2, 5, 16, lambda t: 0)
+    frames = render(smooth_images(2, seed=0, size=16), fields)
+    assert metrics.motion_magnitude(fields) == 0 and metrics.jitter(fields) == 0
+    assert metrics.frame_difference(frames) == 0
+    assert metrics.warping_error(frames, fields) == (0.0, 1.0)
+
+
+def test_motion_and_jitter_are_measured_in_pixels():
+    steady = translating_fields(1, 6, 16, lambda t: t)  # one pixel per frame
+    accelerating = translating_fields(1, 6, 16, lambda t: t * t)  # second difference: 2 pixels
+    assert metrics.motion_magnitude(steady) == pytest.approx(1.0)
+    assert metrics.jitter(steady) == pytest.approx(0.0, abs=1e-5)
+    assert metrics.jitter(accelerating) == pytest.approx(2.0)
+
+
+def test_off_canvas_fraction_counts_points_outside_the_canonical_image():
+    fields = identity_grid(8, 8)[None].clone()  # x centres at -0.875, -0.625, ..., 0.875
+    assert metrics.off_canvas_fraction(fields) == 0
+    fields[..., 0] += 0.5  # two of the eight columns now read past the right edge
+    assert metrics.off_canvas_fraction(fields) == pytest.approx(2 / 8)
+
+
+def test_fold_fraction_counts_a_known_fold():
+    identity = identity_grid(8, 8)
+    folded = identity.clone()
+    folded[..., 0] = identity[..., 0].abs()  # fold at the middle: the left half mirrors the right half
+    # forward differences of |x| along the 7 column pairs: 3 negative, 1 zero (the crease), 3 positive
+    assert metrics.fold_fraction(folded[None]) == pytest.approx(4 / 7)
+    assert metrics.fold_fraction(identity[None]) == 0
+    mirrored = identity.clone()
+    mirrored[..., 0] = -identity[..., 0]
+    assert metrics.fold_fraction(mirrored[None]) == 1
+    assert torch.allclose(metrics.jacobian_determinant(identity), torch.ones(7, 7))
+
+
+def test_warping_error_follows_the_motion_of_the_fields():
+    fields = translating_fields(2, 4, 16, lambda t: t)
+    frames = render(smooth_images(2, seed=0, size=16), fields)
+    error, valid = metrics.warping_error(frames, fields)
+    assert metrics.frame_difference(frames) > 0.01  # the frames do change...
+    assert error < 1e-5  # ...but frame t+1, warped back one pixel, is frame t
+    assert 0.8 < valid < 1  # pixels whose content leaves the frame have no match
+    # frames that ignore their (identity) fields: the warping error is the plain frame difference
+    noise = torch.rand(2, 4, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    still = translating_fields(2, 4, 16, lambda t: 0)
+    assert metrics.warping_error(noise, still)[0] == pytest.approx(metrics.frame_difference(noise), rel=1e-5)
+
+
+def test_mean_pairwise_distance_is_zero_for_copies():
+    image = smooth_images(1, seed=0)
+    assert metrics.mean_pairwise_distance(image.expand(4, -1, -1, -1)) == 0
+    black_white = torch.stack([-torch.ones(3, 4, 4), torch.ones(3, 4, 4)])
+    assert metrics.mean_pairwise_distance(black_white) == pytest.approx(1.0)  # [0, 1] scale
+
+
+# ---- the CLI -----------------------------------------------------------------------------------------------------
+
+
+class FakeInception(torch.nn.Module):
+    """Stands in for inception-2015-12-05.pt: the same call, uint8 images -> per-channel means as features."""
+
+    def forward(self, images: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+        assert images.dtype == torch.uint8 and return_features
+        return images.float().mean(dim=(2, 3))
+
+
+class FakeI3D(torch.nn.Module):
+    """Stands in for i3d_torchscript.pt: the same call, clips (N, 3, T, H, W) in [0, 255] -> channel means."""
+
+    def forward(
+        self, videos: torch.Tensor, rescale: bool, resize: bool, return_features: bool
+    ) -> torch.Tensor:
+        assert videos.shape[1] == 3 and videos.max() <= 255
+        return videos.mean(dim=(2, 3, 4)) / 255 * 2 - 1
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # the detector files are TorchScript
+def test_cli_writes_metrics_and_sample_strips(tiny_checkpoint, tmp_path):
+    inception, i3d = tmp_path / "inception.pt", tmp_path / "i3d.pt"
+    torch.jit.script(FakeInception()).save(str(inception))
+    torch.jit.script(FakeI3D()).save(str(i3d))
+    out = tmp_path / "eval"
+    args = [str(tiny_checkpoint), "--out", str(out), "--videos", "4", "--frames", "4"]
+    report = main(args + ["--inception", str(inception), "--i3d", str(i3d)])
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(report))
+    distances, video = report["distance_to_real"], report["video"]
+    assert set(distances) == {"real (floor)", "model", "untrained"}
+    assert all({"frechet_random_features", "swd_x1e3", "fid", "fvd"} <= set(d) for d in distances.values())
+    assert (
+        "motion_px" not in video["real"] and video["real"]["frame_difference"] > 0
+    )  # no fields in real video
+    assert video["untrained"]["motion_px"] == 0  # initial weights: the identity warp, a still video
+    assert video["model"]["motion_px"] > 0  # this test checkpoint's fields move
+    # one row per video (4 of them, 32 px); columns: the canonical then every other frame (model), frames (real)
+    assert Image.open(out / "model.png").size == (3 * 32, 4 * 32)
+    assert Image.open(out / "real.png").size == (2 * 32, 4 * 32)
+    assert Image.open(out / "model.gif").n_frames == 4
