@@ -12,7 +12,7 @@ from kombu.exceptions import OperationalError
 from service.deps import Services
 from service.monitoring import Readiness, metrics_registry
 from service.routes import apps as application_routes
-from service.routes import files, jobs, ops
+from service.routes import events, files, jobs, ops, page
 from service.settings import Settings, get_settings
 from service.storage import StorageUnavailable
 from service.uploads import BodySizeLimit, UploadRejected
@@ -66,6 +66,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(application_routes.router)
     app.include_router(ops.router)
+    app.include_router(events.router)
+    app.include_router(page.router)
+    app.mount("/static", page.static_files, name="static")
     if settings.storage_backend == "local":
         app.include_router(files.router)
     return app

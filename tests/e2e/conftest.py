@@ -29,6 +29,7 @@ S3_CREDENTIALS = {"aws_access_key_id": "e2e", "aws_secret_access_key": "e2e-secr
 MAX_UPLOAD_BYTES = 256 * 1024
 MAX_UPLOAD_PIXELS = 1024 * 1024
 STARTUP_TIMEOUT_S = 60
+WEBHOOK_SECRET = "e2e-webhook-secret-of-at-least-32-characters"
 
 
 def free_port() -> int:
@@ -76,7 +77,8 @@ def e2e_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def queues() -> Iterator[dict[str, str]]:
     """This session's Celery queue names; deleted from Redis at the end."""
     session = secrets.token_hex(4)
-    names = {"GENDEF_GENERATE_QUEUE": f"e2e-{session}-generate", "GENDEF_EDIT_QUEUE": f"e2e-{session}-edit"}
+    names = {"GENDEF_GENERATE_QUEUE": f"e2e-{session}-generate", "GENDEF_EDIT_QUEUE": f"e2e-{session}-edit",
+             "GENDEF_WEBHOOK_QUEUE": f"e2e-{session}-webhook"}
     yield names
     client = redis.Redis.from_url(REDIS_URL)
     for name in names.values():
@@ -121,6 +123,9 @@ def deployment_env(queues: dict[str, str], s3_endpoint: str, tiny_checkpoint: Pa
         "GENDEF_MAX_UPLOAD_PIXELS": str(MAX_UPLOAD_PIXELS),
         "GENDEF_READINESS_CACHE_S": "0",
         "GENDEF_JOB_TTL_S": "600",
+        "GENDEF_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "GENDEF_WEBHOOK_BACKOFF_S": "0.5",
+        "GENDEF_EVENTS_HEARTBEAT_S": "1",
     }
 
 

@@ -1,0 +1,244 @@
+// The gendef-serve page: generate, follow a job over Server-Sent Events, play the video, paint on the canonical
+// image and submit the painting as an edit, resample motion. Plain browser JavaScript, no build step.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const FINAL = new Set(["succeeded", "failed", "canceled"]);
+
+let events = null;      // the EventSource of the followed job
+let source = null;      // the succeeded job whose video and canonical image are shown (what edits start from)
+const history = new Map();  // job id -> its latest document
+
+// --- API calls ------------------------------------------------------------------------------------------------
+
+async function errorText(response) {
+  let detail = `${response.status} ${response.statusText}`;
+  try {
+    const body = await response.json();
+    if (Array.isArray(body.detail)) {   // 422: one line per invalid field
+      detail = body.detail.map((e) => `${e.loc.filter((p) => p !== "body").join(".")}: ${e.msg}`).join("\n");
+    } else if (body.detail) {
+      detail = body.detail;
+    }
+  } catch (_) { /* not JSON: keep the status line */ }
+  return detail;
+}
+
+async function submit(path, init) {
+  clearError();
+  setBusy(true);
+  try {
+    const response = await fetch(path, init);
+    if (!response.ok) {
+      showError(await errorText(response));
+      return;
+    }
+    follow(await response.json());
+  } catch (e) {
+    showError(`The API could not be reached (${e.message}).`);
+  } finally {
+    setBusy(false);
+  }
+}
+
+function generate(body) {
+  submit("generate", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
+}
+
+function intField(id) {
+  const text = $(id).value.trim();
+  return text === "" ? null : Number(text);
+}
+
+// --- following a job ------------------------------------------------------------------------------------------
+
+function follow(doc) {
+  if (events) events.close();
+  render(doc);
+  if (FINAL.has(doc.status)) return finished(doc);
+  events = new EventSource(`jobs/${doc.id}/events`);
+  events.addEventListener("update", (e) => render(JSON.parse(e.data)));
+  events.addEventListener("final", (e) => {
+    events.close();
+    events = null;
+    const last = JSON.parse(e.data);
+    render(last);
+    finished(last);
+  });
+  events.addEventListener("error", (e) => {
+    if (e.data) showError(JSON.parse(e.data).detail);   // the server's own error event (record expired)
+    else if (events && events.readyState === EventSource.CONNECTING) showError("Lost the event stream; reconnecting…");
+  });
+  events.addEventListener("open", clearError);
+}
+
+function seconds(value) {
+  return `${value.toFixed(1)} s`;
+}
+
+function render(doc) {
+  history.set(doc.id, doc);
+  $("job").hidden = false;
+  $("job-id").textContent = doc.id;
+  $("job-kind").textContent = doc.kind;
+  const status = $("job-status");
+  status.textContent = doc.status;
+  status.className = `status ${doc.status}`;
+  $("progress").value = doc.progress;
+  const parts = [];
+  if (doc.queue_position !== null) parts.push(doc.queue_position === 0 ? "next in the queue" : `${doc.queue_position} job(s) ahead in the queue`);
+  if (doc.status === "running") parts.push(`progress ${Math.round(doc.progress * 100)} %`);
+  const m = doc.metrics;
+  if (m.queue_time !== null) parts.push(`queued ${seconds(m.queue_time)}`);
+  if (m.run_time !== null) parts.push(`ran ${seconds(m.run_time)}`);
+  const stages = Object.entries(m.stage_times).map(([stage, s]) => `${stage} ${seconds(s)}`);
+  if (stages.length) parts.push(stages.join(", "));
+  if (doc.error) parts.push(`${doc.error.code}: ${doc.error.message}`);
+  $("job-detail").textContent = parts.join(" · ");
+  const links = $("downloads");
+  links.replaceChildren(...Object.entries(doc.artifacts).map(([name, a]) => {
+    const link = document.createElement("a");
+    link.href = a.url;
+    link.download = name;
+    link.textContent = `${name} (${Math.ceil(a.bytes / 1024)} KiB)`;
+    return link;
+  }));
+  renderHistory();
+}
+
+function finished(doc) {
+  if (doc.status === "succeeded") show(doc);
+  else if (doc.error) showError(`Job ${doc.id} failed: ${doc.error.message}`);
+}
+
+function renderHistory() {
+  $("history-box").hidden = false;
+  $("history").replaceChildren(...[...history.values()].map((doc) => {
+    const item = document.createElement("li");
+    const link = document.createElement("a");
+    link.textContent = `${doc.kind} ${doc.id.slice(0, 8)}`;
+    link.addEventListener("click", () => follow(doc));
+    item.append(link, ` ${doc.status}`);
+    return item;
+  }));
+}
+
+// --- the result: video and canonical image --------------------------------------------------------------------
+
+function show(doc) {
+  source = doc;
+  $("result").hidden = false;
+  const video = $("video");
+  video.src = doc.artifacts.video.url;
+  video.play().catch(() => { /* autoplay refused: the controls are there */ });
+  const image = new Image();
+  image.onload = () => {
+    for (const canvas of [$("base"), $("paint")]) {
+      canvas.width = image.naturalWidth;
+      canvas.height = image.naturalHeight;
+    }
+    $("base").getContext("2d").drawImage(image, 0, 0);
+  };
+  image.onerror = () => showError("The canonical image could not be loaded.");
+  image.src = `jobs/${doc.id}/canonical.png`;   // same origin: the canvas stays readable
+}
+
+// --- painting -------------------------------------------------------------------------------------------------
+
+let last = null;  // the previous point of the stroke being drawn, canvas pixels
+
+function canvasPoint(event) {
+  const canvas = $("paint");
+  const box = canvas.getBoundingClientRect();
+  return [(event.clientX - box.left) / box.width * canvas.width, (event.clientY - box.top) / box.height * canvas.height];
+}
+
+function stroke(to) {
+  const ctx = $("paint").getContext("2d");
+  ctx.globalCompositeOperation = $("eraser").checked ? "destination-out" : "source-over";
+  ctx.strokeStyle = ctx.fillStyle = $("colour").value;
+  ctx.lineWidth = Number($("brush").value);
+  ctx.lineCap = ctx.lineJoin = "round";
+  ctx.beginPath();
+  ctx.moveTo(...(last || to));
+  ctx.lineTo(...to);
+  ctx.stroke();
+  last = to;
+}
+
+function setUpPainting() {
+  const paint = $("paint");
+  paint.addEventListener("pointerdown", (e) => {
+    paint.setPointerCapture(e.pointerId);
+    last = null;
+    stroke(canvasPoint(e));
+  });
+  paint.addEventListener("pointermove", (e) => { if (last) stroke(canvasPoint(e)); });
+  for (const name of ["pointerup", "pointercancel"]) paint.addEventListener(name, () => { last = null; });
+  $("clear").addEventListener("click", () => paint.getContext("2d").clearRect(0, 0, paint.width, paint.height));
+  $("upload").addEventListener("change", async (e) => {
+    const file = e.target.files[0];
+    if (!file) return;
+    try {
+      const bitmap = await createImageBitmap(file);
+      const base = $("base");
+      base.getContext("2d").drawImage(bitmap, 0, 0, base.width, base.height);  // the API resizes too
+      paint.getContext("2d").clearRect(0, 0, paint.width, paint.height);
+    } catch (_) {
+      showError("That file could not be read as an image: choose a PNG or JPEG.");
+    }
+  });
+}
+
+function submitEdit() {
+  if (!source) return;
+  const base = $("base");
+  const out = document.createElement("canvas");
+  out.width = base.width;
+  out.height = base.height;
+  const ctx = out.getContext("2d");
+  ctx.drawImage(base, 0, 0);
+  ctx.drawImage($("paint"), 0, 0);
+  out.toBlob((blob) => {
+    const form = new FormData();
+    form.append("job_id", source.id);
+    form.append("image", blob, "canonical.png");
+    submit("edit", {method: "POST", body: form});
+  }, "image/png");
+}
+
+// --- page state -----------------------------------------------------------------------------------------------
+
+function showError(text) {
+  const box = $("error");
+  box.textContent = text;
+  box.hidden = false;
+}
+
+function clearError() {
+  $("error").hidden = true;
+}
+
+function setBusy(busy) {
+  for (const id of ["generate", "random", "resample", "submit-edit"]) $(id).disabled = busy;
+}
+
+function init() {
+  $("generate-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    generate({seed: intField("seed"), motion_seed: intField("motion-seed"), num_frames: intField("num-frames") ?? 16,
+              fps: intField("fps") ?? 8});
+  });
+  $("random").addEventListener("click", () => {
+    $("seed").value = $("motion-seed").value = "";
+    generate({num_frames: intField("num-frames") ?? 16, fps: intField("fps") ?? 8});
+  });
+  $("resample").addEventListener("click", () => {
+    if (source) generate({canonical_from: source.id, num_frames: source.params.num_frames ?? intField("num-frames") ?? 16,
+                          fps: source.params.fps});
+  });
+  $("submit-edit").addEventListener("click", submitEdit);
+  setUpPainting();
+}
+
+init();
