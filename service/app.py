@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError
 
 from service.deps import Services
+from service.idempotency import Idempotency
 from service.monitoring import Readiness, metrics_registry
 from service.routes import apps as application_routes
 from service.routes import events, files, jobs, ops, page
@@ -53,6 +54,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.services = svc
     app.state.readiness = Readiness(svc)
     app.state.metrics = metrics_registry(svc)
+    # Added first, so it runs inside the body size limit.
+    app.add_middleware(Idempotency, redis_client=svc.redis, ttl_s=settings.idempotency_ttl_s)
     app.add_middleware(
         BodySizeLimit, default=JSON_BODY_LIMIT, limits={
             "/edit": settings.max_upload_bytes + MULTIPART_OVERHEAD,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated
 from urllib.parse import urljoin
 
@@ -11,6 +11,7 @@ import redis
 from celery import Celery
 from fastapi import Depends, Request
 
+from service.auth import OwnedJobStore, authenticate
 from service.jobs import JobStore, connect_redis
 from service.queue import make_celery
 from service.settings import Settings
@@ -43,7 +44,19 @@ class Services:
 
 
 def get_services(request: Request) -> Services:
+    """The services as the caller may use them: with API keys set, a valid key (401 otherwise) and its jobs only."""
+    svc: Services = request.app.state.services
+    digests = svc.settings.api_key_hashes
+    if not digests:
+        return svc
+    owner = authenticate(request, digests)
+    return replace(svc, jobs=OwnedJobStore(svc.jobs, owner, svc.settings.max_active_jobs_per_key))
+
+
+def get_any_services(request: Request) -> Services:
+    """The services without a key check: for routes that carry their own proof (signed file URLs)."""
     return request.app.state.services
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+AnyServicesDep = Annotated[Services, Depends(get_any_services)]

@@ -61,6 +61,7 @@ class JobRecord:
     queue: str | None = None  # the Celery queue it was sent to (its queue position is counted there)
     stage_started_at: dict[str, str] = field(default_factory=dict)  # stage -> ISO time, this attempt's stages
     webhook: dict[str, Any] | None = None  # {"url", "events"}: see service/webhooks.py
+    owner: str | None = None  # SHA-256 of the API key that submitted it (service/auth.py); None without keys
     result: dict[str, Any] | None = None  # figures a job reports besides its artifacts (decompose: PSNR so far)
 
 
@@ -140,6 +141,7 @@ class JobStore:
         job_id: str | None = None,
         queue: str | None = None,
         webhook: dict[str, Any] | None = None,
+        owner: str | None = None,
     ) -> JobRecord:
         """Record a new queued job. Pass ``job_id`` (from new_job_id) when inputs were stored under it first,
         ``queue`` (the Celery queue it will be sent to) for its queue_position."""
@@ -147,7 +149,7 @@ class JobStore:
             raise ValueError(f"unknown job kind {kind!r}")
         job = JobRecord(
             id=job_id or new_job_id(), kind=kind, status="queued", params=params, parent_id=parent_id,
-            inputs=inputs or {}, created_at=utc_now(), queue=queue, webhook=webhook,
+            inputs=inputs or {}, created_at=utc_now(), queue=queue, webhook=webhook, owner=owner,
         )
         key = self._key(job.id)
         pipe = self.redis.pipeline()

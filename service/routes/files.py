@@ -7,7 +7,7 @@ import mimetypes
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 
-from service.deps import ServicesDep
+from service.deps import AnyServicesDep
 from service.schemas import Message
 from service.storage import ExpiredSignature, InvalidSignature, LocalStore
 
@@ -18,7 +18,7 @@ router = APIRouter(tags=["files"])
     "/files/{key:path}", response_class=FileResponse,
     responses={403: {"model": Message}, 404: {"model": Message}, 410: {"model": Message}},
 )
-def get_file(key: str, svc: ServicesDep, exp: str = "", sig: str = "") -> FileResponse:
+def get_file(key: str, svc: AnyServicesDep, exp: str = "", sig: str = "") -> FileResponse:
     """An artifact or input; ``exp`` and ``sig`` come from the URL in the job document."""
     store = svc.blobs
     assert isinstance(store, LocalStore)  # the router is mounted only for the local backend
