@@ -90,6 +90,8 @@ class JobDocument(BaseModel):
     kind: Literal["generate", "resample", "edit", "track", "segment", "decompose"]
     status: Literal["queued", "running", "succeeded", "failed", "canceled"]
     progress: float = Field(ge=0, le=1)
+    stage: str | None = Field(default=None, description="while running: loading, sampling, warping, encoding or "
+                                                        "uploading")
     params: dict[str, Any]
     parent_id: str | None
     created_at: str
@@ -121,7 +123,7 @@ class JobDocument(BaseModel):
                 for name, a in job.artifacts.items()
             }
         return cls(
-            id=job.id, kind=job.kind, status=job.status, progress=job.progress, params=job.params,
+            id=job.id, kind=job.kind, status=job.status, progress=job.progress, stage=job.stage, params=job.params,
             parent_id=job.parent_id, created_at=job.created_at, started_at=job.started_at,
             finished_at=job.finished_at, error=JobError(**job.error) if job.error else None, artifacts=artifacts,
             result=job.result,

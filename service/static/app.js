@@ -87,7 +87,7 @@ function render(doc) {
   $("progress").value = doc.progress;
   const parts = [];
   if (doc.queue_position !== null) parts.push(doc.queue_position === 0 ? "next in the queue" : `${doc.queue_position} job(s) ahead in the queue`);
-  if (doc.status === "running") parts.push(`progress ${Math.round(doc.progress * 100)} %`);
+  if (doc.status === "running") parts.push(`${doc.stage || "starting"} ${Math.round(doc.progress * 100)} %`);
   const m = doc.metrics;
   if (m.queue_time !== null) parts.push(`queued ${seconds(m.queue_time)}`);
   if (m.run_time !== null) parts.push(`ran ${seconds(m.run_time)}`);
