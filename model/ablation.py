@@ -1,0 +1,125 @@
+"""The GenDeF ablation at our scale: stage 2 from one stage-1 training state, three ways, the same budget each.
+
+    python -m model.ablation --run runs/small --state runs/ablation/stage1_state --out runs/ablation \\
+        --stage2-steps 300 --minutes 20
+
+Arms (each a run folder under --out that ``python -m model.train --out DIR --resume`` trains):
+- ``full``: the run's own training config;
+- ``no_smooth``: the same without the edge-aware smoothness loss (``smooth_weight`` 0);
+- ``no_canonical_cond``: a deformation generator that does not see the canonical features
+  (``deformation.canonical_cond`` false). Stage 1 never trains the deformation generator, so its weights in
+  the stage-1 state are the initial ones: this arm takes every tensor of the state whose shape it shares and
+  its own initial weights (same seed) for the layers that lose the conditioning inputs.
+
+Every arm stops after --stage2-steps steps or --minutes minutes of step time, whichever comes first. With
+``--train`` the arms are trained here, all at once, one thread each (otherwise only prepared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from model.config import GenDeFConfig
+from model.gendef import GenDeF
+
+log = logging.getLogger(__name__)
+
+ARMS = ("full", "no_smooth", "no_canonical_cond")
+
+
+def arm_config(
+    base: dict[str, Any], arm: str, stage1: dict[str, Any], steps: int, minutes: float
+) -> dict[str, Any]:
+    """The training config of an arm: base (a run's train_config.json) resumed from the stage-1 state whose
+    counters are stage1 (its state.json), switching to stage 2 at once, for steps steps or minutes of step time."""
+    cfg = json.loads(json.dumps(base))  # a deep copy
+    cfg |= {
+        "stage1_steps": stage1["stage_step"],  # stage 1 is over where the state was saved
+        "stage2_steps": steps,
+        "minutes": stage1["seconds"] / 60 + minutes,  # the budget counts the stage-1 seconds too
+    }
+    if arm == "no_smooth":
+        cfg["smooth_weight"] = 0.0
+    elif arm == "no_canonical_cond":
+        cfg["model"]["deformation"]["canonical_cond"] = False
+    elif arm != "full":
+        raise ValueError(f"unknown arm {arm!r}; choose one of {ARMS}")
+    return cfg
+
+
+def adapt_state(
+    tensors: dict[str, torch.Tensor], model_config: dict[str, Any], seed: int
+) -> dict[str, torch.Tensor]:
+    """Fit a training state to another generator architecture: generator tensors (prefixes G. and G_ema.) whose
+    name and shape the new architecture shares are kept, the others come from its initial weights (seed)."""
+    torch.manual_seed(seed)  # as Trainer does before building the generator
+    fresh = GenDeF(GenDeFConfig.from_dict(model_config)).state_dict()
+    out = {k: v for k, v in tensors.items() if not k.startswith(("G.", "G_ema."))}
+    for prefix in ("G.", "G_ema."):
+        for name, init in fresh.items():
+            saved = tensors.get(prefix + name)
+            out[prefix + name] = saved if saved is not None and saved.shape == init.shape else init.clone()
+    return out
+
+
+def prepare(run: Path, state: Path, out: Path, steps: int, minutes: float) -> list[Path]:
+    """Write one run folder per arm (train_config.json + state/) under out; return them."""
+    base = json.loads((run / "train_config.json").read_text())
+    stage1 = json.loads((state / "state.json").read_text())
+    if stage1["stage"] != 1:
+        raise ValueError(
+            f"{state} is a stage-{stage1['stage']} state; the ablation starts from a stage-1 state"
+        )
+    dirs = []
+    for arm in ARMS:
+        directory = out / arm
+        shutil.rmtree(directory, ignore_errors=True)
+        shutil.copytree(state, directory / "state")
+        cfg = arm_config(base, arm, stage1, steps, minutes)
+        (directory / "train_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+        if cfg["model"] != base["model"]:
+            tensors = load_file(state / "state.safetensors")
+            save_file(
+                adapt_state(tensors, cfg["model"], cfg["seed"]), directory / "state" / "state.safetensors"
+            )
+        dirs.append(directory)
+        log.info("prepared %s", directory)
+    return dirs
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m model.ablation", description=__doc__.splitlines()[0])
+    p.add_argument("--run", type=Path, required=True, help="the run whose train_config.json the arms share")
+    p.add_argument("--state", type=Path, required=True, help="a stage-1 state/ folder of that run")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--stage2-steps", type=int, required=True)
+    p.add_argument("--minutes", type=float, required=True, help="step-time budget of each arm")
+    p.add_argument("--train", action="store_true", help="train the arms now, in parallel, one thread each")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    dirs = prepare(args.run, args.state, args.out, args.stage2_steps, args.minutes)
+    if args.train:
+        env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        procs = []
+        for d in dirs:
+            with (d / "train.log").open("w") as logfile:
+                cmd = [sys.executable, "-m", "model.train", "--out", str(d), "--resume"]
+                procs.append(subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT, env=env))
+        failed = [str(d) for d, proc in zip(dirs, procs, strict=True) if proc.wait() != 0]
+        if failed:
+            raise SystemExit(f"training failed in {', '.join(failed)} (see train.log there)")
+
+
+if __name__ == "__main__":
+    main()
