@@ -1,0 +1,91 @@
+"""The page at / in headless Chromium against the e2e deployment: generate, watch the video play, paint a stroke on
+the canonical image, submit it as an edit, see the edited video; resample with one click; API errors shown; a
+phone-width layout that does not scroll sideways."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+from playwright.sync_api import Browser, Page, expect
+
+JOB_TIMEOUT_MS = 120_000
+PLAYING = "([t0]) => document.getElementById('video').currentTime > t0 + 0.05"
+
+
+def wait_succeeded(page: Page, kind: str) -> str:
+    """Wait until the page shows a succeeded job of this kind; its id."""
+    expect(page.locator("#job-kind")).to_have_text(kind, timeout=JOB_TIMEOUT_MS)
+    expect(page.locator("#job-status")).to_have_text("succeeded", timeout=JOB_TIMEOUT_MS)
+    return page.locator("#job-id").inner_text()
+
+
+def wait_playing(page: Page, job_id: str) -> None:
+    """The video element shows this job's video and its currentTime advances."""
+    page.wait_for_function(f"document.getElementById('video').currentSrc.includes('{job_id}')",
+                           timeout=JOB_TIMEOUT_MS)
+    start = page.evaluate("document.getElementById('video').currentTime")
+    page.wait_for_function(PLAYING, arg=[min(start, 0.5)], timeout=JOB_TIMEOUT_MS)  # it loops: a wrap is fine
+
+
+def canonical(api_url: str, job_id: str) -> np.ndarray:
+    response = httpx.get(f"{api_url}/jobs/{job_id}/canonical.png", timeout=30)
+    assert response.status_code == 200
+    return np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"))
+
+
+def test_generate_play_paint_edit_resample(browser: Browser, api_url: str, artifacts_dir: Path):
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.goto(api_url + "/")
+    page.fill("#seed", "21")
+    page.fill("#motion-seed", "22")
+    page.fill("#num-frames", "8")
+    page.click("#generate")
+    source_id = wait_succeeded(page, "generate")
+    wait_playing(page, source_id)
+    expect(page.locator("#downloads a")).to_have_count(3)
+
+    # paint a red horizontal stroke through the middle of the canonical image
+    page.wait_for_function("document.getElementById('base').width > 0")
+    box = page.locator("#paint").bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.1, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.9, y, steps=10)
+    page.mouse.up()
+    page.click("#submit-edit")
+    edit_id = wait_succeeded(page, "edit")
+    assert edit_id != source_id
+    wait_playing(page, edit_id)
+    page.screenshot(path=artifacts_dir / "browser-edit.png", full_page=True)
+
+    before, after = canonical(api_url, source_id), canonical(api_url, edit_id)
+    size = before.shape[0]
+    middle = after[size // 2, size // 5: 4 * size // 5]  # (W', 3) the painted row
+    assert (middle == [255, 0, 0]).all(), middle
+    assert (after[: size // 4] == before[: size // 4]).all()  # far from the stroke: untouched
+
+    page.click("#resample")
+    resample_id = wait_succeeded(page, "resample")
+    wait_playing(page, resample_id)
+    assert (canonical(api_url, resample_id) == after).all()  # same (edited) content, new motion
+    page.close()
+
+
+def test_api_errors_are_shown_and_a_phone_width_fits(browser: Browser, api_url: str, artifacts_dir: Path):
+    page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page.goto(api_url + "/")
+    page.fill("#num-frames", "100000")
+    page.click("#generate")
+    expect(page.locator("#error")).to_contain_text("num_frames: Input should be less than or equal to",
+                                                   timeout=30_000)
+    page.fill("#num-frames", "4")
+    page.click("#random")
+    wait_playing(page, wait_succeeded(page, "generate"))
+    expect(page.locator("#error")).to_be_hidden()
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # no sideways scrolling
+    page.screenshot(path=artifacts_dir / "browser-phone.png", full_page=True)
+    page.close()
