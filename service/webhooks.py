@@ -10,19 +10,15 @@ failed or canceled: the job document says which).
 
 The job store calls a Notifier after each status change (in the API for a cancel, in the worker otherwise); it
 only queues a Celery task (gendef.webhook, on GENDEF_WEBHOOK_QUEUE), so a slow or dead receiver never holds up a
-job. The worker's task (worker/webhooks.py) signs and sends.
+job. The worker's task (worker/webhooks.py) signs and sends it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import logging
 from dataclasses import asdict, replace
 from typing import Any
 
-import httpx
 from celery import Celery
 from fastapi.exceptions import RequestValidationError
 
@@ -34,7 +30,6 @@ log = logging.getLogger(__name__)
 TASK_NAME = "gendef.webhook"
 EVENTS = ("start", "completed")
 DEFAULT_EVENTS = ["completed"]
-SIGNATURE_HEADER = "X-Gendef-Signature"
 
 
 def spec(settings: Settings, url: str | None, events: list[str] | None, where: str) -> dict[str, Any] | None:
@@ -83,32 +78,3 @@ def record_from_json(data: dict[str, Any]) -> JobRecord:
     """The record a Notifier sent (``asdict``) back as a JobRecord."""
     job = JobRecord(**data)
     return replace(job, artifacts={name: Artifact(**a) for name, a in job.artifacts.items()})
-
-
-def signature(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def body(event: str, document: dict[str, Any]) -> bytes:
-    return json.dumps({"event": event, "job": document}).encode()
-
-
-def post(settings: Settings, url: str, event: str, job_id: str, data: bytes) -> None:
-    """One delivery attempt; raises DeliveryFailed unless the receiver answered 2xx."""
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": "gendef-serve-webhook",
-        "X-Gendef-Event": event,
-        "X-Gendef-Delivery": f"{job_id}.{event}",
-        SIGNATURE_HEADER: signature(settings.webhook_secret.get_secret_value(), data),
-    }
-    try:
-        response = httpx.post(url, content=data, headers=headers, timeout=settings.webhook_timeout_s)
-    except httpx.HTTPError as e:
-        raise DeliveryFailed(f"{type(e).__name__}: {e}") from e
-    if not response.is_success:
-        raise DeliveryFailed(f"the receiver answered {response.status_code}")
-
-
-class DeliveryFailed(Exception):
-    pass

@@ -1,7 +1,7 @@
 """The Celery app of the workers: `celery -A worker.celery_app worker --concurrency 1` (one per GPU).
 
-A worker consumes the generate and the edit queue unless `-Q` names one of them (edit never runs the generators,
-so CPU-only workers may take just `-Q $GENDEF_EDIT_QUEUE`). The model is loaded in each pool process after the fork
+A worker consumes the generate, the edit and the webhook queue unless `-Q` names some of them (edit never runs the
+generators, so CPU-only workers may take just `-Q $GENDEF_EDIT_QUEUE`; some worker must take the webhook queue). The model is loaded in each pool process after the fork
 (`worker_process_init`), never in the parent.
 """
 

@@ -143,6 +143,7 @@ def test_workers_consume_every_queue_the_api_sends_to(rendered: dict) -> None:
     assert api.generate_queue in gpu, "generate and resample jobs need the GPU worker"
     assert cpu <= {api.edit_queue}, "CPU workers must not take generate jobs"
     assert {api.generate_queue, api.edit_queue} <= gpu | cpu
+    assert api.webhook_queue in gpu, "webhook deliveries need a worker that always runs"
 
 
 def test_redis_persists_and_the_worker_reserves_a_gpu(rendered: dict) -> None:
