@@ -1,0 +1,23 @@
+"""Webhook fields refused before a job is queued (the e2e tests deliver real ones)."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.service.helpers import Server, png_bytes
+
+
+def test_a_deployment_without_a_webhook_secret_refuses_webhooks(http: httpx.Client, redis_db):
+    response = http.post("/generate", json={"seed": 1, "webhook": "https://example.com/hook"})
+    assert response.status_code == 422
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["body", "webhook"] and "GENDEF_WEBHOOK_SECRET" in error["msg"]
+    assert redis_db.keys("gendef:job:*") == []  # nothing queued
+
+
+def test_edit_form_webhook_must_be_http(http: httpx.Client, server: Server):
+    source = server.finish(http.post("/generate", json={"seed": 1}).json()["id"])
+    response = http.post("/edit", data={"job_id": source.id, "webhook": "file:///etc/passwd"},
+                         files={"image": ("e.png", png_bytes())})
+    assert response.status_code == 422
+    assert any(e["loc"] == ["body", "webhook"] and "http" in e["msg"] for e in response.json()["detail"])
