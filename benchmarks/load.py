@@ -118,6 +118,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for the jobs to end")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     if args.url:
         asyncio.run(run(args.url, args.jobs, args.clients, args.frames, args.timeout))
         return
