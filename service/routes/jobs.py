@@ -15,10 +15,16 @@ from service.submit import submit_edit, submit_generate
 router = APIRouter(tags=["jobs"])
 
 NOT_FOUND = {404: {"model": Message, "description": "no such job"}}
-UNAVAILABLE = {503: {"model": Message, "description": "Redis or the store is unreachable; try again"}}
+UNAVAILABLE = {
+    503: {"model": Message, "description": "Redis or the store is unreachable; try again"},
+    401: {"model": Message, "description": "API keys are on (GENDEF_API_KEYS) and no valid bearer key was sent"},
+}
 SUBMIT_ERRORS = NOT_FOUND | UNAVAILABLE | {
-    409: {"model": Message, "description": "the job named (canonical_from, job_id) has not succeeded"},
+    409: {"model": Message, "description": "the job named (canonical_from, job_id) has not succeeded, or a request "
+                                           "with the same Idempotency-Key is still in progress"},
     413: {"model": Message, "description": "request body too large"},
+    400: {"model": Message, "description": "malformed Idempotency-Key header"},
+    429: {"model": Message, "description": "this API key has its limit of queued and running jobs (Retry-After)"},
 }
 
 
