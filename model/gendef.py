@@ -8,12 +8,15 @@ Determinism: every random draw of a video comes from CPU ``torch.Generator``s se
 code z and the canonical noise maps) and its ``motion_seed`` (the motion trajectory), then moves to the model's
 device. Each video is computed on its own (its frames batched, in chunks of ``frame_chunk``), so a video's
 output never depends on the other videos of the call: ``sample([a, b])`` is ``sample([a])`` and ``sample([b])``
-stacked, bit for bit.
+stacked, bit for bit. That holds per device and per inference setting: ``precision`` (float32, or bf16/fp16
+autocast, set by ``model.inference.prepare`` within its documented tolerance of float32), channels_last and
+torch.compile each change the kernels that run, so they may change the last bits (outputs are always float32).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -40,6 +43,7 @@ class GenDeF(nn.Module):
     def __init__(self, config: GenDeFConfig) -> None:
         super().__init__()
         self.config = config
+        self.precision = torch.float32  # of sample/sample_motion: float32, or the dtype of their autocast
         self.canonical = CanonicalGenerator(config.canonical, config.resolution)
         self.motion = MotionEncoder(config.motion, config.max_frames)
         self.deformation = DeformationGenerator(
@@ -78,7 +82,7 @@ class GenDeF(nn.Module):
             canonical, f = self._video(seed, motion_seed, num_frames, with_image=True)
             canonicals.append(canonical)
             fields.append(f)
-        canonical, fields_ = torch.cat(canonicals), torch.cat(fields)
+        canonical, fields_ = torch.cat(canonicals), torch.cat(fields)  # float32: (B, 3, H, W), (B, T, H, W, 2)
         return Sample(canonical=canonical, fields=fields_, frames=render(canonical, fields_))
 
     @torch.no_grad()
@@ -113,10 +117,17 @@ class GenDeF(nn.Module):
         motion_z = torch.randn(1, *self.motion.raw_code_shape(), generator=motion)  # (1, R, Zm)
         z, motion_z, noise = z.to(self.device), motion_z.to(self.device), [n.to(self.device) for n in noise]
 
-        image, features = self.canonical(z, noise, with_image=with_image)  # (1, 3, H, W), (1, C, H, W)
-        t = torch.arange(num_frames, device=self.device, dtype=torch.float32)[None]  # (1, T)
-        chunk = self.config.deformation.frame_chunk
-        fields = torch.cat(
-            [self.fields(z, features, motion_z, t[:, i : i + chunk]) for i in range(0, num_frames, chunk)], dim=1
-        )  # (1, T, H, W, 2)
-        return (image.clamp(-1, 1) if image is not None else None), fields
+        with self._autocast():
+            image, features = self.canonical(z, noise, with_image=with_image)  # (1, 3, H, W), (1, C, H, W)
+            t = torch.arange(num_frames, device=self.device, dtype=torch.float32)[None]  # (1, T)
+            chunk = self.config.deformation.frame_chunk
+            fields = torch.cat(
+                [self.fields(z, features, motion_z, t[:, i : i + chunk]).float() for i in range(0, num_frames, chunk)],
+                dim=1,
+            )  # (1, T, H, W, 2)
+        return (image.float().clamp(-1, 1) if image is not None else None), fields
+
+    @contextmanager
+    def _autocast(self) -> Iterator[None]:
+        with torch.autocast(self.device.type, dtype=self.precision, enabled=self.precision != torch.float32):
+            yield

@@ -57,7 +57,14 @@ class MotionEncoder(nn.Module):
         return (self.num_raw_codes, self.cfg.z_dim)
 
     def forward(self, motion_z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """motion_z: (B, R, Z) trajectory noise; t: (B, T) frame times in [0, max_frames - 1] -> (B, T, 2F)."""
+        """motion_z: (B, R, Z) trajectory noise; t: (B, T) frame times in [0, max_frames - 1] -> (B, T, 2F).
+
+        Always float32, also under autocast: the phases grow with t (up to max_frames), which bf16 would round
+        by whole radians; this part is a small share of the compute."""
+        with torch.autocast(motion_z.device.type, enabled=False):
+            return self._embed(motion_z.float(), t.float())
+
+    def _embed(self, motion_z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         u = lrelu(self.conv1(motion_z.transpose(1, 2)))  # (B, Z, R - k + 1)
         u = self.conv2(u).transpose(1, 2)  # (B, num_codes, Z)
         pos = t / self.cfg.code_distance  # (B, T)
