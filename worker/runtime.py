@@ -11,6 +11,7 @@ from functools import cached_property
 
 from model.checkpoint import load_checkpoint, resolve_device
 from model.gendef import GenDeF
+from model.inference import prepare
 from service.jobs import JobStore, connect_redis
 from service.queue import make_celery
 from service.settings import Settings, get_settings
@@ -55,7 +56,8 @@ class Runtime:
             path = self.settings.checkpoint
             try:
                 device = resolve_device(self.settings.device)
-                self._model = load_checkpoint(path, device=device)
+                s = self.settings
+                self._model = prepare(load_checkpoint(path, device=device), s.precision, s.channels_last, s.compile_model)
             except Exception as e:
                 log.exception("loading the checkpoint %s failed", path)
                 raise JobFailure(
