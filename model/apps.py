@@ -40,38 +40,40 @@ def sample_fields(fields: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
 
 def track_points(
     fields: torch.Tensor, points: torch.Tensor, canonical_size: tuple[int, int],
-    tolerance_px: float = VISIBLE_TOLERANCE_PX,
+    tolerance_px: float = VISIBLE_TOLERANCE_PX, iterations: int = 4,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Where canonical points appear in each frame.
 
     fields: (T, H, W, 2); points: (N, 2) pixel coordinates (x, y) in the canonical image of size
     canonical_size = (Hc, Wc). Per frame: the pixel whose field value is nearest the point (distances in
-    canonical pixels), then one Newton step on the field linearised there (its Jacobian by central differences)
-    for the sub-pixel position. Returns positions (T, N, 2) in frame pixels (x, y) and visible (T, N) bool:
-    the position lies in the frame and the step from the nearest pixel centre is at most tolerance_px.
+    canonical pixels), then Newton steps on the bilinearly interpolated field (Jacobian by central differences
+    of half a pixel) for the sub-pixel position. Returns positions (T, N, 2) in frame pixels (x, y) and visible
+    (T, N) bool: the position lies in the frame, is at most tolerance_px from the nearest pixel centre, and
+    maps to the point up to tolerance_px canonical pixels.
     """
     T, H, W, _ = fields.shape
     Hc, Wc = canonical_size
     scale = fields.new_tensor([Wc / 2, Hc / 2])  # field units -> canonical pixels
     target = to_field_units(points.to(fields), Hc, Wc) * scale  # (N, 2) canonical px
     mapped = fields * scale  # (T, H, W, 2) canonical px
-    # d mapped / d x and d mapped / d y per pixel, central differences inside, one-sided at the borders
-    dx, dy = torch.gradient(mapped, dim=(2, 1))  # (T, H, W, 2) each
-    positions, visible = [], []
-    for t in range(T):
-        flat = mapped[t].reshape(-1, 2)  # (H*W, 2)
-        nearest = torch.cdist(target, flat).argmin(dim=1)  # (N,)
-        p0 = torch.stack([nearest % W, nearest // W], dim=1).to(fields)  # (N, 2) frame px
-        jac = torch.stack([dx[t].reshape(-1, 2)[nearest], dy[t].reshape(-1, 2)[nearest]], dim=2)  # (N, 2, 2)
-        residual = target - flat[nearest]  # (N, 2)
-        invertible = torch.linalg.det(jac).abs() > 1e-6  # (N,)
-        safe = torch.where(invertible[:, None, None], jac, torch.eye(2).to(jac))  # (N, 2, 2)
-        step = torch.linalg.solve(safe, residual)  # (N, 2) frame px
-        p = p0 + step  # (N, 2)
-        inside = (p[:, 0] >= -0.5) & (p[:, 0] <= W - 0.5) & (p[:, 1] >= -0.5) & (p[:, 1] <= H - 0.5)
-        positions.append(p)
-        visible.append(invertible & inside & (step.norm(dim=1) <= tolerance_px))
-    return torch.stack(positions), torch.stack(visible)  # (T, N, 2), (T, N)
+    nearest = torch.stack([torch.cdist(target, mapped[t].reshape(-1, 2)).argmin(dim=1) for t in range(T)])  # (T, N)
+    p0 = torch.stack([nearest % W, nearest // W], dim=-1).to(fields)  # (T, N, 2) frame px
+    half_x, half_y = fields.new_tensor([0.5, 0.0]), fields.new_tensor([0.0, 0.5])
+    p, ok = p0, torch.ones(p0.shape[:2], dtype=torch.bool, device=fields.device)  # (T, N, 2), (T, N)
+    for _ in range(iterations):
+        residual = target - sample_fields(mapped, p)  # (T, N, 2)
+        dx = sample_fields(mapped, p + half_x) - sample_fields(mapped, p - half_x)  # (T, N, 2) per px
+        dy = sample_fields(mapped, p + half_y) - sample_fields(mapped, p - half_y)
+        jac = torch.stack([dx, dy], dim=-1)  # (T, N, 2, 2): columns d/dx, d/dy
+        invertible = torch.linalg.det(jac).abs() > 1e-6  # (T, N)
+        ok = ok & invertible
+        safe = torch.where(invertible[..., None, None], jac, torch.eye(2).to(jac))
+        step = torch.linalg.solve(safe, residual[..., None])[..., 0]  # (T, N, 2)
+        p = p + step.clamp(-2.0, 2.0)
+    miss = (target - sample_fields(mapped, p)).norm(dim=-1)  # (T, N) canonical px
+    inside = (p[..., 0] >= -0.5) & (p[..., 0] <= W - 0.5) & (p[..., 1] >= -0.5) & (p[..., 1] <= H - 0.5)
+    visible = ok & inside & ((p - p0).norm(dim=-1) <= tolerance_px) & (miss <= tolerance_px)
+    return p, visible  # (T, N, 2), (T, N)
 
 
 def frame_points_to_canonical(
