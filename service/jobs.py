@@ -234,13 +234,11 @@ class JobStore:
             "status": "canceled", "finished_at": utc_now(), "stage": None,
         })
 
-    def mark_succeeded(
-        self, job_id: str, artifacts: dict[str, Artifact], result: dict[str, Any] | None = None
-    ) -> JobRecord | None:
+    def mark_succeeded(self, job_id: str, artifacts: dict[str, Artifact]) -> JobRecord | None:
         return self._update(job_id, lambda job: None if job.status in FINAL else {
             "status": "succeeded", "progress": 1.0, "stage": None, "artifacts": artifacts,
             "finished_at": utc_now(), "error": None,
-        } | ({} if result is None else {"result": result}))
+        })
 
     def mark_failed(self, job_id: str, code: str, message: str) -> JobRecord | None:
         return self._update(job_id, lambda job: None if job.status in FINAL else {
