@@ -13,7 +13,7 @@ from tests.service.helpers import Server
 
 DOCUMENT_FIELDS = {
     "id", "kind", "status", "progress", "params", "parent_id", "created_at", "started_at", "finished_at", "error",
-    "artifacts", "queue_position", "metrics", "stage",
+    "artifacts", "queue_position", "metrics", "stage", "result",
 }
 
 
