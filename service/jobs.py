@@ -106,6 +106,12 @@ def _epoch(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
 
 
+def _running(job: JobRecord) -> dict[str, Any]:
+    """The changes that start an attempt at a job."""
+    return {"status": "running", "attempts": job.attempts + 1, "started_at": utc_now(), "progress": 0.0,
+            "stage": None, "stage_started_at": {}}
+
+
 class JobStore:
     def __init__(self, redis_client: redis.Redis, ttl_s: int,
                  on_change: Callable[[JobRecord, JobRecord], None] | None = None):
@@ -203,10 +209,20 @@ class JobStore:
     def mark_running(self, job_id: str) -> JobRecord | None:
         """Count an attempt and mark the job running. A finished (e.g. canceled) job is returned unchanged: the
         worker then skips it. None when the record does not exist (expired)."""
-        return self._update(job_id, lambda job: None if job.status in FINAL else {
-            "status": "running", "attempts": job.attempts + 1, "started_at": utc_now(), "progress": 0.0,
-            "stage": None, "stage_started_at": {},
-        })
+        return self._update(job_id, lambda job: None if job.status in FINAL else _running(job))
+
+    def start_queued(self, job_id: str) -> JobRecord | None:
+        """mark_running, but only for a job still queued (a worker's batch takes it out of its queue): the running
+        record, or None when the job was not queued (already taken, canceled, expired)."""
+        was_queued = False
+
+        def change(job: JobRecord) -> dict[str, Any] | None:
+            nonlocal was_queued
+            was_queued = job.status == "queued"
+            return _running(job) if was_queued else None
+
+        job = self._update(job_id, change)
+        return job if was_queued else None
 
     def set_progress(self, job_id: str, progress: float, stage: str, result: dict[str, Any] | None = None) -> None:
         """Progress of a running job; `result` (when given) replaces the job's reported figures."""

@@ -9,6 +9,7 @@ with a stable code; the worker process goes on with the next job.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +22,7 @@ from model.gendef import SEED_RANGE, GenDeF
 from model.warp import render
 from service.jobs import Artifact, JobRecord
 from service.storage import BlobNotFound, StorageUnavailable, artifact_key
-from worker import media, runtime
+from worker import batching, media, runtime
 from worker.celery_app import app
 from worker.runtime import JobFailure, Runtime
 
@@ -120,9 +121,15 @@ def fields_meta(job: JobRecord, rt: Runtime, fields: torch.Tensor) -> dict[str, 
     }
 
 
+# One sampling at a time per process: the jobs of a batch (worker/batching.py) run in two threads so that one
+# encodes and uploads while the other samples.
+SAMPLING_LOCK = threading.Lock()
+
+
 def run_model(what: str, call: Callable[[], Any]) -> Any:
     try:
-        return call()
+        with SAMPLING_LOCK:
+            return call()
     except (RuntimeError, ValueError) as e:
         log.exception("the model failed while %s", what)
         raise JobFailure(
@@ -221,17 +228,18 @@ JOB_KINDS: dict[str, tuple[Callable[[JobRun], dict[str, Artifact]], tuple[str, .
 }
 
 
-def run_job(rt: Runtime, job_id: str, kind: str) -> str | None:
-    """Run one job to a final status; returns that status (None when there was nothing to run)."""
-    lost = rt.jobs.get(job_id)
-    if lost is not None and lost.status == "running" and lost.attempts >= rt.settings.max_attempts:
+def run_job(rt: Runtime, job_id: str, kind: str, claimed: JobRecord | None = None) -> str | None:
+    """Run one job to a final status; returns that status (None when there was nothing to run). ``claimed``: the
+    record of a job a batch has just started (JobStore.start_queued), run as it is."""
+    lost = claimed or rt.jobs.get(job_id)
+    if claimed is None and lost is not None and lost.status == "running" and lost.attempts >= rt.settings.max_attempts:
         # Every earlier attempt ended without recording an end: its worker process died (killed, out of memory).
         log.error("job %s: its worker died in each of %d attempts; not tried again", job_id, lost.attempts)
         rt.jobs.mark_failed(job_id, "worker_lost", (
             f"the worker running this job stopped without finishing it {lost.attempts} times (killed, out of "
             "memory or crashed), so it is not tried again; ask for fewer frames, or report the job id"))
         return "failed"
-    job = rt.jobs.mark_running(job_id)
+    job = claimed or rt.jobs.mark_running(job_id)
     if job is None:
         log.warning("job %s has no record (expired?): skipped", job_id)
         return None
@@ -290,13 +298,23 @@ class JobTask(Task):
         if isinstance(exc, TimeLimitExceeded):
             rt = runtime.get()
             failure = timeout_failure(rt)
-            rt.jobs.mark_failed(args[0], failure.code, failure.message)
+            for job_id in [args[0], *batching.members(rt, args[0])]:  # the job and those its batch claimed
+                rt.jobs.mark_failed(job_id, failure.code, failure.message)
 
 
 def run_task(job_id: str, kind: str) -> None:
-    """run_job; with Redis unreachable the task is rejected back to its queue: the job is never dropped."""
+    """run_job (in a batch for generate/resample); with Redis unreachable the task is rejected back to its queue:
+    the job is never dropped."""
+    rt = runtime.get()
     try:
-        run_job(runtime.get(), job_id, kind)
+        if kind in batching.KINDS and rt.settings.batch_max > 1:
+            batching.run(rt, job_id, kind, run_job)
+        else:
+            run_job(rt, job_id, kind)
+    except SoftTimeLimitExceeded:  # a batch's time was up (a job alone records its own timeout)
+        failure = timeout_failure(rt)
+        for member in [job_id, *batching.members(rt, job_id)]:
+            rt.jobs.mark_failed(member, failure.code, failure.message)
     except REDIS_ERRORS as e:
         log.warning("job %s: the job store (Redis) is unreachable (%s); the task goes back to the queue", job_id, e)
         raise Reject(str(e), requeue=True) from e

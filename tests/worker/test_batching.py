@@ -1,0 +1,166 @@
+"""Dynamic batching (worker/batching.py): in-process against the machine's Redis (db 15, a queue name per test),
+and once through a real Celery worker process that finds jobs waiting."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from service.jobs import JobRecord
+from service.queue import enqueue, live_workers, make_celery
+from service.settings import Settings
+from worker import batching, media
+from worker.runtime import Runtime
+from worker.tasks import run_job
+
+REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+def settings(tmp_path: Path, checkpoint: Path, **overrides) -> Settings:
+    values = dict(
+        redis_url=REDIS_URL, storage_backend="local", local_storage_dir=tmp_path / "artifacts", checkpoint=checkpoint,
+        device="cpu", url_secret="s" * 32, generate_queue=f"test-batch-{secrets.token_hex(4)}", batch_wait_ms=0,
+    )  # fmt: skip
+    return Settings(**(values | overrides))
+
+
+@pytest.fixture
+def rt(tmp_path, tiny_checkpoint) -> Runtime:
+    return Runtime(settings(tmp_path, tiny_checkpoint, batch_max=4))
+
+
+def queue(rt: Runtime, seed: int, num_frames: int = 4, kind: str = "generate", **create) -> JobRecord:
+    params = {"seed": seed, "motion_seed": seed + 100, "num_frames": num_frames, "fps": 8}
+    return rt.jobs.create(kind, params, queue=rt.settings.generate_queue, **create)
+
+
+def blob(rt: Runtime, job: JobRecord, name: str) -> bytes:
+    return rt.blobs.get(job.artifacts[name].key)
+
+
+def assert_same_artifacts(rt: Runtime, job: JobRecord, alone: JobRecord) -> None:
+    """Byte-identical canonical and video, bit-identical fields (the npz names its job, so it differs there)."""
+    assert blob(rt, job, "canonical") == blob(rt, alone, "canonical")
+    assert blob(rt, job, "video") == blob(rt, alone, "video")
+    fields, _ = media.decode_fields(blob(rt, job, "deformation"))
+    alone_fields, _ = media.decode_fields(blob(rt, alone, "deformation"))
+    assert fields.equal(alone_fields)
+
+
+def test_a_batch_takes_queued_jobs_in_order_and_each_result_equals_one_by_one_sampling(rt):
+    jobs = [queue(rt, seed, num_frames) for seed, num_frames in [(1, 4), (2, 8), (3, 4), (4, 6), (5, 4)]]
+    batching.run(rt, jobs[0].id, "generate", run_job)
+
+    done = [rt.jobs.get(j.id) for j in jobs]
+    assert [j.status for j in done] == ["succeeded"] * 4 + ["queued"]  # batch_max 4, in queue order
+    assert all(j.attempts == 1 for j in done[:4])
+    assert max(j.started_at for j in done[:4]) <= min(j.finished_at for j in done[:4])  # taken together
+    assert rt.jobs.queue_position(done[4]) == 0
+    # the claimed jobs' own messages, delivered now, change nothing
+    for j in done[1:4]:
+        batching.run(rt, j.id, "generate", run_job)
+        assert rt.jobs.get(j.id) == j
+    # the same seeds, one by one, outside any batch
+    for job in done[:4]:
+        alone = rt.jobs.create("generate", job.params)
+        assert run_job(rt, alone.id, "generate") == "succeeded"
+        assert_same_artifacts(rt, job, rt.jobs.get(alone.id))
+
+
+def test_a_failing_job_fails_alone_and_canceled_or_other_jobs_are_not_taken(rt):
+    leader = queue(rt, 1)
+    orphan = queue(rt, 2, kind="resample", parent_id="0" * 32)  # its source job does not exist
+    canceled = queue(rt, 3)
+    rt.jobs.cancel(canceled.id)
+    other_kind = rt.jobs.create("decompose", {"num_frames": 4}, queue=rt.settings.generate_queue)
+    last = queue(rt, 4)
+    batching.run(rt, leader.id, "generate", run_job)
+
+    assert rt.jobs.get(leader.id).status == "succeeded" and rt.jobs.get(last.id).status == "succeeded"
+    failed = rt.jobs.get(orphan.id)
+    assert failed.status == "failed" and failed.error["code"] == "parent_missing"
+    assert rt.jobs.get(canceled.id).attempts == 0
+    assert rt.jobs.get(other_kind.id).status == "queued"
+
+
+def test_jobs_of_a_batch_whose_worker_died_run_again_with_the_leaders_next_attempt(rt):
+    leader, member = queue(rt, 1), queue(rt, 2)
+    # the first attempt: the leader started and claimed the member, then its worker died
+    rt.jobs.mark_running(leader.id)
+    assert batching.claim(rt, leader.id, member.id).status == "running"
+    batching.run(rt, member.id, "generate", run_job)  # the member's own message: it is the batch's job
+    assert rt.jobs.get(member.id).status == "running"
+
+    batching.run(rt, leader.id, "generate", run_job)  # Celery redelivers the leader's message
+    for job_id in (leader.id, member.id):
+        job = rt.jobs.get(job_id)
+        assert (job.status, job.attempts) == ("succeeded", 2)
+    assert batching.claimed_by(rt, member.id) is None and batching.members(rt, leader.id) == []
+
+
+@pytest.fixture
+def worker(tmp_path: Path, tiny_checkpoint: Path) -> Iterator[tuple[Settings, callable]]:
+    """(settings, start): start() runs a Celery worker process with these settings and waits until it answers."""
+    values = dict(
+        redis_url=REDIS_URL, generate_queue=f"test-batch-{secrets.token_hex(4)}", edit_queue="test-batch-edit",
+        local_storage_dir=tmp_path / "artifacts", checkpoint=tiny_checkpoint, device="cpu", batch_max=8,
+    )  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENDEF_")}
+    env |= {f"GENDEF_{key.upper()}": str(value) for key, value in values.items()}
+    processes: list[subprocess.Popen] = []
+    log = tmp_path / "worker.log"
+
+    def start() -> None:
+        hostname = f"batch-{secrets.token_hex(4)}@localhost"
+        with log.open("wb") as out:
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--concurrency", "1",
+                 "--hostname", hostname, "--loglevel", "INFO"], env=env, stdout=out, stderr=subprocess.STDOUT,
+                cwd=tmp_path))  # fmt: skip
+        deadline = time.monotonic() + 120
+        while hostname not in live_workers(make_celery(Settings(**values)), timeout_s=0.5):
+            assert processes[0].poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+
+    yield Settings(**values), start
+    for process in processes:
+        process.terminate()
+        process.wait(30)
+
+
+def test_a_celery_worker_runs_waiting_jobs_as_one_batch_and_acknowledges_the_others_messages(worker):
+    config, start = worker
+    rt = Runtime(config)
+    celery = make_celery(config)
+    jobs = [queue(rt, seed) for seed in range(4)]
+    for job in jobs:
+        enqueue(celery, config, job)
+    start()
+    deadline = time.monotonic() + 180
+    while any(rt.jobs.get(j.id).status != "succeeded" for j in jobs):
+        assert time.monotonic() < deadline, [rt.jobs.get(j.id).status for j in jobs]
+        time.sleep(0.2)
+    done = [rt.jobs.get(j.id) for j in jobs]
+    assert all(j.attempts == 1 for j in done)
+    assert max(j.started_at for j in done) <= min(j.finished_at for j in done)  # one batch
+    while rt.jobs.redis.llen(config.generate_queue):  # every message taken (the claimed ones as no-ops) ...
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    time.sleep(1)
+    assert [rt.jobs.get(j.id) for j in jobs] == done  # ... and none ran its job again
+
+
+def test_a_cancel_stops_only_that_job_of_the_batch(rt):
+    leader, member, other = queue(rt, 1), queue(rt, 2), queue(rt, 3)
+    rt.jobs.mark_running(leader.id)  # a batch that holds member and other (its worker then died)
+    for job in (member, other):
+        batching.claim(rt, leader.id, job.id)
+    rt.jobs.cancel(member.id)  # asked while the batch holds it
+    batching.run(rt, leader.id, "generate", run_job)
+    assert [rt.jobs.get(j.id).status for j in (leader, member, other)] == ["succeeded", "canceled", "succeeded"]
