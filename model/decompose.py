@@ -134,7 +134,8 @@ def decompose(
         for group, lr in zip(optimizer.param_groups, initial_lrs, strict=True):
             group["lr"] = lr * (config.lr_decay + (1 - config.lr_decay) * fraction)
         fields, offsets = fields_at(step)
-        recon = render(canonical[None], fields[None])[0]  # (T, 3, H, W)
+        # Clamped as the stored 8-bit image will be, so values past [-1, 1] cannot help the fit.
+        recon = render(canonical.clamp(-1, 1)[None], fields[None])[0]  # (T, 3, H, W)
         loss = (recon - frames).square().mean()
         loss = loss + config.grad_weight * (
             (recon.diff(dim=3) - target_dx).square().mean() + (recon.diff(dim=2) - target_dy).square().mean()
