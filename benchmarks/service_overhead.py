@@ -7,8 +7,13 @@ Starts `python -m service.embedded` (its own Redis, local storage, one worker) i
 - edit: the median submit→succeeded time of N edits of one job (POST /edit with its canonical image) against the
   generate median above, as a ratio, and against the bare work (render + encoding).
 The job records' own timestamps (created→finished) are shown too: they leave out the HTTP round trips and polling.
+Where the time of one generate job goes: the medians of its job document's `metrics` (queue wait, each stage).
 
-    python benchmarks/service_overhead.py [--checkpoint DIR] [--jobs 10] [--frames 16]
+Then dynamic batching (worker/batching.py): bursts of --concurrent generate jobs (8 and 32) submitted at once to a
+fresh embedded service with GENDEF_BATCH_MAX=1 (no batching) and with the default batch size; jobs/s from the
+first submit to the last success, and the ratio.
+
+    python benchmarks/service_overhead.py [--checkpoint DIR] [--jobs 10] [--frames 16] [--concurrent 8 32]
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -32,7 +39,7 @@ import torch
 
 from model.checkpoint import load_checkpoint
 from model.warp import render
-from service.settings import DEFAULT_CHECKPOINT
+from service.settings import DEFAULT_CHECKPOINT, Settings
 from worker import media
 
 log = logging.getLogger("service_overhead")
@@ -91,21 +98,14 @@ def timed(fn: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
-    parser.add_argument("--jobs", type=int, default=10, help="jobs of each kind (after 2 warm-up jobs)")
-    parser.add_argument("--frames", type=int, default=16)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-
-    model = load_checkpoint(args.checkpoint, device="cpu")
+@contextmanager
+def embedded(checkpoint: Path, **settings: str) -> Iterator[httpx.Client]:
+    """`python -m service.embedded` in a temporary folder with these GENDEF_ settings; a client of its API."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("GENDEF_")}
-    env |= {"PORT": str(port), "GENDEF_CHECKPOINT": str(args.checkpoint.resolve())}
-    # Service and bare runs alternate, job by job, so that a change of load on the machine hits both alike.
+    env |= {"PORT": str(port), "GENDEF_CHECKPOINT": str(checkpoint.resolve())}
+    env |= {f"GENDEF_{k.upper()}": v for k, v in settings.items()}
     with tempfile.TemporaryDirectory(prefix="gendef-bench-") as tmp:
         service = subprocess.Popen(
             [sys.executable, "-m", "service.embedded"], cwd=tmp, env=env,
@@ -114,38 +114,83 @@ def main() -> None:
         try:
             wait_ready(url, service)
             with httpx.Client(base_url=url, timeout=60) as http:
-                def generate(seed: int) -> tuple[float, float, dict]:
-                    body = {"seed": seed, "motion_seed": seed + 1, "num_frames": args.frames}
-                    return run_job(http, lambda: http.post("/generate", json=body))
-
-                for seed in range(2):  # warm-up
-                    generate(seed)
-                    bare_generate(model, seed, args.frames)
-                gen, bare_gen = [], []
-                for seed in range(100, 100 + args.jobs):
-                    gen.append(generate(seed))
-                    bare_gen.append(timed(lambda s=seed: bare_generate(model, s, args.frames)))
-
-                source = gen[0][2]
-                canonical_png = httpx.get(source["artifacts"]["canonical"]["url"]).content
-                deformation = httpx.get(source["artifacts"]["deformation"]["url"]).content
-                canonical, _ = media.decode_image(canonical_png)  # (3, H, W)
-                fields, _ = media.decode_fields(deformation)  # (T, H, W, 2)
-
-                def edit() -> tuple[float, float, dict]:
-                    return run_job(http, lambda: http.post(
-                        "/edit", data={"job_id": source["id"]}, files={"image": ("edit.png", canonical_png)}
-                    ))
-
-                edit()  # warm-up
-                bare_edit(canonical, fields)
-                edits, bare_edits = [], []
-                for _ in range(args.jobs):
-                    edits.append(edit())
-                    bare_edits.append(timed(lambda: bare_edit(canonical, fields)))
+                yield http
         finally:
             service.send_signal(signal.SIGINT)
             service.wait(60)
+
+
+def burst(http: httpx.Client, jobs: int, frames: int, first_seed: int) -> float:
+    """Submit `jobs` generate jobs at once; seconds from the first submit until all have succeeded."""
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        body = {"motion_seed": 1, "num_frames": frames}
+        submitted = list(pool.map(lambda s: http.post("/generate", json=body | {"seed": s}), range(first_seed,
+                                                                                              first_seed + jobs)))
+    pending = {r.raise_for_status().headers["location"] for r in submitted}
+    while pending:
+        for job_url in list(pending):
+            job = http.get(job_url).json()
+            if job["status"] not in ("queued", "running"):
+                if job["status"] != "succeeded":
+                    raise RuntimeError(f"job {job['id']} ended {job['status']}: {job['error']}")
+                pending.discard(job_url)
+        time.sleep(0.02)
+    return time.perf_counter() - start
+
+
+def where_time_goes(docs: list[dict]) -> str:
+    """Medians of the jobs' metrics: queue wait, then each stage, in seconds."""
+    med = statistics.median
+    parts = [f"queue wait {med(d['metrics']['queue_time'] for d in docs):.3f}"]
+    for stage in docs[0]["metrics"]["stage_times"]:
+        parts.append(f"{stage} {med(d['metrics']['stage_times'].get(stage, 0.0) for d in docs):.3f}")
+    parts.append(f"run {med(d['metrics']['run_time'] for d in docs):.3f}")
+    return ", ".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    parser.add_argument("--jobs", type=int, default=10, help="jobs of each kind (after 2 warm-up jobs)")
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--concurrent", nargs="+", type=int, default=[8, 32], help="sizes of the job bursts")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+    model = load_checkpoint(args.checkpoint, device="cpu")
+    # Service and bare runs alternate, job by job, so that a change of load on the machine hits both alike.
+    with embedded(args.checkpoint) as http:
+        def generate(seed: int) -> tuple[float, float, dict]:
+            body = {"seed": seed, "motion_seed": seed + 1, "num_frames": args.frames}
+            return run_job(http, lambda: http.post("/generate", json=body))
+
+        for seed in range(2):  # warm-up
+            generate(seed)
+            bare_generate(model, seed, args.frames)
+        gen, bare_gen = [], []
+        for seed in range(100, 100 + args.jobs):
+            gen.append(generate(seed))
+            bare_gen.append(timed(lambda s=seed: bare_generate(model, s, args.frames)))
+
+        source = gen[0][2]
+        canonical_png = httpx.get(source["artifacts"]["canonical"]["url"]).content
+        deformation = httpx.get(source["artifacts"]["deformation"]["url"]).content
+        canonical, _ = media.decode_image(canonical_png)  # (3, H, W)
+        fields, _ = media.decode_fields(deformation)  # (T, H, W, 2)
+
+        def edit() -> tuple[float, float, dict]:
+            return run_job(http, lambda: http.post(
+                "/edit", data={"job_id": source["id"]}, files={"image": ("edit.png", canonical_png)}
+            ))
+
+        edit()  # warm-up
+        bare_edit(canonical, fields)
+        edits, bare_edits = [], []
+        for _ in range(args.jobs):
+            edits.append(edit())
+            bare_edits.append(timed(lambda: bare_edit(canonical, fields)))
 
     med = statistics.median
     gen_client, gen_record = med(t for t, _, _ in gen), med(r for _, r, _ in gen)
@@ -161,6 +206,20 @@ def main() -> None:
              edit_client / med(bare_edits))
     log.info("edit/generate through the service: %.2f (bare: %.2f)", edit_client / gen_client,
              med(bare_edits) / med(bare_gen))
+    log.info("where the time of one generate job goes (medians of its metrics, s): %s",
+             where_time_goes([doc for _, _, doc in gen]))
+
+    batch_max = str(Settings().batch_max)
+    rates: dict[tuple[str, int], float] = {}
+    for setting in ("1", batch_max):
+        with embedded(args.checkpoint, batch_max=setting) as http:
+            burst(http, 2, args.frames, 0)  # warm-up
+            for n in args.concurrent:
+                rates[(setting, n)] = n / burst(http, n, args.frames, 1000)
+    log.info("%-11s %16s %16s %8s", "concurrent", "jobs/s batch 1", f"jobs/s batch {batch_max}", "ratio")
+    for n in args.concurrent:
+        log.info("%-11d %16.3f %16.3f %8.2f", n, rates[("1", n)], rates[(batch_max, n)],
+                 rates[(batch_max, n)] / rates[("1", n)])
 
 
 if __name__ == "__main__":
