@@ -60,6 +60,10 @@ def finished_parent(svc: Services, job_id: str, field: str) -> JobRecord:
 def _content_seed(svc: Services, job: JobRecord) -> int:
     """The content seed behind a job's canonical image: an edit's comes from the job it edited."""
     while "seed" not in job.params:
+        if job.kind not in ("edit", "resample"):
+            raise HTTPException(409, f"canonical_from: job {job.id} is a {job.kind} job; its canonical image was not "
+                                     "made by the generator, so there is no content code to sample new motion for. "
+                                     "Resample a generate, resample or edit job instead")
         parent = svc.jobs.get(job.parent_id) if job.parent_id else None
         if parent is None:
             raise HTTPException(409, f"canonical_from: the job that made the canonical image of {job.id} has "

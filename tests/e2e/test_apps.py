@@ -120,6 +120,10 @@ def test_decompose_a_real_clip_then_edit_and_track_it(http: httpx.Client) -> Non
     _, out = succeeded(http, tracked["id"])
     assert len(json.loads(out["tracks"])) == 4
 
+    # A decomposed video has no content code: resampling its motion is refused with the reason, not queued.
+    r = http.post("/generate", json={"canonical_from": job["id"], "motion_seed": 7})
+    assert r.status_code == 409 and "decompose job" in r.json()["detail"], r.text
+
 
 def test_bad_inputs_are_refused_with_4xx(http: httpx.Client, source: tuple[dict, dict[str, bytes]]) -> None:
     job, files = source
