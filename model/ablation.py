@@ -30,8 +30,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from model.config import GenDeFConfig
+from model.config import GenDeFConfig, preset
 from model.gendef import GenDeF
+from model.train import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ def arm_config(
     """The training config of an arm: base (a run's train_config.json) resumed from the stage-1 state whose
     counters are stage1 (its state.json), switching to stage 2 at once, for steps steps or minutes of step time."""
     cfg = json.loads(json.dumps(base))  # a deep copy
+    if isinstance(cfg["model"], str):  # a preset name (runs started before configs were resolved): resolve it
+        cfg["model"] = preset(cfg["model"]).to_dict()
     cfg |= {
         "stage1_steps": stage1["stage_step"],  # stage 1 is over where the state was saved
         "stage2_steps": steps,
@@ -88,7 +91,7 @@ def prepare(run: Path, state: Path, out: Path, steps: int, minutes: float) -> li
         shutil.copytree(state, directory / "state")
         cfg = arm_config(base, arm, stage1, steps, minutes)
         (directory / "train_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-        if cfg["model"] != base["model"]:
+        if cfg["model"] != TrainConfig(**base).model_config().to_dict():
             tensors = load_file(state / "state.safetensors")
             save_file(
                 adapt_state(tensors, cfg["model"], cfg["seed"]), directory / "state" / "state.safetensors"
