@@ -63,10 +63,10 @@ class Settings(BaseSettings):
     # Worker side.
     checkpoint: Path = DEFAULT_CHECKPOINT
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1" ...
-    # Inference (model/inference.py): "auto" = bfloat16 autocast on CUDA, float32 on the CPU; channels_last None =
+    # Inference (model/inference.py): "auto" = bfloat16 autocast on CUDA, float32 on the CPU; channels_last "auto" =
     # on CUDA only; compile_model: torch.compile plus a warm-up sample when the worker starts.
     precision: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    channels_last: bool | None = None
+    channels_last: Literal["auto", "on", "off"] = "auto"
     compile_model: bool = False
     # Dynamic batching (worker/batching.py): a worker that starts a generate/resample job also takes up to
     # batch_max - 1 more such jobs already queued, waiting at most batch_wait_ms for them. 1: no batching.

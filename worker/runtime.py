@@ -57,7 +57,8 @@ class Runtime:
             try:
                 device = resolve_device(self.settings.device)
                 s = self.settings
-                self._model = prepare(load_checkpoint(path, device=device), s.precision, s.channels_last, s.compile_model)
+                channels_last = {"auto": None, "on": True, "off": False}[s.channels_last]
+                self._model = prepare(load_checkpoint(path, device=device), s.precision, channels_last, s.compile_model)
             except Exception as e:
                 log.exception("loading the checkpoint %s failed", path)
                 raise JobFailure(
