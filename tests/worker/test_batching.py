@@ -38,7 +38,9 @@ def rt(tmp_path, tiny_checkpoint) -> Runtime:
 
 def queue(rt: Runtime, seed: int, num_frames: int = 4, kind: str = "generate", **create) -> JobRecord:
     params = {"seed": seed, "motion_seed": seed + 100, "num_frames": num_frames, "fps": 8}
-    return rt.jobs.create(kind, params, queue=rt.settings.generate_queue, **create)
+    job = rt.jobs.create(kind, params, queue=rt.settings.generate_queue, **create)
+    time.sleep(0.002)  # the queue order has millisecond resolution: jobs of the same millisecond are in any order
+    return job
 
 
 def blob(rt: Runtime, job: JobRecord, name: str) -> bytes:
