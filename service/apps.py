@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.deps import Services
 from service.jobs import JobRecord, new_job_id
 from service.schemas import MAX_FPS, MIN_FPS, GenerateRequest
-from service.storage import BlobNotFound, input_key
-from service.submit import _canonical_size, _queue, finished_parent
+from service.storage import input_key
+from service.submit import _canonical_size, _queue, finished_parent, parent_artifact
 from service.uploads import UploadRejected, check_image
 from service.video import check_video
 
@@ -50,14 +50,7 @@ def field_parent(svc: Services, job_id: str) -> JobRecord:
 
 def fields_shape(svc: Services, parent: JobRecord) -> tuple[int, int, int]:
     """(T, H, W) of a job's stored fields, read from the .npy header inside its deformation.npz."""
-    artifact = parent.artifacts.get("deformation")
-    try:
-        data = svc.blobs.get(artifact.key) if artifact else None
-    except BlobNotFound:
-        data = None
-    if data is None:
-        raise HTTPException(409, f"job_id: the deformation of job {parent.id} is no longer stored; start again "
-                                 "from a new job")
+    data = parent_artifact(svc, parent, "deformation")
     with zipfile.ZipFile(io.BytesIO(data)) as npz, npz.open("fields.npy") as f:
         version = np.lib.format.read_magic(f)
         read_header = np.lib.format.read_array_header_2_0 if version >= (2, 0) else np.lib.format.read_array_header_1_0

@@ -100,16 +100,21 @@ def submit_generate(svc: Services, req: GenerateRequest) -> JobRecord:
                   webhook=webhook)
 
 
-def _canonical_size(svc: Services, parent: JobRecord) -> tuple[int, int]:
-    artifact = parent.artifacts.get("canonical")
+def parent_artifact(svc: Services, parent: JobRecord, name: str) -> bytes:
+    """The bytes of a stored artifact of the job a request builds on, or a 409 that says it is gone."""
+    artifact = parent.artifacts.get(name)
     try:
         data = svc.blobs.get(artifact.key) if artifact else None
     except BlobNotFound:
         data = None
     if data is None:
-        raise HTTPException(409, f"job_id: the canonical image of job {parent.id} is no longer stored; "
-                                 "generate a new video")
-    return Image.open(io.BytesIO(data)).size  # header only
+        raise HTTPException(409, f"job_id: the {name} of job {parent.id} is no longer stored; start again from a "
+                                 "new job")
+    return data
+
+
+def _canonical_size(svc: Services, parent: JobRecord) -> tuple[int, int]:
+    return Image.open(io.BytesIO(parent_artifact(svc, parent, "canonical"))).size  # header only
 
 
 def submit_edit(svc: Services, job_id: str, image: bytes, fps: int | None, webhook_url: str | None = None,
