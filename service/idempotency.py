@@ -104,8 +104,10 @@ class Idempotency:
                         headers=stored["headers"] | {"idempotent-replayed": "true"})
 
     async def _first(self, scope: Scope, receive: Receive, send: Send, body: bytes, rkey: str, mine: str) -> None:
-        """Run the request; keep a 2xx answer under the key, free the key after any other."""
+        """Run the request; keep a 2xx answer under the key, free the key after any other. The answer reaches the
+        client only after it is kept, so a retry sent the moment the first answer arrives is a replay, not a 409."""
         answer: dict[str, Any] = {"status": 500, "headers": {}, "body": b""}
+        held: list[Message] = []
         replayed = False
 
         async def receive_body() -> Message:
@@ -122,12 +124,14 @@ class Idempotency:
                                      if k.decode().lower() in KEPT_HEADERS}
             elif message["type"] == "http.response.body":
                 answer["body"] += message.get("body", b"")
-            await send(message)
+            held.append(message)
 
         try:
             await self.app(scope, receive_body, keep)
         finally:
             await run_in_threadpool(self._settle, rkey, mine, answer)
+        for message in held:
+            await send(message)
 
     def _settle(self, rkey: str, mine: str, answer: dict[str, Any]) -> None:
         try:
