@@ -1,5 +1,6 @@
 // The gendef-serve page: generate, follow a job over Server-Sent Events, play the video, paint on the canonical
-// image and submit the painting as an edit, resample motion. Plain browser JavaScript, no build step.
+// image and submit the painting as an edit, resample motion, track picked points, propagate a painted mask.
+// Plain browser JavaScript, no build step.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -7,6 +8,8 @@ const FINAL = new Set(["succeeded", "failed", "canceled"]);
 
 let events = null;      // the EventSource of the followed job
 let source = null;      // the succeeded job whose video and canonical image are shown (what edits start from)
+let points = [];        // picked canonical points to track, canvas pixels
+const VIEWS = new Set(["track", "segment"]);  // jobs that show a video over the source's canonical image
 const history = new Map();  // job id -> its latest document
 
 // --- API calls ------------------------------------------------------------------------------------------------
@@ -126,11 +129,13 @@ function renderHistory() {
 // --- the result: video and canonical image --------------------------------------------------------------------
 
 function show(doc) {
-  source = doc;
   $("result").hidden = false;
   const video = $("video");
   video.src = doc.artifacts.video.url;
   video.play().catch(() => { /* autoplay refused: the controls are there */ });
+  if (VIEWS.has(doc.kind)) return;   // tracks or masks drawn over the source's video: the canvas stays
+  source = doc;
+  points = [];
   const image = new Image();
   image.onload = () => {
     for (const canvas of [$("base"), $("paint")]) {
@@ -169,13 +174,17 @@ function stroke(to) {
 function setUpPainting() {
   const paint = $("paint");
   paint.addEventListener("pointerdown", (e) => {
+    if ($("pick").checked) return pickPoint(canvasPoint(e));
     paint.setPointerCapture(e.pointerId);
     last = null;
     stroke(canvasPoint(e));
   });
   paint.addEventListener("pointermove", (e) => { if (last) stroke(canvasPoint(e)); });
   for (const name of ["pointerup", "pointercancel"]) paint.addEventListener(name, () => { last = null; });
-  $("clear").addEventListener("click", () => paint.getContext("2d").clearRect(0, 0, paint.width, paint.height));
+  $("clear").addEventListener("click", () => {
+    paint.getContext("2d").clearRect(0, 0, paint.width, paint.height);
+    points = [];
+  });
   $("upload").addEventListener("change", async (e) => {
     const file = e.target.files[0];
     if (!file) return;
@@ -207,6 +216,74 @@ function submitEdit() {
   }, "image/png");
 }
 
+// --- tracks and masks ------------------------------------------------------------------------------------------
+
+function pickPoint([x, y]) {
+  points.push([x - 0.5, y - 0.5]);   // the API's pixel coordinates put pixel centres at integers
+  const ctx = $("paint").getContext("2d");
+  ctx.globalCompositeOperation = "source-over";
+  ctx.fillStyle = "#ffff00";
+  ctx.beginPath();
+  ctx.arc(x, y, 1.5, 0, 2 * Math.PI);
+  ctx.fill();
+}
+
+function trackPoints() {
+  if (!source) return;
+  if (!points.length) return showError("Tick “Pick points to track” and click on the canonical image first.");
+  submit("track", {method: "POST", headers: {"Content-Type": "application/json"},
+                   body: JSON.stringify({job_id: source.id, points})});
+}
+
+function crc32(bytes) {
+  let c, crc = 0xffffffff;
+  for (const b of bytes) {
+    c = (crc ^ b) & 0xff;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    crc = (crc >>> 8) ^ c;
+  }
+  return (crc ^ 0xffffffff) >>> 0;
+}
+
+async function chunk(type, data) {
+  const out = new Uint8Array(12 + data.length);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, data.length);
+  out.set(new TextEncoder().encode(type), 4);
+  out.set(data, 8);
+  view.setUint32(8 + data.length, crc32(out.subarray(4, 8 + data.length)));
+  return out;
+}
+
+async function grayPng(labels, width, height) {
+  // A one-channel 8-bit PNG (what /segment takes): rows with filter byte 0, zlib-compressed by the browser.
+  const raw = new Uint8Array((width + 1) * height);
+  for (let y = 0; y < height; y++) raw.set(labels.subarray(y * width, (y + 1) * width), y * (width + 1) + 1);
+  const zipped = new Uint8Array(await new Response(new Blob([raw]).stream()
+    .pipeThrough(new CompressionStream("deflate"))).arrayBuffer());
+  const header = new Uint8Array(13);
+  const view = new DataView(header.buffer);
+  view.setUint32(0, width);
+  view.setUint32(4, height);
+  header.set([8, 0, 0, 0, 0], 8);   // bit depth 8, grayscale, deflate, no filter method, no interlace
+  const parts = [new Uint8Array([137, 80, 78, 71, 13, 10, 26, 10]), await chunk("IHDR", header),
+                 await chunk("IDAT", zipped), await chunk("IEND", new Uint8Array())];
+  return new Blob(parts, {type: "image/png"});
+}
+
+async function segmentPainted() {
+  if (!source) return;
+  const paint = $("paint");
+  const rgba = paint.getContext("2d").getImageData(0, 0, paint.width, paint.height).data;
+  const labels = new Uint8Array(paint.width * paint.height);
+  for (let i = 0; i < labels.length; i++) labels[i] = rgba[4 * i + 3] > 0 ? 1 : 0;   // painted → label 1
+  if (!labels.some((v) => v)) return showError("Paint the area to segment on the canonical image first.");
+  const form = new FormData();
+  form.append("job_id", source.id);
+  form.append("mask", await grayPng(labels, paint.width, paint.height), "mask.png");
+  submit("segment", {method: "POST", body: form});
+}
+
 // --- page state -----------------------------------------------------------------------------------------------
 
 function showError(text) {
@@ -220,7 +297,7 @@ function clearError() {
 }
 
 function setBusy(busy) {
-  for (const id of ["generate", "random", "resample", "submit-edit"]) $(id).disabled = busy;
+  for (const id of ["generate", "random", "resample", "submit-edit", "track", "segment"]) $(id).disabled = busy;
 }
 
 function init() {
@@ -238,6 +315,8 @@ function init() {
                           fps: source.params.fps});
   });
   $("submit-edit").addEventListener("click", submitEdit);
+  $("track").addEventListener("click", trackPoints);
+  $("segment").addEventListener("click", segmentPainted);
   setUpPainting();
 }
 

@@ -1,10 +1,11 @@
 """The page at / in headless Chromium against the e2e deployment: generate, watch the video play, paint a stroke on
-the canonical image, submit it as an edit, see the edited video; resample with one click; API errors shown; a
-phone-width layout that does not scroll sideways."""
+the canonical image, submit it as an edit, see the edited video; resample with one click; track picked points and
+propagate a painted mask; API errors shown; a phone-width layout that does not scroll sideways."""
 
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import httpx
@@ -72,7 +73,39 @@ def test_generate_play_paint_edit_resample(browser: Browser, api_url: str, artif
     resample_id = wait_succeeded(page, "resample")
     wait_playing(page, resample_id)
     assert (canonical(api_url, resample_id) == after).all()  # same (edited) content, new motion
+
+    # tracks: pick two points on the canonical image, track them; the tracks video plays
+    page.wait_for_function("document.getElementById('base').width > 0")
+    box = page.locator("#paint").bounding_box()
+    page.check("#pick")
+    for fx, fy in ((0.3, 0.3), (0.6, 0.7)):
+        page.mouse.click(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy)
+    page.click("#track")
+    track_id = wait_succeeded(page, "track")
+    wait_playing(page, track_id)
+    tracks = json.loads(httpx.get(artifact_url(api_url, track_id, "tracks"), timeout=30).content)
+    assert len(tracks) == 8 and all(len(frame) == 2 for frame in tracks)
+    picked = httpx.get(f"{api_url}/jobs/{track_id}", timeout=30).json()["params"]["points"]
+    expected = [[fx * size - 0.5, fy * size - 0.5] for fx, fy in ((0.3, 0.3), (0.6, 0.7))]  # canonical pixels
+    assert np.abs(np.array(picked) - expected).max() < 1, picked
+    # masks: paint an area (pick unticked), segment it; labels propagate to every frame
+    page.uncheck("#pick")
+    page.click("#clear")
+    page.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.5)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.8, box["y"] + box["height"] * 0.5, steps=10)
+    page.mouse.up()
+    page.click("#segment")
+    segment_id = wait_succeeded(page, "segment")
+    wait_playing(page, segment_id)
+    masks = np.load(io.BytesIO(httpx.get(artifact_url(api_url, segment_id, "masks"), timeout=30).content))["masks"]
+    assert masks.shape[0] == 8 and set(np.unique(masks)) == {0, 1}
     page.close()
+
+
+def artifact_url(api_url: str, job_id: str, name: str) -> str:
+    url = httpx.get(f"{api_url}/jobs/{job_id}", timeout=30).json()["artifacts"][name]["url"]
+    return url if url.startswith("http") else f"{api_url}/{url.lstrip('/')}"
 
 
 def test_api_errors_are_shown_and_a_phone_width_fits(browser: Browser, api_url: str, artifacts_dir: Path):
