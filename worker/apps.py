@@ -20,10 +20,10 @@ from model.apps import frame_points_to_canonical, propagate_mask, track_points
 from model.decompose import DecomposeConfig, decompose, read_clip
 from model.warp import render
 from service.jobs import Artifact
-from worker import media, runtime
+from worker import media
 from worker.celery_app import app
 from worker.runtime import JobFailure
-from worker.tasks import JOB_KINDS, JobCanceled, JobRun, JobTask, run_job
+from worker.tasks import JOB_KINDS, JobRun, JobTask, run_task
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,8 @@ def palette(count: int) -> np.ndarray:
     return np.array([[round(255 * c) for c in colorsys.hsv_to_rgb(h, 0.9, 1.0)] for h in hues], dtype=np.uint8)
 
 
-def source_fields(run: JobRun) -> tuple[torch.Tensor, torch.Tensor, bytes]:
-    """The source job's canonical image (3, Hc, Wc) and fields (T, H, W, 2), and its fields' .npz bytes."""
+def source_fields(run: JobRun) -> tuple[torch.Tensor, torch.Tensor]:
+    """The source job's canonical image (3, Hc, Wc) and fields (T, H, W, 2)."""
     canonical_png = run.parent_blob("canonical.png")
     deformation_npz = run.parent_blob("deformation.npz")
     try:
@@ -47,12 +47,12 @@ def source_fields(run: JobRun) -> tuple[torch.Tensor, torch.Tensor, bytes]:
     except media.MediaError as e:
         raise JobFailure("parent_missing", f"the stored artifacts of source job {run.job.parent_id} are "
                                            f"unreadable ({e})") from e
-    return canonical, fields, deformation_npz
+    return canonical, fields
 
 
 def do_track(run: JobRun) -> dict[str, Artifact]:
     params = run.job.params
-    canonical, fields, _ = source_fields(run)
+    canonical, fields = source_fields(run)
     run.stage("tracking")
     Hc, Wc = canonical.shape[1:]
     points = torch.tensor(params["points"], dtype=torch.float32)  # (N, 2) px
@@ -87,7 +87,7 @@ def do_track(run: JobRun) -> dict[str, Artifact]:
 
 
 def do_segment(run: JobRun) -> dict[str, Artifact]:
-    canonical, fields, _ = source_fields(run)
+    canonical, fields = source_fields(run)
     upload = run.input_blob("mask")
     run.stage("warping")
     try:
@@ -114,13 +114,6 @@ def do_segment(run: JobRun) -> dict[str, Artifact]:
     return run.upload(files)
 
 
-def enter(run: JobRun, stage: str, progress: float, figures: dict[str, Any]) -> None:
-    """JobRun.stage with the progress given (a fit's share is most of the job) and the figures so far."""
-    if run.rt.jobs.cancel_requested(run.job.id):
-        raise JobCanceled
-    run.rt.jobs.set_progress(run.job.id, progress, stage, result=dict(figures))
-
-
 def do_decompose(run: JobRun) -> dict[str, Artifact]:
     """Fit a canonical image and fields to the uploaded video; progress and PSNR are reported as the fit goes."""
     job = run.job
@@ -138,12 +131,12 @@ def do_decompose(run: JobRun) -> dict[str, Artifact]:
 
     def on_progress(step: int, psnr_db: float) -> None:
         figures.update(step=step, psnr_db=round(psnr_db, 2))
-        enter(run, "fitting", FITTING_SHARE * step / steps, figures)
+        run.report("fitting", FITTING_SHARE * step / steps, dict(figures))
 
     result = decompose(frames, DecomposeConfig(steps=steps), on_progress=on_progress)
     canonical, fields = result.canonical, result.fields  # (3, Hc, Wc), (T, H, W, 2)
     figures.update(canonical_width=canonical.shape[2], canonical_height=canonical.shape[1])
-    enter(run, "encoding", FITTING_SHARE, figures)
+    run.report("encoding", FITTING_SHARE, dict(figures))
     meta = {
         "convention": media.FIELDS_CONVENTION,
         "layout": "fields: float32 (T, H, W, 2), relative to the canonical image (canonical_height x "
@@ -158,27 +151,27 @@ def do_decompose(run: JobRun) -> dict[str, Artifact]:
         "deformation": media.encode_fields(fields, meta),
         "video": media.encode_video(render(canonical[None], fields[None])[0], int(params["fps"])),
     }
-    enter(run, "uploading", (1 + FITTING_SHARE) / 2, figures)
+    run.report("uploading", (1 + FITTING_SHARE) / 2, dict(figures))
     return run.upload(files)
 
 
 JOB_KINDS.update({
     "track": (do_track, ("tracking", "encoding", "uploading")),
     "segment": (do_segment, ("warping", "encoding", "uploading")),
-    "decompose": (do_decompose, ("fitting", "encoding", "uploading")),  # see enter()
+    "decompose": (do_decompose, ("fitting", "encoding", "uploading")),  # progress by JobRun.report
 })
 
 
 @app.task(name="gendef.track", base=JobTask)
 def track(job_id: str) -> None:
-    run_job(runtime.get(), job_id, "track")
+    run_task(job_id, "track")
 
 
 @app.task(name="gendef.segment", base=JobTask)
 def segment(job_id: str) -> None:
-    run_job(runtime.get(), job_id, "segment")
+    run_task(job_id, "segment")
 
 
 @app.task(name="gendef.decompose", base=JobTask)
 def decompose_video(job_id: str) -> None:
-    run_job(runtime.get(), job_id, "decompose")
+    run_task(job_id, "decompose")

@@ -58,10 +58,14 @@ class JobRun:
 
     def stage(self, name: str) -> None:
         """Enter the next stage: stop here if a cancel was asked for, else record the progress so far."""
+        self.report(name, self._done / len(self.stages))
+        self._done += 1
+
+    def report(self, stage: str, progress: float, result: dict[str, Any] | None = None) -> None:
+        """Record progress within `stage` (and the job's figures so far, when given); stop if a cancel was asked."""
         if self.rt.jobs.cancel_requested(self.job.id):
             raise JobCanceled
-        self.rt.jobs.set_progress(self.job.id, self._done / len(self.stages), name)
-        self._done += 1
+        self.rt.jobs.set_progress(self.job.id, progress, stage, result=result)
 
     def model(self) -> GenDeF:
         """The model; the `loading` stage is shown while a pool process loads it for its first job."""
