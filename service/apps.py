@@ -12,10 +12,9 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.deps import Services
-from service.jobs import JobRecord, new_job_id
-from service.schemas import MAX_FPS, MIN_FPS, GenerateRequest
-from service.storage import input_key
-from service.submit import _canonical_size, _queue, finished_parent, parent_artifact
+from service.jobs import JobRecord
+from service.schemas import MAX_FPS, MIN_FPS
+from service.submit import Upload, _canonical_size, _queue, finished_parent, parent_artifact, parent_fps
 from service.uploads import UploadRejected, check_image
 from service.video import check_video
 
@@ -84,7 +83,7 @@ def submit_track(svc: Services, req: TrackRequest) -> JobRecord:
                        f"[-0.5, {width - 0.5}] and y in [-0.5, {height - 0.5}] (first: index {outside[0]})")
     params = {
         "points": [list(p) for p in req.points], "frame": req.frame,
-        "fps": parent.params.get("fps", GenerateRequest.model_fields["fps"].default),
+        "fps": parent_fps(parent),
     }
     return _queue(svc, "track", params, parent_id=parent.id)
 
@@ -104,11 +103,8 @@ def submit_segment(svc: Services, job_id: str, mask: bytes) -> JobRecord:
     if (info.width, info.height) != size:
         raise UploadRejected(422, f"mask is {info.width}x{info.height}; the canonical image of job {parent.id} is "
                                   f"{size[0]}x{size[1]}: draw the mask on that image, at its size")
-    new_id = new_job_id()
-    key = input_key(new_id, "mask.png")
-    svc.blobs.put(key, mask, "image/png")
-    params = {"fps": parent.params.get("fps", GenerateRequest.model_fields["fps"].default)}
-    return _queue(svc, "segment", params, parent_id=parent.id, inputs={"mask": key}, job_id=new_id)
+    return _queue(svc, "segment", {"fps": parent_fps(parent)}, parent_id=parent.id,
+                  upload=Upload("mask", "mask.png", mask, "image/png"))
 
 
 def submit_decompose(
@@ -125,7 +121,5 @@ def submit_decompose(
         "source": {"container": info.container, "width": info.width, "height": info.height,
                    "frames": info.frames, "duration_s": info.duration_s},
     }
-    new_id = new_job_id()
-    key = input_key(new_id, f"video.{info.extension}")
-    svc.blobs.put(key, video, info.content_type)
-    return _queue(svc, "decompose", params, inputs={"video": key}, job_id=new_id)
+    return _queue(svc, "decompose", params, upload=Upload("video", f"video.{info.extension}", video,
+                                                          info.content_type))

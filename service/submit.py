@@ -6,7 +6,7 @@ import contextlib
 import io
 import logging
 import secrets
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import HTTPException
 from fastapi.exceptions import RequestValidationError
@@ -26,10 +26,29 @@ RANDOM_SEED_BOUND = 2**31  # seeds the API draws are below this (any 0..2**32-1 
 CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg"}
 
 
+class Upload(NamedTuple):
+    """A checked upload, stored as the job's input `name` under input_key(job id, filename) before it is queued."""
+
+    name: str
+    filename: str
+    data: bytes
+    content_type: str
+
+
+def parent_fps(parent: JobRecord) -> int:
+    """The frame rate of the job a new video is made from (a job of another kind: the API's default)."""
+    return parent.params.get("fps", GenerateRequest.model_fields["fps"].default)
+
+
 def _queue(svc: Services, kind: str, params: dict[str, Any], parent_id: str | None = None,
-           inputs: dict[str, str] | None = None, job_id: str | None = None,
-           webhook: dict[str, Any] | None = None) -> JobRecord:
-    """Write the job record first, then send the task: a worker never sees a job id without its record."""
+           upload: Upload | None = None, webhook: dict[str, Any] | None = None) -> JobRecord:
+    """Store the upload (a failed job keeps its input), write the job record, then send the task: a worker never
+    sees a job id without its record."""
+    job_id, inputs = new_job_id(), None
+    if upload is not None:
+        key = input_key(job_id, upload.filename)
+        svc.blobs.put(key, upload.data, upload.content_type)
+        inputs = {upload.name: key}
     job = svc.jobs.create(kind, params, parent_id=parent_id, inputs=inputs, job_id=job_id,
                           queue=queue_of(svc.settings, kind), webhook=webhook)
     try:
@@ -127,11 +146,9 @@ def submit_edit(svc: Services, job_id: str, image: bytes, fps: int | None, webho
     info = check_image(image, svc.settings.max_upload_pixels)
     size = _canonical_size(svc, parent)
     params = {
-        "fps": parent.params.get("fps", GenerateRequest.model_fields["fps"].default) if fps is None else fps,
+        "fps": parent_fps(parent) if fps is None else fps,
         "resized": (info.width, info.height) != size,
         "source_size": [info.width, info.height],
     }
-    new_id = new_job_id()
-    key = input_key(new_id, f"image.{info.extension}")
-    svc.blobs.put(key, image, CONTENT_TYPES[info.format])
-    return _queue(svc, "edit", params, parent_id=parent.id, inputs={"image": key}, job_id=new_id, webhook=webhook)
+    upload = Upload("image", f"image.{info.extension}", image, CONTENT_TYPES[info.format])
+    return _queue(svc, "edit", params, parent_id=parent.id, upload=upload, webhook=webhook)
