@@ -126,6 +126,9 @@ def deployment_env(queues: dict[str, str], s3_endpoint: str, tiny_checkpoint: Pa
         "GENDEF_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "GENDEF_WEBHOOK_BACKOFF_S": "0.5",
         "GENDEF_EVENTS_HEARTBEAT_S": "1",
+        # Batches of 2: jobs are still batched here, and a job queued behind six others surely waits (the default
+        # batch of 8 could take it along with them, and a cancel test needs it still queued).
+        "GENDEF_BATCH_MAX": "2",
     }
 
 
