@@ -4,8 +4,9 @@
 ``torch.nn.functional.grid_sample``'s normalized coordinates with ``align_corners=False``: u = -1 is the left edge
 of the leftmost pixel, u = +1 the right edge of the rightmost; v likewise from top to bottom; order (x, y).
 The identity field puts pixel (x, y) at ((2x + 1) / W - 1, (2y + 1) / H - 1). Frames are backward-warped:
-``frame_t = grid_sample(canonical, fields_t, bilinear, padding zeros, align_corners=False)``; points outside
-the canonical image read 0 (mid-grey in [-1, 1] images). One pixel is 2 / W (x) or 2 / H (y) in these units.
+``frame_t = grid_sample(canonical, fields_t, bilinear, padding border, align_corners=False)``; a point outside
+the canonical image reads its nearest edge pixel (border padding: zero padding read mid-grey in [-1, 1] images and
+drew grey blobs wherever a field left the image; the edge is what a camera panning past it would most nearly see). One pixel is 2 / W (x) or 2 / H (y) in these units.
 The flow between frames, in canonical space: ``flow_{t -> t+1} = fields[:, t + 1] - fields[:, t]``.
 """
 
@@ -33,7 +34,7 @@ def render(canonical: torch.Tensor, fields: torch.Tensor) -> torch.Tensor:
     B, T, h, w, _ = fields.shape
     src = canonical[:, None].expand(-1, T, -1, -1, -1).reshape(B * T, *canonical.shape[1:])  # (B*T, C, H, W)
     frames = F.grid_sample(
-        src, fields.reshape(B * T, h, w, 2), mode="bilinear", padding_mode="zeros", align_corners=False
+        src, fields.reshape(B * T, h, w, 2), mode="bilinear", padding_mode="border", align_corners=False
     )  # (B*T, C, h, w)
     return frames.reshape(B, T, -1, h, w)
 

@@ -23,7 +23,7 @@ FIELDS_CONVENTION = (
     "fields[t, y, x] = (u, v) is the point of the canonical image that pixel (x, y) of frame t shows, in "
     "torch.nn.functional.grid_sample's normalized coordinates: order (x, y), u = -1 is the left edge of the "
     "leftmost pixel and u = +1 the right edge of the rightmost (align_corners=False). "
-    "frames = grid_sample(canonical, fields, mode='bilinear', padding_mode='zeros', align_corners=False)."
+    "frames = grid_sample(canonical, fields, mode='bilinear', padding_mode='border', align_corners=False)."
 )
 
 VIDEO_CONTENT_TYPE = "video/mp4"

@@ -35,18 +35,20 @@ def test_constant_translation_shifts_by_the_expected_number_of_pixels():
     frame = render(canonical, fields[None, None])[0, 0, 0]  # (H, W)
     expected = torch.zeros(H, W)
     for y in range(H):
-        for x in range(W):
-            if 0 <= x + dx < W and 0 <= y + dy < H:
-                expected[y, x] = canonical[0, 0, y + dy, x + dx]
+        for x in range(W):  # outside the canonical image: its nearest edge pixel (border padding)
+            expected[y, x] = canonical[0, 0, min(max(y + dy, 0), H - 1), min(max(x + dx, 0), W - 1)]
     torch.testing.assert_close(frame, expected, rtol=0, atol=1e-4)
-    # by hand: row 0 reads row -1 (outside: 0); pixel (0, 1) shows canonical pixel (2, 0), whose value is 2
-    assert abs(frame[0, 0]) < 1e-5 and abs(frame[1, 0] - 2) < 1e-5
+    # by hand: row 0 reads row -1 (outside: the edge row 0, so pixel (0, 0) shows canonical (2, 0) = 2);
+    # pixel (0, 1) shows canonical pixel (2, 0), whose value is 2; pixel (7, 1) reads column 9 -> edge column 7
+    assert abs(frame[0, 0] - 2) < 1e-5 and abs(frame[1, 0] - 2) < 1e-5 and abs(frame[1, 7] - 7) < 1e-5
 
 
-def _bilinear_zero_padding(image: np.ndarray, u: float, v: float) -> np.ndarray:
-    """Independent reference: sample image (C, H, W) at normalized (u, v), align_corners=False, zero padding."""
+def _bilinear_border_padding(image: np.ndarray, u: float, v: float) -> np.ndarray:
+    """Independent reference: sample image (C, H, W) at normalized (u, v), align_corners=False, border padding
+    (a point outside the image is moved to the nearest point of the pixel-centre rectangle first)."""
     C, H, W = image.shape
     px, py = ((u + 1) * W - 1) / 2, ((v + 1) * H - 1) / 2  # pixel coordinates, centre of pixel i = i
+    px, py = min(max(px, 0.0), W - 1.0), min(max(py, 0.0), H - 1.0)
     x0, y0 = math.floor(px), math.floor(py)
     out = np.zeros(C)
     for yy, wy in ((y0, 1 - (py - y0)), (y0 + 1, py - y0)):
@@ -66,7 +68,7 @@ def test_affine_field_matches_an_independent_bilinear_sampler():
     coords = grid @ A.T + shift  # (H, W, 2): an affine map of the identity field
     frame = render(torch.tensor(image, dtype=torch.float32)[None], torch.tensor(coords, dtype=torch.float32)[None, None])
     expected = np.stack(
-        [np.stack([_bilinear_zero_padding(image, *coords[y, x]) for x in range(W)], axis=-1) for y in range(H)], axis=-2
+        [np.stack([_bilinear_border_padding(image, *coords[y, x]) for x in range(W)], axis=-1) for y in range(H)], axis=-2
     )  # (3, H, W)
     np.testing.assert_allclose(frame[0, 0].numpy(), expected, atol=1e-5)
 

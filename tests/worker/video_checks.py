@@ -20,7 +20,7 @@ def warp(canonical: torch.Tensor, fields: torch.Tensor) -> torch.Tensor:
     """The convention of API.md, written here independently of model/: (3, H, W), (T, H, W, 2) -> (T, 3, H, W)."""
     num_frames = fields.shape[0]
     return F.grid_sample(
-        canonical[None].expand(num_frames, -1, -1, -1), fields, mode="bilinear", padding_mode="zeros",
+        canonical[None].expand(num_frames, -1, -1, -1), fields, mode="bilinear", padding_mode="border",
         align_corners=False,
     )  # (T, 3, H, W)
 
