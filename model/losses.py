@@ -1,9 +1,21 @@
-"""Losses: the edge-aware smoothness of flows, the non-saturating logistic GAN losses and the R1 penalty."""
+"""Losses: the edge-aware smoothness of flows, the field regularisers, the non-saturating logistic GAN losses and
+the R1 penalty.
+
+The field regularisers keep a field a warp of the canonical image rather than a new picture made by folding it:
+``offset_magnitude`` (how far points move from where they are), ``off_canvas_hinge`` (how far they read outside
+the canonical image), ``offset_smoothness`` (edge-aware spatial smoothness of the offsets themselves, so also the
+part of the field that is fixed over time, which the flow smoothness never sees) and ``fold_hinge`` (where the map
+pixel -> canonical point turns over). Offsets are measured in pixels of the frame, so weights read the same at
+every resolution.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from model.metrics import jacobian_determinant, to_pixels
+from model.warp import identity_grid
 
 
 def edge_aware_smoothness(flow: torch.Tensor, image: torch.Tensor, normalize: bool = False) -> torch.Tensor:
@@ -25,6 +37,35 @@ def edge_aware_smoothness(flow: torch.Tensor, image: torch.Tensor, normalize: bo
     return (fx * torch.exp(-ix)).mean() + (fy * torch.exp(-iy)).mean()
 
 
+def offsets_of(fields: torch.Tensor) -> torch.Tensor:
+    """fields (..., H, W, 2) -> offsets from the identity, in pixels of the frame (..., H, W, 2)."""
+    H, W = fields.shape[-3:-1]
+    return to_pixels(fields - identity_grid(H, W, device=fields.device))
+
+
+def offset_magnitude(fields: torch.Tensor) -> torch.Tensor:
+    """Mean length in pixels of the offsets of fields (..., H, W, 2): 0 for the identity warp. Scalar."""
+    return offsets_of(fields).norm(dim=-1).mean()
+
+
+def off_canvas_hinge(fields: torch.Tensor) -> torch.Tensor:
+    """Mean distance in pixels by which sample points lie outside the canonical image (0 inside); fields
+    (..., H, W, 2). Scalar."""
+    return to_pixels(F.relu(fields.abs() - 1)).sum(dim=-1).mean()
+
+
+def offset_smoothness(fields: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """Edge-aware smoothness of the offsets in pixels per pixel: fields (N, H, W, 2), the frames they make
+    (N, C, H, W) giving the edges where the offsets may change. Scalar."""
+    return edge_aware_smoothness(offsets_of(fields), frames)
+
+
+def fold_hinge(fields: torch.Tensor, margin: float = 0.2) -> torch.Tensor:
+    """Mean of relu(margin - det J) over the Jacobian of pixel -> canonical point (pixels per pixel; 1 for the
+    identity, <= 0 where the map folds): fields (..., H, W, 2). Scalar."""
+    return F.relu(margin - jacobian_determinant(fields)).mean()
+
+
 def generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     """Non-saturating logistic loss of the generator: mean softplus(-D(G(z)))."""
     return F.softplus(-fake_logits).mean()
@@ -36,6 +77,7 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> 
 
 
 def r1_penalty(real_logits: torch.Tensor, real_inputs: torch.Tensor) -> torch.Tensor:
-    """R1: mean over samples of ||d D(x) / dx||^2 at real inputs (which must require grad); scale by gamma / 2."""
+    """R1: ||d D(x) / dx||^2 at real clips (B, F, C, H, W) (which must require grad), summed over each frame's
+    pixels and averaged over frames and samples, so clips of F frames weigh as single images; scale by gamma / 2."""
     (grad,) = torch.autograd.grad(real_logits.sum(), real_inputs, create_graph=True)
-    return grad.square().flatten(1).sum(dim=1).mean()
+    return grad.square().flatten(2).sum(dim=2).mean()

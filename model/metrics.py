@@ -10,7 +10,7 @@ Distribution distances (no pretrained network needed):
 Motion and field statistics, on fields (B, T, H, W, 2) in the ``model.warp`` convention, reported in pixels of
 the frame (a field unit is W / 2 pixels in x, H / 2 in y):
 - ``motion_magnitude``: mean ||c_{t+1} - c_t|| (0 = a static video), ``jitter``: mean ||c_{t+2} - 2 c_{t+1} + c_t||;
-- ``off_canvas_fraction``: sample points outside the canonical image (they read the zero padding);
+- ``off_canvas_fraction``: sample points outside the canonical image (they read its edge pixels);
 - ``fold_fraction``: points where the map pixel -> canonical point folds over (Jacobian determinant <= 0);
 - ``warping_error``: how well frame t+1, warped back along the motion the fields imply, matches frame t.
 
@@ -157,7 +157,7 @@ def sliced_wasserstein(
 # ---- motion and field statistics -----------------------------------------------------------------------------
 
 
-def _to_pixels(v: torch.Tensor) -> torch.Tensor:
+def to_pixels(v: torch.Tensor) -> torch.Tensor:
     """(..., H, W, 2) field differences -> pixels of the frame (x scaled by W / 2, y by H / 2)."""
     H, W = v.shape[-3], v.shape[-2]
     return v * torch.tensor([W / 2, H / 2], dtype=v.dtype, device=v.device)
@@ -165,13 +165,13 @@ def _to_pixels(v: torch.Tensor) -> torch.Tensor:
 
 def motion_magnitude(fields: torch.Tensor) -> float:
     """Mean length in pixels of c_{t+1} - c_t over every pixel and frame pair; fields (B, T, H, W, 2), T >= 2."""
-    step = _to_pixels(fields[:, 1:] - fields[:, :-1])  # (B, T-1, H, W, 2)
+    step = to_pixels(fields[:, 1:] - fields[:, :-1])  # (B, T-1, H, W, 2)
     return float(step.norm(dim=-1).mean())
 
 
 def jitter(fields: torch.Tensor) -> float:
     """Mean length in pixels of c_{t+2} - 2 c_{t+1} + c_t (0 for motion at constant velocity); T >= 3."""
-    accel = _to_pixels(fields[:, 2:] - 2 * fields[:, 1:-1] + fields[:, :-2])  # (B, T-2, H, W, 2)
+    accel = to_pixels(fields[:, 2:] - 2 * fields[:, 1:-1] + fields[:, :-2])  # (B, T-2, H, W, 2)
     return float(accel.norm(dim=-1).mean())
 
 
@@ -183,7 +183,7 @@ def off_canvas_fraction(fields: torch.Tensor) -> float:
 def jacobian_determinant(fields: torch.Tensor) -> torch.Tensor:
     """det d(c)/d(p) of the map pixel -> canonical point, in pixels per pixel (1 for the identity), by forward
     differences: fields (..., H, W, 2) -> (..., H - 1, W - 1)."""
-    c = _to_pixels(fields)
+    c = to_pixels(fields)
     dx = c[..., :-1, 1:, :] - c[..., :-1, :-1, :]  # (..., H-1, W-1, 2): d(u, v) / dx
     dy = c[..., 1:, :-1, :] - c[..., :-1, :-1, :]  # (..., H-1, W-1, 2): d(u, v) / dy
     return dx[..., 0] * dy[..., 1] - dy[..., 0] * dx[..., 1]
@@ -192,6 +192,26 @@ def jacobian_determinant(fields: torch.Tensor) -> torch.Tensor:
 def fold_fraction(fields: torch.Tensor) -> float:
     """Fraction of points where the map folds over (Jacobian determinant <= 0); fields (..., H, W, 2)."""
     return float((jacobian_determinant(fields) <= 0).float().mean())
+
+
+def field_health(fields: torch.Tensor) -> dict[str, float]:
+    """What the training log and the evaluation report of a model's fields (B, T, H, W, 2), T >= 2:
+
+    folds and off_canvas (fractions), mean_offset (pixels from the identity), static_share (share of the offset
+    energy fixed over time: 1 = a fixed lens, 0 = no fixed part), frame0_offset (mean offset of the first frame,
+    pixels) and motion (pixels per frame)."""
+    H, W = fields.shape[-3:-1]
+    offset = to_pixels(fields - identity_grid(H, W, device=fields.device))  # (B, T, H, W, 2)
+    energy = offset.square().sum(dim=(1, 2, 3, 4))  # (B,)
+    static = offset.mean(dim=1).square().sum(dim=(1, 2, 3)) * offset.shape[1]  # (B,)
+    return {
+        "folds": fold_fraction(fields),
+        "off_canvas": off_canvas_fraction(fields),
+        "mean_offset": float(offset.norm(dim=-1).mean()),
+        "static_share": float((static / energy.clamp(min=1e-12)).mean()),
+        "frame0_offset": float(offset[:, 0].norm(dim=-1).mean()),
+        "motion": motion_magnitude(fields),
+    }
 
 
 def frame_difference(frames: torch.Tensor) -> float:

@@ -5,9 +5,11 @@ codes u_k. For time t with k = floor(t / K) and alpha = t / K - k, the code of t
 periods and phases of Fourier features; the features are "aligned" so the embedding is continuous across knots:
 
     emb(t) = pos(t) - lerp(pos(kK), pos((k+1)K), alpha) + lerp(align(u_k), align(u_{k+1}), alpha)
-    pos(s) = [sin(f * p + phi), cos(f * p + phi)],   p = tanh(FC(u_k)) + 1,   phi = FC_nobias(u_k)
+    pos(s) = [sin(f * p * s + phi * a), cos(f * p * s + phi * a)],   p = tanh(FC(u_k)) + 1,   phi = FC(u_k)
 
-At a knot the Fourier part vanishes and emb = align(u_k) from both sides.
+with StyleGAN-V's phase scaling a = max_period / period (per frequency) and both FC layers without bias
+(``stylegan_v_phases``; the first recipe had a biased period layer and a = 1). At a knot the Fourier part
+vanishes and emb = align(u_k) from both sides.
 """
 
 from __future__ import annotations
@@ -46,11 +48,13 @@ class MotionEncoder(nn.Module):
         self.num_raw_codes = self.num_codes + 2 * (cfg.kernel_size - 1)  # before the two padding-free convs
         self.conv1 = EqualConv1d(cfg.z_dim, cfg.kernel_size)
         self.conv2 = EqualConv1d(cfg.z_dim, cfg.kernel_size)
-        self.period_fc = EqualLinear(cfg.z_dim, cfg.num_freqs)
+        self.period_fc = EqualLinear(cfg.z_dim, cfg.num_freqs, bias=not cfg.stylegan_v_phases)
         self.phase_fc = EqualLinear(cfg.z_dim, cfg.num_freqs, bias=False)  # no bias: avoids phase mode collapse
         self.align_fc = EqualLinear(cfg.z_dim, cfg.code_dim)
         periods = torch.logspace(math.log2(cfg.min_period), math.log2(cfg.max_period), cfg.num_freqs, base=2.0)
         self.register_buffer("freqs", 2 * math.pi / periods)  # (F,) radians per frame
+        scales = cfg.max_period / periods if cfg.stylegan_v_phases else torch.ones_like(periods)
+        self.register_buffer("phase_scales", scales, persistent=False)  # (F,), from the config
 
     def raw_code_shape(self) -> tuple[int, int]:
         """Shape of one video's trajectory noise (drawn from its motion seed)."""
@@ -73,7 +77,7 @@ class MotionEncoder(nn.Module):
         idx = left.long()[..., None].expand(-1, -1, u.shape[2])  # (B, T, Z)
         u_left, u_right = u.gather(1, idx), u.gather(1, idx + 1)  # (B, T, Z) each
         periods = torch.tanh(self.period_fc(u_left)) + 1  # (B, T, F)
-        phases = self.phase_fc(u_left)  # (B, T, F)
+        phases = self.phase_fc(u_left) * self.phase_scales  # (B, T, F)
 
         def fourier(time: torch.Tensor) -> torch.Tensor:  # time: (B, T, 1) -> (B, T, 2F)
             raw = self.freqs * periods * time + phases

