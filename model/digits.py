@@ -1,0 +1,117 @@
+"""A digit classifier for evaluating Moving MNIST models (the usual stand-in for Inception on MNIST).
+
+It reads one 64x64 frame (grey, [-1, 1]; a colour frame is averaged to grey) and says which digits it holds:
+10 independent logits, trained with binary cross-entropy on frames of Moving MNIST clips made from the *training*
+digits (model.data), so the two digits of a frame are the two highest scores. Its 128-d penultimate features
+define the Fréchet distance of model.evaluate for Moving MNIST; ``content_kept`` asks whether the digits it sees
+in a video's first frame are those it sees in its last.
+
+Training is fixed by its seed; ``python -m model.digits`` trains it (a few minutes on one CPU core) and writes
+the weights the project ships, model/digit_classifier.safetensors, which model.evaluate loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from model.data import MovingMNIST
+
+SHIPPED = Path(__file__).parent / "digit_classifier.safetensors"
+
+
+class DigitClassifier(nn.Module):
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        w = width
+        widths = [1, w, 2 * w, 4 * w, 4 * w]
+        self.convs = nn.ModuleList([nn.Conv2d(a, b, 3, 2, 1) for a, b in zip(widths, widths[1:])])
+        self.norms = nn.ModuleList([nn.BatchNorm2d(b) for b in widths[1:]])
+        self.head = nn.Linear(4 * w, 10)
+        self.feature_dim = 4 * w
+
+    def features(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames (N, C, H, W) in [-1, 1] (resized to 64x64 if needed) -> features (N, 128)."""
+        x = frames.float().mean(dim=1, keepdim=True)  # (N, 1, H, W): grey
+        if x.shape[-1] != MovingMNIST.CANVAS:
+            x = F.interpolate(x, size=(MovingMNIST.CANVAS,) * 2, mode="bilinear", align_corners=False)
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            x = F.leaky_relu(norm(conv(x)), 0.2)  # (N, C', h / 2, w / 2)
+        return x.amax(dim=(2, 3))  # (N, 128): the strongest response anywhere (digits may be anywhere)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames (N, C, H, W) -> logits (N, 10), one per digit label."""
+        return self.head(self.features(frames))
+
+    @torch.no_grad()
+    def digits(self, frames: torch.Tensor, count: int = 2) -> torch.Tensor:
+        """The count labels seen in each frame (N, C, H, W) -> (N, count), sorted."""
+        return self.eval()(frames).topk(count, dim=1).indices.sort(dim=1).values
+
+
+def train_digit_classifier(steps: int = 3000, batch: int = 64, seed: int = 0) -> DigitClassifier:
+    """Train a DigitClassifier on single frames of Moving MNIST clips of the training digits (deterministic)."""
+    torch.manual_seed(seed)
+    model = DigitClassifier().train()
+    data, gen = MovingMNIST(64, split="train"), torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
+    for _ in range(steps):
+        times = torch.rand(batch, 1, generator=gen) * 64  # (B, 1): one frame of a random clip each
+        frames, labels = data.draw(times, gen)  # (B, 1, 3, 64, 64), (B, 2)
+        target = torch.zeros(batch, 10).scatter_(1, labels, 1.0)  # (B, 10) multi-hot
+        loss = F.binary_cross_entropy_with_logits(model(frames[:, 0]), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        schedule.step()
+    return model.eval().requires_grad_(False)
+
+
+def load_digit_classifier(path: Path = SHIPPED) -> DigitClassifier:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: write it with python -m model.digits --out {path}")
+    model = DigitClassifier()
+    model.load_state_dict(load_file(path))
+    return model.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def content_kept(classifier: DigitClassifier, videos: torch.Tensor) -> float:
+    """Fraction of videos (N, T, 3, H, W) whose first and last frames show the same two digits to the classifier."""
+    first, last = classifier.digits(videos[:, 0]), classifier.digits(videos[:, -1])  # (N, 2) each
+    return float((first == last).all(dim=1).float().mean())
+
+
+@torch.no_grad()
+def accuracy(classifier: DigitClassifier, frames: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of frames (N, 3, H, W) whose two digits (labels (N, 2)) are exactly the classifier's two."""
+    return float((classifier.digits(frames) == labels.sort(dim=1).values).all(dim=1).float().mean())
+
+
+def heldout_accuracy(classifier: DigitClassifier, clips: int = 512, seed: int = 1) -> float:
+    """Exact two-digit accuracy on frames of Moving MNIST clips of the held-out digits."""
+    frames, labels = MovingMNIST(64, "heldout").draw(torch.rand(clips, 1, generator=torch.Generator().manual_seed(seed)) * 64,
+                                                     torch.Generator().manual_seed(seed))
+    return accuracy(classifier, frames[:, 0], labels)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m model.digits", description="train the digit classifier of model.evaluate")
+    p.add_argument("--out", type=Path, default=SHIPPED)
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    model = train_digit_classifier(args.steps, seed=args.seed)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, args.out)
+    print(json.dumps({"out": str(args.out), "steps": args.steps, "heldout_accuracy": heldout_accuracy(model)}))
+
+
+if __name__ == "__main__":
+    main()
