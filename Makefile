@@ -25,6 +25,7 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check model service worker client tests benchmarks
+	$(BIN)/ruff format --check model service worker client tests benchmarks
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/model_speed.py

@@ -39,14 +39,24 @@ def main() -> None:
         frames, _ = read_clip(paths[name].read_bytes(), args.frames, args.resolution)  # (T, 3, H, W)
         start = time.perf_counter()
         result = decompose(
-            frames, DecomposeConfig(steps=args.steps),
-            on_progress=lambda step, db: log.info("  step %d: %.2f dB", step, db), report_every=100,
+            frames,
+            DecomposeConfig(steps=args.steps),
+            on_progress=lambda step, db: log.info("  step %d: %.2f dB", step, db),
+            report_every=100,
         )
         seconds = time.perf_counter() - start
         T, _, H, W = frames.shape
         log.info(
             "%s: %d frames %dx%d, canonical %dx%d, %d steps: PSNR %.2f dB in %.1f s",
-            name, T, W, H, result.canonical.shape[2], result.canonical.shape[1], args.steps, result.psnr_db, seconds,
+            name,
+            T,
+            W,
+            H,
+            result.canonical.shape[2],
+            result.canonical.shape[1],
+            args.steps,
+            result.psnr_db,
+            seconds,
         )
 
 

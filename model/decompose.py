@@ -93,13 +93,17 @@ def offsets_of(grids: list[torch.Tensor], weights: list[float], height: int, wid
     total = 0
     for grid, weight in zip(grids, weights, strict=True):
         if weight > 0:
-            total = total + weight * F.interpolate(grid, size=(height, width), mode="bilinear", align_corners=False)
+            total = total + weight * F.interpolate(
+                grid, size=(height, width), mode="bilinear", align_corners=False
+            )
     return total.permute(0, 2, 3, 1)  # (T, H, W, 2)
 
 
 def decompose(
-    frames: torch.Tensor, config: DecomposeConfig = DecomposeConfig(),
-    on_progress: Callable[[int, float], None] | None = None, report_every: int = 25,
+    frames: torch.Tensor,
+    config: DecomposeConfig = DecomposeConfig(),
+    on_progress: Callable[[int, float], None] | None = None,
+    report_every: int = 25,
 ) -> Decomposition:
     """Fit a canonical image and fields to frames (T, 3, H, W) in [-1, 1].
 
@@ -117,10 +121,12 @@ def decompose(
     start = F.pad(frames[T // 2][None], (pad_w, pad_w, pad_h, pad_h), mode="replicate")[0]  # (3, Hc, Wc)
     canonical = start.clone().requires_grad_(True)
     grids = [frames.new_zeros(T, 2, *level_shape(s, H, W)).requires_grad_(True) for s in config.field_levels]
-    optimizer = torch.optim.Adam([
-        {"params": [canonical], "lr": config.lr_canonical},
-        {"params": grids, "lr": config.lr_field},
-    ])
+    optimizer = torch.optim.Adam(
+        [
+            {"params": [canonical], "lr": config.lr_canonical},
+            {"params": grids, "lr": config.lr_field},
+        ]
+    )
     initial_lrs = [group["lr"] for group in optimizer.param_groups]
     target_dx, target_dy = frames.diff(dim=3), frames.diff(dim=2)  # (T, 3, H, W-1), (T, 3, H-1, W)
 
@@ -167,7 +173,10 @@ def read_clip(data: bytes, num_frames: int, long_side: int) -> tuple[torch.Tenso
             fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
             for frame in container.decode(stream):
                 scale = min(1.0, long_side / max(frame.width, frame.height))
-                size = {"width": max(1, round(frame.width * scale)), "height": max(1, round(frame.height * scale))}
+                size = {
+                    "width": max(1, round(frame.width * scale)),
+                    "height": max(1, round(frame.height * scale)),
+                }
                 pixels.append(frame.to_ndarray(format="rgb24", interpolation="AREA", **size))  # (H, W, 3)
                 if len(pixels) == num_frames:
                     break

@@ -106,7 +106,9 @@ class Trainer:
         self.distributed = dist.is_initialized()
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if self.distributed else (0, 1)
         if cfg.accum < 1 or cfg.batch % (self.world * cfg.accum):
-            raise ValueError(f"batch ({cfg.batch}) must be a multiple of processes ({self.world}) x accum ({cfg.accum})")
+            raise ValueError(
+                f"batch ({cfg.batch}) must be a multiple of processes ({self.world}) x accum ({cfg.accum})"
+            )
         self.micro_batch = cfg.batch // (self.world * cfg.accum)
         self.device = resolve_device(cfg.device)
         if self.distributed and self.device.type == "cuda" and self.device.index is None:
@@ -116,7 +118,9 @@ class Trainer:
         model_cfg = cfg.model_config()
         torch.manual_seed(cfg.seed)  # weight initialisation only; training draws from self.rng
         self.G = GenDeF(model_cfg).to(self.device)
-        self.D = Discriminator(model_cfg.discriminator, model_cfg.resolution, cfg.frames_per_clip).to(self.device)
+        self.D = Discriminator(model_cfg.discriminator, model_cfg.resolution, cfg.frames_per_clip).to(
+            self.device
+        )
         for module in (self.G, self.D):  # every process starts from process 0's weights
             self._broadcast(module)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
@@ -210,7 +214,9 @@ class Trainer:
         do_r1 = cfg.r1_gamma > 0 and self.step % cfg.r1_every == 0
         self.opt_D.zero_grad(set_to_none=True)
         for _ in range(n):
-            real, t_real = self.data.sample(self.micro_batch, Fr, cfg.max_gap, self.rng)  # (B, F, 3, H, W), (B, F)
+            real, t_real = self.data.sample(
+                self.micro_batch, Fr, cfg.max_gap, self.rng
+            )  # (B, F, 3, H, W), (B, F)
             real, t_real = real.to(self.device), t_real.to(self.device)
             with torch.no_grad(), self._autocast():
                 fake, t_fake, _ = self._generate(with_smoothness=False)
@@ -222,7 +228,12 @@ class Trainer:
                 loss_d = discriminator_loss(logit_real, logit_fake)
                 r1 = r1_penalty(logit_real, real_aug) if do_r1 else torch.zeros((), device=self.device)
             ((loss_d + r1 * (cfg.r1_gamma / 2 * cfg.r1_every)) / n).backward()
-            for k, v in (("loss_d", loss_d), ("r1", r1), ("logit_real", logit_real), ("logit_fake", logit_fake)):
+            for k, v in (
+                ("loss_d", loss_d),
+                ("r1", r1),
+                ("logit_real", logit_real),
+                ("logit_fake", logit_fake),
+            ):
                 sums[k] += v.float().mean().item()
         self._average_grads(self.D)
         self.opt_D.step()
@@ -232,7 +243,9 @@ class Trainer:
         self.opt_G.zero_grad(set_to_none=True)
         for _ in range(n):
             with self._autocast():
-                fake, t_fake, smooth = self._generate(with_smoothness=self.stage == 2 and cfg.smooth_weight > 0)
+                fake, t_fake, smooth = self._generate(
+                    with_smoothness=self.stage == 2 and cfg.smooth_weight > 0
+                )
                 loss_g = generator_loss(self.D(augment(fake, cfg.aug_p, self.rng), t_fake))
             ((loss_g + cfg.smooth_weight * smooth) / n).backward()
             sums["loss_g"] += loss_g.item()
@@ -275,8 +288,13 @@ class Trainer:
             # the model as resolved now, so that a later change to a preset does not break resuming this run
             saved = dataclasses.asdict(cfg) | {"model": self.G.config.to_dict()}
             (self.run_dir / "train_config.json").write_text(json.dumps(saved, indent=2) + "\n")
-        bar = tqdm(total=cfg.stage1_steps + cfg.stage2_steps, initial=self.step, desc="train", unit="step",
-                   disable=not writer)
+        bar = tqdm(
+            total=cfg.stage1_steps + cfg.stage2_steps,
+            initial=self.step,
+            desc="train",
+            unit="step",
+            disable=not writer,
+        )
         while True:
             if self.stage == 1 and self._stage_done():
                 log.info("stage 1 done after %d steps; stage 2 (video) starts", self.stage_step)
@@ -313,7 +331,12 @@ class Trainer:
             writer = csv.writer(f)
             if new:
                 writer.writerow(METRICS)
-            row = {"step": self.step, "stage": self.stage, "kimg": self.nimg / 1000, "seconds": round(self.seconds, 2)}
+            row = {
+                "step": self.step,
+                "stage": self.stage,
+                "kimg": self.nimg / 1000,
+                "seconds": round(self.seconds, 2),
+            }
             writer.writerow([row.get(k, self.last.get(k)) for k in METRICS])
 
     def save_samples(self, videos: int = 4, frames: int = 16) -> Path:
@@ -353,7 +376,9 @@ class Trainer:
         if self.rank != 0:
             return
         tensors: dict[str, torch.Tensor] = {"rng": rngs[0]} | {f"rng.{r}": s for r, s in enumerate(rngs) if r}
-        meta: dict[str, Any] = {k: getattr(self, k) for k in ("step", "stage", "stage_step", "nimg", "seconds", "last")}
+        meta: dict[str, Any] = {
+            k: getattr(self, k) for k in ("step", "stage", "stage_step", "nimg", "seconds", "last")
+        }
         for name, module in (("G", self.G), ("G_ema", self.G_ema), ("D", self.D)):
             tensors |= {f"{name}.{k}": v for k, v in module.state_dict().items()}
         for name, opt in (("opt_G", self.opt_G), ("opt_D", self.opt_D)):
@@ -386,9 +411,13 @@ class Trainer:
         if rng in tensors:
             self.rng.set_state(tensors[rng])
         else:  # resumed with more processes than saved the state: this one keeps its fresh stream
-            log.warning("the saved state has no RNG state of process %d: it draws from a fresh stream", self.rank)
+            log.warning(
+                "the saved state has no RNG state of process %d: it draws from a fresh stream", self.rank
+            )
         for name, module in (("G", self.G), ("G_ema", self.G_ema), ("D", self.D)):
-            module.load_state_dict({k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")})
+            module.load_state_dict(
+                {k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")}
+            )
         self.opt_G = self._generator_optimizer()
         for name, opt in (("opt_G", self.opt_G), ("opt_D", self.opt_D)):
             state: dict[int, dict[str, torch.Tensor]] = {}
@@ -419,13 +448,17 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its saved state")
     p.add_argument("--preset", choices=sorted(PRESETS), help="model preset (default: small)")
-    p.add_argument("--config", type=Path, help="JSON file of TrainConfig fields; 'model' may be a full model config")
+    p.add_argument(
+        "--config", type=Path, help="JSON file of TrainConfig fields; 'model' may be a full model config"
+    )
     defaults = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         if f.name == "model":
             continue
         default = getattr(defaults, f.name)
-        kind = {bool: lambda s: s.lower() in ("1", "true", "yes"), type(None): float}.get(type(default), type(default))
+        kind = {bool: lambda s: s.lower() in ("1", "true", "yes"), type(None): float}.get(
+            type(default), type(default)
+        )
         p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None, help=f"default: {default}")
     return p.parse_args(argv)
 

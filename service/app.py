@@ -34,8 +34,9 @@ UNAVAILABLE = {
 def _unavailable(request: Request, exc: Exception) -> JSONResponse:
     reason = next(text for cls, text in UNAVAILABLE.items() if isinstance(exc, cls))
     log.warning("%s %s: %s (%s)", request.method, request.url.path, reason, exc)
-    return JSONResponse({"detail": f"{reason}; try again in a few seconds"}, status_code=503,
-                        headers={"Retry-After": "5"})
+    return JSONResponse(
+        {"detail": f"{reason}; try again in a few seconds"}, status_code=503, headers={"Retry-After": "5"}
+    )
 
 
 def _rejected(request: Request, exc: UploadRejected) -> JSONResponse:
@@ -57,7 +58,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added first, so it runs inside the body size limit.
     app.add_middleware(Idempotency, redis_client=svc.redis, ttl_s=settings.idempotency_ttl_s)
     app.add_middleware(
-        BodySizeLimit, default=JSON_BODY_LIMIT, limits={
+        BodySizeLimit,
+        default=JSON_BODY_LIMIT,
+        limits={
             "/edit": settings.max_upload_bytes + MULTIPART_OVERHEAD,
             "/segment": settings.max_upload_bytes + MULTIPART_OVERHEAD,
             "/decompose": settings.max_video_bytes + MULTIPART_OVERHEAD,

@@ -29,21 +29,32 @@ class TrackRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    job_id: str = Field(min_length=1, max_length=64, description="a finished generate, resample, edit or decompose "
-                                                                 "job whose fields are used")
+    job_id: str = Field(
+        min_length=1,
+        max_length=64,
+        description="a finished generate, resample, edit or decompose job whose fields are used",
+    )
     points: list[tuple[float, float]] = Field(
-        min_length=1, max_length=MAX_POINTS, description="[x, y] pixel coordinates, pixel centres at integers (an "
+        min_length=1,
+        max_length=MAX_POINTS,
+        description="[x, y] pixel coordinates, pixel centres at integers (an "
         "image W wide spans x = -0.5 to W - 0.5), in the canonical image or, with `frame`, in that frame",
     )
-    frame: int | None = Field(default=None, ge=0, description="give the points in this frame (0-based) instead of "
-                                                              "the canonical image")
+    frame: int | None = Field(
+        default=None,
+        ge=0,
+        description="give the points in this frame (0-based) instead of the canonical image",
+    )
 
 
 def field_parent(svc: Services, job_id: str) -> JobRecord:
     parent = finished_parent(svc, job_id, "job_id")
     if parent.kind not in FIELD_KINDS:
-        raise HTTPException(409, f"job_id: job {job_id} is a {parent.kind} job, which has no deformation fields; "
-                                 f"use a {', '.join(FIELD_KINDS)} job")
+        raise HTTPException(
+            409,
+            f"job_id: job {job_id} is a {parent.kind} job, which has no deformation fields; "
+            f"use a {', '.join(FIELD_KINDS)} job",
+        )
     return parent
 
 
@@ -52,13 +63,17 @@ def fields_shape(svc: Services, parent: JobRecord) -> tuple[int, int, int]:
     data = parent_artifact(svc, parent, "deformation")
     with zipfile.ZipFile(io.BytesIO(data)) as npz, npz.open("fields.npy") as f:
         version = np.lib.format.read_magic(f)
-        read_header = np.lib.format.read_array_header_2_0 if version >= (2, 0) else np.lib.format.read_array_header_1_0
+        read_header = (
+            np.lib.format.read_array_header_2_0 if version >= (2, 0) else np.lib.format.read_array_header_1_0
+        )
         shape, _, _ = read_header(f)
     return shape[0], shape[1], shape[2]
 
 
 def _outside(points: list[tuple[float, float]], width: int, height: int) -> list[int]:
-    return [i for i, (x, y) in enumerate(points) if not (-0.5 <= x <= width - 0.5 and -0.5 <= y <= height - 0.5)]
+    return [
+        i for i, (x, y) in enumerate(points) if not (-0.5 <= x <= width - 0.5 and -0.5 <= y <= height - 0.5)
+    ]
 
 
 def _invalid(loc: tuple, value: object, msg: str) -> RequestValidationError:
@@ -73,16 +88,23 @@ def submit_track(svc: Services, req: TrackRequest) -> JobRecord:
     else:
         frames, height, width = fields_shape(svc, parent)
         if req.frame >= frames:
-            raise _invalid(("body", "frame"), req.frame, f"job {parent.id} has {frames} frames: frame must be 0 to "
-                                                         f"{frames - 1}")
+            raise _invalid(
+                ("body", "frame"),
+                req.frame,
+                f"job {parent.id} has {frames} frames: frame must be 0 to {frames - 1}",
+            )
         where = f"frame {req.frame} of job {parent.id}"
     outside = _outside(req.points, width, height)
     if outside:
-        raise _invalid(("body", "points", outside[0]), list(req.points[outside[0]]),
-                       f"{len(outside)} point(s) lie outside {where}, which is {width}x{height}: x must be in "
-                       f"[-0.5, {width - 0.5}] and y in [-0.5, {height - 0.5}] (first: index {outside[0]})")
+        raise _invalid(
+            ("body", "points", outside[0]),
+            list(req.points[outside[0]]),
+            f"{len(outside)} point(s) lie outside {where}, which is {width}x{height}: x must be in "
+            f"[-0.5, {width - 0.5}] and y in [-0.5, {height - 0.5}] (first: index {outside[0]})",
+        )
     params = {
-        "points": [list(p) for p in req.points], "frame": req.frame,
+        "points": [list(p) for p in req.points],
+        "frame": req.frame,
         "fps": parent_fps(parent),
     }
     return _queue(svc, "track", params, parent_id=parent.id)
@@ -94,32 +116,56 @@ def submit_segment(svc: Services, job_id: str, mask: bytes) -> JobRecord:
         raise HTTPException(413, f"mask is larger than the limit of {svc.settings.max_upload_bytes} bytes")
     info = check_image(mask, svc.settings.max_upload_pixels)
     if info.format != "PNG":
-        raise UploadRejected(415, "mask must be a PNG: JPEG compression would change the labels at their edges")
+        raise UploadRejected(
+            415, "mask must be a PNG: JPEG compression would change the labels at their edges"
+        )
     mode = Image.open(io.BytesIO(mask)).mode  # header only
     if mode not in MASK_MODES:
-        raise UploadRejected(422, f"mask is a {mode} PNG; it must have one channel whose values are the labels "
-                                  "(grayscale 'L', palette 'P' or 1-bit): e.g. 0 background, 1, 2 ... objects")
+        raise UploadRejected(
+            422,
+            f"mask is a {mode} PNG; it must have one channel whose values are the labels "
+            "(grayscale 'L', palette 'P' or 1-bit): e.g. 0 background, 1, 2 ... objects",
+        )
     size = _canonical_size(svc, parent)
     if (info.width, info.height) != size:
-        raise UploadRejected(422, f"mask is {info.width}x{info.height}; the canonical image of job {parent.id} is "
-                                  f"{size[0]}x{size[1]}: draw the mask on that image, at its size")
-    return _queue(svc, "segment", {"fps": parent_fps(parent)}, parent_id=parent.id,
-                  upload=Upload("mask", "mask.png", mask, "image/png"))
+        raise UploadRejected(
+            422,
+            f"mask is {info.width}x{info.height}; the canonical image of job {parent.id} is "
+            f"{size[0]}x{size[1]}: draw the mask on that image, at its size",
+        )
+    return _queue(
+        svc,
+        "segment",
+        {"fps": parent_fps(parent)},
+        parent_id=parent.id,
+        upload=Upload("mask", "mask.png", mask, "image/png"),
+    )
 
 
 def submit_decompose(
     svc: Services, video: bytes, num_frames: int, resolution: int, steps: int, fps: int | None
 ) -> JobRecord:
     if num_frames > svc.settings.max_frames:
-        raise _invalid(("body", "num_frames"), num_frames,
-                       f"Input should be less than or equal to {svc.settings.max_frames} (this deployment's frame "
-                       "limit)")
+        raise _invalid(
+            ("body", "num_frames"),
+            num_frames,
+            f"Input should be less than or equal to {svc.settings.max_frames} (this deployment's frame "
+            "limit)",
+        )
     info = check_video(video, svc.settings)
     params = {
-        "num_frames": num_frames, "resolution": resolution, "steps": steps,
+        "num_frames": num_frames,
+        "resolution": resolution,
+        "steps": steps,
         "fps": fps if fps is not None else min(MAX_FPS, max(MIN_FPS, round(info.fps or 8))),
-        "source": {"container": info.container, "width": info.width, "height": info.height,
-                   "frames": info.frames, "duration_s": info.duration_s},
+        "source": {
+            "container": info.container,
+            "width": info.width,
+            "height": info.height,
+            "frames": info.frames,
+            "duration_s": info.duration_s,
+        },
     }
-    return _queue(svc, "decompose", params, upload=Upload("video", f"video.{info.extension}", video,
-                                                          info.content_type))
+    return _queue(
+        svc, "decompose", params, upload=Upload("video", f"video.{info.extension}", video, info.content_type)
+    )

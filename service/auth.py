@@ -18,7 +18,9 @@ from fastapi import HTTPException, Request
 from service.jobs import FINAL, JobRecord, JobStore, new_job_id
 
 RETRY_AFTER_S = 10  # a tiny job takes seconds, a long one minutes: come back after this and see
-ACTIVE_PREFIX = "gendef:active:"  # + owner: set of the owner's job ids that were queued or running when last seen
+ACTIVE_PREFIX = (
+    "gendef:active:"  # + owner: set of the owner's job ids that were queued or running when last seen
+)
 
 
 def key_digest(key: str) -> str:
@@ -31,7 +33,8 @@ def authenticate(request: Request, digests: Iterable[str]) -> str:
     digest = key_digest(key.strip()) if scheme.lower() == "bearer" and key.strip() else ""
     if not digest or not any(hmac.compare_digest(digest, d) for d in digests):
         raise HTTPException(
-            401, "a valid API key is required: send the header `Authorization: Bearer <key>`",
+            401,
+            "a valid API key is required: send the header `Authorization: Bearer <key>`",
             headers={"WWW-Authenticate": "Bearer"},
         )
     return digest
@@ -72,8 +75,10 @@ class OwnedJobStore(JobStore):
             active = len(members) - len(done)
             if active >= self.max_active:
                 raise HTTPException(
-                    429, f"this API key has {active} jobs queued or running, its limit: wait until one finishes "
-                    "(or cancel one) and submit again", headers={"Retry-After": str(RETRY_AFTER_S)},
+                    429,
+                    f"this API key has {active} jobs queued or running, its limit: wait until one finishes "
+                    "(or cancel one) and submit again",
+                    headers={"Retry-After": str(RETRY_AFTER_S)},
                 )
             pipe.multi()
             if done:

@@ -32,9 +32,11 @@ class Services:
         client = connect_redis(settings)
         celery = make_celery(settings)
         return cls(
-            settings=settings, redis=client,
+            settings=settings,
+            redis=client,
             jobs=JobStore(client, ttl_s=settings.job_ttl_s, on_change=Notifier(celery, settings)),
-            blobs=make_store(settings), celery=celery,
+            blobs=make_store(settings),
+            celery=celery,
         )
 
     def presigner(self, request: Request) -> Callable[[str], str]:

@@ -60,8 +60,10 @@ class Idempotency:
             await self.app(scope, receive, send)
             return
         if not 1 <= len(key) <= MAX_KEY_CHARS or not key.isprintable():
-            await JSONResponse({"detail": f"Idempotency-Key must be 1 to {MAX_KEY_CHARS} printable characters, "
-                                          "e.g. a UUID"}, status_code=400)(scope, receive, send)
+            await JSONResponse(
+                {"detail": f"Idempotency-Key must be 1 to {MAX_KEY_CHARS} printable characters, e.g. a UUID"},
+                status_code=400,
+            )(scope, receive, send)
             return
         try:
             body = await _read_body(receive)
@@ -77,8 +79,11 @@ class Idempotency:
             stored = await run_in_threadpool(self._claim, rkey, mine)
         except (redis.ConnectionError, redis.TimeoutError) as e:
             log.warning("idempotency: Redis unreachable (%s)", e)
-            await JSONResponse({"detail": "the job store (Redis) is unreachable; try again in a few seconds"},
-                               status_code=503, headers={"Retry-After": "5"})(scope, receive, send)
+            await JSONResponse(
+                {"detail": "the job store (Redis) is unreachable; try again in a few seconds"},
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )(scope, receive, send)
             return
         if stored is not None:
             await self._answer_again(stored, mine)(scope, receive, send)
@@ -95,15 +100,28 @@ class Idempotency:
     @staticmethod
     def _answer_again(stored: dict[str, Any], mine: str) -> Response:
         if stored["fingerprint"] != mine:
-            return JSONResponse({"detail": "this Idempotency-Key was used with another request (path or body); "
-                                           "use a new key for a new request"}, status_code=422)
+            return JSONResponse(
+                {
+                    "detail": "this Idempotency-Key was used with another request (path or body); "
+                    "use a new key for a new request"
+                },
+                status_code=422,
+            )
         if "status" not in stored:
-            return JSONResponse({"detail": "a request with this Idempotency-Key is still in progress; retry in a "
-                                           "moment"}, status_code=409, headers={"Retry-After": "1"})
-        return Response(stored["body"].encode(), status_code=stored["status"],
-                        headers=stored["headers"] | {"idempotent-replayed": "true"})
+            return JSONResponse(
+                {"detail": "a request with this Idempotency-Key is still in progress; retry in a moment"},
+                status_code=409,
+                headers={"Retry-After": "1"},
+            )
+        return Response(
+            stored["body"].encode(),
+            status_code=stored["status"],
+            headers=stored["headers"] | {"idempotent-replayed": "true"},
+        )
 
-    async def _first(self, scope: Scope, receive: Receive, send: Send, body: bytes, rkey: str, mine: str) -> None:
+    async def _first(
+        self, scope: Scope, receive: Receive, send: Send, body: bytes, rkey: str, mine: str
+    ) -> None:
         """Run the request; keep a 2xx answer under the key, free the key after any other. The answer reaches the
         client only after it is kept, so a retry sent the moment the first answer arrives is a replay, not a 409."""
         answer: dict[str, Any] = {"status": 500, "headers": {}, "body": b""}
@@ -120,8 +138,11 @@ class Idempotency:
         async def keep(message: Message) -> None:
             if message["type"] == "http.response.start":
                 answer["status"] = message["status"]
-                answer["headers"] = {k.decode().lower(): v.decode() for k, v in message.get("headers", [])
-                                     if k.decode().lower() in KEPT_HEADERS}
+                answer["headers"] = {
+                    k.decode().lower(): v.decode()
+                    for k, v in message.get("headers", [])
+                    if k.decode().lower() in KEPT_HEADERS
+                }
             elif message["type"] == "http.response.body":
                 answer["body"] += message.get("body", b"")
             held.append(message)
@@ -136,8 +157,12 @@ class Idempotency:
     def _settle(self, rkey: str, mine: str, answer: dict[str, Any]) -> None:
         try:
             if 200 <= answer["status"] < 300:
-                stored = {"fingerprint": mine, "status": answer["status"], "headers": answer["headers"],
-                          "body": answer["body"].decode()}
+                stored = {
+                    "fingerprint": mine,
+                    "status": answer["status"],
+                    "headers": answer["headers"],
+                    "body": answer["body"].decode(),
+                }
                 self.redis.set(rkey, json.dumps(stored), ex=self.ttl_s)
             else:
                 self.redis.delete(rkey)

@@ -28,7 +28,9 @@ FINAL = frozenset({"succeeded", "failed", "canceled"})
 STAGES = ("loading", "sampling", "warping", "tracking", "fitting", "encoding", "uploading")
 
 KEY_PREFIX = "gendef:job:"
-QUEUED_PREFIX = "gendef:queued:"  # + Celery queue name: sorted set of its queued job ids, scored by enqueue time
+QUEUED_PREFIX = (
+    "gendef:queued:"  # + Celery queue name: sorted set of its queued job ids, scored by enqueue time
+)
 DURATION_KEY = "gendef:metrics:job_duration"
 # Upper bounds (seconds) of the job duration histogram's buckets; +Inf is implied.
 DURATION_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
@@ -62,7 +64,9 @@ class JobRecord:
     stage_started_at: dict[str, str] = field(default_factory=dict)  # stage -> ISO time, this attempt's stages
     webhook: dict[str, Any] | None = None  # {"url", "events"}: see service/webhooks.py
     owner: str | None = None  # SHA-256 of the API key that submitted it (service/auth.py); None without keys
-    result: dict[str, Any] | None = None  # figures a job reports besides its artifacts (decompose: PSNR so far)
+    result: dict[str, Any] | None = (
+        None  # figures a job reports besides its artifacts (decompose: PSNR so far)
+    )
 
 
 def new_job_id() -> str:
@@ -77,7 +81,10 @@ def utc_now() -> str:
 def connect_redis(settings: Settings) -> redis.Redis:
     """A client that fails fast when Redis is down instead of hanging the request."""
     return redis.Redis.from_url(
-        settings.redis_url, decode_responses=True, socket_connect_timeout=2, socket_timeout=5,
+        settings.redis_url,
+        decode_responses=True,
+        socket_connect_timeout=2,
+        socket_timeout=5,
         health_check_interval=30,
     )
 
@@ -108,13 +115,23 @@ def _epoch(iso: str) -> float:
 
 def _running(job: JobRecord) -> dict[str, Any]:
     """The changes that start an attempt at a job."""
-    return {"status": "running", "attempts": job.attempts + 1, "started_at": utc_now(), "progress": 0.0,
-            "stage": None, "stage_started_at": {}}
+    return {
+        "status": "running",
+        "attempts": job.attempts + 1,
+        "started_at": utc_now(),
+        "progress": 0.0,
+        "stage": None,
+        "stage_started_at": {},
+    }
 
 
 class JobStore:
-    def __init__(self, redis_client: redis.Redis, ttl_s: int,
-                 on_change: Callable[[JobRecord, JobRecord], None] | None = None):
+    def __init__(
+        self,
+        redis_client: redis.Redis,
+        ttl_s: int,
+        on_change: Callable[[JobRecord, JobRecord], None] | None = None,
+    ):
         """``on_change(before, after)`` is called after each committed status change (webhooks.Notifier)."""
         self.redis = redis_client
         self.ttl_s = ttl_s
@@ -154,8 +171,16 @@ class JobStore:
         if kind not in KINDS:
             raise ValueError(f"unknown job kind {kind!r}")
         job = JobRecord(
-            id=job_id or new_job_id(), kind=kind, status="queued", params=params, parent_id=parent_id,
-            inputs=inputs or {}, created_at=utc_now(), queue=queue, webhook=webhook, owner=owner,
+            id=job_id or new_job_id(),
+            kind=kind,
+            status="queued",
+            params=params,
+            parent_id=parent_id,
+            inputs=inputs or {},
+            created_at=utc_now(),
+            queue=queue,
+            webhook=webhook,
+            owner=owner,
         )
         key = self._key(job.id)
         pipe = self.redis.pipeline()
@@ -192,7 +217,9 @@ class JobStore:
             pipe.hset(key, mapping=_encode(changes))
             pipe.expire(key, self.ttl_s)
             if new.status in FINAL and job.status not in FINAL and new.started_at and new.finished_at:
-                self._observe_duration(pipe, new.kind, new.status, _seconds_between(new.started_at, new.finished_at))
+                self._observe_duration(
+                    pipe, new.kind, new.status, _seconds_between(new.started_at, new.finished_at)
+                )
             if new.queue and job.status == "queued" and new.status != "queued":
                 pipe.zrem(QUEUED_PREFIX + new.queue, job_id)
             elif new.queue and new.status == "queued" and job.status != "queued":
@@ -224,7 +251,9 @@ class JobStore:
         job = self._update(job_id, change)
         return job if was_queued else None
 
-    def set_progress(self, job_id: str, progress: float, stage: str, result: dict[str, Any] | None = None) -> None:
+    def set_progress(
+        self, job_id: str, progress: float, stage: str, result: dict[str, Any] | None = None
+    ) -> None:
         """Progress of a running job; `result` (when given) replaces the job's reported figures."""
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; one of {STAGES}")
@@ -236,7 +265,11 @@ class JobStore:
             extra = {} if result is None else {"result": result}
             if stage == job.stage:
                 return {"progress": progress} | extra
-            return {"progress": progress, "stage": stage, "stage_started_at": job.stage_started_at | {stage: utc_now()}} | extra
+            return {
+                "progress": progress,
+                "stage": stage,
+                "stage_started_at": job.stage_started_at | {stage: utc_now()},
+            } | extra
 
         self._update(job_id, change)
 
@@ -246,21 +279,50 @@ class JobStore:
         return job is None or job.cancel_requested or job.status == "canceled"
 
     def mark_canceled(self, job_id: str) -> JobRecord | None:
-        return self._update(job_id, lambda job: None if job.status in FINAL else {
-            "status": "canceled", "finished_at": utc_now(), "stage": None,
-        })
+        return self._update(
+            job_id,
+            lambda job: (
+                None
+                if job.status in FINAL
+                else {
+                    "status": "canceled",
+                    "finished_at": utc_now(),
+                    "stage": None,
+                }
+            ),
+        )
 
     def mark_succeeded(self, job_id: str, artifacts: dict[str, Artifact]) -> JobRecord | None:
-        return self._update(job_id, lambda job: None if job.status in FINAL else {
-            "status": "succeeded", "progress": 1.0, "stage": None, "artifacts": artifacts,
-            "finished_at": utc_now(), "error": None,
-        })
+        return self._update(
+            job_id,
+            lambda job: (
+                None
+                if job.status in FINAL
+                else {
+                    "status": "succeeded",
+                    "progress": 1.0,
+                    "stage": None,
+                    "artifacts": artifacts,
+                    "finished_at": utc_now(),
+                    "error": None,
+                }
+            ),
+        )
 
     def mark_failed(self, job_id: str, code: str, message: str) -> JobRecord | None:
-        return self._update(job_id, lambda job: None if job.status in FINAL else {
-            "status": "failed", "stage": None, "error": {"code": code, "message": message},
-            "finished_at": utc_now(),
-        })
+        return self._update(
+            job_id,
+            lambda job: (
+                None
+                if job.status in FINAL
+                else {
+                    "status": "failed",
+                    "stage": None,
+                    "error": {"code": code, "message": message},
+                    "finished_at": utc_now(),
+                }
+            ),
+        )
 
     # --- the API's side ----------------------------------------------------------------------------------------
 
@@ -283,7 +345,7 @@ class JobStore:
         keys = list(self.redis.scan_iter(match=KEY_PREFIX + "*", count=1000))
         for start in range(0, len(keys), 1000):
             pipe = self.redis.pipeline(transaction=False)
-            for key in keys[start:start + 1000]:
+            for key in keys[start : start + 1000]:
                 pipe.hmget(key, ["kind", "status"])
             for kind, status in pipe.execute():
                 if kind is not None and status is not None:  # expired between scan and read

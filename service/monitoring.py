@@ -67,21 +67,26 @@ class JobMetrics(Collector):
 
     def collect(self) -> Iterator[Metric]:
         counts = self.svc.jobs.counts()
-        jobs = GaugeMetricFamily("gendef_jobs", "Job records in Redis by kind and status", labels=["kind", "status"])
+        jobs = GaugeMetricFamily(
+            "gendef_jobs", "Job records in Redis by kind and status", labels=["kind", "status"]
+        )
         for kind in KINDS:
             for status in STATUSES:
                 jobs.add_metric([kind, status], counts.get((kind, status), 0))
         yield jobs
 
         duration = HistogramMetricFamily(
-            "gendef_job_duration_seconds", "Time from a worker starting a job to its end, by kind and final status",
+            "gendef_job_duration_seconds",
+            "Time from a worker starting a job to its end, by kind and final status",
             labels=["kind", "status"],
         )
         for (kind, status), (buckets, total) in sorted(self.svc.jobs.durations().items()):
             duration.add_metric([kind, status], buckets, total)
         yield duration
 
-        depth = GaugeMetricFamily("gendef_queue_depth", "Tasks waiting in each Celery queue", labels=["queue"])
+        depth = GaugeMetricFamily(
+            "gendef_queue_depth", "Tasks waiting in each Celery queue", labels=["queue"]
+        )
         for name in queue_names(self.svc.settings):
             depth.add_metric([name], self.svc.redis.llen(name))
         yield depth

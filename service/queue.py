@@ -8,8 +8,12 @@ from service.jobs import JobRecord
 from service.settings import Settings
 
 TASK_NAMES = {
-    "generate": "gendef.generate", "resample": "gendef.resample", "edit": "gendef.edit",
-    "track": "gendef.track", "segment": "gendef.segment", "decompose": "gendef.decompose",
+    "generate": "gendef.generate",
+    "resample": "gendef.resample",
+    "edit": "gendef.edit",
+    "track": "gendef.track",
+    "segment": "gendef.segment",
+    "decompose": "gendef.decompose",
 }
 EDIT_QUEUE_KINDS = ("edit", "track", "segment")  # no generator, little compute: the edit queue's workers
 
@@ -19,7 +23,12 @@ def make_celery(settings: Settings) -> Celery:
     app.conf.update(
         broker_connection_timeout=2,
         # Fail a request in about a second when Redis is down, rather than retrying for long.
-        task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.3, "interval_max": 0.5},
+        task_publish_retry_policy={
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.3,
+            "interval_max": 0.5,
+        },
     )
     return app
 

@@ -23,7 +23,9 @@ MIN_SECRET_CHARS = 32
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GENDEF_", extra="ignore", env_ignore_empty=True)  # empty = default
+    model_config = SettingsConfigDict(
+        env_prefix="GENDEF_", extra="ignore", env_ignore_empty=True
+    )  # empty = default
 
     # "production" refuses insecure defaults (see url_secret); "embedded" is the single-machine `make run` mode.
     env: Literal["embedded", "production"] = "embedded"
@@ -116,14 +118,16 @@ class Settings(BaseSettings):
             if not re.fullmatch(r"[0-9a-f]{64}", digest):
                 raise ValueError(
                     f"GENDEF_API_KEYS holds SHA-256 hex digests of the keys, not the keys: an entry of {len(digest)} "
-                    "characters is not 64 hex digits (make one with `printf %s \"$KEY\" | sha256sum`)"
+                    'characters is not 64 hex digits (make one with `printf %s "$KEY" | sha256sum`)'
                 )
         return self
 
     @model_validator(mode="after")
     def _webhook_secret(self) -> Settings:
         if 0 < len(self.webhook_secret.get_secret_value()) < MIN_SECRET_CHARS:
-            raise ValueError(f"GENDEF_WEBHOOK_SECRET is too short: use at least {MIN_SECRET_CHARS} characters")
+            raise ValueError(
+                f"GENDEF_WEBHOOK_SECRET is too short: use at least {MIN_SECRET_CHARS} characters"
+            )
         return self
 
     @model_validator(mode="after")

@@ -40,8 +40,14 @@ def parent_fps(parent: JobRecord) -> int:
     return parent.params.get("fps", GenerateRequest.model_fields["fps"].default)
 
 
-def _queue(svc: Services, kind: str, params: dict[str, Any], parent_id: str | None = None,
-           upload: Upload | None = None, webhook: dict[str, Any] | None = None) -> JobRecord:
+def _queue(
+    svc: Services,
+    kind: str,
+    params: dict[str, Any],
+    parent_id: str | None = None,
+    upload: Upload | None = None,
+    webhook: dict[str, Any] | None = None,
+) -> JobRecord:
     """Store the upload (a failed job keeps its input), write the job record, then send the task: a worker never
     sees a job id without its record."""
     job_id, inputs = new_job_id(), None
@@ -49,8 +55,15 @@ def _queue(svc: Services, kind: str, params: dict[str, Any], parent_id: str | No
         key = input_key(job_id, upload.filename)
         svc.blobs.put(key, upload.data, upload.content_type)
         inputs = {upload.name: key}
-    job = svc.jobs.create(kind, params, parent_id=parent_id, inputs=inputs, job_id=job_id,
-                          queue=queue_of(svc.settings, kind), webhook=webhook)
+    job = svc.jobs.create(
+        kind,
+        params,
+        parent_id=parent_id,
+        inputs=inputs,
+        job_id=job_id,
+        queue=queue_of(svc.settings, kind),
+        webhook=webhook,
+    )
     try:
         enqueue(svc.celery, svc.settings, job)
     except Exception:
@@ -80,13 +93,19 @@ def _content_seed(svc: Services, job: JobRecord) -> int:
     """The content seed behind a job's canonical image: an edit's comes from the job it edited."""
     while "seed" not in job.params:
         if job.kind not in ("edit", "resample"):
-            raise HTTPException(409, f"canonical_from: job {job.id} is a {job.kind} job; its canonical image was not "
-                                     "made by the generator, so there is no content code to sample new motion for. "
-                                     "Resample a generate, resample or edit job instead")
+            raise HTTPException(
+                409,
+                f"canonical_from: job {job.id} is a {job.kind} job; its canonical image was not "
+                "made by the generator, so there is no content code to sample new motion for. "
+                "Resample a generate, resample or edit job instead",
+            )
         parent = svc.jobs.get(job.parent_id) if job.parent_id else None
         if parent is None:
-            raise HTTPException(409, f"canonical_from: the job that made the canonical image of {job.id} has "
-                                     "expired; generate a new video")
+            raise HTTPException(
+                409,
+                f"canonical_from: the job that made the canonical image of {job.id} has "
+                "expired; generate a new video",
+            )
         job = parent
     return job.params["seed"]
 
@@ -98,10 +117,17 @@ def _random_seed() -> int:
 def submit_generate(svc: Services, req: GenerateRequest) -> JobRecord:
     limit = svc.settings.max_frames
     if req.num_frames > limit:
-        raise RequestValidationError([{
-            "type": "less_than_equal", "loc": ("body", "num_frames"), "input": req.num_frames, "ctx": {"le": limit},
-            "msg": f"Input should be less than or equal to {limit} (this deployment's frame limit)",
-        }])
+        raise RequestValidationError(
+            [
+                {
+                    "type": "less_than_equal",
+                    "loc": ("body", "num_frames"),
+                    "input": req.num_frames,
+                    "ctx": {"le": limit},
+                    "msg": f"Input should be less than or equal to {limit} (this deployment's frame limit)",
+                }
+            ]
+        )
     webhook = webhook_spec(svc.settings, req.webhook and str(req.webhook), req.webhook_events, "body")
     motion_seed = _random_seed() if req.motion_seed is None else req.motion_seed
     params = {"motion_seed": motion_seed, "num_frames": req.num_frames, "fps": req.fps}
@@ -109,14 +135,21 @@ def submit_generate(svc: Services, req: GenerateRequest) -> JobRecord:
         seed = _random_seed() if req.seed is None else req.seed
         return _queue(svc, "generate", {"seed": seed} | params, webhook=webhook)
     if req.seed is not None:
-        raise RequestValidationError([{
-            "type": "value_error", "loc": ("body", "seed"), "input": req.seed,
-            "msg": "seed cannot be combined with canonical_from: a resample keeps the canonical image (and its "
-                   "content seed) of that job; leave seed out",
-        }])
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("body", "seed"),
+                    "input": req.seed,
+                    "msg": "seed cannot be combined with canonical_from: a resample keeps the canonical image (and its "
+                    "content seed) of that job; leave seed out",
+                }
+            ]
+        )
     parent = finished_parent(svc, req.canonical_from, "canonical_from")
-    return _queue(svc, "resample", {"seed": _content_seed(svc, parent)} | params, parent_id=parent.id,
-                  webhook=webhook)
+    return _queue(
+        svc, "resample", {"seed": _content_seed(svc, parent)} | params, parent_id=parent.id, webhook=webhook
+    )
 
 
 def parent_artifact(svc: Services, parent: JobRecord, name: str) -> bytes:
@@ -127,8 +160,9 @@ def parent_artifact(svc: Services, parent: JobRecord, name: str) -> bytes:
     except BlobNotFound:
         data = None
     if data is None:
-        raise HTTPException(409, f"job_id: the {name} of job {parent.id} is no longer stored; start again from a "
-                                 "new job")
+        raise HTTPException(
+            409, f"job_id: the {name} of job {parent.id} is no longer stored; start again from a new job"
+        )
     return data
 
 
@@ -136,8 +170,14 @@ def _canonical_size(svc: Services, parent: JobRecord) -> tuple[int, int]:
     return Image.open(io.BytesIO(parent_artifact(svc, parent, "canonical"))).size  # header only
 
 
-def submit_edit(svc: Services, job_id: str, image: bytes, fps: int | None, webhook_url: str | None = None,
-                webhook_events: list[str] | None = None) -> JobRecord:
+def submit_edit(
+    svc: Services,
+    job_id: str,
+    image: bytes,
+    fps: int | None,
+    webhook_url: str | None = None,
+    webhook_events: list[str] | None = None,
+) -> JobRecord:
     """Check the parent and the upload, store the upload as the job's input, then queue. The worker resizes."""
     webhook = webhook_spec(svc.settings, webhook_url, webhook_events, "form")
     parent = finished_parent(svc, job_id, "job_id")

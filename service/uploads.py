@@ -48,14 +48,16 @@ def check_image(data: bytes, max_pixels: int) -> ImageInfo:
             image = Image.open(io.BytesIO(data), formats=[fmt])
         except Image.DecompressionBombError:
             raise UploadRejected(
-                413, f"image has too many pixels: the limit is {max_pixels} (e.g. {_side(max_pixels)} squared)"
+                413,
+                f"image has too many pixels: the limit is {max_pixels} (e.g. {_side(max_pixels)} squared)",
             ) from None
         except (OSError, SyntaxError, ValueError, EOFError) as e:
             raise UploadRejected(422, f"cannot read the {fmt} header ({e}); is the file complete?") from None
         width, height = image.size
         if width * height > max_pixels:
             raise UploadRejected(
-                413, f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} "
+                413,
+                f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} "
                 f"(e.g. {_side(max_pixels)} squared): resize it to the canonical image's size",
             )
         try:

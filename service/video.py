@@ -48,11 +48,16 @@ def check_video(data: bytes, settings: Settings) -> VideoInfo:
     """Accept a complete mp4, webm or gif within the deployment's limits; raise UploadRejected (413, 415 or 422)
     with what to do otherwise."""
     if len(data) > settings.max_video_bytes:
-        raise UploadRejected(413, f"video is larger than the limit of {settings.max_video_bytes} bytes: cut or "
-                                  "compress it (only its first frames are used)")
+        raise UploadRejected(
+            413,
+            f"video is larger than the limit of {settings.max_video_bytes} bytes: cut or "
+            "compress it (only its first frames are used)",
+        )
     kind = _container(data)
     if kind is None:
-        raise UploadRejected(415, "video must be an mp4, webm or gif file (its first bytes are none of these)")
+        raise UploadRejected(
+            415, "video must be an mp4, webm or gif file (its first bytes are none of these)"
+        )
     name, extension, content_type = kind
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
@@ -61,8 +66,11 @@ def check_video(data: bytes, settings: Settings) -> VideoInfo:
             stream = container.streams.video[0]
             width, height = stream.codec_context.width, stream.codec_context.height
             if width * height > settings.max_video_pixels:
-                raise UploadRejected(413, f"video frames are {width}x{height} = {width * height} pixels; the limit "
-                                          f"is {settings.max_video_pixels}: scale the video down")
+                raise UploadRejected(
+                    413,
+                    f"video frames are {width}x{height} = {width * height} pixels; the limit "
+                    f"is {settings.max_video_pixels}: scale the video down",
+                )
             if width * height == 0:
                 raise UploadRejected(422, f"the {name} header gives no frame size; is the file complete?")
             frames, end = 0, 0.0
@@ -73,20 +81,27 @@ def check_video(data: bytes, settings: Settings) -> VideoInfo:
                 if packet.pts is not None and packet.time_base is not None:
                     end = max(end, float((packet.pts + (packet.duration or 0)) * packet.time_base))
                 if frames > settings.max_video_frames:
-                    raise UploadRejected(413, f"video has more than {settings.max_video_frames} frames: cut it "
-                                              "(only its first frames are used)")
+                    raise UploadRejected(
+                        413,
+                        f"video has more than {settings.max_video_frames} frames: cut it "
+                        "(only its first frames are used)",
+                    )
             rate = stream.average_rate or stream.guessed_rate
             fps = float(rate) if rate else 0.0
         if frames == 0:
             raise UploadRejected(422, f"the {name} file holds no video frame")
         duration = max(end, frames / fps if fps else 0.0)
         if duration > settings.max_video_duration_s:
-            raise UploadRejected(413, f"video lasts {duration:.1f} s; the limit is {settings.max_video_duration_s} s: "
-                                      "cut it (only its first frames are used)")
+            raise UploadRejected(
+                413,
+                f"video lasts {duration:.1f} s; the limit is {settings.max_video_duration_s} s: "
+                "cut it (only its first frames are used)",
+            )
         with av.open(io.BytesIO(data), mode="r") as container:
             next(container.decode(container.streams.video[0]))
     except (av.FFmpegError, StopIteration) as e:
         reason = "no frame decodes" if isinstance(e, StopIteration) else str(e)
-        raise UploadRejected(422, f"the {name} video is truncated or corrupt ({reason}); upload the complete "
-                                  "file") from None
+        raise UploadRejected(
+            422, f"the {name} video is truncated or corrupt ({reason}); upload the complete file"
+        ) from None
     return VideoInfo(name, extension, content_type, width, height, frames, round(duration, 3), fps)

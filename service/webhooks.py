@@ -40,13 +40,20 @@ def spec(settings: Settings, url: str | None, events: list[str] | None, where: s
             raise _invalid(where, "webhook_events", events, "webhook_events needs a webhook URL: add webhook")
         return None
     if not settings.webhook_secret.get_secret_value():
-        raise _invalid(where, "webhook", url, "this deployment cannot sign webhooks (GENDEF_WEBHOOK_SECRET is not "
-                                              "set): leave webhook out and follow GET /jobs/{id}/events instead")
+        raise _invalid(
+            where,
+            "webhook",
+            url,
+            "this deployment cannot sign webhooks (GENDEF_WEBHOOK_SECRET is not "
+            "set): leave webhook out and follow GET /jobs/{id}/events instead",
+        )
     return {"url": url, "events": sorted(set(events or DEFAULT_EVENTS), key=EVENTS.index)}
 
 
 def _invalid(where: str, field: str, value: Any, message: str) -> RequestValidationError:
-    return RequestValidationError([{"type": "value_error", "loc": (where, field), "input": value, "msg": message}])
+    return RequestValidationError(
+        [{"type": "value_error", "loc": (where, field), "input": value, "msg": message}]
+    )
 
 
 def event_of(before: JobRecord, after: JobRecord) -> str | None:

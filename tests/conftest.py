@@ -19,4 +19,6 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = GenDeF(preset("tiny"))
     nn.init.normal_(model.deformation.out.weight, std=0.3)
     nn.init.normal_(model.deformation.out.bias, std=0.05)
-    return save_checkpoint(model, tmp_path_factory.mktemp("checkpoint") / "tiny", card={"status": "test weights"})
+    return save_checkpoint(
+        model, tmp_path_factory.mktemp("checkpoint") / "tiny", card={"status": "test weights"}
+    )

@@ -34,7 +34,9 @@ OVERLAY_ALPHA = 0.5  # weight of a label's colour over the frame in the segment 
 def palette(count: int) -> np.ndarray:
     """(count, 3) uint8 distinct saturated colours (hues spaced by the golden ratio)."""
     hues = (np.arange(count) * 0.618034) % 1.0
-    return np.array([[round(255 * c) for c in colorsys.hsv_to_rgb(h, 0.9, 1.0)] for h in hues], dtype=np.uint8)
+    return np.array(
+        [[round(255 * c) for c in colorsys.hsv_to_rgb(h, 0.9, 1.0)] for h in hues], dtype=np.uint8
+    )
 
 
 def source_fields(run: JobRun) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,8 +47,9 @@ def source_fields(run: JobRun) -> tuple[torch.Tensor, torch.Tensor]:
         fields, _ = media.decode_fields(deformation_npz)  # (T, H, W, 2)
         canonical, _ = media.decode_image(canonical_png)  # (3, Hc, Wc)
     except media.MediaError as e:
-        raise JobFailure("parent_missing", f"the stored artifacts of source job {run.job.parent_id} are "
-                                           f"unreadable ({e})") from e
+        raise JobFailure(
+            "parent_missing", f"the stored artifacts of source job {run.job.parent_id} are unreadable ({e})"
+        ) from e
     return canonical, fields
 
 
@@ -59,13 +62,18 @@ def do_track(run: JobRun) -> dict[str, Artifact]:
     frame = params.get("frame")
     if frame is not None:
         if not 0 <= frame < fields.shape[0]:
-            raise JobFailure("invalid_input", f"frame {frame} does not exist: the source job has {fields.shape[0]} "
-                                              "frames")
+            raise JobFailure(
+                "invalid_input", f"frame {frame} does not exist: the source job has {fields.shape[0]} frames"
+            )
         points = frame_points_to_canonical(fields, frame, points, (Hc, Wc))  # (N, 2) canonical px
     positions, visible = track_points(fields, points, (Hc, Wc))  # (T, N, 2), (T, N)
-    tracks = [[{"x": round(float(x), 3), "y": round(float(y), 3), "visible": bool(v)}
-               for (x, y), v in zip(pos.tolist(), vis.tolist(), strict=True)]
-              for pos, vis in zip(positions, visible, strict=True)]
+    tracks = [
+        [
+            {"x": round(float(x), 3), "y": round(float(y), 3), "visible": bool(v)}
+            for (x, y), v in zip(pos.tolist(), vis.tolist(), strict=True)
+        ]
+        for pos, vis in zip(positions, visible, strict=True)
+    ]
     run.stage("encoding")
     frames = media.to_uint8(render(canonical[None], fields[None])[0])  # (T, H, W, 3)
     colours = palette(points.shape[0])
@@ -96,8 +104,11 @@ def do_segment(run: JobRun) -> dict[str, Artifact]:
     except OSError as e:
         raise JobFailure("invalid_input", f"the uploaded mask cannot be decoded ({e}); upload a PNG") from e
     if labels.shape != tuple(canonical.shape[1:]):
-        raise JobFailure("invalid_input", f"the mask is {labels.shape[1]}x{labels.shape[0]}, the canonical image "
-                                          f"{canonical.shape[2]}x{canonical.shape[1]}: upload a mask of its size")
+        raise JobFailure(
+            "invalid_input",
+            f"the mask is {labels.shape[1]}x{labels.shape[0]}, the canonical image "
+            f"{canonical.shape[2]}x{canonical.shape[1]}: upload a mask of its size",
+        )
     masks = propagate_mask(torch.from_numpy(labels.astype(np.uint8)), fields).numpy()  # (T, H, W)
     run.stage("encoding")
     frames = media.to_uint8(render(canonical[None], fields[None])[0]).astype(np.float32)  # (T, H, W, 3)
@@ -108,7 +119,9 @@ def do_segment(run: JobRun) -> dict[str, Artifact]:
     np.savez_compressed(out, masks=masks)
     files = {
         "masks": out.getvalue(),
-        "video": media.encode_video(media.from_uint8(overlay.round().astype(np.uint8)), int(run.job.params["fps"])),
+        "video": media.encode_video(
+            media.from_uint8(overlay.round().astype(np.uint8)), int(run.job.params["fps"])
+        ),
     }
     run.stage("uploading")
     return run.upload(files)
@@ -123,8 +136,9 @@ def do_decompose(run: JobRun) -> dict[str, Artifact]:
     try:
         frames, _ = read_clip(video, int(params["num_frames"]), int(params["resolution"]))  # (T, 3, H, W)
     except ValueError as e:
-        raise JobFailure("invalid_input", f"the uploaded video cannot be decoded: {e}; upload a complete mp4, "
-                                          "webm or gif") from e
+        raise JobFailure(
+            "invalid_input", f"the uploaded video cannot be decoded: {e}; upload a complete mp4, webm or gif"
+        ) from e
     T, _, H, W = frames.shape
     steps = int(params["steps"])
     figures: dict[str, Any] = {"frames": T, "width": W, "height": H, "steps": steps}
@@ -140,11 +154,17 @@ def do_decompose(run: JobRun) -> dict[str, Artifact]:
     meta = {
         "convention": media.FIELDS_CONVENTION,
         "layout": "fields: float32 (T, H, W, 2), relative to the canonical image (canonical_height x "
-                  "canonical_width), which is larger than the frames",
+        "canonical_width), which is larger than the frames",
         "model": "decompose (optimisation, model/decompose.py)",
-        "job_id": job.id, "kind": job.kind, "num_frames": T, "height": H, "width": W,
-        "canonical_height": canonical.shape[1], "canonical_width": canonical.shape[2],
-        "steps": steps, "psnr_db": round(result.psnr_db, 2),
+        "job_id": job.id,
+        "kind": job.kind,
+        "num_frames": T,
+        "height": H,
+        "width": W,
+        "canonical_height": canonical.shape[1],
+        "canonical_width": canonical.shape[2],
+        "steps": steps,
+        "psnr_db": round(result.psnr_db, 2),
     }
     files = {
         "canonical": media.encode_png(canonical),
@@ -155,11 +175,13 @@ def do_decompose(run: JobRun) -> dict[str, Artifact]:
     return run.upload(files)
 
 
-JOB_KINDS.update({
-    "track": (do_track, ("tracking", "encoding", "uploading")),
-    "segment": (do_segment, ("warping", "encoding", "uploading")),
-    "decompose": (do_decompose, ("fitting", "encoding", "uploading")),  # progress by JobRun.report
-})
+JOB_KINDS.update(
+    {
+        "track": (do_track, ("tracking", "encoding", "uploading")),
+        "segment": (do_segment, ("warping", "encoding", "uploading")),
+        "decompose": (do_decompose, ("fitting", "encoding", "uploading")),  # progress by JobRun.report
+    }
+)
 
 
 @app.task(name="gendef.track", base=JobTask)

@@ -121,7 +121,9 @@ def run(rt: Runtime, job_id: str, kind: str, run_one: RunOne) -> None:
     batch: list[tuple[str, str, JobRecord | None]] = [(job_id, kind, None)]
     batch += [(j.id, j.kind, None) for j in again] + [(j.id, j.kind, j) for j in claimed]
     if len(batch) > 1:
-        log.info("job %s: batch of %d jobs (%d claimed, %d again)", job_id, len(batch), len(claimed), len(again))
+        log.info(
+            "job %s: batch of %d jobs (%d claimed, %d again)", job_id, len(batch), len(claimed), len(again)
+        )
     if len(batch) == 1:
         run_one(rt, job_id, kind, None)
         return

@@ -29,7 +29,9 @@ def hard_limit_grace_s(job_time_limit_s: int) -> int:
 
 def create_app(settings: Settings) -> Celery:
     hard_limit_s = settings.job_time_limit_s + hard_limit_grace_s(settings.job_time_limit_s)
-    app = Celery("gendef", broker=settings.redis_url, include=["worker.tasks", "worker.apps", "worker.webhooks"])
+    app = Celery(
+        "gendef", broker=settings.redis_url, include=["worker.tasks", "worker.apps", "worker.webhooks"]
+    )
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],

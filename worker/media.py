@@ -123,7 +123,9 @@ def encode_fields(fields: torch.Tensor, meta: dict[str, Any]) -> bytes:
     if fields.ndim != 4 or fields.shape[-1] != 2:
         raise ValueError(f"fields must be (T, H, W, 2), got {tuple(fields.shape)}")
     out = io.BytesIO()
-    np.savez(out, fields=fields.detach().float().cpu().numpy(), meta=np.array(json.dumps(meta, sort_keys=True)))
+    np.savez(
+        out, fields=fields.detach().float().cpu().numpy(), meta=np.array(json.dumps(meta, sort_keys=True))
+    )
     return out.getvalue()
 
 

@@ -43,7 +43,9 @@ class Runtime:
 
     @cached_property
     def blobs(self) -> Store:
-        return RetryingStore(make_store(self.settings), self.settings.storage_attempts, self.settings.storage_backoff_s)
+        return RetryingStore(
+            make_store(self.settings), self.settings.storage_attempts, self.settings.storage_backoff_s
+        )
 
     @property
     def model_loaded(self) -> bool:
@@ -58,7 +60,9 @@ class Runtime:
                 device = resolve_device(self.settings.device)
                 s = self.settings
                 channels_last = {"auto": None, "on": True, "off": False}[s.channels_last]
-                self._model = prepare(load_checkpoint(path, device=device), s.precision, channels_last, s.compile_model)
+                self._model = prepare(
+                    load_checkpoint(path, device=device), s.precision, channels_last, s.compile_model
+                )
             except Exception as e:
                 log.exception("loading the checkpoint %s failed", path)
                 raise JobFailure(

@@ -154,7 +154,9 @@ def sampling_args(model: GenDeF, params: dict[str, Any]) -> tuple[int, int, int]
         )
     for name, value in (("seed", seed), ("motion_seed", motion_seed)):
         if not 0 <= value < SEED_RANGE:
-            raise JobFailure("invalid_input", f"{name}={value} is outside the model's seed range 0 to {SEED_RANGE - 1}")
+            raise JobFailure(
+                "invalid_input", f"{name}={value} is outside the model's seed range 0 to {SEED_RANGE - 1}"
+            )
     return seed, motion_seed, num_frames
 
 
@@ -164,7 +166,11 @@ def do_generate(run: JobRun) -> dict[str, Artifact]:
     seed, motion_seed, num_frames = sampling_args(model, params)
     run.stage("sampling")
     out = run_model("sampling", lambda: model.sample([seed], [motion_seed], num_frames))
-    canonical, fields, frames = out.canonical[0], out.fields[0], out.frames[0]  # (3,H,W), (T,H,W,2), (T,3,H,W)
+    canonical, fields, frames = (
+        out.canonical[0],
+        out.fields[0],
+        out.frames[0],
+    )  # (3,H,W), (T,H,W,2), (T,3,H,W)
     run.stage("encoding")
     files = {
         "canonical": media.encode_png(canonical),
@@ -213,7 +219,9 @@ def do_edit(run: JobRun) -> dict[str, Artifact]:
     try:
         image, _ = media.decode_image(upload, size=size)  # (3, Hc, Wc)
     except media.MediaError as e:
-        raise JobFailure("invalid_input", f"the uploaded image cannot be decoded ({e}); upload a PNG or JPEG") from e
+        raise JobFailure(
+            "invalid_input", f"the uploaded image cannot be decoded ({e}); upload a PNG or JPEG"
+        ) from e
     frames = render(image[None], fields[None])[0]  # (T, 3, H, W)
     run.stage("encoding")
     files = {
@@ -236,12 +244,22 @@ def run_job(rt: Runtime, job_id: str, kind: str, claimed: JobRecord | None = Non
     """Run one job to a final status; returns that status (None when there was nothing to run). ``claimed``: the
     record of a job a batch has just started (JobStore.start_queued), run as it is."""
     lost = claimed or rt.jobs.get(job_id)
-    if claimed is None and lost is not None and lost.status == "running" and lost.attempts >= rt.settings.max_attempts:
+    if (
+        claimed is None
+        and lost is not None
+        and lost.status == "running"
+        and lost.attempts >= rt.settings.max_attempts
+    ):
         # Every earlier attempt ended without recording an end: its worker process died (killed, out of memory).
         log.error("job %s: its worker died in each of %d attempts; not tried again", job_id, lost.attempts)
-        rt.jobs.mark_failed(job_id, "worker_lost", (
-            f"the worker running this job stopped without finishing it {lost.attempts} times (killed, out of "
-            "memory or crashed), so it is not tried again; ask for fewer frames, or report the job id"))
+        rt.jobs.mark_failed(
+            job_id,
+            "worker_lost",
+            (
+                f"the worker running this job stopped without finishing it {lost.attempts} times (killed, out of "
+                "memory or crashed), so it is not tried again; ask for fewer frames, or report the job id"
+            ),
+        )
         return "failed"
     job = claimed or rt.jobs.mark_running(job_id)
     if job is None:
@@ -320,7 +338,9 @@ def run_task(job_id: str, kind: str) -> None:
         for member in [job_id, *batching.members(rt, job_id)]:
             rt.jobs.mark_failed(member, failure.code, failure.message)
     except REDIS_ERRORS as e:
-        log.warning("job %s: the job store (Redis) is unreachable (%s); the task goes back to the queue", job_id, e)
+        log.warning(
+            "job %s: the job store (Redis) is unreachable (%s); the task goes back to the queue", job_id, e
+        )
         raise Reject(str(e), requeue=True) from e
 
 

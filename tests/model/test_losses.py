@@ -9,7 +9,9 @@ from model.warp import flow_from_fields, identity_grid
 
 
 def test_smoothness_is_zero_for_a_constant_flow():
-    fields = identity_grid(8, 8) + torch.arange(3.0)[:, None, None, None] * torch.tensor([0.1, -0.05])  # (3, 8, 8, 2)
+    fields = identity_grid(8, 8) + torch.arange(3.0)[:, None, None, None] * torch.tensor(
+        [0.1, -0.05]
+    )  # (3, 8, 8, 2)
     flow = flow_from_fields(fields[None])[0]  # (2, 8, 8, 2): constant velocity
     image = torch.rand(2, 3, 8, 8) * 2 - 1
     assert edge_aware_smoothness(flow, image) < 1e-7  # 0 up to the rounding of fields[t + 1] - fields[t]

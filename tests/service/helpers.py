@@ -46,7 +46,9 @@ class Server:
         self.app = create_app(settings)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self._server = uvicorn.Server(
+            uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
     def __enter__(self) -> Server:
@@ -87,7 +89,11 @@ class Server:
 
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:
     values = dict(
-        redis_url=REDIS_URL, local_storage_dir=tmp_path / "artifacts", max_upload_bytes=MAX_UPLOAD_BYTES,
-        max_upload_pixels=MAX_UPLOAD_PIXELS, worker_ping_timeout_s=0.2, readiness_cache_s=0,
+        redis_url=REDIS_URL,
+        local_storage_dir=tmp_path / "artifacts",
+        max_upload_bytes=MAX_UPLOAD_BYTES,
+        max_upload_pixels=MAX_UPLOAD_PIXELS,
+        worker_ping_timeout_s=0.2,
+        readiness_cache_s=0,
     )
     return Settings(**(values | overrides))

@@ -18,7 +18,11 @@ def test_defaults_are_the_embedded_mode(monkeypatch: pytest.MonkeyPatch):
         monkeypatch.delenv(name, raising=False)
     a, b = Settings(), Settings()
     assert a.redis_url == "redis://127.0.0.1:6379/0" and a.storage_backend == "local"
-    assert a.checkpoint == DEFAULT_CHECKPOINT == Path(__file__).resolve().parents[2] / "model" / "weights" / "small"
+    assert (
+        a.checkpoint
+        == DEFAULT_CHECKPOINT
+        == Path(__file__).resolve().parents[2] / "model" / "weights" / "small"
+    )
     assert a.max_frames == 128
     # No secret configured: a random one per process (per Settings object here).
     assert len(a.url_secret.get_secret_value()) >= 32

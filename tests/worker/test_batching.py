@@ -39,7 +39,9 @@ def rt(tmp_path, tiny_checkpoint) -> Runtime:
 def queue(rt: Runtime, seed: int, num_frames: int = 4, kind: str = "generate", **create) -> JobRecord:
     params = {"seed": seed, "motion_seed": seed + 100, "num_frames": num_frames, "fps": 8}
     job = rt.jobs.create(kind, params, queue=rt.settings.generate_queue, **create)
-    time.sleep(0.002)  # the queue order has millisecond resolution: jobs of the same millisecond are in any order
+    time.sleep(
+        0.002
+    )  # the queue order has millisecond resolution: jobs of the same millisecond are in any order
     return job
 
 
@@ -165,4 +167,8 @@ def test_a_cancel_stops_only_that_job_of_the_batch(rt):
         batching.claim(rt, leader.id, job.id)
     rt.jobs.cancel(member.id)  # asked while the batch holds it
     batching.run(rt, leader.id, "generate", run_job)
-    assert [rt.jobs.get(j.id).status for j in (leader, member, other)] == ["succeeded", "canceled", "succeeded"]
+    assert [rt.jobs.get(j.id).status for j in (leader, member, other)] == [
+        "succeeded",
+        "canceled",
+        "succeeded",
+    ]

@@ -20,18 +20,24 @@ def warp(canonical: torch.Tensor, fields: torch.Tensor) -> torch.Tensor:
     """The convention of API.md, written here independently of model/: (3, H, W), (T, H, W, 2) -> (T, 3, H, W)."""
     num_frames = fields.shape[0]
     return F.grid_sample(
-        canonical[None].expand(num_frames, -1, -1, -1), fields, mode="bilinear", padding_mode="border",
+        canonical[None].expand(num_frames, -1, -1, -1),
+        fields,
+        mode="bilinear",
+        padding_mode="border",
         align_corners=False,
     )  # (T, 3, H, W)
 
 
 def yuv420(frames: np.ndarray) -> np.ndarray:
     """(T, H, W, 3) uint8 RGB -> the same after a round trip through yuv420p (chroma at half resolution)."""
-    return np.stack([
-        av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24").reformat(format="yuv420p")
-        .to_ndarray(format="rgb24")
-        for f in frames
-    ])
+    return np.stack(
+        [
+            av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
+            .reformat(format="yuv420p")
+            .to_ndarray(format="rgb24")
+            for f in frames
+        ]
+    )
 
 
 def video_psnr(video: bytes, canonical_png: bytes, fields: torch.Tensor) -> tuple[float, float]:
