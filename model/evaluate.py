@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from core import video
 from model import metrics
 from model.checkpoint import load_checkpoint, resolve_device
 from model.data import VideoClips, video_paths
@@ -205,8 +206,7 @@ def save_gif(videos: torch.Tensor, path: Path, count: int = 4, scale: int = 2, f
         _uint8(videos[:count]).repeat_interleave(scale, dim=3).repeat_interleave(scale, dim=4)
     )  # (n, T, 3, sH, sW)
     row = torch.cat(list(v), dim=3)  # (T, 3, sH, n * sW)
-    images = [Image.fromarray(f.permute(1, 2, 0).numpy()) for f in row]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+    path.write_bytes(video.encode_gif(row.permute(0, 2, 3, 1).numpy(), fps))
 
 
 def write_outputs(report: dict[str, Any], shown: dict[str, torch.Tensor], out: Path) -> None:

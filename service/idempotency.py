@@ -22,11 +22,11 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.jobs import IdempotencyRecords
+
 log = logging.getLogger(__name__)
 
-KEY_PREFIX = "gendef:idempotency:"
 MAX_KEY_CHARS = 255
-PENDING_TTL_S = 120  # a claim whose request never finished (the process died) frees the key after this
 KEPT_HEADERS = ("content-type", "location")
 
 
@@ -48,10 +48,9 @@ def fingerprint(path: str, content_type: str, body: bytes) -> str:
 
 
 class Idempotency:
-    def __init__(self, app: ASGIApp, redis_client: redis.Redis, ttl_s: int):
+    def __init__(self, app: ASGIApp, records: IdempotencyRecords):
         self.app = app
-        self.redis = redis_client
-        self.ttl_s = ttl_s
+        self.records = records
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = Headers(scope=scope)
@@ -73,10 +72,10 @@ class Idempotency:
         if body is None:
             return
         caller = headers.get("authorization", "")
-        rkey = KEY_PREFIX + hashlib.sha256(f"{caller}\n{key}".encode()).hexdigest()
+        rkey = self.records.key(caller, key)
         mine = fingerprint(scope["path"], headers.get("content-type", ""), body)
         try:
-            stored = await run_in_threadpool(self._claim, rkey, mine)
+            stored = await run_in_threadpool(self.records.claim, rkey, mine)
         except (redis.ConnectionError, redis.TimeoutError) as e:
             log.warning("idempotency: Redis unreachable (%s)", e)
             await JSONResponse(
@@ -89,13 +88,6 @@ class Idempotency:
             await self._answer_again(stored, mine)(scope, receive, send)
             return
         await self._first(scope, receive, send, body, rkey, mine)
-
-    def _claim(self, rkey: str, mine: str) -> dict[str, Any] | None:
-        """None when this request now holds the key; else what is stored under it."""
-        if self.redis.set(rkey, json.dumps({"fingerprint": mine}), nx=True, ex=PENDING_TTL_S):
-            return None
-        raw = self.redis.get(rkey)
-        return json.loads(raw) if raw else self._claim(rkey, mine)  # expired in between: claim it
 
     @staticmethod
     def _answer_again(stored: dict[str, Any], mine: str) -> Response:
@@ -163,9 +155,9 @@ class Idempotency:
                     "headers": answer["headers"],
                     "body": answer["body"].decode(),
                 }
-                self.redis.set(rkey, json.dumps(stored), ex=self.ttl_s)
+                self.records.keep(rkey, stored)
             else:
-                self.redis.delete(rkey)
+                self.records.release(rkey)
         except (redis.ConnectionError, redis.TimeoutError) as e:  # the pending claim expires on its own
             log.warning("idempotency: could not record the answer under its key (%s)", e)
 

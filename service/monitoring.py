@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from prometheus_client.core import CollectorRegistry, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from core.jobs import KINDS, STATUSES
+from core.queues import live_workers, queue_names
 from service.deps import Services
-from service.jobs import KINDS, STATUSES
-from service.queue import live_workers, queue_names
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class Readiness:
         return checks
 
 
-class JobMetrics(Collector):
+class JobCollector(Collector):
     """Read at each scrape: job records by kind and status, the duration histogram, the queues' lengths."""
 
     def __init__(self, svc: Services):
@@ -94,5 +94,5 @@ class JobMetrics(Collector):
 
 def metrics_registry(svc: Services) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(JobMetrics(svc))
+    registry.register(JobCollector(svc))
     return registry

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from service.storage import StorageUnavailable, Store
+from core.storage import StorageUnavailable, Store
 
 log = logging.getLogger(__name__)
 

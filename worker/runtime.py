@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 from functools import cached_property
 
+from core.jobs import JobStore, connect_redis
+from core.queues import make_celery
+from core.settings import Settings, get_settings
+from core.storage import Store, make_store
+from core.webhooks import Notifier
 from model.checkpoint import load_checkpoint, resolve_device
 from model.gendef import GenDeF
 from model.inference import prepare
-from service.jobs import JobStore, connect_redis
-from service.queue import make_celery
-from service.settings import Settings, get_settings
-from service.storage import Store, make_store
-from service.webhooks import Notifier
 from worker.retry import RetryingStore
 
 log = logging.getLogger(__name__)

@@ -12,27 +12,19 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from service.deps import Services, ServicesDep
-from service.jobs import FINAL, JobRecord
-from service.schemas import JobDocument, Message
+from core.documents import JobDocument
+from core.jobs import FINAL, JobRecord
+from service.deps import JobDep, Services, ServicesDep
+from service.schemas import Message
 
 router = APIRouter(tags=["jobs"])
 
 RECONNECT_MS = 2000  # how long an EventSource waits before it reconnects after a dropped connection
-
-
-def _existing(job_id: str, svc: ServicesDep) -> JobRecord:
-    """404 before the stream starts (its status line cannot change once it has)."""
-    job = svc.jobs.get(job_id)
-    if job is None:
-        raise HTTPException(404, f"job {job_id} does not exist (or its record has expired)")
-    return job
 
 
 def _event(name: str, data: str) -> bytes:
@@ -78,9 +70,7 @@ async def _stream(svc: Services, request: Request, job: JobRecord) -> AsyncItera
         404: {"model": Message, "description": "no such job"},
     },
 )
-def job_events(
-    job: Annotated[JobRecord, Depends(_existing)], svc: ServicesDep, request: Request
-) -> StreamingResponse:
+def job_events(job: JobDep, svc: ServicesDep, request: Request) -> StreamingResponse:
     """Follow a job live (for a browser: `new EventSource("/jobs/{id}/events")`)."""
     return StreamingResponse(
         _stream(svc, request, job),

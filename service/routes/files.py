@@ -7,9 +7,9 @@ import mimetypes
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 
+from core.storage import ExpiredSignature, InvalidSignature, LocalStore
 from service.deps import AnyServicesDep
 from service.schemas import Message
-from service.storage import ExpiredSignature, InvalidSignature, LocalStore
 
 router = APIRouter(tags=["files"])
 

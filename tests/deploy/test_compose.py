@@ -17,7 +17,8 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from service.settings import Settings
+from core.settings import Settings
+from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -85,8 +86,10 @@ Compose = Callable[..., subprocess.CompletedProcess[str]]
 def docker_compose(tmp_path_factory: pytest.TempPathFactory) -> Compose:
     """Runs `docker-compose ARGS` on the repo's file with only `env` set of the variables it reads: neither the
     caller's environment nor a developer's .env leak in."""
-    if shutil.which("docker-compose") is None:
-        pytest.skip("docker-compose is not installed (Debian: apt-get install docker-compose; .ci/run does)")
+    require_tool(
+        shutil.which("docker-compose") is not None,
+        "docker-compose is not installed (Debian: apt-get install docker-compose; .ci/run does)",
+    )
     no_env_file = tmp_path_factory.mktemp("compose") / "empty.env"
     no_env_file.touch()
 

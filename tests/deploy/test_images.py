@@ -17,14 +17,14 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
-FIRST_PARTY = {"model", "service", "worker", "client"}
+FIRST_PARTY = {"core", "model", "service", "worker", "client"}
 # Run only by `make run` (embedded mode), never in an image.
 NOT_IN_IMAGES = {"service/embedded.py"}
 
 # image -> (its requirements file, the packages it runs, what its Dockerfile installs besides the file)
 IMAGES = {
-    "api": ("docker/api-requirements.txt", ["service"], set()),
-    "worker": ("docker/worker-requirements.txt", ["model", "service", "worker"], {"torch"}),
+    "api": ("docker/api-requirements.txt", ["core", "service"], set()),
+    "worker": ("docker/worker-requirements.txt", ["core", "model", "worker"], {"torch"}),
 }
 
 

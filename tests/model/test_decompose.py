@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.apps import to_field_units
 from model.decompose import DecomposeConfig, base_fields, canonical_size, decompose, level_weights, psnr
+from model.tracking import to_field_units
 from model.warp import render
 
 H = W = 32

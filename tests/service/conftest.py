@@ -16,12 +16,13 @@ import httpx
 import pytest
 import redis
 
-from tests.service.helpers import REDIS_URL, Server, free_port, make_settings
+from tests.redis_server import redis_url
+from tests.service.helpers import REDIS_DB, Server, free_port, make_settings
 
 
 @pytest.fixture
 def redis_db() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    client = redis.Redis.from_url(redis_url(REDIS_DB), decode_responses=True)
     client.flushdb()
     yield client
     client.flushdb()

@@ -12,12 +12,13 @@ import numpy as np
 import uvicorn
 from PIL import Image
 
+from core.jobs import Artifact, JobRecord, JobStore
+from core.settings import Settings
+from core.storage import LocalStore, artifact_key
 from service.app import create_app
-from service.jobs import Artifact, JobRecord, JobStore
-from service.settings import Settings
-from service.storage import LocalStore, artifact_key
+from tests.redis_server import redis_url
 
-REDIS_URL = "redis://127.0.0.1:6379/11"
+REDIS_DB = 11
 MAX_UPLOAD_BYTES = 256 * 1024
 MAX_UPLOAD_PIXELS = 512 * 512
 CANONICAL_SIZE = (64, 64)
@@ -89,7 +90,7 @@ class Server:
 
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:
     values = dict(
-        redis_url=REDIS_URL,
+        redis_url=redis_url(REDIS_DB),
         local_storage_dir=tmp_path / "artifacts",
         max_upload_bytes=MAX_UPLOAD_BYTES,
         max_upload_pixels=MAX_UPLOAD_PIXELS,

@@ -12,8 +12,9 @@ import httpx
 import pytest
 import redis
 
-from service.jobs import Artifact
-from tests.service.helpers import REDIS_URL, S3_CREDENTIALS, Server, free_port, make_settings, png_bytes
+from core.jobs import Artifact
+from tests.redis_server import redis_url
+from tests.service.helpers import REDIS_DB, S3_CREDENTIALS, Server, free_port, make_settings, png_bytes
 
 
 def test_healthz(http: httpx.Client):
@@ -38,7 +39,7 @@ def test_readyz_with_a_live_celery_worker_is_200(http: httpx.Client, tmp_path: P
             "-m",
             "celery",
             "--broker",
-            REDIS_URL,
+            redis_url(REDIS_DB),
             "worker",
             "--pool=solo",
             "--without-mingle",
@@ -143,12 +144,12 @@ def test_store_down_during_an_edit_is_503(redis_db: redis.Redis, tmp_path: Path)
 
 def test_the_api_never_imports_torch_model_or_worker(tmp_path: Path):
     code = (
-        "import sys, service.app, service.settings, service.jobs, service.storage\n"
+        "import sys, service.app, core.settings, core.jobs, core.storage\n"
         "service.app.create_app()\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'model', 'worker'))\n"
         "assert not bad, bad\n"
     )
-    env = os.environ | {"GENDEF_REDIS_URL": REDIS_URL, "GENDEF_LOCAL_STORAGE_DIR": str(tmp_path)}
+    env = os.environ | {"GENDEF_REDIS_URL": redis_url(REDIS_DB), "GENDEF_LOCAL_STORAGE_DIR": str(tmp_path)}
     result = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

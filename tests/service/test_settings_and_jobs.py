@@ -9,8 +9,8 @@ import pytest
 import redis
 from pydantic import ValidationError
 
-from service.jobs import Artifact, JobStore
-from service.settings import DEFAULT_CHECKPOINT, Settings
+from core.jobs import Artifact, JobStore
+from core.settings import DEFAULT_CHECKPOINT, Settings
 
 
 def test_defaults_are_the_embedded_mode(monkeypatch: pytest.MonkeyPatch):

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import redis
 
-from service.storage import (
+from core.storage import (
     BlobNotFound,
     ExpiredSignature,
     InvalidSignature,

@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 import redis
 
-from service.jobs import JobRecord, JobStore, connect_redis
-from service.queue import enqueue, live_workers, make_celery
-from service.settings import Settings
-from service.storage import artifact_key
+from core.jobs import JobRecord, JobStore, connect_redis
+from core.queues import enqueue, live_workers, make_celery
+from core.settings import Settings
+from core.storage import artifact_key
+from tests.redis_server import redis_url
 
-REDIS_URL = "redis://127.0.0.1:6379/12"
+REDIS_DB = 12
 
 
 @pytest.fixture
@@ -56,7 +57,7 @@ def start_worker(
         name = f"test-worker-{secrets.token_hex(4)}"
         values = (
             dict(
-                redis_url=REDIS_URL,
+                redis_url=redis_url(REDIS_DB),
                 generate_queue=f"{name}-generate",
                 edit_queue=f"{name}-edit",
                 local_storage_dir=tmp_path / "artifacts",
@@ -98,7 +99,7 @@ def start_worker(
         return settings, process
 
     yield start
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(redis_url(REDIS_DB))
     for settings, process in started:
         process.terminate()
         process.wait(30)

@@ -10,21 +10,22 @@ import pytest
 import torch
 from PIL import Image
 
+from core.jobs import JobRecord
+from core.settings import Settings
+from core.storage import input_key
 from model.checkpoint import load_checkpoint
-from service.jobs import JobRecord
-from service.settings import Settings
-from service.storage import input_key
-from tests.worker.video_checks import MIN_PSNR_DB, video_psnr
+from tests.redis_server import redis_url
+from tests.worker.video_checks import MIN_PSNR_DB, decode_video, video_psnr
 from worker import media
 from worker.runtime import Runtime
 from worker.tasks import run_job
 
-REDIS_URL = "redis://127.0.0.1:6379/12"  # record keys are random job ids: nothing to flush
+REDIS_DB = 12  # record keys are random job ids: nothing to flush
 
 
 def make_settings(tmp_path, checkpoint, **overrides) -> Settings:
     values = dict(
-        redis_url=REDIS_URL,
+        redis_url=redis_url(REDIS_DB),
         storage_backend="local",
         local_storage_dir=tmp_path / "artifacts",
         checkpoint=checkpoint,
@@ -158,8 +159,8 @@ def test_edit_warps_the_upload_by_the_parents_fields_without_the_model(tmp_path,
     warped, _ = video_psnr(blob(rt, job, "video"), blob(rt, job, "canonical"), fields)
     assert warped > MIN_PSNR_DB
     # the edit is in the video: it differs from the parent's where the square went
-    edited_frames, _ = media.decode_video(blob(rt, job, "video"))
-    parent_frames, _ = media.decode_video(blob(rt, parent, "video"))
+    edited_frames, _ = decode_video(blob(rt, job, "video"))
+    parent_frames, _ = decode_video(blob(rt, parent, "video"))
     assert (edited_frames[..., 0].astype(int) - parent_frames[..., 0]).max() > 100
 
 

@@ -16,6 +16,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.video import Limits
+
 # The shipped weights, found from this file so the service never imports model/ to locate them.
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "model" / "weights" / "small"
 
@@ -144,6 +146,16 @@ class Settings(BaseSettings):
             raise ValueError(f"GENDEF_URL_SECRET is too short: use at least {MIN_SECRET_CHARS} characters")
         self.url_secret = SecretStr(secrets.token_urlsafe(32))
         return self
+
+
+def video_limits(settings: Settings) -> Limits:
+    """The per-frame checks of a /decompose upload: its frames are decoded by the API and the worker alike."""
+    return Limits(
+        max_pixels=settings.max_video_pixels,
+        max_frames=settings.max_video_frames,
+        max_duration_s=settings.max_video_duration_s,
+        max_total_pixels=settings.max_video_pixels * settings.max_frames,  # the frames a job uses, at most
+    )
 
 
 @lru_cache
