@@ -1,4 +1,4 @@
-"""Decomposition of real clips (issue 7's target: PSNR >= 30 dB within 5 minutes on a 2-core CPU).
+"""Decomposition of real clips (the target: PSNR >= 30 dB within 5 minutes on a 2-core CPU).
 
     .venv/bin/python -m benchmarks.decompose [--frames 32] [--resolution 128] [--steps N] [--clips bikes ...]
         [--threads N]

@@ -1,4 +1,4 @@
-"""A small HTTP client for the gendef API (the contract is shared/API.md)."""
+"""A small HTTP client for the gendef API (the contract is docs/API.md)."""
 
 from __future__ import annotations
 

@@ -79,8 +79,10 @@ class JobRecord:
     cancel_requested: bool = False
     queue: str | None = None  # the Celery queue it was sent to (its queue position is counted there)
     stage_started_at: dict[str, str] = field(default_factory=dict)  # stage -> ISO time, this attempt's stages
-    webhook: dict[str, Any] | None = None  # {"url", "events"}: see service/webhooks.py
-    owner: str | None = None  # SHA-256 of the API key that submitted it (service/auth.py); None without keys
+    webhook: dict[str, Any] | None = None  # {"url", "events"}: see core/webhooks.py
+    owner: str | None = (
+        None  # SHA-256 of the API key that submitted it (core.jobs.OwnedJobStore); None without keys
+    )
     result: dict[str, Any] | None = (
         None  # figures a job reports besides its artifacts (decompose: PSNR so far)
     )
@@ -295,51 +297,23 @@ class JobStore:
         job = self.get(job_id)
         return job is None or job.cancel_requested or job.status == "canceled"
 
-    def mark_canceled(self, job_id: str) -> JobRecord | None:
+    def _end(self, job_id: str, changes: dict[str, Any]) -> JobRecord | None:
+        """Apply the changes that end a job (and stamp finished_at), unless it has ended already."""
         return self._update(
             job_id,
-            lambda job: (
-                None
-                if job.status in FINAL
-                else {
-                    "status": "canceled",
-                    "finished_at": utc_now(),
-                    "stage": None,
-                }
-            ),
+            lambda job: None if job.status in FINAL else changes | {"finished_at": utc_now(), "stage": None},
         )
 
+    def mark_canceled(self, job_id: str) -> JobRecord | None:
+        return self._end(job_id, {"status": "canceled"})
+
     def mark_succeeded(self, job_id: str, artifacts: dict[str, Artifact]) -> JobRecord | None:
-        return self._update(
-            job_id,
-            lambda job: (
-                None
-                if job.status in FINAL
-                else {
-                    "status": "succeeded",
-                    "progress": 1.0,
-                    "stage": None,
-                    "artifacts": artifacts,
-                    "finished_at": utc_now(),
-                    "error": None,
-                }
-            ),
+        return self._end(
+            job_id, {"status": "succeeded", "progress": 1.0, "artifacts": artifacts, "error": None}
         )
 
     def mark_failed(self, job_id: str, code: str, message: str) -> JobRecord | None:
-        return self._update(
-            job_id,
-            lambda job: (
-                None
-                if job.status in FINAL
-                else {
-                    "status": "failed",
-                    "stage": None,
-                    "error": {"code": code, "message": message},
-                    "finished_at": utc_now(),
-                }
-            ),
-        )
+        return self._end(job_id, {"status": "failed", "error": {"code": code, "message": message}})
 
     # --- dynamic batching (worker/batching.py) ---------------------------------------------------------------
 

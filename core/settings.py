@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     worker_ping_timeout_s: float = Field(1.0, gt=0)
     readiness_cache_s: float = Field(5.0, ge=0)
 
-    # Webhooks (service/webhooks.py): HMAC-SHA256 key of their X-Gendef-Signature header, at least 32 characters;
+    # Webhooks (core/webhooks.py): HMAC-SHA256 key of their X-Gendef-Signature header, at least 32 characters;
     # empty: requests that ask for a webhook are refused. Deliveries are Celery tasks on webhook_queue, tried
     # webhook_attempts times, waiting webhook_backoff_s, 2x, 4x ... between tries.
     webhook_secret: SecretStr = SecretStr("")

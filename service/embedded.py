@@ -58,6 +58,18 @@ def port_is_free(port: int) -> bool:
         return True
 
 
+def worker_args(hostname: str) -> list[str]:
+    """The command line of one Celery worker of this project (concurrency 1, its log at INFO)."""
+    args = ["-m", "celery", "-A", "worker.celery_app", "worker", "--concurrency", "1", "--loglevel", "INFO"]
+    return [sys.executable, *args, "--hostname", hostname]
+
+
+def api_args(port: int) -> list[str]:
+    """The command line of the API under uvicorn on 127.0.0.1:port."""
+    args = ["-m", "uvicorn", "--factory", "service.app:create_app", "--host", "127.0.0.1"]
+    return [sys.executable, *args, "--port", str(port)]
+
+
 def _die_with_parent() -> None:
     """In the child, before exec: get SIGTERM if this launcher dies without stopping it (Linux only)."""
     PR_SET_PDEATHSIG = 1
@@ -171,20 +183,7 @@ def main() -> int:
         children.append(
             start(
                 "worker",
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "worker.celery_app",
-                    "worker",
-                    "--concurrency",
-                    "1",
-                    "--loglevel",
-                    "INFO",
-                    "--hostname",
-                    f"embedded-{port}@%h",
-                ],
+                worker_args(f"embedded-{port}@%h"),
                 env,
                 # warm shutdown (finish the job in hand), then cold (its unacknowledged job goes back to the queue)
                 ((signal.SIGTERM, 10.0), (signal.SIGQUIT, 5.0)),
@@ -193,17 +192,7 @@ def main() -> int:
         children.append(
             start(
                 "api",
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "--factory",
-                    "service.app:create_app",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                ],
+                api_args(port),
                 env,
                 ((signal.SIGTERM, 10.0),),
             )

@@ -54,9 +54,7 @@ def _compose_defaults() -> dict[str, str]:
 def test_every_gendef_variable_in_compose_and_env_example_is_a_setting() -> None:
     for path in (COMPOSE, ENV_EXAMPLE):
         unknown = set(re.findall(r"GENDEF_[A-Z0-9_]+", path.read_text())) - SETTINGS_VARS
-        assert not unknown, (
-            f"{path.name} names variables service/settings.py does not read: {sorted(unknown)}"
-        )
+        assert not unknown, f"{path.name} names variables core/settings.py does not read: {sorted(unknown)}"
 
 
 def test_every_setting_reaches_the_containers() -> None:

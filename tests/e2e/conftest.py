@@ -22,6 +22,7 @@ import httpx
 import pytest
 import redis
 
+from service import embedded
 from tests.redis_server import redis_url
 
 REDIS_DB = 12
@@ -156,36 +157,13 @@ def api_url(deployment_env: dict[str, str], e2e_logs: Path) -> Iterator[str]:
     port = free_port()
     worker_log, api_log = e2e_logs / "worker.log", e2e_logs / "api.log"
     worker = spawn(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.celery_app",
-            "worker",
-            "--concurrency",
-            "1",
-            "--loglevel",
-            "INFO",
-            "--hostname",
-            f"e2e-{port}@%h",
-        ],
+        embedded.worker_args(f"e2e-{port}@%h"),
         worker_log,
         env=deployment_env,
         cwd=e2e_logs,
     )
     api = spawn(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "service.app:create_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
+        embedded.api_args(port),
         api_log,
         env=deployment_env,
         cwd=e2e_logs,

@@ -1,4 +1,4 @@
-"""What users do (issue 3, scenarios 1-5) over plain HTTP against the production-mode deployment of `api_url`:
+"""What users do (the README's session, steps 1-5) over plain HTTP against the production-mode deployment of `api_url`:
 artifacts fetched from their presigned URLs and checked against grid_sample(canonical, fields) computed here."""
 
 from __future__ import annotations

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +16,7 @@ import pytest
 from core.jobs import JobRecord, JobStore, connect_redis
 from core.queues import live_workers, make_celery
 from core.settings import Settings
+from service import embedded
 from tests.e2e.conftest import free_port, spawn, stop, wait_for
 from tests.redis_server import RedisServer
 
@@ -112,20 +112,7 @@ class Deployment:
         name = f"worker-{len(self.processes)}-{free_port()}"
         log = self.folder / f"{name}.log"
         process = spawn(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker.celery_app",
-                "worker",
-                "--concurrency",
-                "1",
-                "--hostname",
-                f"{name}@localhost",
-                "--loglevel",
-                "INFO",
-            ],
+            embedded.worker_args(f"{name}@localhost"),
             log,
             env=self.env,
             cwd=self.folder,
@@ -140,17 +127,7 @@ class Deployment:
         port = free_port()
         log = self.folder / f"api-{port}.log"
         process = spawn(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "service.app:create_app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
+            embedded.api_args(port),
             log,
             env=self.env,
             cwd=self.folder,

@@ -8,7 +8,6 @@ import os
 import secrets
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +20,7 @@ from core.jobs import JobRecord, JobStore, connect_redis
 from core.queues import enqueue, live_workers, make_celery
 from core.settings import Settings
 from core.storage import artifact_key
+from service import embedded
 from tests.redis_server import redis_url
 
 REDIS_DB = 12
@@ -73,20 +73,7 @@ def start_worker(
         log = tmp_path / f"{name}.log"
         with open(log, "wb") as out:
             process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "worker.celery_app",
-                    "worker",
-                    "--concurrency",
-                    "1",
-                    "--hostname",
-                    hostname,
-                    "--loglevel",
-                    "INFO",
-                ],
+                embedded.worker_args(hostname),
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
