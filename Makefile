@@ -26,7 +26,8 @@ run: $(STAMP)
 	PORT=$(PORT) $(BIN)/python -m service.embedded
 
 lint: $(STAMP)
-	$(BIN)/ruff check model service worker client tests benchmarks
+	$(BIN)/ruff check core model service worker client tests benchmarks
+	$(BIN)/ruff format --check core model service worker client tests benchmarks
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/model_speed.py

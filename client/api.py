@@ -1,4 +1,4 @@
-"""A small HTTP client for the gendef API (the contract is shared/API.md)."""
+"""A small HTTP client for the gendef API (the contract is docs/API.md)."""
 
 from __future__ import annotations
 
@@ -112,7 +112,9 @@ class Client:
             "fps": fps,
             "canonical_from": canonical_from,
         }
-        return self._request("POST", "/generate", json={k: v for k, v in body.items() if v is not None}).json()
+        return self._request(
+            "POST", "/generate", json={k: v for k, v in body.items() if v is not None}
+        ).json()
 
     def resample(
         self,
@@ -170,7 +172,9 @@ class Client:
         The file appears whole or not at all."""
         artifacts = job.get("artifacts") or {}
         if artifact not in artifacts:
-            raise GendefError(f"job {job['id']} has no {artifact!r} artifact (it has: {', '.join(artifacts)})")
+            raise GendefError(
+                f"job {job['id']} has no {artifact!r} artifact (it has: {', '.join(artifacts)})"
+            )
         dest = Path(dest)
         partial = dest.with_name(dest.name + ".part")
         url = artifacts[artifact]["url"]  # presigned S3 URL, or a path of the API itself in embedded mode
@@ -187,7 +191,9 @@ class Client:
                         f.write(chunk)
         except httpx.TransportError as e:
             partial.unlink(missing_ok=True)
-            raise ServerUnreachable(f"downloading the {artifact} of job {job['id']} from {url} failed: {e}") from e
+            raise ServerUnreachable(
+                f"downloading the {artifact} of job {job['id']} from {url} failed: {e}"
+            ) from e
         except BaseException:
             partial.unlink(missing_ok=True)
             raise

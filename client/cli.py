@@ -79,14 +79,18 @@ def _parser() -> argparse.ArgumentParser:
     def waiting(p: argparse.ArgumentParser, what: str) -> None:
         p.add_argument("--fps", type=int, help="frame rate of the encoded video")
         p.add_argument("-o", "--output", help=f"where to write the {what} video (default: JOB_ID.mp4)")
-        p.add_argument("--timeout", type=float, help="give up waiting after this many seconds (the job goes on)")
+        p.add_argument(
+            "--timeout", type=float, help="give up waiting after this many seconds (the job goes on)"
+        )
         p.add_argument("--poll", type=float, default=0.5, help="seconds between status checks (default: 0.5)")
 
     p = sub.add_parser("generate", help="generate a video from a content seed and a motion seed")
     p.add_argument("--seed", type=int, help="content seed: decides the canonical image (default: random)")
     p.add_argument("--motion-seed", type=int, help="motion seed: decides the motion (default: random)")
     p.add_argument("--frames", type=int, help="number of frames (default: the API's, 16)")
-    p.add_argument("--canonical", metavar="PNG", help="also save the canonical image here, the start of an edit")
+    p.add_argument(
+        "--canonical", metavar="PNG", help="also save the canonical image here, the start of an edit"
+    )
     waiting(p, "generated")
     p.set_defaults(run=_generate)
 
@@ -122,8 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gendef: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\ngendef: interrupted; a queued job goes on (`gendef status JOB_ID`, `gendef cancel JOB_ID`)",
-              file=sys.stderr)
+        print(
+            "\ngendef: interrupted; a queued job goes on (`gendef status JOB_ID`, `gendef cancel JOB_ID`)",
+            file=sys.stderr,
+        )
         return 130
     return 0
 

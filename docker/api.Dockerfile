@@ -12,6 +12,7 @@ COPY docker/api-requirements.txt ./
 RUN pip install -r api-requirements.txt
 
 COPY pyproject.toml README.md ./
+COPY core ./core
 COPY service ./service
 RUN pip install --no-deps . && rm -rf build
 

@@ -21,7 +21,7 @@ RUN pip install -r worker-requirements.txt
 
 COPY pyproject.toml README.md ./
 COPY model ./model
-COPY service ./service
+COPY core ./core
 COPY worker ./worker
 # Editable: the code and the shipped checkpoint stay at /app (GENDEF_CHECKPOINT=/app/model/weights/small).
 RUN pip install --no-deps -e .

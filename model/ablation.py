@@ -44,9 +44,17 @@ from model.train import TrainConfig
 log = logging.getLogger(__name__)
 
 ARMS = ("full", "no_field_reg", "first_recipe", "no_smooth", "no_canonical_cond")
-NO_FIELD_REG = {"offset_weight": 0.0, "off_canvas_weight": 0.0, "offset_smooth_weight": 0.0, "fold_weight": 0.0}
+NO_FIELD_REG = {
+    "offset_weight": 0.0,
+    "off_canvas_weight": 0.0,
+    "offset_smooth_weight": 0.0,
+    "fold_weight": 0.0,
+}
 FIRST_RECIPE_TRAINING = NO_FIELD_REG | {
-    "deform_lr_mult": 1.0, "canonical_lr_mult": 1.0, "canonical_freeze_steps": 0, "image_weight": 0.0
+    "deform_lr_mult": 1.0,
+    "canonical_lr_mult": 1.0,
+    "canonical_freeze_steps": 0,
+    "image_weight": 0.0,
 }
 
 

@@ -23,7 +23,10 @@ class CanonicalGenerator(nn.Module):
         # layer i runs at self.layer_res[i]; the first resolution has one layer, every later one two (up, same)
         layers, self.layer_res = [SynthesisLayer(ch[4], ch[4], cfg.w_dim, up=False)], [4]
         for r in self.resolutions[1:]:
-            layers += [SynthesisLayer(ch[r // 2], ch[r], cfg.w_dim, up=True), SynthesisLayer(ch[r], ch[r], cfg.w_dim, up=False)]
+            layers += [
+                SynthesisLayer(ch[r // 2], ch[r], cfg.w_dim, up=True),
+                SynthesisLayer(ch[r], ch[r], cfg.w_dim, up=False),
+            ]
             self.layer_res += [r, r]
         self.layers = nn.ModuleList(layers)
         self.to_rgb = nn.ModuleList([ToImage(ch[r], 3, cfg.w_dim) for r in self.resolutions])

@@ -25,7 +25,7 @@ WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "MODEL_CARD.md"
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """"auto" -> the first CUDA device if there is one, else the CPU; anything else as torch reads it."""
+    """ "auto" -> the first CUDA device if there is one, else the CPU; anything else as torch reads it."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -68,7 +68,10 @@ def _model_card(model: GenDeF, card: dict[str, Any] | None) -> str:
         f"- max_frames: {model.config.max_frames}",
         f"- parameters: {params:,}",
     ]
-    lines += [f"- {key}: {json.dumps(value) if isinstance(value, dict | list) else value}" for key, value in card.items()]
+    lines += [
+        f"- {key}: {json.dumps(value) if isinstance(value, dict | list) else value}"
+        for key, value in card.items()
+    ]
     return "\n".join(lines) + "\n"
 
 

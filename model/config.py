@@ -20,7 +20,9 @@ class CanonicalConfig:
     z_dim: int = 512  # content code size; the deformation generator's own mapping reads the same z
     w_dim: int = 512  # style vector size
     mapping_layers: int = 8  # depth of the z -> w MLP
-    channel_base: int = 16384  # channels(res) = min(channel_max, channel_base // res); 16384 = the paper's fmaps 0.5
+    channel_base: int = (
+        16384  # channels(res) = min(channel_max, channel_base // res); 16384 = the paper's fmaps 0.5
+    )
     channel_max: int = 512
 
 
@@ -138,7 +140,9 @@ PRESETS: dict[str, GenDeFConfig] = {
         resolution=32,
         canonical=CanonicalConfig(z_dim=32, w_dim=32, mapping_layers=2, channel_base=256, channel_max=32),
         motion=MotionConfig(z_dim=16, kernel_size=3, num_freqs=8, max_period=256.0),
-        deformation=DeformationConfig(w_dim=32, mapping_layers=2, channel_base=256, channel_max=32, cond_dim=8),
+        deformation=DeformationConfig(
+            w_dim=32, mapping_layers=2, channel_base=256, channel_max=32, cond_dim=8
+        ),
         discriminator=DiscriminatorConfig(channel_base=256, channel_max=32, fuse_res=8, time_dim=16),
     ),
     # CPU-trainable in about an hour; a checkpoint of a few MB.
@@ -158,7 +162,13 @@ PRESETS: dict[str, GenDeFConfig] = {
         canonical=CanonicalConfig(z_dim=64, w_dim=128, mapping_layers=4, channel_base=1024, channel_max=128),
         motion=MotionConfig(z_dim=64, kernel_size=5, num_freqs=32, max_period=512.0),
         deformation=DeformationConfig(
-            w_dim=128, mapping_layers=4, channel_base=1024, channel_max=64, cond_dim=16, max_offset=1.0, field_res=32
+            w_dim=128,
+            mapping_layers=4,
+            channel_base=1024,
+            channel_max=64,
+            cond_dim=16,
+            max_offset=1.0,
+            field_res=32,
         ),
         discriminator=DiscriminatorConfig(channel_base=1024, channel_max=128, fuse_res=16, time_dim=32),
     ),

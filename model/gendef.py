@@ -69,7 +69,9 @@ class GenDeF(nn.Module):
     ) -> torch.Tensor:
         """z: (B, z_dim), features: (B, C, H, W) from self.canonical, motion_z: (B, R, Zm), t: (B, T) frame times
         -> fields (B, T, H, W, 2) = identity + offset."""
-        offset = self.deformation(self.deformation.mapping(z), self.deformation.condition(features), self.motion(motion_z, t))
+        offset = self.deformation(
+            self.deformation.mapping(z), self.deformation.condition(features), self.motion(motion_z, t)
+        )
         return identity_grid(*offset.shape[2:4], device=offset.device) + offset  # (B, T, H, W, 2)
 
     # ---- inference -----------------------------------------------------------------------------------------------
@@ -82,17 +84,24 @@ class GenDeF(nn.Module):
             canonical, f = self._video(seed, motion_seed, num_frames, with_image=True)
             canonicals.append(canonical)
             fields.append(f)
-        canonical, fields_ = torch.cat(canonicals), torch.cat(fields)  # float32: (B, 3, H, W), (B, T, H, W, 2)
+        canonical, fields_ = (
+            torch.cat(canonicals),
+            torch.cat(fields),
+        )  # float32: (B, 3, H, W), (B, T, H, W, 2)
         return Sample(canonical=canonical, fields=fields_, frames=render(canonical, fields_))
 
     @torch.no_grad()
-    def sample_motion(self, seeds: Sequence[int], motion_seeds: Sequence[int], num_frames: int) -> torch.Tensor:
+    def sample_motion(
+        self, seeds: Sequence[int], motion_seeds: Sequence[int], num_frames: int
+    ) -> torch.Tensor:
         """Motion resampling: the fields (B, T, H, W, 2) that sample() gives for these seeds, without making the
         canonical image (only the canonical features that condition the fields)."""
         pairs = self._check(seeds, motion_seeds, num_frames)
         return torch.cat([self._video(s, m, num_frames, with_image=False)[1] for s, m in pairs])
 
-    def _check(self, seeds: Sequence[int], motion_seeds: Sequence[int], num_frames: int) -> list[tuple[int, int]]:
+    def _check(
+        self, seeds: Sequence[int], motion_seeds: Sequence[int], num_frames: int
+    ) -> list[tuple[int, int]]:
         seeds, motion_seeds = list(seeds), list(motion_seeds)
         if not seeds or len(seeds) != len(motion_seeds):
             raise ValueError(
@@ -102,7 +111,11 @@ class GenDeF(nn.Module):
         for s in seeds + motion_seeds:
             if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < SEED_RANGE:
                 raise ValueError(f"seeds must be integers in [0, {SEED_RANGE - 1}], got {s!r}")
-        if isinstance(num_frames, bool) or not isinstance(num_frames, int) or not 1 <= num_frames <= self.max_frames:
+        if (
+            isinstance(num_frames, bool)
+            or not isinstance(num_frames, int)
+            or not 1 <= num_frames <= self.max_frames
+        ):
             raise ValueError(f"num_frames must be an integer in [1, {self.max_frames}], got {num_frames!r}")
         return list(zip(seeds, motion_seeds, strict=True))
 
@@ -122,7 +135,10 @@ class GenDeF(nn.Module):
             t = torch.arange(num_frames, device=self.device, dtype=torch.float32)[None]  # (1, T)
             chunk = self.config.deformation.frame_chunk
             fields = torch.cat(
-                [self.fields(z, features, motion_z, t[:, i : i + chunk]).float() for i in range(0, num_frames, chunk)],
+                [
+                    self.fields(z, features, motion_z, t[:, i : i + chunk]).float()
+                    for i in range(0, num_frames, chunk)
+                ],
                 dim=1,
             )  # (1, T, H, W, 2)
         return (image.float().clamp(-1, 1) if image is not None else None), fields

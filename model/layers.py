@@ -74,7 +74,10 @@ class MappingNetwork(nn.Module):
         super().__init__()
         dims = [z_dim] + [w_dim] * num_layers
         self.layers = nn.Sequential(
-            *[EqualLinear(a, b, lr_mult=lr_mult, activation=True) for a, b in zip(dims[:-1], dims[1:], strict=True)]
+            *[
+                EqualLinear(a, b, lr_mult=lr_mult, activation=True)
+                for a, b in zip(dims[:-1], dims[1:], strict=True)
+            ]
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -89,7 +92,9 @@ class ModulatedConv2d(nn.Module):
     keeps one ordinary convolution for the whole batch.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, w_dim: int, demodulate: bool) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, w_dim: int, demodulate: bool
+    ) -> None:
         super().__init__()
         self.affine = EqualLinear(w_dim, in_channels, bias_init=1.0)  # style starts at 1: an unmodulated conv
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
@@ -113,7 +118,13 @@ class SynthesisLayer(nn.Module):
     """[2x bilinear up] -> [concat conditioning channels] -> modulated 3x3 conv -> [+ noise] -> bias -> lrelu."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, w_dim: int, up: bool, cond_channels: int = 0, noise: bool = True
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        up: bool,
+        cond_channels: int = 0,
+        noise: bool = True,
     ) -> None:
         super().__init__()
         self.up = up
@@ -122,7 +133,11 @@ class SynthesisLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels))
 
     def forward(
-        self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None = None, cond: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        w: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        cond: torch.Tensor | None = None,
     ) -> torch.Tensor:
         # x: (N, C_in, h, w) [h, w doubled if up]; w: (N, w_dim); noise: (N, 1, H, W); cond: (N, C_cond, H, W)
         if self.up:
@@ -146,4 +161,3 @@ class ToImage(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         # x: (N, C, H, W), w: (N, w_dim) -> (N, out_channels, H, W)
         return self.conv(x, w) + self.bias[None, :, None, None]
-

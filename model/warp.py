@@ -26,7 +26,12 @@ def identity_grid(height: int, width: int, device: torch.device | str | None = N
 
 def render(canonical: torch.Tensor, fields: torch.Tensor) -> torch.Tensor:
     """Warp canonical images by their fields: (B, C, H, W), (B, T, h, w, 2) -> frames (B, T, C, h, w)."""
-    if canonical.ndim != 4 or fields.ndim != 5 or fields.shape[-1] != 2 or fields.shape[0] != canonical.shape[0]:
+    if (
+        canonical.ndim != 4
+        or fields.ndim != 5
+        or fields.shape[-1] != 2
+        or fields.shape[0] != canonical.shape[0]
+    ):
         raise ValueError(
             f"render expects canonical (B, C, H, W) and fields (B, T, H, W, 2) with the same B; "
             f"got {tuple(canonical.shape)} and {tuple(fields.shape)}"

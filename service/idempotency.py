@@ -22,11 +22,11 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.jobs import IdempotencyRecords
+
 log = logging.getLogger(__name__)
 
-KEY_PREFIX = "gendef:idempotency:"
 MAX_KEY_CHARS = 255
-PENDING_TTL_S = 120  # a claim whose request never finished (the process died) frees the key after this
 KEPT_HEADERS = ("content-type", "location")
 
 
@@ -48,10 +48,9 @@ def fingerprint(path: str, content_type: str, body: bytes) -> str:
 
 
 class Idempotency:
-    def __init__(self, app: ASGIApp, redis_client: redis.Redis, ttl_s: int):
+    def __init__(self, app: ASGIApp, records: IdempotencyRecords):
         self.app = app
-        self.redis = redis_client
-        self.ttl_s = ttl_s
+        self.records = records
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = Headers(scope=scope)
@@ -60,8 +59,10 @@ class Idempotency:
             await self.app(scope, receive, send)
             return
         if not 1 <= len(key) <= MAX_KEY_CHARS or not key.isprintable():
-            await JSONResponse({"detail": f"Idempotency-Key must be 1 to {MAX_KEY_CHARS} printable characters, "
-                                          "e.g. a UUID"}, status_code=400)(scope, receive, send)
+            await JSONResponse(
+                {"detail": f"Idempotency-Key must be 1 to {MAX_KEY_CHARS} printable characters, e.g. a UUID"},
+                status_code=400,
+            )(scope, receive, send)
             return
         try:
             body = await _read_body(receive)
@@ -71,39 +72,48 @@ class Idempotency:
         if body is None:
             return
         caller = headers.get("authorization", "")
-        rkey = KEY_PREFIX + hashlib.sha256(f"{caller}\n{key}".encode()).hexdigest()
+        rkey = self.records.key(caller, key)
         mine = fingerprint(scope["path"], headers.get("content-type", ""), body)
         try:
-            stored = await run_in_threadpool(self._claim, rkey, mine)
+            stored = await run_in_threadpool(self.records.claim, rkey, mine)
         except (redis.ConnectionError, redis.TimeoutError) as e:
             log.warning("idempotency: Redis unreachable (%s)", e)
-            await JSONResponse({"detail": "the job store (Redis) is unreachable; try again in a few seconds"},
-                               status_code=503, headers={"Retry-After": "5"})(scope, receive, send)
+            await JSONResponse(
+                {"detail": "the job store (Redis) is unreachable; try again in a few seconds"},
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )(scope, receive, send)
             return
         if stored is not None:
             await self._answer_again(stored, mine)(scope, receive, send)
             return
         await self._first(scope, receive, send, body, rkey, mine)
 
-    def _claim(self, rkey: str, mine: str) -> dict[str, Any] | None:
-        """None when this request now holds the key; else what is stored under it."""
-        if self.redis.set(rkey, json.dumps({"fingerprint": mine}), nx=True, ex=PENDING_TTL_S):
-            return None
-        raw = self.redis.get(rkey)
-        return json.loads(raw) if raw else self._claim(rkey, mine)  # expired in between: claim it
-
     @staticmethod
     def _answer_again(stored: dict[str, Any], mine: str) -> Response:
         if stored["fingerprint"] != mine:
-            return JSONResponse({"detail": "this Idempotency-Key was used with another request (path or body); "
-                                           "use a new key for a new request"}, status_code=422)
+            return JSONResponse(
+                {
+                    "detail": "this Idempotency-Key was used with another request (path or body); "
+                    "use a new key for a new request"
+                },
+                status_code=422,
+            )
         if "status" not in stored:
-            return JSONResponse({"detail": "a request with this Idempotency-Key is still in progress; retry in a "
-                                           "moment"}, status_code=409, headers={"Retry-After": "1"})
-        return Response(stored["body"].encode(), status_code=stored["status"],
-                        headers=stored["headers"] | {"idempotent-replayed": "true"})
+            return JSONResponse(
+                {"detail": "a request with this Idempotency-Key is still in progress; retry in a moment"},
+                status_code=409,
+                headers={"Retry-After": "1"},
+            )
+        return Response(
+            stored["body"].encode(),
+            status_code=stored["status"],
+            headers=stored["headers"] | {"idempotent-replayed": "true"},
+        )
 
-    async def _first(self, scope: Scope, receive: Receive, send: Send, body: bytes, rkey: str, mine: str) -> None:
+    async def _first(
+        self, scope: Scope, receive: Receive, send: Send, body: bytes, rkey: str, mine: str
+    ) -> None:
         """Run the request; keep a 2xx answer under the key, free the key after any other. The answer reaches the
         client only after it is kept, so a retry sent the moment the first answer arrives is a replay, not a 409."""
         answer: dict[str, Any] = {"status": 500, "headers": {}, "body": b""}
@@ -120,8 +130,11 @@ class Idempotency:
         async def keep(message: Message) -> None:
             if message["type"] == "http.response.start":
                 answer["status"] = message["status"]
-                answer["headers"] = {k.decode().lower(): v.decode() for k, v in message.get("headers", [])
-                                     if k.decode().lower() in KEPT_HEADERS}
+                answer["headers"] = {
+                    k.decode().lower(): v.decode()
+                    for k, v in message.get("headers", [])
+                    if k.decode().lower() in KEPT_HEADERS
+                }
             elif message["type"] == "http.response.body":
                 answer["body"] += message.get("body", b"")
             held.append(message)
@@ -136,11 +149,15 @@ class Idempotency:
     def _settle(self, rkey: str, mine: str, answer: dict[str, Any]) -> None:
         try:
             if 200 <= answer["status"] < 300:
-                stored = {"fingerprint": mine, "status": answer["status"], "headers": answer["headers"],
-                          "body": answer["body"].decode()}
-                self.redis.set(rkey, json.dumps(stored), ex=self.ttl_s)
+                stored = {
+                    "fingerprint": mine,
+                    "status": answer["status"],
+                    "headers": answer["headers"],
+                    "body": answer["body"].decode(),
+                }
+                self.records.keep(rkey, stored)
             else:
-                self.redis.delete(rkey)
+                self.records.release(rkey)
         except (redis.ConnectionError, redis.TimeoutError) as e:  # the pending claim expires on its own
             log.warning("idempotency: could not record the answer under its key (%s)", e)
 

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from prometheus_client.core import CollectorRegistry, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from core.jobs import KINDS, STATUSES
+from core.queues import live_workers, queue_names
 from service.deps import Services
-from service.jobs import KINDS, STATUSES
-from service.queue import live_workers, queue_names
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class Readiness:
         return checks
 
 
-class JobMetrics(Collector):
+class JobCollector(Collector):
     """Read at each scrape: job records by kind and status, the duration histogram, the queues' lengths."""
 
     def __init__(self, svc: Services):
@@ -67,21 +67,26 @@ class JobMetrics(Collector):
 
     def collect(self) -> Iterator[Metric]:
         counts = self.svc.jobs.counts()
-        jobs = GaugeMetricFamily("gendef_jobs", "Job records in Redis by kind and status", labels=["kind", "status"])
+        jobs = GaugeMetricFamily(
+            "gendef_jobs", "Job records in Redis by kind and status", labels=["kind", "status"]
+        )
         for kind in KINDS:
             for status in STATUSES:
                 jobs.add_metric([kind, status], counts.get((kind, status), 0))
         yield jobs
 
         duration = HistogramMetricFamily(
-            "gendef_job_duration_seconds", "Time from a worker starting a job to its end, by kind and final status",
+            "gendef_job_duration_seconds",
+            "Time from a worker starting a job to its end, by kind and final status",
             labels=["kind", "status"],
         )
         for (kind, status), (buckets, total) in sorted(self.svc.jobs.durations().items()):
             duration.add_metric([kind, status], buckets, total)
         yield duration
 
-        depth = GaugeMetricFamily("gendef_queue_depth", "Tasks waiting in each Celery queue", labels=["queue"])
+        depth = GaugeMetricFamily(
+            "gendef_queue_depth", "Tasks waiting in each Celery queue", labels=["queue"]
+        )
         for name in queue_names(self.svc.settings):
             depth.add_metric([name], self.svc.redis.llen(name))
         yield depth
@@ -89,5 +94,5 @@ class JobMetrics(Collector):
 
 def metrics_registry(svc: Services) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(JobMetrics(svc))
+    registry.register(JobCollector(svc))
     return registry

@@ -1,29 +1,31 @@
-"""Turning a valid request into a queued job: check the parent job, record the job, then send its task."""
+"""Turning a valid request into a queued job: check the parent job and the upload, record the job, then send its
+task. Refusals are domain errors (core/errors.py); service/errors.py turns them into HTTP answers."""
 
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import secrets
 from typing import Any, NamedTuple
 
-from fastapi import HTTPException
-from fastapi.exceptions import RequestValidationError
-from PIL import Image
-
+from core.artifacts import fields_shape
+from core.errors import Conflict, Invalid, NotFound, TooLarge, UnsupportedFormat
+from core.images import check_image, image_mode, image_size
+from core.jobs import JobRecord, new_job_id
+from core.queues import enqueue, queue_of
+from core.storage import BlobNotFound, input_key
+from core.webhooks import spec as webhook_spec
 from service.deps import Services
-from service.jobs import JobRecord, new_job_id
-from service.queue import enqueue, queue_of
-from service.schemas import GenerateRequest
-from service.storage import BlobNotFound, input_key
-from service.uploads import check_image
-from service.webhooks import spec as webhook_spec
+from service.schemas import MAX_FPS, MIN_FPS, GenerateRequest, TrackRequest
+from service.uploads import check_video
 
 log = logging.getLogger(__name__)
 
 RANDOM_SEED_BOUND = 2**31  # seeds the API draws are below this (any 0..2**32-1 is accepted)
 CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg"}
+# Jobs whose artifacts are a canonical image and its fields: what edit, track and segment build on.
+FIELD_KINDS = ("generate", "resample", "edit", "decompose")
+MASK_MODES = ("1", "L", "P")  # one channel whose values are the labels
 
 
 class Upload(NamedTuple):
@@ -40,8 +42,14 @@ def parent_fps(parent: JobRecord) -> int:
     return parent.params.get("fps", GenerateRequest.model_fields["fps"].default)
 
 
-def _queue(svc: Services, kind: str, params: dict[str, Any], parent_id: str | None = None,
-           upload: Upload | None = None, webhook: dict[str, Any] | None = None) -> JobRecord:
+def _queue(
+    svc: Services,
+    kind: str,
+    params: dict[str, Any],
+    parent_id: str | None = None,
+    upload: Upload | None = None,
+    webhook: dict[str, Any] | None = None,
+) -> JobRecord:
     """Store the upload (a failed job keeps its input), write the job record, then send the task: a worker never
     sees a job id without its record."""
     job_id, inputs = new_job_id(), None
@@ -49,8 +57,15 @@ def _queue(svc: Services, kind: str, params: dict[str, Any], parent_id: str | No
         key = input_key(job_id, upload.filename)
         svc.blobs.put(key, upload.data, upload.content_type)
         inputs = {upload.name: key}
-    job = svc.jobs.create(kind, params, parent_id=parent_id, inputs=inputs, job_id=job_id,
-                          queue=queue_of(svc.settings, kind), webhook=webhook)
+    job = svc.jobs.create(
+        kind,
+        params,
+        parent_id=parent_id,
+        inputs=inputs,
+        job_id=job_id,
+        queue=queue_of(svc.settings, kind),
+        webhook=webhook,
+    )
     try:
         enqueue(svc.celery, svc.settings, job)
     except Exception:
@@ -63,16 +78,16 @@ def _queue(svc: Services, kind: str, params: dict[str, Any], parent_id: str | No
 
 
 def finished_parent(svc: Services, job_id: str, field: str) -> JobRecord:
-    """The succeeded job a request builds on, or a 404/409 that says what to do."""
+    """The succeeded job a request builds on, or NotFound / Conflict that says what to do."""
     parent = svc.jobs.get(job_id)
     if parent is None:
-        raise HTTPException(404, f"{field}: job {job_id} does not exist (or its record has expired)")
+        raise NotFound(f"{field}: job {job_id} does not exist (or its record has expired)")
     if parent.status != "succeeded":
         if parent.status in ("queued", "running"):
             advice = f"wait until it has succeeded (poll GET /jobs/{job_id})"
         else:
             advice = "use a job that succeeded"
-        raise HTTPException(409, f"{field}: job {job_id} is {parent.status}, not succeeded: {advice}")
+        raise Conflict(f"{field}: job {job_id} is {parent.status}, not succeeded: {advice}")
     return parent
 
 
@@ -80,13 +95,17 @@ def _content_seed(svc: Services, job: JobRecord) -> int:
     """The content seed behind a job's canonical image: an edit's comes from the job it edited."""
     while "seed" not in job.params:
         if job.kind not in ("edit", "resample"):
-            raise HTTPException(409, f"canonical_from: job {job.id} is a {job.kind} job; its canonical image was not "
-                                     "made by the generator, so there is no content code to sample new motion for. "
-                                     "Resample a generate, resample or edit job instead")
+            raise Conflict(
+                f"canonical_from: job {job.id} is a {job.kind} job; its canonical image was not "
+                "made by the generator, so there is no content code to sample new motion for. "
+                "Resample a generate, resample or edit job instead",
+            )
         parent = svc.jobs.get(job.parent_id) if job.parent_id else None
         if parent is None:
-            raise HTTPException(409, f"canonical_from: the job that made the canonical image of {job.id} has "
-                                     "expired; generate a new video")
+            raise Conflict(
+                f"canonical_from: the job that made the canonical image of {job.id} has "
+                "expired; generate a new video",
+            )
         job = parent
     return job.params["seed"]
 
@@ -95,13 +114,18 @@ def _random_seed() -> int:
     return secrets.randbelow(RANDOM_SEED_BOUND)
 
 
-def submit_generate(svc: Services, req: GenerateRequest) -> JobRecord:
+def _frame_limit(svc: Services, num_frames: int, field: tuple[str, str]) -> None:
     limit = svc.settings.max_frames
-    if req.num_frames > limit:
-        raise RequestValidationError([{
-            "type": "less_than_equal", "loc": ("body", "num_frames"), "input": req.num_frames, "ctx": {"le": limit},
-            "msg": f"Input should be less than or equal to {limit} (this deployment's frame limit)",
-        }])
+    if num_frames > limit:
+        raise Invalid(
+            f"Input should be less than or equal to {limit} (this deployment's frame limit)",
+            field,
+            num_frames,
+        )
+
+
+def submit_generate(svc: Services, req: GenerateRequest) -> JobRecord:
+    _frame_limit(svc, req.num_frames, ("body", "num_frames"))
     webhook = webhook_spec(svc.settings, req.webhook and str(req.webhook), req.webhook_events, "body")
     motion_seed = _random_seed() if req.motion_seed is None else req.motion_seed
     params = {"motion_seed": motion_seed, "num_frames": req.num_frames, "fps": req.fps}
@@ -109,40 +133,49 @@ def submit_generate(svc: Services, req: GenerateRequest) -> JobRecord:
         seed = _random_seed() if req.seed is None else req.seed
         return _queue(svc, "generate", {"seed": seed} | params, webhook=webhook)
     if req.seed is not None:
-        raise RequestValidationError([{
-            "type": "value_error", "loc": ("body", "seed"), "input": req.seed,
-            "msg": "seed cannot be combined with canonical_from: a resample keeps the canonical image (and its "
-                   "content seed) of that job; leave seed out",
-        }])
+        raise Invalid(
+            "seed cannot be combined with canonical_from: a resample keeps the canonical image (and its content "
+            "seed) of that job; leave seed out",
+            ("body", "seed"),
+            req.seed,
+        )
     parent = finished_parent(svc, req.canonical_from, "canonical_from")
-    return _queue(svc, "resample", {"seed": _content_seed(svc, parent)} | params, parent_id=parent.id,
-                  webhook=webhook)
+    return _queue(
+        svc, "resample", {"seed": _content_seed(svc, parent)} | params, parent_id=parent.id, webhook=webhook
+    )
 
 
 def parent_artifact(svc: Services, parent: JobRecord, name: str) -> bytes:
-    """The bytes of a stored artifact of the job a request builds on, or a 409 that says it is gone."""
+    """The bytes of a stored artifact of the job a request builds on, or Conflict that says it is gone."""
     artifact = parent.artifacts.get(name)
     try:
         data = svc.blobs.get(artifact.key) if artifact else None
     except BlobNotFound:
         data = None
     if data is None:
-        raise HTTPException(409, f"job_id: the {name} of job {parent.id} is no longer stored; start again from a "
-                                 "new job")
+        raise Conflict(
+            f"job_id: the {name} of job {parent.id} is no longer stored; start again from a new job"
+        )
     return data
 
 
 def _canonical_size(svc: Services, parent: JobRecord) -> tuple[int, int]:
-    return Image.open(io.BytesIO(parent_artifact(svc, parent, "canonical"))).size  # header only
+    return image_size(parent_artifact(svc, parent, "canonical"))  # header only
 
 
-def submit_edit(svc: Services, job_id: str, image: bytes, fps: int | None, webhook_url: str | None = None,
-                webhook_events: list[str] | None = None) -> JobRecord:
+def submit_edit(
+    svc: Services,
+    job_id: str,
+    image: bytes,
+    fps: int | None,
+    webhook_url: str | None = None,
+    webhook_events: list[str] | None = None,
+) -> JobRecord:
     """Check the parent and the upload, store the upload as the job's input, then queue. The worker resizes."""
     webhook = webhook_spec(svc.settings, webhook_url, webhook_events, "form")
     parent = finished_parent(svc, job_id, "job_id")
     if len(image) > svc.settings.max_upload_bytes:
-        raise HTTPException(413, f"image is larger than the limit of {svc.settings.max_upload_bytes} bytes")
+        raise TooLarge(f"image is larger than the limit of {svc.settings.max_upload_bytes} bytes")
     info = check_image(image, svc.settings.max_upload_pixels)
     size = _canonical_size(svc, parent)
     params = {
@@ -152,3 +185,100 @@ def submit_edit(svc: Services, job_id: str, image: bytes, fps: int | None, webho
     }
     upload = Upload("image", f"image.{info.extension}", image, CONTENT_TYPES[info.format])
     return _queue(svc, "edit", params, parent_id=parent.id, upload=upload, webhook=webhook)
+
+
+def field_parent(svc: Services, job_id: str) -> JobRecord:
+    parent = finished_parent(svc, job_id, "job_id")
+    if parent.kind not in FIELD_KINDS:
+        raise Conflict(
+            f"job_id: job {job_id} is a {parent.kind} job, which has no deformation fields; "
+            f"use a {', '.join(FIELD_KINDS)} job",
+        )
+    return parent
+
+
+def _outside(points: list[tuple[float, float]], width: int, height: int) -> list[int]:
+    return [
+        i for i, (x, y) in enumerate(points) if not (-0.5 <= x <= width - 0.5 and -0.5 <= y <= height - 0.5)
+    ]
+
+
+def submit_track(svc: Services, req: TrackRequest) -> JobRecord:
+    parent = field_parent(svc, req.job_id)
+    if req.frame is None:
+        width, height = _canonical_size(svc, parent)
+        where = f"the canonical image of job {parent.id}"
+    else:
+        frames, height, width = fields_shape(parent_artifact(svc, parent, "deformation"))
+        if req.frame >= frames:
+            raise Invalid(
+                f"job {parent.id} has {frames} frames: frame must be 0 to {frames - 1}",
+                ("body", "frame"),
+                req.frame,
+            )
+        where = f"frame {req.frame} of job {parent.id}"
+    outside = _outside(req.points, width, height)
+    if outside:
+        raise Invalid(
+            f"{len(outside)} point(s) lie outside {where}, which is {width}x{height}: x must be in "
+            f"[-0.5, {width - 0.5}] and y in [-0.5, {height - 0.5}] (first: index {outside[0]})",
+            ("body", "points", outside[0]),
+            list(req.points[outside[0]]),
+        )
+    params = {
+        "points": [list(p) for p in req.points],
+        "frame": req.frame,
+        "fps": parent_fps(parent),
+    }
+    return _queue(svc, "track", params, parent_id=parent.id)
+
+
+def submit_segment(svc: Services, job_id: str, mask: bytes) -> JobRecord:
+    parent = field_parent(svc, job_id)
+    if len(mask) > svc.settings.max_upload_bytes:
+        raise TooLarge(f"mask is larger than the limit of {svc.settings.max_upload_bytes} bytes")
+    info = check_image(mask, svc.settings.max_upload_pixels)
+    if info.format != "PNG":
+        raise UnsupportedFormat("mask must be a PNG: JPEG compression would change the labels at their edges")
+    mode = image_mode(mask)  # header only
+    if mode not in MASK_MODES:
+        raise Invalid(
+            f"mask is a {mode} PNG; it must have one channel whose values are the labels "
+            "(grayscale 'L', palette 'P' or 1-bit): e.g. 0 background, 1, 2 ... objects",
+        )
+    size = _canonical_size(svc, parent)
+    if (info.width, info.height) != size:
+        raise Invalid(
+            f"mask is {info.width}x{info.height}; the canonical image of job {parent.id} is "
+            f"{size[0]}x{size[1]}: draw the mask on that image, at its size",
+        )
+    return _queue(
+        svc,
+        "segment",
+        {"fps": parent_fps(parent)},
+        parent_id=parent.id,
+        upload=Upload("mask", "mask.png", mask, "image/png"),
+    )
+
+
+def submit_decompose(
+    svc: Services, video: bytes, num_frames: int, resolution: int, steps: int, fps: int | None
+) -> JobRecord:
+    _frame_limit(svc, num_frames, ("body", "num_frames"))
+    info = check_video(video, num_frames, svc.settings)
+    params = {
+        "num_frames": num_frames,
+        "resolution": resolution,
+        "steps": steps,
+        "fps": fps if fps is not None else min(MAX_FPS, max(MIN_FPS, round(info.fps or 8))),
+        "source": {
+            "container": info.container,
+            "width": info.width,
+            "height": info.height,
+            "frames": info.frames,
+            "duration_s": info.duration_s,
+        },
+    }
+    return _queue(
+        svc, "decompose", params, upload=Upload("video", f"video.{info.extension}", video, info.content_type)
+    )

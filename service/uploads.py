@@ -1,75 +1,31 @@
-"""Checks on request bodies before anything is queued: body size (ASGI middleware), image format and pixels."""
+"""Checks on request bodies before anything is queued: body size (ASGI middleware) and uploaded videos (images:
+core.images.check_image)."""
 
 from __future__ import annotations
 
-import io
-import warnings
-from dataclasses import dataclass
-
-from PIL import Image
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG"}
-EXTENSIONS = {"PNG": "png", "JPEG": "jpg"}
+from core import video
+from core.errors import TooLarge
+from core.settings import Settings, video_limits
 
 
-class UploadRejected(Exception):
-    def __init__(self, status_code: int, detail: str):
-        super().__init__(detail)
-        self.status_code = status_code
-        self.detail = detail
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    format: str  # "PNG" | "JPEG"
-    width: int
-    height: int
-
-    @property
-    def extension(self) -> str:
-        return EXTENSIONS[self.format]
-
-
-def check_image(data: bytes, max_pixels: int) -> ImageInfo:
-    """Accept a complete PNG or JPEG of at most ``max_pixels``; raise UploadRejected (415, 413 or 422) otherwise.
-
-    The size is read from the header before any pixel is decoded, so a decompression bomb costs nothing; only
-    an image within the cap is decoded, to refuse truncated or corrupt files now rather than in the worker.
-    """
-    fmt = next((f for sig, f in SIGNATURES.items() if data.startswith(sig)), None)
-    if fmt is None:
-        raise UploadRejected(415, "image must be a PNG or JPEG file (its first bytes are neither signature)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(io.BytesIO(data), formats=[fmt])
-        except Image.DecompressionBombError:
-            raise UploadRejected(
-                413, f"image has too many pixels: the limit is {max_pixels} (e.g. {_side(max_pixels)} squared)"
-            ) from None
-        except (OSError, SyntaxError, ValueError, EOFError) as e:
-            raise UploadRejected(422, f"cannot read the {fmt} header ({e}); is the file complete?") from None
-        width, height = image.size
-        if width * height > max_pixels:
-            raise UploadRejected(
-                413, f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} "
-                f"(e.g. {_side(max_pixels)} squared): resize it to the canonical image's size",
-            )
-        try:
-            image.load()
-        except (OSError, SyntaxError, ValueError, EOFError) as e:
-            raise UploadRejected(
-                422, f"the {fmt} image is truncated or corrupt ({e}); upload the complete file"
-            ) from None
-    return ImageInfo(fmt, width, height)
-
-
-def _side(pixels: int) -> str:
-    side = int(pixels**0.5)
-    return f"{side}x{side}"
+def check_video(data: bytes, num_frames: int, settings: Settings) -> video.VideoInfo:
+    """Accept an uploaded mp4, webm or gif within the deployment's limits (domain errors that say what to do
+    otherwise). Cheapest first: the byte size, then the container's header and packets (core.video.probe: frame
+    size, frame count and duration without decoding), then the first num_frames frames, the ones the job uses,
+    each checked as it is decoded (a later keyframe may be larger than the header says)."""
+    if len(data) > settings.max_video_bytes:
+        raise TooLarge(
+            f"video is larger than the limit of {settings.max_video_bytes} bytes: cut or compress it (only its "
+            "first frames are used)"
+        )
+    limits = video_limits(settings)
+    info = video.probe(data, limits)
+    video.read(data, num_frames, limits)
+    return info
 
 
 class BodySizeLimit:

@@ -1,9 +1,9 @@
 """Dynamic batching: a worker that starts a generate or resample job also takes the others already queued.
 
 How a batch forms. The API records every queued job id in its Celery queue's order (``JobStore`` keeps a sorted
-set per queue, ``QUEUED_PREFIX + queue``). The task that starts job L (the leader) reads that set in queue order,
+set per queue, core/jobs.py). The task that starts job L (the leader) reads that set in queue order,
 waiting up to ``GENDEF_BATCH_WAIT_MS`` for it to fill, and claims up to ``GENDEF_BATCH_MAX - 1`` generate/resample
-jobs from it: for each, it first writes a claim (``gendef:claimed:{id}`` = L, and the id into ``gendef:batch:{L}``),
+jobs from it: for each, it first writes a claim (``JobStore.claim``: this job is in L's batch, and L's batch holds it),
 then moves the job from queued to running only if it is still queued (``JobStore.start_queued``, atomic), so a
 job canceled or taken by another worker meanwhile is left alone. The claimed jobs' own Celery messages stay in the
 queue; when one is delivered while its job is claimed and not finished, its task acknowledges it and does nothing;
@@ -33,55 +33,25 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from service.jobs import FINAL, QUEUED_PREFIX, JobRecord
+from core.jobs import FINAL, JobRecord
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 KINDS = ("generate", "resample")  # the jobs that sample the generator: the ones worth batching
-CLAIMED_PREFIX = "gendef:claimed:"  # + job id -> the id of the job whose batch runs it
-BATCH_PREFIX = "gendef:batch:"  # + leader's job id -> set of the job ids it claimed
 POLL_S = 0.005
 
-# run_one(rt, job_id, kind, claimed): worker.tasks.run_job; claimed is the record start_queued returned
+# run_one(rt, job_id, kind, claimed): worker.tasks.run_job; claimed is the record JobStore.claim returned
 RunOne = Callable[[Runtime, str, str, JobRecord | None], str | None]
-
-
-def claimed_by(rt: Runtime, job_id: str) -> str | None:
-    """The leader whose batch has claimed this job, if its claim is still live."""
-    return rt.jobs.redis.get(CLAIMED_PREFIX + job_id)
-
-
-def members(rt: Runtime, leader_id: str) -> list[str]:
-    """The jobs the leader's batch claimed (and has not released)."""
-    return sorted(rt.jobs.redis.smembers(BATCH_PREFIX + leader_id))
-
-
-def claim(rt: Runtime, leader_id: str, job_id: str) -> JobRecord | None:
-    """Take a queued job into the leader's batch: its running record, or None when it was no longer queued."""
-    r, ttl = rt.jobs.redis, rt.settings.job_ttl_s
-    pipe = r.pipeline()
-    pipe.set(CLAIMED_PREFIX + job_id, leader_id, ex=ttl)
-    pipe.sadd(BATCH_PREFIX + leader_id, job_id)
-    pipe.expire(BATCH_PREFIX + leader_id, ttl)
-    pipe.execute()
-    job = rt.jobs.start_queued(job_id)
-    if job is None:  # canceled, expired or taken by another worker meanwhile
-        pipe = r.pipeline()
-        pipe.delete(CLAIMED_PREFIX + job_id)
-        pipe.srem(BATCH_PREFIX + leader_id, job_id)
-        pipe.execute()
-    return job
 
 
 def _fill(rt: Runtime, leader_id: str, room: int) -> list[JobRecord]:
     """Claim up to room queued generate/resample jobs, in queue order, waiting up to batch_wait_ms for them."""
-    queue_key = QUEUED_PREFIX + rt.settings.generate_queue
     deadline = time.monotonic() + rt.settings.batch_wait_ms / 1000
     claimed: list[JobRecord] = []
     seen: set[str] = {leader_id}
     while len(claimed) < room:
-        for job_id in rt.jobs.redis.zrange(queue_key, 0, 4 * room):
+        for job_id in rt.jobs.queued_ids(rt.settings.generate_queue, 4 * room + 1):
             if len(claimed) == room:
                 break
             if job_id in seen:
@@ -89,7 +59,7 @@ def _fill(rt: Runtime, leader_id: str, room: int) -> list[JobRecord]:
             seen.add(job_id)
             record = rt.jobs.get(job_id)
             if record is not None and record.kind in KINDS and record.status == "queued":
-                job = claim(rt, leader_id, job_id)
+                job = rt.jobs.claim(leader_id, job_id)
                 if job is not None:
                     claimed.append(job)
         if time.monotonic() >= deadline:
@@ -98,30 +68,26 @@ def _fill(rt: Runtime, leader_id: str, room: int) -> list[JobRecord]:
     return claimed
 
 
-def _release(rt: Runtime, leader_id: str, job_ids: list[str]) -> None:
-    pipe = rt.jobs.redis.pipeline()
-    for job_id in job_ids:
-        pipe.delete(CLAIMED_PREFIX + job_id)
-    pipe.delete(BATCH_PREFIX + leader_id)
-    pipe.execute()
-
-
 def run(rt: Runtime, job_id: str, kind: str, run_one: RunOne) -> None:
     """The task of a generate/resample job: run it, with the queued jobs it can batch, each to a final status."""
-    leader = claimed_by(rt, job_id)
+    leader = rt.jobs.claimed_by(job_id)
     if leader is not None and leader != job_id:
         job = rt.jobs.get(job_id)
         if job is not None and job.status not in FINAL:
             log.info("job %s runs in the batch of job %s: nothing to do for its own message", job_id, leader)
             return
     # jobs an earlier attempt of this batch claimed and did not finish (its worker died): run them again
-    again = [j for j in map(rt.jobs.get, members(rt, job_id)) if j is not None and j.status not in FINAL]
+    again = [
+        j for j in map(rt.jobs.get, rt.jobs.batch_members(job_id)) if j is not None and j.status not in FINAL
+    ]
     room = rt.settings.batch_max - 1 - len(again)
     claimed = _fill(rt, job_id, room) if room > 0 else []
     batch: list[tuple[str, str, JobRecord | None]] = [(job_id, kind, None)]
     batch += [(j.id, j.kind, None) for j in again] + [(j.id, j.kind, j) for j in claimed]
     if len(batch) > 1:
-        log.info("job %s: batch of %d jobs (%d claimed, %d again)", job_id, len(batch), len(claimed), len(again))
+        log.info(
+            "job %s: batch of %d jobs (%d claimed, %d again)", job_id, len(batch), len(claimed), len(again)
+        )
     if len(batch) == 1:
         run_one(rt, job_id, kind, None)
         return
@@ -135,4 +101,4 @@ def run(rt: Runtime, job_id: str, kind: str, run_one: RunOne) -> None:
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()
-    _release(rt, job_id, [i for i, _, _ in batch[1:]])
+    rt.jobs.release_batch(job_id, [i for i, _, _ in batch[1:]])

@@ -13,7 +13,7 @@ from celery import Celery
 from celery.signals import worker_process_init
 from kombu import Exchange, Queue
 
-from service.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 from worker import runtime
 
 # Loading a checkpoint (and initialising CUDA) in a fresh pool process may take longer than Celery's default 4 s.
@@ -29,7 +29,7 @@ def hard_limit_grace_s(job_time_limit_s: int) -> int:
 
 def create_app(settings: Settings) -> Celery:
     hard_limit_s = settings.job_time_limit_s + hard_limit_grace_s(settings.job_time_limit_s)
-    app = Celery("gendef", broker=settings.redis_url, include=["worker.tasks", "worker.apps", "worker.webhooks"])
+    app = Celery("gendef", broker=settings.redis_url, include=["worker.tasks", "worker.webhooks"])
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],

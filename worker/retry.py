@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from service.storage import StorageUnavailable, Store
+from core.storage import StorageUnavailable, Store
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,14 @@ class RetryingStore:
                 if attempt >= self.attempts:
                     raise StorageUnavailable(f"{e}; tried {attempt} times over {waited:.0f} s") from e
                 delay = self.backoff_s * 2 ** (attempt - 1)
-                log.warning("store unavailable while %s (%s): try %d of %d in %.1f s",
-                            what, e, attempt + 1, self.attempts, delay)
+                log.warning(
+                    "store unavailable while %s (%s): try %d of %d in %.1f s",
+                    what,
+                    e,
+                    attempt + 1,
+                    self.attempts,
+                    delay,
+                )
                 time.sleep(delay)
                 waited += delay
                 attempt += 1

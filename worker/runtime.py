@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 from functools import cached_property
 
+from core.jobs import JobStore, connect_redis
+from core.queues import make_celery
+from core.settings import Settings, get_settings
+from core.storage import Store, make_store
+from core.webhooks import Notifier
 from model.checkpoint import load_checkpoint, resolve_device
 from model.gendef import GenDeF
 from model.inference import prepare
-from service.jobs import JobStore, connect_redis
-from service.queue import make_celery
-from service.settings import Settings, get_settings
-from service.storage import Store, make_store
-from service.webhooks import Notifier
 from worker.retry import RetryingStore
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,9 @@ class Runtime:
 
     @cached_property
     def blobs(self) -> Store:
-        return RetryingStore(make_store(self.settings), self.settings.storage_attempts, self.settings.storage_backoff_s)
+        return RetryingStore(
+            make_store(self.settings), self.settings.storage_attempts, self.settings.storage_backoff_s
+        )
 
     @property
     def model_loaded(self) -> bool:
@@ -58,7 +60,9 @@ class Runtime:
                 device = resolve_device(self.settings.device)
                 s = self.settings
                 channels_last = {"auto": None, "on": True, "off": False}[s.channels_last]
-                self._model = prepare(load_checkpoint(path, device=device), s.precision, channels_last, s.compile_model)
+                self._model = prepare(
+                    load_checkpoint(path, device=device), s.precision, channels_last, s.compile_model
+                )
             except Exception as e:
                 log.exception("loading the checkpoint %s failed", path)
                 raise JobFailure(

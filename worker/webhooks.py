@@ -1,7 +1,7 @@
 """The gendef.webhook task: sign and POST one job event to its webhook, retried with exponential backoff.
 
 It runs on its own queue (GENDEF_WEBHOOK_QUEUE) so the job's own task never waits for a receiver; the document is
-the job as it was at the event (artifact URLs signed when the delivery is made). See service/webhooks.py.
+the job as it was at the event (artifact URLs signed when the delivery is made). See core/webhooks.py.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from typing import Any
 import httpx
 from celery import Task
 
-from service import webhooks
-from service.schemas import JobDocument
-from service.settings import Settings
+from core import webhooks
+from core.documents import JobDocument
+from core.queues import WEBHOOK_TASK
+from core.settings import Settings
 from worker import runtime
 from worker.celery_app import app
 
@@ -49,7 +50,7 @@ def post(settings: Settings, url: str, event: str, job_id: str, data: bytes) -> 
         raise DeliveryFailed(f"the receiver answered {response.status_code}")
 
 
-@app.task(name=webhooks.TASK_NAME, bind=True)
+@app.task(name=WEBHOOK_TASK, bind=True)
 def deliver(self: Task, event: str, record: dict[str, Any]) -> None:
     rt = runtime.get()
     settings = rt.settings
@@ -61,10 +62,23 @@ def deliver(self: Task, event: str, record: dict[str, Any]) -> None:
         post(settings, job.webhook["url"], event, job.id, body)
     except DeliveryFailed as e:
         if attempt >= settings.webhook_attempts:
-            log.error("webhook %s of job %s: attempt %d of %d failed (%s); giving up",
-                      event, job.id, attempt, settings.webhook_attempts, e)
+            log.error(
+                "webhook %s of job %s: attempt %d of %d failed (%s); giving up",
+                event,
+                job.id,
+                attempt,
+                settings.webhook_attempts,
+                e,
+            )
             return
         delay = settings.webhook_backoff_s * 2 ** (attempt - 1)
-        log.warning("webhook %s of job %s: attempt %d failed (%s); retrying in %.1f s", event, job.id, attempt, e, delay)
+        log.warning(
+            "webhook %s of job %s: attempt %d failed (%s); retrying in %.1f s",
+            event,
+            job.id,
+            attempt,
+            e,
+            delay,
+        )
         raise self.retry(countdown=delay, max_retries=None) from e
     log.info("webhook %s of job %s delivered (attempt %d)", event, job.id, attempt)

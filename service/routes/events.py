@@ -12,27 +12,19 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from service.deps import Services, ServicesDep
-from service.jobs import FINAL, JobRecord
-from service.schemas import JobDocument, Message
+from core.documents import JobDocument
+from core.jobs import FINAL, JobRecord
+from service.deps import JobDep, Services, ServicesDep
+from service.schemas import Message
 
 router = APIRouter(tags=["jobs"])
 
 RECONNECT_MS = 2000  # how long an EventSource waits before it reconnects after a dropped connection
-
-
-def _existing(job_id: str, svc: ServicesDep) -> JobRecord:
-    """404 before the stream starts (its status line cannot change once it has)."""
-    job = svc.jobs.get(job_id)
-    if job is None:
-        raise HTTPException(404, f"job {job_id} does not exist (or its record has expired)")
-    return job
 
 
 def _event(name: str, data: str) -> bytes:
@@ -69,16 +61,22 @@ async def _stream(svc: Services, request: Request, job: JobRecord) -> AsyncItera
     "/jobs/{job_id}/events",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"text/event-stream": {}}, "description":
-              "`event: update` with the job document at once and at each change of status, progress, stage or "
-              "queue_position; `event: final` with the document of the ended job, then the stream closes. A "
-              "`: heartbeat` comment every GENDEF_EVENTS_HEARTBEAT_S while nothing changes."},
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "`event: update` with the job document at once and at each change of status, progress, stage or "
+            "queue_position; `event: final` with the document of the ended job, then the stream closes. A "
+            "`: heartbeat` comment every GENDEF_EVENTS_HEARTBEAT_S while nothing changes.",
+        },
         404: {"model": Message, "description": "no such job"},
     },
 )
-def job_events(job: Annotated[JobRecord, Depends(_existing)], svc: ServicesDep, request: Request) -> StreamingResponse:
+def job_events(job: JobDep, svc: ServicesDep, request: Request) -> StreamingResponse:
     """Follow a job live (for a browser: `new EventSource("/jobs/{id}/events")`)."""
     return StreamingResponse(
-        _stream(svc, request, job), media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},  # no buffering in nginx and the like
+        _stream(svc, request, job),
+        media_type="text/event-stream",
+        headers={
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        },  # no buffering in nginx and the like
     )

@@ -7,15 +7,16 @@ import mimetypes
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 
+from core.storage import ExpiredSignature, InvalidSignature, LocalStore
 from service.deps import AnyServicesDep
 from service.schemas import Message
-from service.storage import ExpiredSignature, InvalidSignature, LocalStore
 
 router = APIRouter(tags=["files"])
 
 
 @router.get(
-    "/files/{key:path}", response_class=FileResponse,
+    "/files/{key:path}",
+    response_class=FileResponse,
     responses={403: {"model": Message}, 404: {"model": Message}, 410: {"model": Message}},
 )
 def get_file(key: str, svc: AnyServicesDep, exp: str = "", sig: str = "") -> FileResponse:
@@ -25,7 +26,9 @@ def get_file(key: str, svc: AnyServicesDep, exp: str = "", sig: str = "") -> Fil
     try:
         store.check_signature(key, exp, sig)
     except InvalidSignature:
-        raise HTTPException(403, "invalid file URL signature: use the URL of the job document unchanged") from None
+        raise HTTPException(
+            403, "invalid file URL signature: use the URL of the job document unchanged"
+        ) from None
     except ExpiredSignature:
         raise HTTPException(410, "this file URL has expired: GET the job again for fresh URLs") from None
     try:

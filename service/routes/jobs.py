@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, HTTPException, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from pydantic import HttpUrl
 
-from service.deps import ServicesDep
-from service.jobs import JobRecord
-from service.schemas import MAX_FPS, MIN_FPS, GenerateRequest, JobDocument, Message, WebhookEvent
+from core.documents import JobDocument
+from core.jobs import JobRecord
+from service.deps import JobDep, ServicesDep
+from service.schemas import MAX_FPS, MIN_FPS, GenerateRequest, Message, WebhookEvent
 from service.submit import submit_edit, submit_generate
 
 router = APIRouter(tags=["jobs"])
@@ -17,48 +18,64 @@ router = APIRouter(tags=["jobs"])
 NOT_FOUND = {404: {"model": Message, "description": "no such job"}}
 UNAVAILABLE = {
     503: {"model": Message, "description": "Redis or the store is unreachable; try again"},
-    401: {"model": Message, "description": "API keys are on (GENDEF_API_KEYS) and no valid bearer key was sent"},
+    401: {
+        "model": Message,
+        "description": "API keys are on (GENDEF_API_KEYS) and no valid bearer key was sent",
+    },
 }
-SUBMIT_ERRORS = NOT_FOUND | UNAVAILABLE | {
-    409: {"model": Message, "description": "the job named (canonical_from, job_id) has not succeeded, or a request "
-                                           "with the same Idempotency-Key is still in progress"},
-    413: {"model": Message, "description": "request body too large"},
-    400: {"model": Message, "description": "malformed Idempotency-Key header"},
-    429: {"model": Message, "description": "this API key has its limit of queued and running jobs (Retry-After)"},
+SUBMIT_ERRORS = (
+    NOT_FOUND
+    | UNAVAILABLE
+    | {
+        409: {
+            "model": Message,
+            "description": "the job named (canonical_from, job_id) has not succeeded, or a request "
+            "with the same Idempotency-Key is still in progress",
+        },
+        413: {"model": Message, "description": "request body too large"},
+        400: {"model": Message, "description": "malformed Idempotency-Key header"},
+        429: {
+            "model": Message,
+            "description": "this API key has its limit of queued and running jobs (Retry-After)",
+        },
+    }
+)
+
+UPLOAD_ERRORS = SUBMIT_ERRORS | {
+    415: {"model": Message, "description": "the upload is not of an accepted format"},
 }
 
 
-def _accepted(svc: ServicesDep, request: Request, response: Response, job: JobRecord) -> JobDocument:
+def accepted(svc: ServicesDep, request: Request, response: Response, job: JobRecord) -> JobDocument:
     response.headers["Location"] = f"/jobs/{job.id}"
     return JobDocument.from_record(job, svc.presigner(request), svc.jobs.queue_position(job))
-
-
-def _found(svc: ServicesDep, job_id: str, job: JobRecord | None) -> JobRecord:
-    if job is None:
-        raise HTTPException(404, f"job {job_id} does not exist (or its record has expired: records are kept "
-                                 f"{svc.settings.job_ttl_s} s after their last change)")
-    return job
 
 
 @router.post("/generate", status_code=202, response_model=JobDocument, responses=SUBMIT_ERRORS)
 def generate(body: GenerateRequest, svc: ServicesDep, request: Request, response: Response) -> JobDocument:
     """Queue a video: a new one (kind generate), or new motion for a finished job's canonical image
     (``canonical_from``, kind resample)."""
-    return _accepted(svc, request, response, submit_generate(svc, body))
+    return accepted(svc, request, response, submit_generate(svc, body))
 
 
 @router.post(
-    "/edit", status_code=202, response_model=JobDocument,
+    "/edit",
+    status_code=202,
+    response_model=JobDocument,
     responses=SUBMIT_ERRORS | {415: {"model": Message, "description": "the image is not a PNG or JPEG"}},
 )
 def edit(
-    job_id: Annotated[str, Form(min_length=1, max_length=64, description="a finished job whose fields are reused")],
+    job_id: Annotated[
+        str, Form(min_length=1, max_length=64, description="a finished job whose fields are reused")
+    ],
     image: Annotated[UploadFile, File(description="the edited canonical image, PNG or JPEG")],
     svc: ServicesDep,
     request: Request,
     response: Response,
     fps: Annotated[int | None, Form(ge=MIN_FPS, le=MAX_FPS, description="default: the source job's")] = None,
-    webhook: Annotated[HttpUrl | None, Form(description="http(s) URL POSTed the job document on its events")] = None,
+    webhook: Annotated[
+        HttpUrl | None, Form(description="http(s) URL POSTed the job document on its events")
+    ] = None,
     webhook_events: Annotated[
         list[WebhookEvent] | None, Form(description="repeat the field per event (default: completed)")
     ] = None,
@@ -67,18 +84,17 @@ def edit(
     An image of another size than the canonical image is resized to it (``params.resized``)."""
     data = image.file.read(svc.settings.max_upload_bytes + 1)
     job = submit_edit(svc, job_id, data, fps, webhook and str(webhook), webhook_events)
-    return _accepted(svc, request, response, job)
+    return accepted(svc, request, response, job)
 
 
 @router.get("/jobs/{job_id}", response_model=JobDocument, responses=NOT_FOUND | UNAVAILABLE)
-def get_job(job_id: str, svc: ServicesDep, request: Request) -> JobDocument:
+def get_job(job: JobDep, svc: ServicesDep, request: Request) -> JobDocument:
     """The job document; artifact URLs are signed afresh at each call."""
-    job = _found(svc, job_id, svc.jobs.get(job_id))
     return JobDocument.from_record(job, svc.presigner(request), svc.jobs.queue_position(job))
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobDocument, responses=NOT_FOUND | UNAVAILABLE)
-def cancel_job(job_id: str, svc: ServicesDep, request: Request) -> JobDocument:
+def cancel_job(job: JobDep, svc: ServicesDep, request: Request) -> JobDocument:
     """A queued job is canceled at once; a running one stops at its next step (status turns canceled then);
     a finished job is returned unchanged."""
-    return JobDocument.from_record(_found(svc, job_id, svc.jobs.cancel(job_id)), svc.presigner(request))
+    return JobDocument.from_record(svc.jobs.cancel(job.id) or job, svc.presigner(request))

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from service.deps import ServicesDep
+from core.errors import NotFound
+from core.storage import BlobNotFound
+from service.deps import JobDep, ServicesDep
 from service.schemas import Message
-from service.storage import BlobNotFound
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 
@@ -24,17 +25,22 @@ def page() -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/jobs/{job_id}/canonical.png", tags=["jobs"], response_class=Response,
-            responses={200: {"content": {"image/png": {}}}, 404: {"model": Message}})
-def canonical(job_id: str, svc: ServicesDep) -> Response:
+@router.get(
+    "/jobs/{job_id}/canonical.png",
+    tags=["jobs"],
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, 404: {"model": Message}},
+)
+def canonical(job: JobDep, svc: ServicesDep) -> Response:
     """A succeeded job's canonical image from this origin: the page paints on it in a canvas, which a
     cross-origin image (a presigned S3 URL) would make unreadable."""
-    job = svc.jobs.get(job_id)
-    artifact = job.artifacts.get("canonical") if job and job.status == "succeeded" else None
+    artifact = job.artifacts.get("canonical") if job.status == "succeeded" else None
     if artifact is None:
-        raise HTTPException(404, f"job {job_id} has no canonical image (it does not exist or has not succeeded)")
+        raise NotFound(f"job {job.id} has no canonical image (it has not succeeded)")
     try:
         data = svc.blobs.get(artifact.key)
     except BlobNotFound:
-        raise HTTPException(404, f"the canonical image of job {job_id} is no longer stored") from None
-    return Response(data, media_type=artifact.content_type, headers={"Cache-Control": "private, max-age=3600"})
+        raise NotFound(f"the canonical image of job {job.id} is no longer stored") from None
+    return Response(
+        data, media_type=artifact.content_type, headers={"Cache-Control": "private, max-age=3600"}
+    )

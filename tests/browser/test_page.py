@@ -26,8 +26,9 @@ def wait_succeeded(page: Page, kind: str) -> str:
 
 def wait_playing(page: Page, job_id: str) -> None:
     """The video element shows this job's video and its currentTime advances."""
-    page.wait_for_function(f"document.getElementById('video').currentSrc.includes('{job_id}')",
-                           timeout=JOB_TIMEOUT_MS)
+    page.wait_for_function(
+        f"document.getElementById('video').currentSrc.includes('{job_id}')", timeout=JOB_TIMEOUT_MS
+    )
     start = page.evaluate("document.getElementById('video').currentTime")
     page.wait_for_function(PLAYING, arg=[min(start, 0.5)], timeout=JOB_TIMEOUT_MS)  # it loops: a wrap is fine
 
@@ -65,7 +66,7 @@ def test_generate_play_paint_edit_resample(browser: Browser, api_url: str, artif
 
     before, after = canonical(api_url, source_id), canonical(api_url, edit_id)
     size = before.shape[0]
-    middle = after[size // 2, size // 5: 4 * size // 5]  # (W', 3) the painted row
+    middle = after[size // 2, size // 5 : 4 * size // 5]  # (W', 3) the painted row
     assert (middle == [255, 0, 0]).all(), middle
     assert (after[: size // 4] == before[: size // 4]).all()  # far from the stroke: untouched
 
@@ -98,7 +99,9 @@ def test_generate_play_paint_edit_resample(browser: Browser, api_url: str, artif
     page.click("#segment")
     segment_id = wait_succeeded(page, "segment")
     wait_playing(page, segment_id)
-    masks = np.load(io.BytesIO(httpx.get(artifact_url(api_url, segment_id, "masks"), timeout=30).content))["masks"]
+    masks = np.load(io.BytesIO(httpx.get(artifact_url(api_url, segment_id, "masks"), timeout=30).content))[
+        "masks"
+    ]
     assert masks.shape[0] == 8 and set(np.unique(masks)) == {0, 1}
     page.close()
 
@@ -113,8 +116,9 @@ def test_api_errors_are_shown_and_a_phone_width_fits(browser: Browser, api_url: 
     page.goto(api_url + "/")
     page.fill("#num-frames", "100000")
     page.click("#generate")
-    expect(page.locator("#error")).to_contain_text("num_frames: Input should be less than or equal to",
-                                                   timeout=30_000)
+    expect(page.locator("#error")).to_contain_text(
+        "num_frames: Input should be less than or equal to", timeout=30_000
+    )
     page.fill("#num-frames", "4")
     page.click("#random")
     wait_playing(page, wait_succeeded(page, "generate"))

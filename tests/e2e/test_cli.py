@@ -39,8 +39,20 @@ def generated(api_url: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[s
     """`gendef generate` once for the module: its job id and the folder with out.mp4 and canonical.png."""
     folder = tmp_path_factory.mktemp("cli")
     result = gendef(
-        "--url", api_url, "generate", "--seed", "1", "--motion-seed", "2", "--frames", str(FRAMES),
-        "-o", "out.mp4", "--canonical", "canonical.png", cwd=folder,
+        "--url",
+        api_url,
+        "generate",
+        "--seed",
+        "1",
+        "--motion-seed",
+        "2",
+        "--frames",
+        str(FRAMES),
+        "-o",
+        "out.mp4",
+        "--canonical",
+        "canonical.png",
+        cwd=folder,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip(), folder
@@ -57,7 +69,11 @@ def test_status_prints_the_job_document(api_url: str, generated: tuple[str, Path
     job_id, _ = generated
     job = status(api_url, job_id)
     assert (job["id"], job["kind"], job["status"]) == (job_id, "generate", "succeeded")
-    assert (job["params"]["seed"], job["params"]["motion_seed"], job["params"]["num_frames"]) == (1, 2, FRAMES)
+    assert (job["params"]["seed"], job["params"]["motion_seed"], job["params"]["num_frames"]) == (
+        1,
+        2,
+        FRAMES,
+    )
 
 
 def test_edit_warps_the_edited_canonical_with_the_jobs_motion(
@@ -66,7 +82,9 @@ def test_edit_warps_the_edited_canonical_with_the_jobs_motion(
     job_id, folder = generated
     with Image.open(folder / "canonical.png") as canonical:
         ImageOps.invert(canonical.convert("RGB")).save(tmp_path / "edited.png")
-    result = gendef("--url", api_url, "edit", job_id, str(tmp_path / "edited.png"), "-o", str(tmp_path / "e.mp4"))
+    result = gendef(
+        "--url", api_url, "edit", job_id, str(tmp_path / "edited.png"), "-o", str(tmp_path / "e.mp4")
+    )
     assert result.returncode == 0, result.stderr
     assert decoded_frames(tmp_path / "e.mp4") == FRAMES
     edit = status(api_url, result.stdout.strip())

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from tests.e2e.conftest import free_port, wait_for
-from worker import media
+from tests.worker.video_checks import decode_video
 
 
 def descendants(pid: int) -> set[int]:
@@ -50,7 +50,11 @@ def test_make_run_serves_a_job_and_ctrl_c_stops_everything(tmp_path):
     log = tmp_path / "embedded.log"
     with open(log, "wb") as out:
         launcher = subprocess.Popen(
-            [sys.executable, "-m", "service.embedded"], cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "service.embedded"],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     started: set[int] = set()
@@ -66,7 +70,7 @@ def test_make_run_serves_a_job_and_ctrl_c_stops_everything(tmp_path):
         assert job["status"] == "succeeded", job["error"]
         video = httpx.get(job["artifacts"]["video"]["url"])  # served by the API itself, signed
         assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
-        assert media.decode_video(video.content)[0].shape[0] == 8
+        assert decode_video(video.content)[0].shape[0] == 8
         assert (tmp_path / "var" / "artifacts" / "jobs" / job["id"] / "video.mp4").is_file()
         assert (tmp_path / "var" / "redis").is_dir()
 

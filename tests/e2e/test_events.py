@@ -23,12 +23,17 @@ def test_a_client_follows_a_job_from_queued_to_a_final_event(http: httpx.Client)
     steps = [(STATUS_ORDER.index(doc["status"]), doc["progress"]) for doc in docs]
     assert steps == sorted(steps), f"status or progress went back: {steps}"
     states = [(doc["status"], doc["progress"], doc["stage"]) for doc in docs]
-    assert all(states[i] != states[i + 1] for i in range(len(states) - 1)), f"an unchanged state repeated: {states}"
+    assert all(states[i] != states[i + 1] for i in range(len(states) - 1)), (
+        f"an unchanged state repeated: {states}"
+    )
     final = docs[-1]
     assert final["status"] == "succeeded" and final["progress"] == 1.0
     assert set(final["artifacts"]) == {"video", "canonical", "deformation"}
     assert final["metrics"]["run_time"] > 0 and list(final["metrics"]["stage_times"])[-3:] == [
-        "sampling", "encoding", "uploading"]
+        "sampling",
+        "encoding",
+        "uploading",
+    ]
     # The video named by the final event is there to fetch.
     video = httpx.get(final["artifacts"]["video"]["url"], timeout=30)
     assert video.status_code == 200 and len(video.content) == final["artifacts"]["video"]["bytes"]

@@ -1,4 +1,4 @@
-"""What users do (issue 3, scenarios 1-5) over plain HTTP against the production-mode deployment of `api_url`:
+"""What users do (the README's session, steps 1-5) over plain HTTP against the production-mode deployment of `api_url`:
 artifacts fetched from their presigned URLs and checked against grid_sample(canonical, fields) computed here."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from tests.e2e.conftest import BUCKET, MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
-from tests.worker.video_checks import MIN_PSNR_DB, video_psnr, warp
+from tests.worker.video_checks import MIN_PSNR_DB, decode_video, video_psnr, warp
 from worker import media
 
 FRAMES = 8
@@ -85,7 +85,7 @@ def test_generate_delivers_the_canonical_warped_by_the_fields(generated):
     assert job["artifacts"]["video"]["content_type"] == "video/mp4"
     assert job["artifacts"]["canonical"]["content_type"] == "image/png"
 
-    frames, fps = media.decode_video(files["video"])
+    frames, fps = decode_video(files["video"])
     assert frames.shape == (FRAMES, 32, 32, 3) and fps == 8
     fields, meta = media.decode_fields(files["deformation"])
     assert fields.shape == (FRAMES, 32, 32, 2)
@@ -111,7 +111,7 @@ def test_edit_carries_the_paint_into_every_frame(http, generated):
     square = torch.zeros(3, 32, 32)
     square[:, 8:20, 8:20] = 1.0
     inside = warp(square, fields)[:, 0] > 0.99  # (T, H, W)
-    frames, _ = media.decode_video(files["video"])
+    frames, _ = decode_video(files["video"])
     for t in range(FRAMES):
         assert inside[t].sum() > 20
         red = frames[t][inside[t].numpy()].mean(axis=0)
@@ -120,7 +120,9 @@ def test_edit_carries_the_paint_into_every_frame(http, generated):
 
 def test_resample_keeps_the_canonical_and_draws_new_motion(http, generated):
     parent, parent_files, _ = generated
-    job = submit(http, "/generate", json={"canonical_from": parent["id"], "motion_seed": 7, "num_frames": FRAMES})
+    job = submit(
+        http, "/generate", json={"canonical_from": parent["id"], "motion_seed": 7, "num_frames": FRAMES}
+    )
     assert (job["kind"], job["parent_id"], job["params"]["seed"]) == ("resample", parent["id"], 1)
 
     job, files = succeeded(http, job["id"])
@@ -141,7 +143,9 @@ def test_same_seeds_give_identical_canonical_and_fields(http, generated):
 def test_six_jobs_at_once_succeed_and_a_queued_job_can_be_canceled(http):
     body = {"motion_seed": 3, "num_frames": 64}  # long enough that the jobs behind wait in the queue a while
     with ThreadPoolExecutor(6) as pool:
-        jobs = list(pool.map(lambda seed: submit(http, "/generate", json=body | {"seed": seed}), range(10, 16)))
+        jobs = list(
+            pool.map(lambda seed: submit(http, "/generate", json=body | {"seed": seed}), range(10, 16))
+        )
     # two more behind those six on a one-process worker: one to cancel, one to edit too early
     late, waiting = (submit(http, "/generate", json=body | {"seed": seed}) for seed in (16, 17))
 
@@ -182,10 +186,15 @@ def test_bad_requests_get_a_clear_4xx_at_once_and_the_service_keeps_working(http
         "too many frames": (lambda: http.post("/generate", json={"num_frames": 100_000}), {422}),
         "seed of the wrong type": (lambda: http.post("/generate", json={"seed": "one"}), {422}),
         "frames of the wrong type": (lambda: http.post("/generate", json={"num_frames": 2.5}), {422}),
-        "not JSON": (lambda: http.post("/generate", content=b"{", headers={"content-type": "application/json"}), {422}),
+        "not JSON": (
+            lambda: http.post("/generate", content=b"{", headers={"content-type": "application/json"}),
+            {422},
+        ),
         "resample of unknown job": (lambda: http.post("/generate", json={"canonical_from": "nope"}), {404}),
         "edit of unknown job": (
-            lambda: http.post("/edit", data={"job_id": "nope"}, files={"image": ("e.png", good_png)}), {404}),
+            lambda: http.post("/edit", data={"job_id": "nope"}, files={"image": ("e.png", good_png)}),
+            {404},
+        ),
         "edit without image": (lambda: http.post("/edit", data={"job_id": parent_id}), {422}),
         "non-image upload": (lambda: edit(b"just some text, not a picture", "e.txt"), {415, 422}),
         "truncated PNG": (lambda: edit(good_png[: len(good_png) // 2]), {415, 422}),
@@ -208,10 +217,16 @@ def test_bad_requests_get_a_clear_4xx_at_once_and_the_service_keeps_working(http
 def test_an_edit_whose_source_fields_are_gone_fails_clearly_and_the_worker_goes_on(http, s3):
     source = submit(http, "/generate", json={"seed": 4, "motion_seed": 4, "num_frames": FRAMES})
     succeeded(http, source["id"])
-    s3.delete_object(Bucket=BUCKET, Key=f"jobs/{source['id']}/deformation.npz")  # e.g. a bucket lifecycle rule
+    s3.delete_object(
+        Bucket=BUCKET, Key=f"jobs/{source['id']}/deformation.npz"
+    )  # e.g. a bucket lifecycle rule
 
-    job = submit(http, "/edit", data={"job_id": source["id"]},
-                 files={"image": ("e.png", png(np.zeros((32, 32, 3), np.uint8)))})
+    job = submit(
+        http,
+        "/edit",
+        data={"job_id": source["id"]},
+        files={"image": ("e.png", png(np.zeros((32, 32, 3), np.uint8)))},
+    )
     job, _ = wait_done(http, job["id"])
     assert job["status"] == "failed" and job["artifacts"] == {}
     assert job["error"]["code"] == "parent_missing" and source["id"] in job["error"]["message"]

@@ -36,7 +36,10 @@ class Receiver:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 with receiver.lock:
-                    tries = sum(h["x-gendef-delivery"] == headers["x-gendef-delivery"] for h, _, _ in receiver.requests)
+                    tries = sum(
+                        h["x-gendef-delivery"] == headers["x-gendef-delivery"]
+                        for h, _, _ in receiver.requests
+                    )
                     status = 500 if tries < receiver.fail_first else 200
                     receiver.requests.append((headers, body, status))
                 self.send_response(status)
@@ -72,9 +75,20 @@ def signed(headers: dict[str, str], body: bytes) -> bool:
     return hmac.compare_digest(headers["x-gendef-signature"], expected)
 
 
-def test_start_and_completed_are_delivered_signed_and_retried_after_a_500(http: httpx.Client, receiver: Receiver):
-    job = submit(http, "/generate", json={"seed": 7, "motion_seed": 8, "num_frames": 8, "webhook": receiver.url,
-                                          "webhook_events": ["start", "completed"]})
+def test_start_and_completed_are_delivered_signed_and_retried_after_a_500(
+    http: httpx.Client, receiver: Receiver
+):
+    job = submit(
+        http,
+        "/generate",
+        json={
+            "seed": 7,
+            "motion_seed": 8,
+            "num_frames": 8,
+            "webhook": receiver.url,
+            "webhook_events": ["start", "completed"],
+        },
+    )
     done, _ = succeeded(http, job["id"])
     requests = receiver.wait_for(4)  # each event: a 500, then the retry
     time.sleep(1)  # nothing more arrives after the two successful deliveries
@@ -88,7 +102,10 @@ def test_start_and_completed_are_delivered_signed_and_retried_after_a_500(http: 
         assert payload["event"] == headers["x-gendef-event"]
         assert headers["x-gendef-delivery"] == f"{job['id']}.{payload['event']}"
         deliveries.setdefault(payload["event"], []).append((status, payload["job"]))
-    assert [s for s, _ in deliveries["start"]] == [500, 200] and [s for s, _ in deliveries["completed"]] == [500, 200]
+    assert [s for s, _ in deliveries["start"]] == [500, 200] and [s for s, _ in deliveries["completed"]] == [
+        500,
+        200,
+    ]
     assert all(doc["status"] == "running" for _, doc in deliveries["start"])
     completed = deliveries["completed"][-1][1]
     assert completed["status"] == "succeeded" and completed["id"] == job["id"]
@@ -101,21 +118,34 @@ def test_an_edit_sends_completed_only_by_default(http: httpx.Client, receiver: R
     receiver.fail_first = 0
     source = submit(http, "/generate", json={"seed": 9, "motion_seed": 1, "num_frames": 4})
     succeeded(http, source["id"])
-    edit = submit(http, "/edit", data={"job_id": source["id"], "webhook": receiver.url},
-                  files={"image": ("e.png", png(np.full((32, 32, 3), 200, np.uint8)))})
+    edit = submit(
+        http,
+        "/edit",
+        data={"job_id": source["id"], "webhook": receiver.url},
+        files={"image": ("e.png", png(np.full((32, 32, 3), 200, np.uint8)))},
+    )
     succeeded(http, edit["id"])
     ((headers, body, status),) = receiver.wait_for(1)
     assert signed(headers, body) and status == 200
     assert json.loads(body)["event"] == "completed" and json.loads(body)["job"]["kind"] == "edit"
 
 
-@pytest.mark.parametrize("fields, field, message", [
-    ({"webhook": "ftp://example.com/hook"}, "webhook", "URL scheme should be 'http' or 'https'"),
-    ({"webhook": "not a url"}, "webhook", "Input should be a valid URL"),
-    ({"webhook_events": ["completed"]}, "webhook_events", "needs a webhook URL"),
-    ({"webhook": "http://example.com/h", "webhook_events": ["done"]}, "webhook_events", "'start' or 'completed'"),
-])
-def test_bad_webhook_fields_are_422_naming_the_field(http: httpx.Client, fields: dict, field: str, message: str):
+@pytest.mark.parametrize(
+    "fields, field, message",
+    [
+        ({"webhook": "ftp://example.com/hook"}, "webhook", "URL scheme should be 'http' or 'https'"),
+        ({"webhook": "not a url"}, "webhook", "Input should be a valid URL"),
+        ({"webhook_events": ["completed"]}, "webhook_events", "needs a webhook URL"),
+        (
+            {"webhook": "http://example.com/h", "webhook_events": ["done"]},
+            "webhook_events",
+            "'start' or 'completed'",
+        ),
+    ],
+)
+def test_bad_webhook_fields_are_422_naming_the_field(
+    http: httpx.Client, fields: dict, field: str, message: str
+):
     response = http.post("/generate", json={"seed": 1} | fields)
     assert response.status_code == 422, response.text
     errors = response.json()["detail"]

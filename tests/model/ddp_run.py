@@ -1,6 +1,6 @@
 """Run under torchrun by test_ddp.py: a short data-parallel training, then each process dumps its weights.
 
-    torchrun --standalone --nproc_per_node 2 tests/model/ddp_run.py RUN_DIR DATA
+torchrun --standalone --nproc_per_node 2 tests/model/ddp_run.py RUN_DIR DATA
 """
 
 import sys

@@ -24,10 +24,17 @@ def test_arms_share_the_stage1_state_and_differ_only_in_their_ablation(tmp_path)
         a: a != "no_canonical_cond" for a in ARMS
     }
     for arm, c in configs.items():  # the field regularisers are off exactly in the two arms without them
-        assert (c["fold_weight"] == 0 and c["offset_smooth_weight"] == 0) == (arm in ("no_field_reg", "first_recipe"))
+        assert (c["fold_weight"] == 0 and c["offset_smooth_weight"] == 0) == (
+            arm in ("no_field_reg", "first_recipe")
+        )
     first = configs["first_recipe"]
-    assert first["model"]["deformation"]["max_offset"] is None and first["model"]["deformation"]["field_res"] is None
-    assert first["image_weight"] == 0 and first["deform_lr_mult"] == 1.0 and first["canonical_freeze_steps"] == 0
+    assert (
+        first["model"]["deformation"]["max_offset"] is None
+        and first["model"]["deformation"]["field_res"] is None
+    )
+    assert (
+        first["image_weight"] == 0 and first["deform_lr_mult"] == 1.0 and first["canonical_freeze_steps"] == 0
+    )
     assert all(c["stage1_steps"] == 1 and c["stage2_steps"] == 5 for c in configs.values())  # stage 2 at once
 
     arms = {a: Trainer(TrainConfig(**configs[a]), d, resume=True) for a, d in zip(ARMS, dirs, strict=True)}

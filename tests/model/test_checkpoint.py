@@ -16,13 +16,21 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_save_then_load_gives_bit_identical_outputs(tmp_path, tiny):
     save_checkpoint(tiny, tmp_path / "ckpt", card={"data": "none", "steps": 0})
-    assert {p.name for p in (tmp_path / "ckpt").iterdir()} == {"model.safetensors", "config.json", "MODEL_CARD.md"}
+    assert {p.name for p in (tmp_path / "ckpt").iterdir()} == {
+        "model.safetensors",
+        "config.json",
+        "MODEL_CARD.md",
+    }
     config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
     assert config["resolution"] == 32 and config["max_frames"] == 256 and "deformation" in config
     loaded = load_checkpoint(tmp_path / "ckpt", device="cpu")
     assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
     a, b = tiny.sample([1, 2], [3, 4], 6), loaded.sample([1, 2], [3, 4], 6)
-    assert torch.equal(a.canonical, b.canonical) and torch.equal(a.fields, b.fields) and torch.equal(a.frames, b.frames)
+    assert (
+        torch.equal(a.canonical, b.canonical)
+        and torch.equal(a.fields, b.fields)
+        and torch.equal(a.frames, b.frames)
+    )
     assert "- steps: 0" in (tmp_path / "ckpt" / "MODEL_CARD.md").read_text()
 
 
@@ -33,8 +41,12 @@ def test_same_seeds_are_bit_identical_across_processes(tmp_path, tiny):
         "torch.manual_seed(99); m = load_checkpoint(sys.argv[1]); o = m.sample([5, 6], [7, 8], 10);"
         "save_file({'canonical': o.canonical, 'fields': o.fields}, sys.argv[2])"
     )
-    subprocess.run([sys.executable, "-c", script, str(tmp_path / "ckpt"), str(tmp_path / "out.safetensors")],
-                   cwd=REPO, check=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "ckpt"), str(tmp_path / "out.safetensors")],
+        cwd=REPO,
+        check=True,
+        timeout=120,
+    )
     other = load_file(tmp_path / "out.safetensors")
     here = tiny.sample([5, 6], [7, 8], 10)
     assert torch.equal(other["canonical"], here.canonical) and torch.equal(other["fields"], here.fields)
@@ -60,7 +72,9 @@ def test_init_cli_writes_an_untrained_checkpoint_marked_as_such(tmp_path):
     model = load_checkpoint(tmp_path / "init")
     assert "untrained" in (tmp_path / "init" / "MODEL_CARD.md").read_text()
     out = model.sample([1], [2], 3)
-    assert torch.equal(out.frames[:, 2], out.frames[:, 0])  # untrained: zero offsets, every frame the canonical
+    assert torch.equal(
+        out.frames[:, 2], out.frames[:, 0]
+    )  # untrained: zero offsets, every frame the canonical
 
 
 def test_shipped_small_checkpoint_loads_and_samples():

@@ -90,7 +90,12 @@ def test_moving_mnist_clips_keep_their_two_digits_inside_and_moving():
     assert ((frames[:, 1:] - frames[:, :-1]).abs().mean(dim=(2, 3, 4)) > 0).all()  # they move every frame
     # the digits drawn are those of the held-out set with these labels
     assert set(labels.flatten().tolist()) <= set(range(10))
-    assert torch.equal(MovingMNIST(64, "heldout").draw(torch.arange(40.0).expand(6, 40), torch.Generator().manual_seed(0))[0], frames)
+    assert torch.equal(
+        MovingMNIST(64, "heldout").draw(torch.arange(40.0).expand(6, 40), torch.Generator().manual_seed(0))[
+            0
+        ],
+        frames,
+    )
 
 
 def test_moving_mnist_samples_like_video_clips():

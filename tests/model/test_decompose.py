@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.apps import to_field_units
 from model.decompose import DecomposeConfig, base_fields, canonical_size, decompose, level_weights, psnr
+from model.tracking import to_field_units
 from model.warp import render
 
 H = W = 32
@@ -34,8 +34,9 @@ def texture(size: int) -> torch.Tensor:
 def true_motion_px() -> torch.Tensor:
     """(T, H, W, 2) pixels: where pixel p of frame t sees the middle frame, minus p: a pan plus a sinusoidal
     ripple, zero at the middle frame."""
-    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32),
-                            indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij"
+    )
     out = []
     for t in range(FRAMES):
         s = (t - MID) / MID

@@ -18,7 +18,9 @@ def test_zero_initialised_deformation_makes_every_frame_the_canonical_image():
         torch.testing.assert_close(out.frames[:, t], out.canonical, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("num_frames", [1, 16, 70, 256])  # 70 > frame_chunk (64); 256 = max_frames >> training's 32
+@pytest.mark.parametrize(
+    "num_frames", [1, 16, 70, 256]
+)  # 70 > frame_chunk (64); 256 = max_frames >> training's 32
 def test_shapes_and_ranges(tiny, num_frames):
     out = tiny.sample([1, 2], [3, 4], num_frames)
     assert out.canonical.shape == (2, 3, 32, 32) and out.canonical.dtype == torch.float32
@@ -40,8 +42,13 @@ def test_max_frames_is_at_least_128_and_enforced(tiny):
 
 @pytest.mark.parametrize(
     ("seeds", "motion_seeds", "message"),
-    [([1, 2], [3], "one motion seed per seed"), ([], [], "one motion seed per seed"), ([-1], [0], "seeds must be"),
-     ([2**32], [0], "seeds must be"), ([1], [1.5], "seeds must be")],
+    [
+        ([1, 2], [3], "one motion seed per seed"),
+        ([], [], "one motion seed per seed"),
+        ([-1], [0], "seeds must be"),
+        ([2**32], [0], "seeds must be"),
+        ([1], [1.5], "seeds must be"),
+    ],
 )
 def test_bad_seeds_are_refused(tiny, seeds, motion_seeds, message):
     with pytest.raises(ValueError, match=message):
@@ -54,7 +61,11 @@ def test_same_seeds_give_bit_identical_outputs_whatever_ran_before(tiny):
     torch.randn(1000)  # disturb the global RNG: sampling must not read it
     tiny.sample([9, 10], [11, 12], 5)
     b = tiny.sample([7], [8], 12)
-    assert torch.equal(a.canonical, b.canonical) and torch.equal(a.fields, b.fields) and torch.equal(a.frames, b.frames)
+    assert (
+        torch.equal(a.canonical, b.canonical)
+        and torch.equal(a.fields, b.fields)
+        and torch.equal(a.frames, b.frames)
+    )
 
 
 def test_batched_sampling_equals_one_by_one(tiny):

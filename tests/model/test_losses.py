@@ -19,7 +19,9 @@ from model.warp import flow_from_fields, identity_grid
 
 
 def test_smoothness_is_zero_for_a_constant_flow():
-    fields = identity_grid(8, 8) + torch.arange(3.0)[:, None, None, None] * torch.tensor([0.1, -0.05])  # (3, 8, 8, 2)
+    fields = identity_grid(8, 8) + torch.arange(3.0)[:, None, None, None] * torch.tensor(
+        [0.1, -0.05]
+    )  # (3, 8, 8, 2)
     flow = flow_from_fields(fields[None])[0]  # (2, 8, 8, 2): constant velocity
     image = torch.rand(2, 3, 8, 8) * 2 - 1
     assert edge_aware_smoothness(flow, image) < 1e-7  # 0 up to the rounding of fields[t + 1] - fields[t]
@@ -71,7 +73,9 @@ def test_offset_magnitude_is_the_mean_shift_in_pixels():
 
 def test_off_canvas_hinge_counts_pixels_outside_only():
     H, W = 4, 4  # one pixel is 0.5 in field units
-    assert off_canvas_hinge(identity_grid(H, W)) == 0  # every point inside (the outer pixel centres at +-0.75)
+    assert (
+        off_canvas_hinge(identity_grid(H, W)) == 0
+    )  # every point inside (the outer pixel centres at +-0.75)
     fields = identity_grid(H, W).clone()
     fields[0, 0] = torch.tensor([-1.5, 0.0])  # 0.5 units = 1 pixel left of the canvas
     fields[1, 1] = torch.tensor([2.0, 2.0])  # 1 unit = 2 pixels outside in x and in y: 4
@@ -103,7 +107,9 @@ def test_field_health_of_a_fixed_lens_and_of_pure_motion():
     lens = (identity_grid(H, W) + torch.tensor([0.25, 0.0])).expand(1, T, H, W, 2)  # 1 px right, every frame
     h = field_health(lens)
     assert abs(h["static_share"] - 1) < 1e-5 and abs(h["mean_offset"] - 1) < 1e-5 and h["motion"] < 1e-6
-    assert h["folds"] == 0 and h["off_canvas"] == 1 / 8 and abs(h["frame0_offset"] - 1) < 1e-5  # last column out
+    assert (
+        h["folds"] == 0 and h["off_canvas"] == 1 / 8 and abs(h["frame0_offset"] - 1) < 1e-5
+    )  # last column out
     # moving +-1 pixel around the identity: the mean offset over time is 0, nothing is fixed
     swing = torch.tensor([0.25, -0.25, 0.25, -0.25])[:, None, None, None] * torch.tensor([1.0, 0.0])
     h = field_health((identity_grid(H, W) + swing)[None])

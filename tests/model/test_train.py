@@ -45,7 +45,9 @@ def test_stage1_trains_the_canonical_generator_and_the_discriminator(tmp_path):
         assert_finite_grads(trainer.D)
     assert metrics["r1"] > 0  # computed on the first step (r1_every=2), reported until the next
     assert changed(G0, trainer.G, "canonical.") and changed(D0, trainer.D, "")
-    assert not changed(G0, trainer.G, "deformation.") and not changed(G0, trainer.G, "motion.")  # stage 1: images
+    assert not changed(G0, trainer.G, "deformation.") and not changed(
+        G0, trainer.G, "motion."
+    )  # stage 1: images
 
 
 def test_stage2_trains_the_deformation_path_from_the_identity_warp(tmp_path):

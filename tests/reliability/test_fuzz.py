@@ -21,22 +21,28 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from tests.redis_server import redis_url
 from tests.service.helpers import Server, make_settings
 
 log = logging.getLogger(__name__)
 
-REDIS_URL = "redis://127.0.0.1:6379/14"
+REDIS_DB = 14
 EXAMPLES_PER_OPERATION = 230  # about 2,300 requests in all (3,003 at 300)
 MIN_REQUESTS = 2000
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          response_headers_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(redis_url(REDIS_DB))
     client.flushdb()
-    with Server(make_settings(tmp_path, redis_url=REDIS_URL, worker_ping_timeout_s=0.05)) as s:
+    with Server(make_settings(tmp_path, redis_url=redis_url(REDIS_DB), worker_ping_timeout_s=0.05)) as s:
         yield s
     client.flushdb()
     client.close()
@@ -47,8 +53,13 @@ def fuzz(operation: schemathesis.APIOperation, base_url: str, checks: list) -> i
     sent = 0
 
     @given(case=operation.as_strategy())
-    @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES_PER_OPERATION,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
     def call(case: schemathesis.Case) -> None:
         nonlocal sent
         response = case.call(base_url=base_url, timeout=30)

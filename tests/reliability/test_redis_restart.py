@@ -54,7 +54,12 @@ def test_jobs_accepted_around_a_redis_restart_all_complete(own_redis, deploy):
     assert errors == []
     assert {status for status, _ in answers} == {202, 503}, answers  # the outage was seen, nothing else
     accepted = [job_id for status, job_id in answers if status == 202]
-    log.info("%d submissions: %d accepted, %d answered 503", len(answers), len(accepted), len(answers) - len(accepted))
+    log.info(
+        "%d submissions: %d accepted, %d answered 503",
+        len(answers),
+        len(accepted),
+        len(answers) - len(accepted),
+    )
     with httpx.Client(base_url=url, timeout=30) as client:
         deadline = time.monotonic() + 240
         pending = set(accepted)

@@ -48,12 +48,24 @@ def wait_final(http: httpx.Client, job_id: str, timeout_s: float = 120) -> dict:
     return job
 
 
-def test_an_unreachable_store_is_retried_then_storage_unavailable_and_readyz_says_so(own_redis, deploy, moto_port):
-    s3 = {"storage_backend": "s3", "s3_bucket": BUCKET, "s3_access_key_id": "k", "s3_secret_access_key": "s",
-          "redis_url": own_redis.url}
+def test_an_unreachable_store_is_retried_then_storage_unavailable_and_readyz_says_so(
+    own_redis, deploy, moto_port
+):
+    s3 = {
+        "storage_backend": "s3",
+        "s3_bucket": BUCKET,
+        "s3_access_key_id": "k",
+        "s3_secret_access_key": "s",
+        "redis_url": own_redis.url,
+    }
     worker_s3, api_s3 = TcpProxy(moto_port), TcpProxy(moto_port)
-    worker = deploy(**s3, s3_endpoint_url=worker_s3.url, storage_attempts=STORAGE_ATTEMPTS, storage_backoff_s=0.2,
-                    job_time_limit_s=120)
+    worker = deploy(
+        **s3,
+        s3_endpoint_url=worker_s3.url,
+        storage_attempts=STORAGE_ATTEMPTS,
+        storage_backoff_s=0.2,
+        job_time_limit_s=120,
+    )
     worker.start_worker()
     api = deploy(**s3, s3_endpoint_url=api_s3.url)
     http = httpx.Client(base_url=api.start_api(), timeout=30)
@@ -80,7 +92,9 @@ def test_an_unreachable_store_is_retried_then_storage_unavailable_and_readyz_say
     worker_s3.up()
     assert http.get("/readyz").status_code == 200
 
-    again = http.post("/edit", data={"job_id": parent["id"]}, files={"image": ("paint.png", image, "image/png")})
+    again = http.post(
+        "/edit", data={"job_id": parent["id"]}, files={"image": ("paint.png", image, "image/png")}
+    )
     assert wait_final(http, again.json()["id"])["status"] == "succeeded"
     http.close()
     worker_s3.close()

@@ -15,8 +15,8 @@ from pathlib import Path
 import psutil
 from PIL import Image
 
-from service.queue import enqueue, make_celery
-from service.storage import artifact_key
+from core.queues import enqueue, make_celery
+from core.storage import artifact_key
 from tests.reliability.conftest import Deployment
 
 PARAMS = {"seed": 1, "motion_seed": 2, "num_frames": 4, "fps": 8}

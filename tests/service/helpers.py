@@ -12,12 +12,13 @@ import numpy as np
 import uvicorn
 from PIL import Image
 
+from core.jobs import Artifact, JobRecord, JobStore
+from core.settings import Settings
+from core.storage import LocalStore, artifact_key
 from service.app import create_app
-from service.jobs import Artifact, JobRecord, JobStore
-from service.settings import Settings
-from service.storage import LocalStore, artifact_key
+from tests.redis_server import redis_url
 
-REDIS_URL = "redis://127.0.0.1:6379/11"
+REDIS_DB = 11
 MAX_UPLOAD_BYTES = 256 * 1024
 MAX_UPLOAD_PIXELS = 512 * 512
 CANONICAL_SIZE = (64, 64)
@@ -46,7 +47,9 @@ class Server:
         self.app = create_app(settings)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self._server = uvicorn.Server(
+            uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
     def __enter__(self) -> Server:
@@ -87,7 +90,11 @@ class Server:
 
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:
     values = dict(
-        redis_url=REDIS_URL, local_storage_dir=tmp_path / "artifacts", max_upload_bytes=MAX_UPLOAD_BYTES,
-        max_upload_pixels=MAX_UPLOAD_PIXELS, worker_ping_timeout_s=0.2, readiness_cache_s=0,
+        redis_url=redis_url(REDIS_DB),
+        local_storage_dir=tmp_path / "artifacts",
+        max_upload_bytes=MAX_UPLOAD_BYTES,
+        max_upload_pixels=MAX_UPLOAD_PIXELS,
+        worker_ping_timeout_s=0.2,
+        readiness_cache_s=0,
     )
     return Settings(**(values | overrides))

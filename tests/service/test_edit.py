@@ -22,15 +22,23 @@ def png_header_only(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
-def edit(http: httpx.Client, job_id: str, image: bytes, name: str = "edited.png", **fields: str) -> httpx.Response:
+def edit(
+    http: httpx.Client, job_id: str, image: bytes, name: str = "edited.png", **fields: str
+) -> httpx.Response:
     return http.post("/edit", data={"job_id": job_id, **fields}, files={"image": (name, image, "image/png")})
 
 
-def test_edit_of_a_finished_job_stores_the_upload_as_its_input(http: httpx.Client, server: Server,
-                                                               finished_job: dict, redis_db: redis.Redis):
+def test_edit_of_a_finished_job_stores_the_upload_as_its_input(
+    http: httpx.Client, server: Server, finished_job: dict, redis_db: redis.Redis
+):
     image = png_bytes(seed=9)
     r = edit(http, finished_job["id"], image)
 
@@ -46,8 +54,9 @@ def test_edit_of_a_finished_job_stores_the_upload_as_its_input(http: httpx.Clien
     assert queued_tasks(redis_db, "gendef-edit") == [("gendef.edit", [job["id"]])]
 
 
-def test_edit_records_a_resize_for_another_size_and_takes_jpeg(http: httpx.Client, server: Server,
-                                                              finished_job: dict):
+def test_edit_records_a_resize_for_another_size_and_takes_jpeg(
+    http: httpx.Client, server: Server, finished_job: dict
+):
     image = png_bytes((100, 80), fmt="JPEG")
     r = edit(http, finished_job["id"], image, name="edited.jpg", fps="24")
 
@@ -100,16 +109,19 @@ def cut(data: bytes) -> bytes:
     return data[: len(data) // 2]
 
 
-@pytest.mark.parametrize("image, status, message", [
-    (b"GIF89a" + b"\0" * 100, 415, "image must be a PNG or JPEG file"),
-    (b"%PDF-1.7 not an image", 415, "image must be a PNG or JPEG file"),
-    (b"", 415, "image must be a PNG or JPEG file"),
-    (cut(png_bytes()), 422, "truncated or corrupt"),
-    (cut(png_bytes(fmt="JPEG")), 422, "truncated or corrupt"),
-    (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, 422, "cannot read the PNG header"),
-    (png_header_only(1000, 1000), 413, "image is 1000x1000 = 1000000 pixels; the limit is 262144"),
-    (png_header_only(100_000, 100_000), 413, "image has too many pixels: the limit is 262144"),
-])
+@pytest.mark.parametrize(
+    "image, status, message",
+    [
+        (b"GIF89a" + b"\0" * 100, 415, "image must be a PNG or JPEG file"),
+        (b"%PDF-1.7 not an image", 415, "image must be a PNG or JPEG file"),
+        (b"", 415, "image must be a PNG or JPEG file"),
+        (cut(png_bytes()), 422, "truncated or corrupt"),
+        (cut(png_bytes(fmt="JPEG")), 422, "truncated or corrupt"),
+        (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, 422, "cannot read the PNG header"),
+        (png_header_only(1000, 1000), 413, "image is 1000x1000 = 1000000 pixels; the limit is 262144"),
+        (png_header_only(100_000, 100_000), 413, "image has too many pixels: the limit is 262144"),
+    ],
+)
 def test_bad_uploads_are_refused_with_a_message_and_nothing_is_queued(
     http: httpx.Client, server: Server, finished_job: dict, redis_db: redis.Redis, image, status, message
 ):
@@ -121,8 +133,9 @@ def test_bad_uploads_are_refused_with_a_message_and_nothing_is_queued(
     assert {k for k in redis_db.scan_iter("gendef:job:*")} == {f"gendef:job:{finished_job['id']}"}
 
 
-def test_an_oversized_body_is_413_from_its_content_length(http: httpx.Client, finished_job: dict,
-                                                          redis_db: redis.Redis):
+def test_an_oversized_body_is_413_from_its_content_length(
+    http: httpx.Client, finished_job: dict, redis_db: redis.Redis
+):
     r = edit(http, finished_job["id"], b"\x89PNG\r\n\x1a\n" + b"\0" * (MAX_UPLOAD_BYTES + 128 * 1024))
     assert r.status_code == 413
     assert "larger than the limit" in r.json()["detail"]
@@ -132,9 +145,11 @@ def test_an_oversized_body_is_413_from_its_content_length(http: httpx.Client, fi
 def test_an_oversized_streamed_body_is_413(server: Server, finished_job: dict, redis_db: redis.Redis):
     """Without a Content-Length (chunked), the body is cut off once it passes the limit."""
     boundary = "xyz"
-    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="job_id"\r\n\r\n{finished_job["id"]}\r\n'
-            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
-            "Content-Type: image/png\r\n\r\n").encode()
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="job_id"\r\n\r\n{finished_job["id"]}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    ).encode()
 
     def body() -> Iterator[bytes]:
         yield head + b"\x89PNG\r\n\x1a\n"
@@ -143,12 +158,16 @@ def test_an_oversized_streamed_body_is_413(server: Server, finished_job: dict, r
         yield f"\r\n--{boundary}--\r\n".encode()
 
     with httpx.Client(base_url=server.url, timeout=10) as client:
-        r = client.post("/edit", content=body(), headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+        r = client.post(
+            "/edit", content=body(), headers={"content-type": f"multipart/form-data; boundary={boundary}"}
+        )
     assert r.status_code == 413
     assert redis_db.llen("gendef-edit") == 0
 
 
-def test_an_image_just_over_the_cap_inside_a_body_under_the_limit_is_413(http: httpx.Client, finished_job: dict):
+def test_an_image_just_over_the_cap_inside_a_body_under_the_limit_is_413(
+    http: httpx.Client, finished_job: dict
+):
     r = edit(http, finished_job["id"], b"\x89PNG\r\n\x1a\n" + b"\0" * MAX_UPLOAD_BYTES)
     assert r.status_code == 413
     assert r.json()["detail"] == f"image is larger than the limit of {MAX_UPLOAD_BYTES} bytes"

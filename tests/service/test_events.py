@@ -30,12 +30,19 @@ def test_queue_position_counts_the_jobs_ahead_in_the_same_queue(http: httpx.Clie
     assert [job["queue_position"] for job in (first, second, third)] == [0, 1, 2]  # the 202 answers
 
     source = server.finish(http.post("/generate", json={"seed": 4}).json()["id"])
-    edit = http.post("/edit", data={"job_id": source.id}, files={"image": ("e.png", server.blobs.get(
-        source.artifacts["canonical"].key))}).json()
+    edit = http.post(
+        "/edit",
+        data={"job_id": source.id},
+        files={"image": ("e.png", server.blobs.get(source.artifacts["canonical"].key))},
+    ).json()
     assert edit["queue_position"] == 0  # the edit queue is empty: generate jobs are not ahead of it
 
     http.post(f"/jobs/{first['id']}/cancel")
-    assert [http.get(f"/jobs/{j['id']}").json()["queue_position"] for j in (first, second, third)] == [None, 0, 1]
+    assert [http.get(f"/jobs/{j['id']}").json()["queue_position"] for j in (first, second, third)] == [
+        None,
+        0,
+        1,
+    ]
     server.jobs.mark_running(second["id"])
     assert [http.get(f"/jobs/{j['id']}").json()["queue_position"] for j in (second, third)] == [None, 0]
 
@@ -49,7 +56,9 @@ def test_metrics_time_the_queue_the_run_and_each_finished_stage(http: httpx.Clie
     server.jobs.set_progress(job_id, 0.0, "sampling")
     server.jobs.set_progress(job_id, 0.5, "encoding")
     doc = http.get(f"/jobs/{job_id}").json()
-    assert doc["metrics"]["queue_time"] == pytest.approx(seconds(doc["created_at"], doc["started_at"]), abs=1e-3)
+    assert doc["metrics"]["queue_time"] == pytest.approx(
+        seconds(doc["created_at"], doc["started_at"]), abs=1e-3
+    )
     assert doc["metrics"]["run_time"] is None and list(doc["metrics"]["stage_times"]) == ["sampling"]
 
     server.jobs.set_progress(job_id, 0.9, "encoding")  # progress within a stage: not a new stage
@@ -62,7 +71,9 @@ def test_metrics_time_the_queue_the_run_and_each_finished_stage(http: httpx.Clie
     assert sum(metrics["stage_times"].values()) <= metrics["run_time"] + 2e-3  # stages begin after the start
 
 
-def test_events_follow_a_job_in_order_with_heartbeats_and_end_with_a_final_event(http: httpx.Client, server: Server):
+def test_events_follow_a_job_in_order_with_heartbeats_and_end_with_a_final_event(
+    http: httpx.Client, server: Server
+):
     ahead = http.post("/generate", json={"seed": 1}).json()
     job_id = http.post("/generate", json={"seed": 2}).json()["id"]
     with http.stream("GET", f"/jobs/{job_id}/events") as response:
@@ -77,7 +88,12 @@ def test_events_follow_a_job_in_order_with_heartbeats_and_end_with_a_final_event
         assert (name, doc["status"], doc["queue_position"]) == ("update", "queued", 0)
         server.jobs.mark_running(job_id)
         name, doc = next_event(stream)
-        assert (name, doc["status"], doc["queue_position"], doc["progress"]) == ("update", "running", None, 0.0)
+        assert (name, doc["status"], doc["queue_position"], doc["progress"]) == (
+            "update",
+            "running",
+            None,
+            0.0,
+        )
         server.jobs.set_progress(job_id, 1 / 3, "encoding")
         name, doc = next_event(stream)
         assert (name, doc["status"], doc["progress"]) == ("update", "running", pytest.approx(1 / 3))
@@ -98,7 +114,9 @@ def test_events_of_an_unknown_job_are_404(http: httpx.Client):
     assert response.status_code == 404 and "does not exist" in response.json()["detail"]
 
 
-def test_a_record_that_expires_mid_stream_ends_it_with_an_error_event(http: httpx.Client, redis_db: redis.Redis):
+def test_a_record_that_expires_mid_stream_ends_it_with_an_error_event(
+    http: httpx.Client, redis_db: redis.Redis
+):
     job_id = http.post("/generate", json={"seed": 1}).json()["id"]
     with http.stream("GET", f"/jobs/{job_id}/events") as response:
         stream = events(response)

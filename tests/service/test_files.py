@@ -67,7 +67,9 @@ def test_a_signed_url_cannot_leave_the_storage_folder(server: Server, finished_j
     sig = server.blobs._signature(key, exp)
     r = httpx.get(f"{server.url}/files/jobs/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd?exp={exp}&sig={sig}")
     assert r.status_code == 404
-    assert r.json()["detail"] == "no such file (it may have been deleted)"  # the route ran and refused the key
+    assert (
+        r.json()["detail"] == "no such file (it may have been deleted)"
+    )  # the route ran and refused the key
 
 
 def test_a_signed_url_of_a_deleted_file_is_404(server: Server, finished_job: dict):

@@ -12,8 +12,21 @@ import redis
 from tests.service.helpers import Server
 
 DOCUMENT_FIELDS = {
-    "id", "kind", "status", "progress", "params", "parent_id", "created_at", "started_at", "finished_at", "error",
-    "artifacts", "queue_position", "metrics", "stage", "result",
+    "id",
+    "kind",
+    "status",
+    "progress",
+    "params",
+    "parent_id",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "error",
+    "artifacts",
+    "queue_position",
+    "metrics",
+    "stage",
+    "result",
 }
 
 
@@ -27,7 +40,9 @@ def queued_tasks(redis_db: redis.Redis, queue: str) -> list[tuple[str, list]]:
     return out
 
 
-def test_generate_answers_202_with_location_and_queues_the_job_by_id(http: httpx.Client, redis_db: redis.Redis):
+def test_generate_answers_202_with_location_and_queues_the_job_by_id(
+    http: httpx.Client, redis_db: redis.Redis
+):
     r = http.post("/generate", json={"seed": 1, "motion_seed": 2, "num_frames": 16})
 
     assert r.status_code == 202
@@ -65,21 +80,26 @@ def test_job_ids_are_distinct_and_unknown_ids_are_404(http: httpx.Client):
         assert "does not exist" in r.json()["detail"]
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"num_frames": 0}, "num_frames"),
-    ({"num_frames": 129}, "num_frames"),  # past GENDEF_MAX_FRAMES (128)
-    ({"num_frames": "16"}, "num_frames"),
-    ({"num_frames": 16.5}, "num_frames"),
-    ({"seed": -1}, "seed"),
-    ({"seed": 2**32}, "seed"),
-    ({"motion_seed": 2**63}, "motion_seed"),
-    ({"seed": "one"}, "seed"),
-    ({"motion_seed": True}, "motion_seed"),
-    ({"fps": 0}, "fps"),
-    ({"fps": 61}, "fps"),
-    ({"frames": 16}, "frames"),  # a misspelt field is refused, not ignored
-])
-def test_invalid_generate_bodies_are_422_naming_the_field(http: httpx.Client, redis_db: redis.Redis, body, field):
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"num_frames": 0}, "num_frames"),
+        ({"num_frames": 129}, "num_frames"),  # past GENDEF_MAX_FRAMES (128)
+        ({"num_frames": "16"}, "num_frames"),
+        ({"num_frames": 16.5}, "num_frames"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 2**32}, "seed"),
+        ({"motion_seed": 2**63}, "motion_seed"),
+        ({"seed": "one"}, "seed"),
+        ({"motion_seed": True}, "motion_seed"),
+        ({"fps": 0}, "fps"),
+        ({"fps": 61}, "fps"),
+        ({"frames": 16}, "frames"),  # a misspelt field is refused, not ignored
+    ],
+)
+def test_invalid_generate_bodies_are_422_naming_the_field(
+    http: httpx.Client, redis_db: redis.Redis, body, field
+):
     r = http.post("/generate", json=body)
 
     assert r.status_code == 422
@@ -117,8 +137,9 @@ def test_resample_of_an_unfinished_job_is_409_saying_to_wait(http: httpx.Client,
     assert r.status_code == 409 and "is failed" in r.json()["detail"]
 
 
-def test_resample_records_the_parent_and_its_content_seed(http: httpx.Client, finished_job: dict,
-                                                         redis_db: redis.Redis):
+def test_resample_records_the_parent_and_its_content_seed(
+    http: httpx.Client, finished_job: dict, redis_db: redis.Redis
+):
     r = http.post("/generate", json={"canonical_from": finished_job["id"], "motion_seed": 7, "num_frames": 8})
 
     assert r.status_code == 202
@@ -173,18 +194,34 @@ def test_progress_and_failure_show_in_the_document(http: httpx.Client, server: S
     server.jobs.mark_failed(job_id, "out_of_memory", "The GPU ran out of memory; ask for fewer frames.")
     doc = http.get(f"/jobs/{job_id}").json()
     assert doc["status"] == "failed" and doc["artifacts"] == {}
-    assert doc["error"] == {"code": "out_of_memory", "message": "The GPU ran out of memory; ask for fewer frames."}
+    assert doc["error"] == {
+        "code": "out_of_memory",
+        "message": "The GPU ran out of memory; ask for fewer frames.",
+    }
 
 
 def test_openapi_describes_the_contract(http: httpx.Client):
     spec = http.get("/openapi.json").json()
-    assert {"/generate", "/edit", "/jobs/{job_id}", "/jobs/{job_id}/cancel", "/healthz", "/readyz", "/metrics"} <= set(
-        spec["paths"]
-    )
+    assert {
+        "/generate",
+        "/edit",
+        "/jobs/{job_id}",
+        "/jobs/{job_id}/cancel",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    } <= set(spec["paths"])
     assert list(spec["paths"]["/edit"]["post"]["requestBody"]["content"]) == ["multipart/form-data"]
     schemas = spec["components"]["schemas"]
     assert set(schemas["GenerateRequest"]["properties"]) == {
-        "seed", "motion_seed", "num_frames", "fps", "canonical_from", "webhook", "webhook_events"}
+        "seed",
+        "motion_seed",
+        "num_frames",
+        "fps",
+        "canonical_from",
+        "webhook",
+        "webhook_events",
+    }
     assert set(schemas["JobDocument"]["properties"]) == DOCUMENT_FIELDS
 
 

@@ -12,8 +12,9 @@ import httpx
 import pytest
 import redis
 
-from service.jobs import Artifact
-from tests.service.helpers import REDIS_URL, S3_CREDENTIALS, Server, free_port, make_settings, png_bytes
+from core.jobs import Artifact
+from tests.redis_server import redis_url
+from tests.service.helpers import REDIS_DB, S3_CREDENTIALS, Server, free_port, make_settings, png_bytes
 
 
 def test_healthz(http: httpx.Client):
@@ -33,9 +34,25 @@ def test_readyz_with_a_live_celery_worker_is_200(http: httpx.Client, tmp_path: P
     """A real Celery worker on the same broker answers the ping (it consumes a queue of its own, so the tests'
     queued tasks stay put)."""
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "--broker", REDIS_URL, "worker", "--pool=solo", "--without-mingle",
-         "--without-gossip", "-Q", "readyz-probe", "-n", f"probe-{os.getpid()}@test", "--loglevel=warning"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "--broker",
+            redis_url(REDIS_DB),
+            "worker",
+            "--pool=solo",
+            "--without-mingle",
+            "--without-gossip",
+            "-Q",
+            "readyz-probe",
+            "-n",
+            f"probe-{os.getpid()}@test",
+            "--loglevel=warning",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
     )
     try:
         deadline = time.monotonic() + 30
@@ -59,8 +76,14 @@ def test_metrics_count_jobs_by_kind_and_status_and_queue_depth(http: httpx.Clien
     r = http.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     lines = set(r.text.splitlines())
-    for kind, status, n in [("generate", "canceled", 1), ("generate", "running", 1), ("generate", "succeeded", 1),
-                            ("generate", "failed", 1), ("generate", "queued", 0), ("edit", "queued", 0)]:
+    for kind, status, n in [
+        ("generate", "canceled", 1),
+        ("generate", "running", 1),
+        ("generate", "succeeded", 1),
+        ("generate", "failed", 1),
+        ("generate", "queued", 0),
+        ("edit", "queued", 0),
+    ]:
         assert f'gendef_jobs{{kind="{kind}",status="{status}"}} {n}.0' in lines
     # Nothing consumes the queue here: the four tasks sent are all still waiting.
     assert 'gendef_queue_depth{queue="gendef-generate"} 4.0' in lines
@@ -69,7 +92,7 @@ def test_metrics_count_jobs_by_kind_and_status_and_queue_depth(http: httpx.Clien
     assert 'gendef_job_duration_seconds_count{kind="generate",status="succeeded"} 1.0' in lines
     assert 'gendef_job_duration_seconds_count{kind="generate",status="failed"} 1.0' in lines
     assert 'gendef_job_duration_seconds_bucket{kind="generate",le="0.5",status="succeeded"} 1.0' in lines
-    assert not any("status=\"canceled\"" in line for line in lines if line.startswith("gendef_job_duration"))
+    assert not any('status="canceled"' in line for line in lines if line.startswith("gendef_job_duration"))
 
 
 @pytest.fixture
@@ -98,12 +121,19 @@ def test_redis_down_is_503_with_a_message(redis_down_server: Server):
 
 
 def test_store_down_during_an_edit_is_503(redis_db: redis.Redis, tmp_path: Path):
-    settings = make_settings(tmp_path, storage_backend="s3", s3_endpoint_url=f"http://127.0.0.1:{free_port()}",
-                             s3_bucket="gone", **S3_CREDENTIALS)
+    settings = make_settings(
+        tmp_path,
+        storage_backend="s3",
+        s3_endpoint_url=f"http://127.0.0.1:{free_port()}",
+        s3_bucket="gone",
+        **S3_CREDENTIALS,
+    )
     with Server(settings) as server, httpx.Client(base_url=server.url, timeout=30) as http:
         parent = server.jobs.create("generate", {"seed": 1, "motion_seed": 2, "num_frames": 16, "fps": 8})
         server.jobs.mark_running(parent.id)
-        server.jobs.mark_succeeded(parent.id, {"canonical": Artifact(f"jobs/{parent.id}/canonical.png", "image/png", 9)})
+        server.jobs.mark_succeeded(
+            parent.id, {"canonical": Artifact(f"jobs/{parent.id}/canonical.png", "image/png", 9)}
+        )
 
         r = http.post("/edit", data={"job_id": parent.id}, files={"image": ("a.png", png_bytes())})
         assert r.status_code == 503
@@ -114,12 +144,17 @@ def test_store_down_during_an_edit_is_503(redis_db: redis.Redis, tmp_path: Path)
 
 def test_the_api_never_imports_torch_model_or_worker(tmp_path: Path):
     code = (
-        "import sys, service.app, service.settings, service.jobs, service.storage\n"
+        "import sys, service.app, core.settings, core.jobs, core.storage\n"
         "service.app.create_app()\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'model', 'worker'))\n"
         "assert not bad, bad\n"
     )
-    env = os.environ | {"GENDEF_REDIS_URL": REDIS_URL, "GENDEF_LOCAL_STORAGE_DIR": str(tmp_path)}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                            cwd=Path(__file__).resolve().parents[2])
+    env = os.environ | {"GENDEF_REDIS_URL": redis_url(REDIS_DB), "GENDEF_LOCAL_STORAGE_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert result.returncode == 0, result.stderr

@@ -9,8 +9,8 @@ import pytest
 import redis
 from pydantic import ValidationError
 
-from service.jobs import Artifact, JobStore
-from service.settings import DEFAULT_CHECKPOINT, Settings
+from core.jobs import Artifact, JobStore
+from core.settings import DEFAULT_CHECKPOINT, Settings
 
 
 def test_defaults_are_the_embedded_mode(monkeypatch: pytest.MonkeyPatch):
@@ -18,7 +18,11 @@ def test_defaults_are_the_embedded_mode(monkeypatch: pytest.MonkeyPatch):
         monkeypatch.delenv(name, raising=False)
     a, b = Settings(), Settings()
     assert a.redis_url == "redis://127.0.0.1:6379/0" and a.storage_backend == "local"
-    assert a.checkpoint == DEFAULT_CHECKPOINT == Path(__file__).resolve().parents[2] / "model" / "weights" / "small"
+    assert (
+        a.checkpoint
+        == DEFAULT_CHECKPOINT
+        == Path(__file__).resolve().parents[2] / "model" / "weights" / "small"
+    )
     assert a.max_frames == 128
     # No secret configured: a random one per process (per Settings object here).
     assert len(a.url_secret.get_secret_value()) >= 32

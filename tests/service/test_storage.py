@@ -9,7 +9,7 @@ import httpx
 import pytest
 import redis
 
-from service.storage import (
+from core.storage import (
     BlobNotFound,
     ExpiredSignature,
     InvalidSignature,
@@ -27,8 +27,10 @@ def test_keys_derive_from_job_ids():
     assert input_key("abc", "image.png") == "jobs/abc/input/image.png"
 
 
-@pytest.mark.parametrize("key", ["../x", "jobs/../../x", "/etc/passwd", "jobs//x", "jobs/.hidden", "", "a\\b",
-                                 "jobs/x/", "jobs/\0"])
+@pytest.mark.parametrize(
+    "key",
+    ["../x", "jobs/../../x", "/etc/passwd", "jobs//x", "jobs/.hidden", "", "a\\b", "jobs/x/", "jobs/\0"],
+)
 def test_local_store_refuses_keys_outside_its_folder(tmp_path: Path, key: str):
     store = LocalStore(tmp_path / "root", b"secret")
     with pytest.raises(ValueError):
@@ -62,8 +64,16 @@ def test_local_signatures_bind_key_and_expiry(tmp_path: Path):
 
 
 def s3_store(endpoint: str, bucket: str, public: str | None = None) -> S3Store:
-    return S3Store(make_settings(Path("/nonexistent"), storage_backend="s3", s3_endpoint_url=endpoint,
-                                 s3_public_endpoint_url=public, s3_bucket=bucket, **S3_CREDENTIALS))
+    return S3Store(
+        make_settings(
+            Path("/nonexistent"),
+            storage_backend="s3",
+            s3_endpoint_url=endpoint,
+            s3_public_endpoint_url=public,
+            s3_bucket=bucket,
+            **S3_CREDENTIALS,
+        )
+    )
 
 
 def test_s3_store_roundtrip(s3_endpoint: str, s3_bucket: str):
@@ -97,10 +107,18 @@ def test_s3_problems_are_storage_unavailable(s3_endpoint: str):
         s3_store(s3_endpoint, "no-such-bucket").put("jobs/a/x", b"x", "text/plain")
 
 
-def test_the_api_hands_out_public_s3_urls(s3_endpoint: str, s3_bucket: str, redis_db: redis.Redis, tmp_path: Path):
+def test_the_api_hands_out_public_s3_urls(
+    s3_endpoint: str, s3_bucket: str, redis_db: redis.Redis, tmp_path: Path
+):
     public = s3_endpoint.replace("127.0.0.1", "localhost")
-    settings = make_settings(tmp_path, storage_backend="s3", s3_endpoint_url=s3_endpoint,
-                             s3_public_endpoint_url=public, s3_bucket=s3_bucket, **S3_CREDENTIALS)
+    settings = make_settings(
+        tmp_path,
+        storage_backend="s3",
+        s3_endpoint_url=s3_endpoint,
+        s3_public_endpoint_url=public,
+        s3_bucket=s3_bucket,
+        **S3_CREDENTIALS,
+    )
     with Server(settings) as server, httpx.Client(base_url=server.url, timeout=10) as http:
         job_id = http.post("/generate", json={"seed": 1}).json()["id"]
         server.finish(job_id)

@@ -17,7 +17,10 @@ def test_a_deployment_without_a_webhook_secret_refuses_webhooks(http: httpx.Clie
 
 def test_edit_form_webhook_must_be_http(http: httpx.Client, server: Server):
     source = server.finish(http.post("/generate", json={"seed": 1}).json()["id"])
-    response = http.post("/edit", data={"job_id": source.id, "webhook": "file:///etc/passwd"},
-                         files={"image": ("e.png", png_bytes())})
+    response = http.post(
+        "/edit",
+        data={"job_id": source.id, "webhook": "file:///etc/passwd"},
+        files={"image": ("e.png", png_bytes())},
+    )
     assert response.status_code == 422
     assert any(e["loc"] == ["body", "webhook"] and "http" in e["msg"] for e in response.json()["detail"])

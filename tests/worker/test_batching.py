@@ -1,4 +1,4 @@
-"""Dynamic batching (worker/batching.py): in-process against the machine's Redis (db 15, a queue name per test),
+"""Dynamic batching (worker/batching.py): in-process against the session's Redis (db 15, a queue name per test),
 and once through a real Celery worker process that finds jobs waiting."""
 
 from __future__ import annotations
@@ -13,19 +13,20 @@ from pathlib import Path
 
 import pytest
 
-from service.jobs import JobRecord
-from service.queue import enqueue, live_workers, make_celery
-from service.settings import Settings
+from core.jobs import JobRecord
+from core.queues import enqueue, live_workers, make_celery
+from core.settings import Settings
+from tests.redis_server import redis_url
 from worker import batching, media
 from worker.runtime import Runtime
 from worker.tasks import run_job
 
-REDIS_URL = "redis://127.0.0.1:6379/15"
+REDIS_DB = 15
 
 
 def settings(tmp_path: Path, checkpoint: Path, **overrides) -> Settings:
     values = dict(
-        redis_url=REDIS_URL, storage_backend="local", local_storage_dir=tmp_path / "artifacts", checkpoint=checkpoint,
+        redis_url=redis_url(REDIS_DB), storage_backend="local", local_storage_dir=tmp_path / "artifacts", checkpoint=checkpoint,
         device="cpu", url_secret="s" * 32, generate_queue=f"test-batch-{secrets.token_hex(4)}", batch_wait_ms=0,
     )  # fmt: skip
     return Settings(**(values | overrides))
@@ -39,7 +40,9 @@ def rt(tmp_path, tiny_checkpoint) -> Runtime:
 def queue(rt: Runtime, seed: int, num_frames: int = 4, kind: str = "generate", **create) -> JobRecord:
     params = {"seed": seed, "motion_seed": seed + 100, "num_frames": num_frames, "fps": 8}
     job = rt.jobs.create(kind, params, queue=rt.settings.generate_queue, **create)
-    time.sleep(0.002)  # the queue order has millisecond resolution: jobs of the same millisecond are in any order
+    time.sleep(
+        0.002
+    )  # the queue order has millisecond resolution: jobs of the same millisecond are in any order
     return job
 
 
@@ -96,7 +99,7 @@ def test_jobs_of_a_batch_whose_worker_died_run_again_with_the_leaders_next_attem
     leader, member = queue(rt, 1), queue(rt, 2)
     # the first attempt: the leader started and claimed the member, then its worker died
     rt.jobs.mark_running(leader.id)
-    assert batching.claim(rt, leader.id, member.id).status == "running"
+    assert rt.jobs.claim(leader.id, member.id).status == "running"
     batching.run(rt, member.id, "generate", run_job)  # the member's own message: it is the batch's job
     assert rt.jobs.get(member.id).status == "running"
 
@@ -104,14 +107,14 @@ def test_jobs_of_a_batch_whose_worker_died_run_again_with_the_leaders_next_attem
     for job_id in (leader.id, member.id):
         job = rt.jobs.get(job_id)
         assert (job.status, job.attempts) == ("succeeded", 2)
-    assert batching.claimed_by(rt, member.id) is None and batching.members(rt, leader.id) == []
+    assert rt.jobs.claimed_by(member.id) is None and rt.jobs.batch_members(leader.id) == []
 
 
 @pytest.fixture
 def worker(tmp_path: Path, tiny_checkpoint: Path) -> Iterator[tuple[Settings, callable]]:
     """(settings, start): start() runs a Celery worker process with these settings and waits until it answers."""
     values = dict(
-        redis_url=REDIS_URL, generate_queue=f"test-batch-{secrets.token_hex(4)}", edit_queue="test-batch-edit",
+        redis_url=redis_url(REDIS_DB), generate_queue=f"test-batch-{secrets.token_hex(4)}", edit_queue="test-batch-edit",
         local_storage_dir=tmp_path / "artifacts", checkpoint=tiny_checkpoint, device="cpu", batch_max=8,
     )  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("GENDEF_")}
@@ -162,7 +165,11 @@ def test_a_cancel_stops_only_that_job_of_the_batch(rt):
     leader, member, other = queue(rt, 1), queue(rt, 2), queue(rt, 3)
     rt.jobs.mark_running(leader.id)  # a batch that holds member and other (its worker then died)
     for job in (member, other):
-        batching.claim(rt, leader.id, job.id)
+        rt.jobs.claim(leader.id, job.id)
     rt.jobs.cancel(member.id)  # asked while the batch holds it
     batching.run(rt, leader.id, "generate", run_job)
-    assert [rt.jobs.get(j.id).status for j in (leader, member, other)] == ["succeeded", "canceled", "succeeded"]
+    assert [rt.jobs.get(j.id).status for j in (leader, member, other)] == [
+        "succeeded",
+        "canceled",
+        "succeeded",
+    ]

@@ -8,7 +8,6 @@ import os
 import secrets
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,12 +16,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from service.jobs import JobRecord, JobStore, connect_redis
-from service.queue import enqueue, live_workers, make_celery
-from service.settings import Settings
-from service.storage import artifact_key
+from core.jobs import JobRecord, JobStore, connect_redis
+from core.queues import enqueue, live_workers, make_celery
+from core.settings import Settings
+from core.storage import artifact_key
+from service import embedded
+from tests.redis_server import redis_url
 
-REDIS_URL = "redis://127.0.0.1:6379/12"
+REDIS_DB = 12
 
 
 @pytest.fixture
@@ -46,16 +47,25 @@ def black_hole() -> Iterator[str]:
 
 
 @pytest.fixture
-def start_worker(tmp_path: Path, tiny_checkpoint: Path) -> Iterator[Callable[..., tuple[Settings, subprocess.Popen]]]:
+def start_worker(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> Iterator[Callable[..., tuple[Settings, subprocess.Popen]]]:
     """start_worker(**settings) -> (its settings, the worker process), ready to take jobs; stopped at the end."""
     started: list[tuple[Settings, subprocess.Popen]] = []
 
     def start(**overrides) -> tuple[Settings, subprocess.Popen]:
         name = f"test-worker-{secrets.token_hex(4)}"
-        values = dict(
-            redis_url=REDIS_URL, generate_queue=f"{name}-generate", edit_queue=f"{name}-edit",
-            local_storage_dir=tmp_path / "artifacts", checkpoint=tiny_checkpoint, device="cpu",
-        ) | overrides
+        values = (
+            dict(
+                redis_url=redis_url(REDIS_DB),
+                generate_queue=f"{name}-generate",
+                edit_queue=f"{name}-edit",
+                local_storage_dir=tmp_path / "artifacts",
+                checkpoint=tiny_checkpoint,
+                device="cpu",
+            )
+            | overrides
+        )
         settings = Settings(**values)
         env = {k: v for k, v in os.environ.items() if not k.startswith("GENDEF_")}
         env |= {f"GENDEF_{key.upper()}": str(value) for key, value in values.items()}
@@ -63,9 +73,11 @@ def start_worker(tmp_path: Path, tiny_checkpoint: Path) -> Iterator[Callable[...
         log = tmp_path / f"{name}.log"
         with open(log, "wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--concurrency", "1",
-                 "--hostname", hostname, "--loglevel", "INFO"],
-                env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
+                embedded.worker_args(hostname),
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=tmp_path,
             )
         started.append((settings, process))
         deadline = time.monotonic() + 60
@@ -74,7 +86,7 @@ def start_worker(tmp_path: Path, tiny_checkpoint: Path) -> Iterator[Callable[...
         return settings, process
 
     yield start
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(redis_url(REDIS_DB))
     for settings, process in started:
         process.terminate()
         process.wait(30)
@@ -83,7 +95,9 @@ def start_worker(tmp_path: Path, tiny_checkpoint: Path) -> Iterator[Callable[...
     client.close()
 
 
-def run(settings: Settings, kind: str, params: dict, parent_id: str | None = None, timeout_s: float = 30) -> JobRecord:
+def run(
+    settings: Settings, kind: str, params: dict, parent_id: str | None = None, timeout_s: float = 30
+) -> JobRecord:
     jobs = JobStore(connect_redis(settings), ttl_s=600)
     job = jobs.create(kind, params, parent_id=parent_id)
     enqueue(make_celery(settings), settings, job)
@@ -103,7 +117,9 @@ def test_a_job_hung_in_storage_fails_as_timeout_and_the_next_job_succeeds(start_
     os.mkfifo(fifo)
 
     start = time.monotonic()
-    job = run(settings, "resample", {"seed": 1, "motion_seed": 2, "num_frames": 4, "fps": 8}, parent_id=parent_id)
+    job = run(
+        settings, "resample", {"seed": 1, "motion_seed": 2, "num_frames": 4, "fps": 8}, parent_id=parent_id
+    )
     assert job.status == "failed" and job.error["code"] == "timeout", job
     assert "GENDEF_JOB_TIME_LIMIT_S" in job.error["message"] and job.artifacts == {}
     assert time.monotonic() - start < 3 + 5  # the soft limit stopped it, not the kill at the hard limit
@@ -118,7 +134,10 @@ def test_a_job_that_ignores_the_soft_limit_is_killed_and_recorded_as_timeout(sta
     # S3 server never answers: only the kill of the pool process at the hard limit (1 s + 5 s grace) ends the
     # job, and the worker's main process records it.
     settings, worker = start_worker(
-        job_time_limit_s=1, storage_backend="s3", s3_endpoint_url=black_hole, s3_access_key_id="k",
+        job_time_limit_s=1,
+        storage_backend="s3",
+        s3_endpoint_url=black_hole,
+        s3_access_key_id="k",
         s3_secret_access_key="s",
     )
     start = time.monotonic()

@@ -10,22 +10,27 @@ import pytest
 import torch
 from PIL import Image
 
+from core.jobs import JobRecord
+from core.settings import Settings
+from core.storage import input_key
 from model.checkpoint import load_checkpoint
-from service.jobs import JobRecord
-from service.settings import Settings
-from service.storage import input_key
-from tests.worker.video_checks import MIN_PSNR_DB, video_psnr
+from tests.redis_server import redis_url
+from tests.worker.video_checks import MIN_PSNR_DB, decode_video, video_psnr
 from worker import media
 from worker.runtime import Runtime
 from worker.tasks import run_job
 
-REDIS_URL = "redis://127.0.0.1:6379/12"  # record keys are random job ids: nothing to flush
+REDIS_DB = 12  # record keys are random job ids: nothing to flush
 
 
 def make_settings(tmp_path, checkpoint, **overrides) -> Settings:
     values = dict(
-        redis_url=REDIS_URL, storage_backend="local", local_storage_dir=tmp_path / "artifacts",
-        checkpoint=checkpoint, device="cpu", url_secret="s" * 32,
+        redis_url=redis_url(REDIS_DB),
+        storage_backend="local",
+        local_storage_dir=tmp_path / "artifacts",
+        checkpoint=checkpoint,
+        device="cpu",
+        url_secret="s" * 32,
     )
     return Settings(**(values | overrides))
 
@@ -61,7 +66,9 @@ def upload(rt: Runtime, job_id: str, image: Image.Image, fmt: str = "PNG") -> di
 
 def edit(rt: Runtime, parent: JobRecord, image: Image.Image, fmt: str = "PNG") -> JobRecord:
     job_id = "e" + parent.id[1:]
-    return run(rt, "edit", {"fps": 8}, parent_id=parent.id, inputs=upload(rt, job_id, image, fmt), job_id=job_id)
+    return run(
+        rt, "edit", {"fps": 8}, parent_id=parent.id, inputs=upload(rt, job_id, image, fmt), job_id=job_id
+    )
 
 
 def test_generate_stores_the_models_sample_as_png_npz_and_mp4(rt, tiny_checkpoint):
@@ -81,7 +88,13 @@ def test_generate_stores_the_models_sample_as_png_npz_and_mp4(rt, tiny_checkpoin
     assert np.array_equal(media.to_uint8(canonical), media.to_uint8(expected.canonical[0]))
     fields, meta = media.decode_fields(blob(rt, job, "deformation"))
     assert torch.equal(fields, expected.fields[0])
-    assert (meta["seed"], meta["motion_seed"], meta["num_frames"], meta["height"], meta["width"]) == (3, 4, 8, 32, 32)
+    assert (meta["seed"], meta["motion_seed"], meta["num_frames"], meta["height"], meta["width"]) == (
+        3,
+        4,
+        8,
+        32,
+        32,
+    )
     assert "align_corners=False" in meta["convention"] and meta["model"] == "tiny"
 
     warped, still = video_psnr(blob(rt, job, "video"), blob(rt, job, "canonical"), fields)
@@ -92,7 +105,10 @@ def test_same_seeds_give_identical_artifacts(rt):
     a, b = generate(rt, seed=7, motion_seed=8), generate(rt, seed=7, motion_seed=8)
     assert a.id != b.id
     assert blob(rt, a, "canonical") == blob(rt, b, "canonical")
-    fa, fb = media.decode_fields(blob(rt, a, "deformation"))[0], media.decode_fields(blob(rt, b, "deformation"))[0]
+    fa, fb = (
+        media.decode_fields(blob(rt, a, "deformation"))[0],
+        media.decode_fields(blob(rt, b, "deformation"))[0],
+    )
     assert torch.equal(fa, fb)
     other = generate(rt, seed=7, motion_seed=9)
     assert not torch.equal(fa, media.decode_fields(blob(rt, other, "deformation"))[0])
@@ -143,8 +159,8 @@ def test_edit_warps_the_upload_by_the_parents_fields_without_the_model(tmp_path,
     warped, _ = video_psnr(blob(rt, job, "video"), blob(rt, job, "canonical"), fields)
     assert warped > MIN_PSNR_DB
     # the edit is in the video: it differs from the parent's where the square went
-    edited_frames, _ = media.decode_video(blob(rt, job, "video"))
-    parent_frames, _ = media.decode_video(blob(rt, parent, "video"))
+    edited_frames, _ = decode_video(blob(rt, job, "video"))
+    parent_frames, _ = decode_video(blob(rt, parent, "video"))
     assert (edited_frames[..., 0].astype(int) - parent_frames[..., 0]).max() > 100
 
 
@@ -171,7 +187,9 @@ def test_edit_of_an_undecodable_upload_fails_as_invalid_input_and_keeps_it(rt):
 
 def test_edit_and_resample_of_a_source_without_artifacts_fail_as_parent_missing(rt):
     gone = "0" * 32
-    job = edit(rt, JobRecord(id=gone, kind="generate", status="succeeded", params={}), Image.new("RGB", (32, 32)))
+    job = edit(
+        rt, JobRecord(id=gone, kind="generate", status="succeeded", params={}), Image.new("RGB", (32, 32))
+    )
     assert job.status == "failed" and job.error["code"] == "parent_missing"
     assert gone in job.error["message"]
     job = run(rt, "resample", {"seed": 1, "motion_seed": 2, "num_frames": 4, "fps": 8}, parent_id=gone)
@@ -197,10 +215,16 @@ def test_params_past_the_models_limits_fail_as_invalid_input(rt):
 
 
 def test_unreachable_s3_fails_as_storage_unavailable(tmp_path, tiny_checkpoint):
-    rt = Runtime(make_settings(
-        tmp_path, tiny_checkpoint, storage_backend="s3", s3_endpoint_url="http://127.0.0.1:9",
-        s3_access_key_id="test", s3_secret_access_key="test",
-    ))
+    rt = Runtime(
+        make_settings(
+            tmp_path,
+            tiny_checkpoint,
+            storage_backend="s3",
+            s3_endpoint_url="http://127.0.0.1:9",
+            s3_access_key_id="test",
+            s3_secret_access_key="test",
+        )
+    )
     job = run(rt, "generate", {"seed": 1, "motion_seed": 2, "num_frames": 4, "fps": 8})
     assert job.status == "failed" and job.error["code"] == "storage_unavailable"
     assert job.artifacts == {}

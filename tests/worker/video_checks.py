@@ -5,10 +5,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core import video
 from worker import media
 
 # Decoded video vs the expected frames after the same 4:2:0 chroma subsampling: what remains is x264's loss.
 MIN_PSNR_DB = 30.0
+
+
+def decode_video(data: bytes) -> tuple[np.ndarray, float]:
+    """mp4 bytes -> ((T, H, W, 3) uint8 RGB frames, frames per second), through the project's decoder."""
+    clip = video.read(data)
+    return clip.frames, clip.fps
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -20,24 +27,30 @@ def warp(canonical: torch.Tensor, fields: torch.Tensor) -> torch.Tensor:
     """The convention of API.md, written here independently of model/: (3, H, W), (T, H, W, 2) -> (T, 3, H, W)."""
     num_frames = fields.shape[0]
     return F.grid_sample(
-        canonical[None].expand(num_frames, -1, -1, -1), fields, mode="bilinear", padding_mode="border",
+        canonical[None].expand(num_frames, -1, -1, -1),
+        fields,
+        mode="bilinear",
+        padding_mode="border",
         align_corners=False,
     )  # (T, 3, H, W)
 
 
 def yuv420(frames: np.ndarray) -> np.ndarray:
     """(T, H, W, 3) uint8 RGB -> the same after a round trip through yuv420p (chroma at half resolution)."""
-    return np.stack([
-        av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24").reformat(format="yuv420p")
-        .to_ndarray(format="rgb24")
-        for f in frames
-    ])
+    return np.stack(
+        [
+            av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
+            .reformat(format="yuv420p")
+            .to_ndarray(format="rgb24")
+            for f in frames
+        ]
+    )
 
 
-def video_psnr(video: bytes, canonical_png: bytes, fields: torch.Tensor) -> tuple[float, float]:
+def video_psnr(mp4: bytes, canonical_png: bytes, fields: torch.Tensor) -> tuple[float, float]:
     """(PSNR of the decoded video vs grid_sample(canonical, fields), PSNR vs the unwarped canonical repeated):
     the first must be high and the second clearly lower, or the test would not notice a missing warp."""
-    decoded, _ = media.decode_video(video)  # (T, H, W, 3)
+    decoded, _ = decode_video(mp4)  # (T, H, W, 3)
     canonical, _ = media.decode_image(canonical_png)  # (3, H, W)
     expected = yuv420(media.to_uint8(warp(canonical, fields)))  # (T, H, W, 3)
     still = yuv420(media.to_uint8(canonical[None].expand(fields.shape[0], -1, -1, -1)))

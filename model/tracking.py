@@ -33,14 +33,18 @@ def sample_fields(fields: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """Bilinear value of each frame's field at frame pixel positions: (T, H, W, 2), (T, N, 2) px -> (T, N, 2)."""
     T, H, W, _ = fields.shape
     grid = to_field_units(points, H, W)[:, None]  # (T, 1, N, 2)
-    out = F.grid_sample(fields.permute(0, 3, 1, 2), grid, mode="bilinear", padding_mode="border",
-                        align_corners=False)  # (T, 2, 1, N)
+    out = F.grid_sample(
+        fields.permute(0, 3, 1, 2), grid, mode="bilinear", padding_mode="border", align_corners=False
+    )  # (T, 2, 1, N)
     return out[:, :, 0].transpose(1, 2)  # (T, N, 2)
 
 
 def track_points(
-    fields: torch.Tensor, points: torch.Tensor, canonical_size: tuple[int, int],
-    tolerance_px: float = VISIBLE_TOLERANCE_PX, iterations: int = 4,
+    fields: torch.Tensor,
+    points: torch.Tensor,
+    canonical_size: tuple[int, int],
+    tolerance_px: float = VISIBLE_TOLERANCE_PX,
+    iterations: int = 4,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Where canonical points appear in each frame.
 
@@ -56,7 +60,9 @@ def track_points(
     scale = fields.new_tensor([Wc / 2, Hc / 2])  # field units -> canonical pixels
     target = to_field_units(points.to(fields), Hc, Wc) * scale  # (N, 2) canonical px
     mapped = fields * scale  # (T, H, W, 2) canonical px
-    nearest = torch.stack([torch.cdist(target, mapped[t].reshape(-1, 2)).argmin(dim=1) for t in range(T)])  # (T, N)
+    nearest = torch.stack(
+        [torch.cdist(target, mapped[t].reshape(-1, 2)).argmin(dim=1) for t in range(T)]
+    )  # (T, N)
     p0 = torch.stack([nearest % W, nearest // W], dim=-1).to(fields)  # (T, N, 2) frame px
     half_x, half_y = fields.new_tensor([0.5, 0.0]), fields.new_tensor([0.0, 0.5])
     p, ok = p0, torch.ones(p0.shape[:2], dtype=torch.bool, device=fields.device)  # (T, N, 2), (T, N)
@@ -90,5 +96,7 @@ def propagate_mask(mask: torch.Tensor, fields: torch.Tensor) -> torch.Tensor:
     labels stay labels; outside the canonical image reads label 0. (Hc, Wc) uint8, (T, H, W, 2) -> (T, H, W)."""
     T = fields.shape[0]
     labels = mask.to(fields.device, torch.float32)[None, None].expand(T, 1, -1, -1)  # (T, 1, Hc, Wc)
-    out = F.grid_sample(labels, fields, mode="nearest", padding_mode="zeros", align_corners=False)  # (T, 1, H, W)
+    out = F.grid_sample(
+        labels, fields, mode="nearest", padding_mode="zeros", align_corners=False
+    )  # (T, 1, H, W)
     return out[:, 0].round().to(torch.uint8)  # (T, H, W)

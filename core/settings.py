@@ -16,6 +16,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.video import Limits
+
 # The shipped weights, found from this file so the service never imports model/ to locate them.
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "model" / "weights" / "small"
 
@@ -23,7 +25,9 @@ MIN_SECRET_CHARS = 32
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GENDEF_", extra="ignore", env_ignore_empty=True)  # empty = default
+    model_config = SettingsConfigDict(
+        env_prefix="GENDEF_", extra="ignore", env_ignore_empty=True
+    )  # empty = default
 
     # "production" refuses insecure defaults (see url_secret); "embedded" is the single-machine `make run` mode.
     env: Literal["embedded", "production"] = "embedded"
@@ -94,7 +98,7 @@ class Settings(BaseSettings):
     worker_ping_timeout_s: float = Field(1.0, gt=0)
     readiness_cache_s: float = Field(5.0, ge=0)
 
-    # Webhooks (service/webhooks.py): HMAC-SHA256 key of their X-Gendef-Signature header, at least 32 characters;
+    # Webhooks (core/webhooks.py): HMAC-SHA256 key of their X-Gendef-Signature header, at least 32 characters;
     # empty: requests that ask for a webhook are refused. Deliveries are Celery tasks on webhook_queue, tried
     # webhook_attempts times, waiting webhook_backoff_s, 2x, 4x ... between tries.
     webhook_secret: SecretStr = SecretStr("")
@@ -116,14 +120,16 @@ class Settings(BaseSettings):
             if not re.fullmatch(r"[0-9a-f]{64}", digest):
                 raise ValueError(
                     f"GENDEF_API_KEYS holds SHA-256 hex digests of the keys, not the keys: an entry of {len(digest)} "
-                    "characters is not 64 hex digits (make one with `printf %s \"$KEY\" | sha256sum`)"
+                    'characters is not 64 hex digits (make one with `printf %s "$KEY" | sha256sum`)'
                 )
         return self
 
     @model_validator(mode="after")
     def _webhook_secret(self) -> Settings:
         if 0 < len(self.webhook_secret.get_secret_value()) < MIN_SECRET_CHARS:
-            raise ValueError(f"GENDEF_WEBHOOK_SECRET is too short: use at least {MIN_SECRET_CHARS} characters")
+            raise ValueError(
+                f"GENDEF_WEBHOOK_SECRET is too short: use at least {MIN_SECRET_CHARS} characters"
+            )
         return self
 
     @model_validator(mode="after")
@@ -140,6 +146,16 @@ class Settings(BaseSettings):
             raise ValueError(f"GENDEF_URL_SECRET is too short: use at least {MIN_SECRET_CHARS} characters")
         self.url_secret = SecretStr(secrets.token_urlsafe(32))
         return self
+
+
+def video_limits(settings: Settings) -> Limits:
+    """The per-frame checks of a /decompose upload: its frames are decoded by the API and the worker alike."""
+    return Limits(
+        max_pixels=settings.max_video_pixels,
+        max_frames=settings.max_video_frames,
+        max_duration_s=settings.max_video_duration_s,
+        max_total_pixels=settings.max_video_pixels * settings.max_frames,  # the frames a job uses, at most
+    )
 
 
 @lru_cache

@@ -20,33 +20,35 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from celery import Celery
-from fastapi.exceptions import RequestValidationError
 
-from service.jobs import FINAL, Artifact, JobRecord
-from service.settings import Settings
+from core.errors import Invalid
+from core.jobs import FINAL, Artifact, JobRecord
+from core.queues import WEBHOOK_TASK
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-TASK_NAME = "gendef.webhook"
 EVENTS = ("start", "completed")
 DEFAULT_EVENTS = ["completed"]
 
 
 def spec(settings: Settings, url: str | None, events: list[str] | None, where: str) -> dict[str, Any] | None:
-    """The job record's ``webhook`` entry for a request's (already validated) fields, or a 422 that says why not.
-    ``where`` is "body" (JSON) or "form" (multipart), for the error's loc."""
+    """The job record's ``webhook`` entry for a request's (already validated) fields, or Invalid that says why
+    not. ``where`` is "body" (JSON) or "form" (multipart), for the error's field."""
     if url is None:
         if events is not None:
-            raise _invalid(where, "webhook_events", events, "webhook_events needs a webhook URL: add webhook")
+            raise Invalid(
+                "webhook_events needs a webhook URL: add webhook", (where, "webhook_events"), events
+            )
         return None
     if not settings.webhook_secret.get_secret_value():
-        raise _invalid(where, "webhook", url, "this deployment cannot sign webhooks (GENDEF_WEBHOOK_SECRET is not "
-                                              "set): leave webhook out and follow GET /jobs/{id}/events instead")
+        raise Invalid(
+            "this deployment cannot sign webhooks (GENDEF_WEBHOOK_SECRET is not set): leave webhook out and follow "
+            "GET /jobs/{id}/events instead",
+            (where, "webhook"),
+            url,
+        )
     return {"url": url, "events": sorted(set(events or DEFAULT_EVENTS), key=EVENTS.index)}
-
-
-def _invalid(where: str, field: str, value: Any, message: str) -> RequestValidationError:
-    return RequestValidationError([{"type": "value_error", "loc": (where, field), "input": value, "msg": message}])
 
 
 def event_of(before: JobRecord, after: JobRecord) -> str | None:
@@ -69,7 +71,7 @@ class Notifier:
         if event is None or not after.webhook or event not in after.webhook["events"]:
             return
         try:
-            self.celery.send_task(TASK_NAME, args=[event, asdict(after)], queue=self.queue)
+            self.celery.send_task(WEBHOOK_TASK, args=[event, asdict(after)], queue=self.queue)
         except Exception:  # the status change is committed; only its notification could not be queued
             log.exception("could not queue the %s webhook of job %s", event, after.id)
 

@@ -24,7 +24,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from service.settings import Settings
+from core.settings import Settings
 
 _KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9][A-Za-z0-9._-]{0,127}){0,7}")
 
@@ -65,7 +65,9 @@ class Store(Protocol):
 
     def get(self, key: str) -> bytes: ...  # raises BlobNotFound
 
-    def presign(self, key: str, expires_s: int) -> str: ...  # a GET URL; the local store's is relative to the API's
+    def presign(
+        self, key: str, expires_s: int
+    ) -> str: ...  # a GET URL; the local store's is relative to the API's
 
     def ping(self) -> None: ...  # raises StorageUnavailable when the store cannot be used
 
@@ -154,8 +156,12 @@ class S3Store:
         )
         self.client = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, **common)
         # /readyz's check answers within seconds even when S3 hangs: short timeouts, one try.
-        quick = Config(signature_version="s3v4", connect_timeout=2, read_timeout=2, retries={"total_max_attempts": 1})
-        self.ping_client = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, **(common | {"config": quick}))
+        quick = Config(
+            signature_version="s3v4", connect_timeout=2, read_timeout=2, retries={"total_max_attempts": 1}
+        )
+        self.ping_client = boto3.client(
+            "s3", endpoint_url=settings.s3_endpoint_url, **(common | {"config": quick})
+        )
         # Presigning makes no request; the URL names the host clients reach.
         self.presign_client = boto3.client(
             "s3", endpoint_url=settings.s3_public_endpoint_url or settings.s3_endpoint_url, **common
@@ -163,7 +169,9 @@ class S3Store:
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
         with _s3_errors():
-            self.client.put_object(Bucket=self.bucket, Key=validate_key(key), Body=data, ContentType=content_type)
+            self.client.put_object(
+                Bucket=self.bucket, Key=validate_key(key), Body=data, ContentType=content_type
+            )
 
     def get(self, key: str) -> bytes:
         with _s3_errors(key):

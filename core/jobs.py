@@ -1,4 +1,16 @@
-"""The job record: one Redis hash per job, the source of truth for a job's status.
+"""Job records and the whole Redis layout of the project (besides the Celery queues, named by the settings).
+
+Keys (all under ``gendef:``):
+- ``job:{id}``: hash, the job record, one JSON value per field; expires ``job_ttl_s`` after its last change.
+- ``queued:{queue}``: sorted set, the queued job ids of a Celery queue scored by enqueue time (queue positions,
+  dynamic batching).
+- ``metrics:job_duration``: hash, the job duration histogram (monotonic counters for /metrics).
+- ``active:{owner}``: set, the job ids of an API key that were queued or running when last seen (its limit).
+- ``idempotency:{digest}``: string, the first answer to a POST with an Idempotency-Key (service/idempotency.py).
+- ``claimed:{id}``: string, the leader job whose batch runs this job; ``batch:{leader}``: set, the job ids the
+  leader's batch claimed (worker/batching.py).
+
+The job record: one Redis hash per job, the source of truth for a job's status.
 
 Every field of the hash holds a JSON value. Status changes are optimistic transactions (WATCH/MULTI), so a cancel
 from the API and an update from the worker never overwrite each other. A record expires ``ttl_s`` after its last
@@ -10,6 +22,7 @@ ones are final: later updates of a finished job are ignored.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections import Counter
@@ -20,16 +33,22 @@ from typing import Any
 
 import redis
 
-from service.settings import Settings
+from core.errors import TooManyJobs
+from core.settings import Settings
 
 KINDS = ("generate", "resample", "edit", "track", "segment", "decompose")
 STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
 FINAL = frozenset({"succeeded", "failed", "canceled"})
 STAGES = ("loading", "sampling", "warping", "tracking", "fitting", "encoding", "uploading")
 
-KEY_PREFIX = "gendef:job:"
-QUEUED_PREFIX = "gendef:queued:"  # + Celery queue name: sorted set of its queued job ids, scored by enqueue time
+KEY_PREFIX = "gendef:job:"  # + job id
+QUEUED_PREFIX = "gendef:queued:"  # + Celery queue name
 DURATION_KEY = "gendef:metrics:job_duration"
+ACTIVE_PREFIX = "gendef:active:"  # + owner
+IDEMPOTENCY_PREFIX = "gendef:idempotency:"  # + SHA-256 of caller and key
+CLAIMED_PREFIX = "gendef:claimed:"  # + job id
+BATCH_PREFIX = "gendef:batch:"  # + leader's job id
+RETRY_AFTER_S = 10  # a key at its limit: a tiny job takes seconds, a long one minutes: come back after this
 # Upper bounds (seconds) of the job duration histogram's buckets; +Inf is implied.
 DURATION_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 
@@ -60,9 +79,13 @@ class JobRecord:
     cancel_requested: bool = False
     queue: str | None = None  # the Celery queue it was sent to (its queue position is counted there)
     stage_started_at: dict[str, str] = field(default_factory=dict)  # stage -> ISO time, this attempt's stages
-    webhook: dict[str, Any] | None = None  # {"url", "events"}: see service/webhooks.py
-    owner: str | None = None  # SHA-256 of the API key that submitted it (service/auth.py); None without keys
-    result: dict[str, Any] | None = None  # figures a job reports besides its artifacts (decompose: PSNR so far)
+    webhook: dict[str, Any] | None = None  # {"url", "events"}: see core/webhooks.py
+    owner: str | None = (
+        None  # SHA-256 of the API key that submitted it (core.jobs.OwnedJobStore); None without keys
+    )
+    result: dict[str, Any] | None = (
+        None  # figures a job reports besides its artifacts (decompose: PSNR so far)
+    )
 
 
 def new_job_id() -> str:
@@ -77,7 +100,10 @@ def utc_now() -> str:
 def connect_redis(settings: Settings) -> redis.Redis:
     """A client that fails fast when Redis is down instead of hanging the request."""
     return redis.Redis.from_url(
-        settings.redis_url, decode_responses=True, socket_connect_timeout=2, socket_timeout=5,
+        settings.redis_url,
+        decode_responses=True,
+        socket_connect_timeout=2,
+        socket_timeout=5,
         health_check_interval=30,
     )
 
@@ -108,13 +134,23 @@ def _epoch(iso: str) -> float:
 
 def _running(job: JobRecord) -> dict[str, Any]:
     """The changes that start an attempt at a job."""
-    return {"status": "running", "attempts": job.attempts + 1, "started_at": utc_now(), "progress": 0.0,
-            "stage": None, "stage_started_at": {}}
+    return {
+        "status": "running",
+        "attempts": job.attempts + 1,
+        "started_at": utc_now(),
+        "progress": 0.0,
+        "stage": None,
+        "stage_started_at": {},
+    }
 
 
 class JobStore:
-    def __init__(self, redis_client: redis.Redis, ttl_s: int,
-                 on_change: Callable[[JobRecord, JobRecord], None] | None = None):
+    def __init__(
+        self,
+        redis_client: redis.Redis,
+        ttl_s: int,
+        on_change: Callable[[JobRecord, JobRecord], None] | None = None,
+    ):
         """``on_change(before, after)`` is called after each committed status change (webhooks.Notifier)."""
         self.redis = redis_client
         self.ttl_s = ttl_s
@@ -154,8 +190,16 @@ class JobStore:
         if kind not in KINDS:
             raise ValueError(f"unknown job kind {kind!r}")
         job = JobRecord(
-            id=job_id or new_job_id(), kind=kind, status="queued", params=params, parent_id=parent_id,
-            inputs=inputs or {}, created_at=utc_now(), queue=queue, webhook=webhook, owner=owner,
+            id=job_id or new_job_id(),
+            kind=kind,
+            status="queued",
+            params=params,
+            parent_id=parent_id,
+            inputs=inputs or {},
+            created_at=utc_now(),
+            queue=queue,
+            webhook=webhook,
+            owner=owner,
         )
         key = self._key(job.id)
         pipe = self.redis.pipeline()
@@ -192,7 +236,9 @@ class JobStore:
             pipe.hset(key, mapping=_encode(changes))
             pipe.expire(key, self.ttl_s)
             if new.status in FINAL and job.status not in FINAL and new.started_at and new.finished_at:
-                self._observe_duration(pipe, new.kind, new.status, _seconds_between(new.started_at, new.finished_at))
+                self._observe_duration(
+                    pipe, new.kind, new.status, _seconds_between(new.started_at, new.finished_at)
+                )
             if new.queue and job.status == "queued" and new.status != "queued":
                 pipe.zrem(QUEUED_PREFIX + new.queue, job_id)
             elif new.queue and new.status == "queued" and job.status != "queued":
@@ -224,7 +270,9 @@ class JobStore:
         job = self._update(job_id, change)
         return job if was_queued else None
 
-    def set_progress(self, job_id: str, progress: float, stage: str, result: dict[str, Any] | None = None) -> None:
+    def set_progress(
+        self, job_id: str, progress: float, stage: str, result: dict[str, Any] | None = None
+    ) -> None:
         """Progress of a running job; `result` (when given) replaces the job's reported figures."""
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; one of {STAGES}")
@@ -236,7 +284,11 @@ class JobStore:
             extra = {} if result is None else {"result": result}
             if stage == job.stage:
                 return {"progress": progress} | extra
-            return {"progress": progress, "stage": stage, "stage_started_at": job.stage_started_at | {stage: utc_now()}} | extra
+            return {
+                "progress": progress,
+                "stage": stage,
+                "stage_started_at": job.stage_started_at | {stage: utc_now()},
+            } | extra
 
         self._update(job_id, change)
 
@@ -245,22 +297,62 @@ class JobStore:
         job = self.get(job_id)
         return job is None or job.cancel_requested or job.status == "canceled"
 
+    def _end(self, job_id: str, changes: dict[str, Any]) -> JobRecord | None:
+        """Apply the changes that end a job (and stamp finished_at), unless it has ended already."""
+        return self._update(
+            job_id,
+            lambda job: None if job.status in FINAL else changes | {"finished_at": utc_now(), "stage": None},
+        )
+
     def mark_canceled(self, job_id: str) -> JobRecord | None:
-        return self._update(job_id, lambda job: None if job.status in FINAL else {
-            "status": "canceled", "finished_at": utc_now(), "stage": None,
-        })
+        return self._end(job_id, {"status": "canceled"})
 
     def mark_succeeded(self, job_id: str, artifacts: dict[str, Artifact]) -> JobRecord | None:
-        return self._update(job_id, lambda job: None if job.status in FINAL else {
-            "status": "succeeded", "progress": 1.0, "stage": None, "artifacts": artifacts,
-            "finished_at": utc_now(), "error": None,
-        })
+        return self._end(
+            job_id, {"status": "succeeded", "progress": 1.0, "artifacts": artifacts, "error": None}
+        )
 
     def mark_failed(self, job_id: str, code: str, message: str) -> JobRecord | None:
-        return self._update(job_id, lambda job: None if job.status in FINAL else {
-            "status": "failed", "stage": None, "error": {"code": code, "message": message},
-            "finished_at": utc_now(),
-        })
+        return self._end(job_id, {"status": "failed", "error": {"code": code, "message": message}})
+
+    # --- dynamic batching (worker/batching.py) ---------------------------------------------------------------
+
+    def queued_ids(self, queue: str, count: int) -> list[str]:
+        """The first ``count`` job ids queued on a Celery queue, in queue order."""
+        return self.redis.zrange(QUEUED_PREFIX + queue, 0, count - 1)
+
+    def claimed_by(self, job_id: str) -> str | None:
+        """The leader whose batch has claimed this job, if its claim is still live."""
+        return self.redis.get(CLAIMED_PREFIX + job_id)
+
+    def batch_members(self, leader_id: str) -> list[str]:
+        """The jobs the leader's batch claimed (and has not released)."""
+        return sorted(self.redis.smembers(BATCH_PREFIX + leader_id))
+
+    def claim(self, leader_id: str, job_id: str) -> JobRecord | None:
+        """Take a queued job into the leader's batch: the claim is written first, then the job moves from queued
+        to running only if still queued (start_queued). Its running record, or None (claim withdrawn) when it was
+        no longer queued (canceled, expired or taken by another worker meanwhile)."""
+        pipe = self.redis.pipeline()
+        pipe.set(CLAIMED_PREFIX + job_id, leader_id, ex=self.ttl_s)
+        pipe.sadd(BATCH_PREFIX + leader_id, job_id)
+        pipe.expire(BATCH_PREFIX + leader_id, self.ttl_s)
+        pipe.execute()
+        job = self.start_queued(job_id)
+        if job is None:
+            pipe = self.redis.pipeline()
+            pipe.delete(CLAIMED_PREFIX + job_id)
+            pipe.srem(BATCH_PREFIX + leader_id, job_id)
+            pipe.execute()
+        return job
+
+    def release_batch(self, leader_id: str, job_ids: list[str]) -> None:
+        """Drop the claims of a batch whose jobs have all ended."""
+        pipe = self.redis.pipeline()
+        for job_id in job_ids:
+            pipe.delete(CLAIMED_PREFIX + job_id)
+        pipe.delete(BATCH_PREFIX + leader_id)
+        pipe.execute()
 
     # --- the API's side ----------------------------------------------------------------------------------------
 
@@ -283,7 +375,7 @@ class JobStore:
         keys = list(self.redis.scan_iter(match=KEY_PREFIX + "*", count=1000))
         for start in range(0, len(keys), 1000):
             pipe = self.redis.pipeline(transaction=False)
-            for key in keys[start:start + 1000]:
+            for key in keys[start : start + 1000]:
                 pipe.hmget(key, ["kind", "status"])
             for kind, status in pipe.execute():
                 if kind is not None and status is not None:  # expired between scan and read
@@ -307,3 +399,85 @@ class JobStore:
                 buckets.append((le, total))
             out[(kind, status)] = (buckets, float(raw.get(f"{kind}|{status}|sum", 0.0)))
         return out
+
+
+class OwnedJobStore(JobStore):
+    """The job store as one API key (its SHA-256 ``owner``) sees it: other keys' jobs are absent; new jobs carry
+    the key and count against its limit of active (queued or running) jobs."""
+
+    def __init__(self, base: JobStore, owner: str, max_active: int):
+        super().__init__(base.redis, base.ttl_s, on_change=base.on_change)
+        self.owner = owner
+        self.max_active = max_active
+
+    def get(self, job_id: str) -> JobRecord | None:
+        job = super().get(job_id)
+        return job if job is not None and job.owner == self.owner else None
+
+    def _update(self, job_id: str, change: Callable[[JobRecord], dict[str, Any] | None]) -> JobRecord | None:
+        if self.get(job_id) is None:  # the owner of a record never changes
+            return None
+        return super()._update(job_id, change)
+
+    def create(self, kind: str, params: dict[str, Any], **kwargs: Any) -> JobRecord:
+        job_id = kwargs.pop("job_id", None) or new_job_id()
+        self._reserve(job_id)
+        return super().create(kind, params, job_id=job_id, owner=self.owner, **kwargs)
+
+    def _reserve(self, job_id: str) -> None:
+        """Add the job to the key's active set, atomically with counting it: TooManyJobs when the set is full.
+        Jobs that have finished (or whose record is gone) leave the set here."""
+        key = ACTIVE_PREFIX + self.owner
+        full: TooManyJobs | None = None
+
+        def transaction(pipe: Any) -> None:
+            nonlocal full
+            members = sorted(pipe.smembers(key))
+            statuses = [super(OwnedJobStore, self).get(m) for m in members]
+            done = [m for m, job in zip(members, statuses, strict=True) if job is None or job.status in FINAL]
+            active = len(members) - len(done)
+            if active >= self.max_active:
+                full = TooManyJobs(
+                    f"this API key has {active} jobs queued or running, its limit: wait until one finishes "
+                    "(or cancel one) and submit again",
+                    retry_after_s=RETRY_AFTER_S,
+                )
+                return
+            pipe.multi()
+            if done:
+                pipe.srem(key, *done)
+            pipe.sadd(key, job_id)
+            pipe.expire(key, self.ttl_s)
+
+        self.redis.transaction(transaction, key)
+        if full is not None:
+            raise full
+
+
+class IdempotencyRecords:
+    """The first answer to a POST under each (caller, Idempotency-Key): claimed while the request runs, then kept
+    for ``ttl_s`` (2xx answers) or released. Values are JSON: {"fingerprint"} while pending, then also "status",
+    "headers" and "body"."""
+
+    PENDING_TTL_S = 120  # a claim whose request never finished (the process died) frees the key after this
+
+    def __init__(self, redis_client: redis.Redis, ttl_s: int):
+        self.redis = redis_client
+        self.ttl_s = ttl_s
+
+    @staticmethod
+    def key(caller: str, idempotency_key: str) -> str:
+        return IDEMPOTENCY_PREFIX + hashlib.sha256(f"{caller}\n{idempotency_key}".encode()).hexdigest()
+
+    def claim(self, key: str, fingerprint: str) -> dict[str, Any] | None:
+        """None when this request now holds the key; else what is stored under it."""
+        if self.redis.set(key, json.dumps({"fingerprint": fingerprint}), nx=True, ex=self.PENDING_TTL_S):
+            return None
+        raw = self.redis.get(key)
+        return json.loads(raw) if raw else self.claim(key, fingerprint)  # expired in between: claim it
+
+    def keep(self, key: str, answer: dict[str, Any]) -> None:
+        self.redis.set(key, json.dumps(answer), ex=self.ttl_s)
+
+    def release(self, key: str) -> None:
+        self.redis.delete(key)

@@ -1,0 +1,74 @@
+"""Artifact files: their names, content types, and the deformation ``.npz`` format, written and read here only.
+
+deformation.npz (docs/API.md): ``fields`` float32 (T, H, W, 2), ``fields[t, y, x]`` the point of the canonical
+image that pixel (x, y) of frame t shows, in grid_sample's normalized coordinates; ``meta`` a JSON string that
+repeats the convention and records what made the fields. NumPy only: the API reads headers, the worker converts
+to and from torch itself.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from typing import Any
+
+import numpy as np
+
+# Written into every deformation.npz so the file explains itself (docs/API.md, docs/DESIGN.md).
+FIELDS_CONVENTION = (
+    "fields[t, y, x] = (u, v) is the point of the canonical image that pixel (x, y) of frame t shows, in "
+    "torch.nn.functional.grid_sample's normalized coordinates: order (x, y), u = -1 is the left edge of the "
+    "leftmost pixel and u = +1 the right edge of the rightmost (align_corners=False). "
+    "frames = grid_sample(canonical, fields, mode='bilinear', padding_mode='border', align_corners=False)."
+)
+
+VIDEO_CONTENT_TYPE = "video/mp4"
+PNG_CONTENT_TYPE = "image/png"
+NPZ_CONTENT_TYPE = "application/octet-stream"
+
+# Artifact name in the job document -> (file name under jobs/{id}/, content type)
+ARTIFACT_FILES = {
+    "canonical": ("canonical.png", PNG_CONTENT_TYPE),
+    "deformation": ("deformation.npz", NPZ_CONTENT_TYPE),
+    "video": ("video.mp4", VIDEO_CONTENT_TYPE),
+    "tracks": ("tracks.json", "application/json"),  # track
+    "masks": ("masks.npz", NPZ_CONTENT_TYPE),  # segment
+}
+
+
+class ArtifactError(ValueError):
+    """Bytes that are not the artifact format expected."""
+
+
+def encode_fields(fields: np.ndarray, meta: dict[str, Any]) -> bytes:
+    """(T, H, W, 2) fields + meta -> .npz bytes: `fields` float32 (T, H, W, 2), `meta` a JSON string."""
+    if fields.ndim != 4 or fields.shape[-1] != 2:
+        raise ValueError(f"fields must be (T, H, W, 2), got {tuple(fields.shape)}")
+    out = io.BytesIO()
+    np.savez(out, fields=fields.astype(np.float32), meta=np.array(json.dumps(meta, sort_keys=True)))
+    return out.getvalue()
+
+
+def decode_fields(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
+    """.npz bytes -> ((T, H, W, 2) float32 fields, meta dict)."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            fields = npz["fields"].astype(np.float32)  # (T, H, W, 2)
+            meta = json.loads(str(npz["meta"]))
+    except (OSError, ValueError, KeyError) as e:
+        raise ArtifactError(f"not a deformation .npz: {e}") from e
+    if fields.ndim != 4 or fields.shape[-1] != 2:
+        raise ArtifactError(f"deformation fields must be (T, H, W, 2), got {tuple(fields.shape)}")
+    return fields, meta
+
+
+def fields_shape(data: bytes) -> tuple[int, int, int]:
+    """(T, H, W) of the fields in a deformation.npz, read from the .npy header alone (no array is loaded)."""
+    with zipfile.ZipFile(io.BytesIO(data)) as npz, npz.open("fields.npy") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = (
+            np.lib.format.read_array_header_2_0 if version >= (2, 0) else np.lib.format.read_array_header_1_0
+        )
+        shape, _, _ = read_header(f)
+    return shape[0], shape[1], shape[2]

@@ -1,0 +1,41 @@
+"""POST /decompose: your own video as a canonical image and fields, a job like /generate's (202, Location, the job
+document)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+
+from core.documents import JobDocument
+from service.deps import ServicesDep
+from service.routes.jobs import UPLOAD_ERRORS, accepted
+from service.schemas import MAX_FPS, MIN_FPS
+from service.submit import submit_decompose
+
+router = APIRouter(tags=["applications"])
+
+DECOMPOSE_STEPS = 600  # default optimisation steps: about 30 dB on real clips of 32 frames at 128 px (README)
+
+
+@router.post("/decompose", status_code=202, response_model=JobDocument, responses=UPLOAD_ERRORS)
+def decompose(
+    video: Annotated[
+        UploadFile, File(description="an mp4, webm or gif; its first num_frames frames are used")
+    ],
+    svc: ServicesDep,
+    request: Request,
+    response: Response,
+    num_frames: Annotated[int, Form(ge=2, description="frames taken from the start of the video")] = 32,
+    resolution: Annotated[int, Form(ge=16, le=512, description="long side of the frames, in pixels")] = 128,
+    steps: Annotated[int, Form(ge=1, le=20000, description="optimisation steps (more: sharper, slower)")] = (
+        DECOMPOSE_STEPS
+    ),
+    fps: Annotated[int | None, Form(ge=MIN_FPS, le=MAX_FPS, description="default: the video's")] = None,
+) -> JobDocument:
+    """Queue the decomposition of your own video into a canonical image and deformation fields, fitted by
+    optimisation. The job reports progress and ``result.psnr_db`` (reconstruction PSNR) as it goes; its
+    artifacts are those of /generate, so /edit, /track and /segment work on it."""
+    data = video.file.read(svc.settings.max_video_bytes + 1)
+    job = submit_decompose(svc, data, num_frames, resolution, steps, fps)
+    return accepted(svc, request, response, job)

@@ -1,0 +1,143 @@
+"""Facts about the repository as a whole: the packages' import graph (docs/DESIGN.md), docs that cover the API and
+every setting, and no file that points outside the repository."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.settings import Settings
+from service.app import create_app
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("core", "model", "service", "worker", "client")
+
+# package -> first-party packages it may import (docs/DESIGN.md: service -> core <- worker -> model)
+ALLOWED = {
+    "core": {"core"},
+    "model": {"model", "core"},  # core.video only (MODEL_CORE)
+    "service": {"service", "core"},
+    "worker": {"worker", "core", "model"},
+    "client": {"client"},
+}
+MODEL_CORE = {"core.video"}  # what model/ may import from core/, and core.video's own first-party closure:
+VIDEO_CLOSURE = {"core.video", "core.errors"}  # torch-free and server-free, so model/ stays trainable alone
+# third-party packages a package must never import
+FORBIDDEN = {
+    "core": {"torch", "fastapi", "starlette", "uvicorn", "prometheus_client"},
+    "model": {"fastapi", "starlette", "celery", "redis", "boto3"},
+    "service": {"torch"},
+    "worker": {"fastapi", "starlette", "uvicorn", "prometheus_client"},
+}
+
+
+def _imports(path: Path) -> set[str]:
+    """Absolute module names a file imports (``from a.b import c`` gives a.b and a.b.c)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+            names |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return names
+
+
+def _modules() -> dict[str, set[str]]:
+    graph = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+            graph[module] = _imports(path)
+    return graph
+
+
+def _first_party(names: set[str], graph: dict[str, set[str]]) -> set[str]:
+    """The first-party modules among imported names (``from core import video`` names core.video)."""
+    return {n for n in names if n in graph}
+
+
+def test_the_import_graph_is_service_to_core_from_worker_to_model():
+    graph = _modules()
+    wrong = []
+    for module, names in graph.items():
+        package = module.split(".")[0]
+        for name in sorted(names):
+            top = name.split(".")[0]
+            if top in PACKAGES and top not in ALLOWED[package]:
+                wrong.append(f"{module} imports {name}")
+            if top in FORBIDDEN.get(package, ()):
+                wrong.append(f"{module} imports {name}")
+        if package == "model":
+            wrong += [
+                f"{module} imports {n} (model/ may import only core.video)"
+                for n in _first_party(names, graph)
+                if n.startswith("core.") and n not in MODEL_CORE
+            ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_core_video_needs_nothing_else_of_core():
+    graph, seen, todo = _modules(), set(), ["core.video"]
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo += [n for n in _first_party(graph[module], graph) if n != "core"]
+    assert seen <= VIDEO_CLOSURE, seen - VIDEO_CLOSURE
+
+
+def _tracked() -> list[Path]:
+    out = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return [ROOT / line for line in out.splitlines() if (ROOT / line).is_file()]
+
+
+def test_no_file_points_outside_the_repository():
+    bad = []
+    for path in _tracked():
+        if path.suffix in {".png", ".gif", ".safetensors"}:
+            continue
+        text = path.read_text(errors="replace")
+        for pattern in (r"\.\./shared", r"\b[Ii]ssue \d+"):
+            bad += [f"{path.relative_to(ROOT)}: {m.group(0)}" for m in re.finditer(pattern, text)]
+    assert not bad, "\n".join(bad)
+
+
+def _schema(spec: dict, ref_or_schema: dict) -> dict:
+    ref = ref_or_schema.get("$ref")
+    return spec["components"]["schemas"][ref.rsplit("/", 1)[1]] if ref else ref_or_schema
+
+
+def test_api_md_names_every_path_and_request_field():
+    api = (ROOT / "docs" / "API.md").read_text()
+    spec = create_app(Settings()).openapi()
+    missing = []
+    for path, operations in spec["paths"].items():
+        shown = path.replace("{job_id}", "{id}")
+        for method, operation in operations.items():
+            if f"{method.upper()} {shown}" not in api:
+                missing.append(f"{method.upper()} {shown}")
+            fields = [p["name"] for p in operation.get("parameters", []) if p["in"] != "path"]
+            for content in operation.get("requestBody", {}).get("content", {}).values():
+                fields += list(_schema(spec, content["schema"]).get("properties", {}))
+            missing += [f"{method.upper()} {shown}: `{f}`" for f in fields if f"`{f}`" not in api]
+    assert not missing, "docs/API.md lacks:\n" + "\n".join(missing)
+
+
+def test_config_md_documents_every_setting():
+    config = (ROOT / "docs" / "CONFIG.md").read_text()
+    missing = [name for name in Settings.model_fields if f"`GENDEF_{name.upper()}`" not in config]
+    assert not missing, f"docs/CONFIG.md lacks: {missing}"
+
+
+@pytest.mark.parametrize("package", ["core", "service"])
+def test_core_and_the_api_never_load_torch(package: str):
+    code = f"import sys, {package}.{'video, core.jobs, core.queues, core.documents' if package == 'core' else 'app'}\n"
+    code += "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'model', 'worker'))\nassert not bad, bad\n"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr

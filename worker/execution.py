@@ -1,0 +1,117 @@
+"""One attempt at one job, as every kind runs it: stages with cancel checks between them, progress, the job's
+inputs and its parent's artifacts read, its artifacts written under keys derived from the job id."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from core.artifacts import ARTIFACT_FILES, ArtifactError
+from core.images import ImageError
+from core.jobs import Artifact, JobRecord
+from core.storage import BlobNotFound, artifact_key
+from model.gendef import GenDeF
+from worker import media
+from worker.runtime import JobFailure, Runtime
+
+log = logging.getLogger(__name__)
+
+
+class JobCanceled(Exception):
+    """A cancel was asked for (or the record vanished): stop before the next stage."""
+
+
+class JobRun:
+    """One attempt at one job: stage bookkeeping, cancel checks, reads and writes of blobs."""
+
+    def __init__(self, rt: Runtime, job: JobRecord, stages: tuple[str, ...]):
+        self.rt = rt
+        self.job = job
+        self.stages = stages
+        self._done = 0
+
+    def stage(self, name: str) -> None:
+        """Enter the next stage: stop here if a cancel was asked for, else record the progress so far."""
+        self.report(name, self._done / len(self.stages))
+        self._done += 1
+
+    def report(self, stage: str, progress: float, result: dict[str, Any] | None = None) -> None:
+        """Record progress within `stage` (and the job's figures so far, when given); stop if a cancel was asked."""
+        if self.rt.jobs.cancel_requested(self.job.id):
+            raise JobCanceled
+        self.rt.jobs.set_progress(self.job.id, progress, stage, result=result)
+
+    def model(self) -> GenDeF:
+        """The model; the `loading` stage is shown while a pool process loads it for its first job."""
+        if not self.rt.model_loaded:
+            self.rt.jobs.set_progress(self.job.id, 0.0, "loading")
+        return self.rt.model()
+
+    def parent_blob(self, name: str) -> bytes:
+        parent_id = self.job.parent_id
+        if not parent_id:
+            raise JobFailure("parent_missing", f"this {self.job.kind} job names no source job")
+        try:
+            return self.rt.blobs.get(artifact_key(parent_id, name))
+        except BlobNotFound:
+            raise JobFailure(
+                "parent_missing",
+                f"the {name} of source job {parent_id} is no longer stored (expired or deleted); "
+                "generate a new video and start again from it",
+            ) from None
+
+    def input_blob(self, name: str) -> bytes:
+        key = self.job.inputs.get(name)
+        try:
+            if key is None:
+                raise BlobNotFound(name)
+            return self.rt.blobs.get(key)
+        except BlobNotFound:
+            raise JobFailure(
+                "invalid_input", f"the uploaded {name} of this job is not stored; submit the edit again"
+            ) from None
+
+    def upload(self, files: dict[str, bytes]) -> dict[str, Artifact]:
+        artifacts = {}
+        for name, data in files.items():
+            filename, content_type = ARTIFACT_FILES[name]
+            key = artifact_key(self.job.id, filename)
+            self.rt.blobs.put(key, data, content_type)
+            artifacts[name] = Artifact(key=key, content_type=content_type, bytes=len(data))
+        return artifacts
+
+    def parent_fields(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The source job's canonical image (3, Hc, Wc) and fields (T, H, W, 2)."""
+        canonical_png = self.parent_blob("canonical.png")
+        deformation_npz = self.parent_blob("deformation.npz")
+        try:
+            fields, _ = media.decode_fields(deformation_npz)  # (T, H, W, 2)
+            canonical, _ = media.decode_image(canonical_png)  # (3, Hc, Wc)
+        except (ArtifactError, ImageError) as e:
+            raise JobFailure(
+                "parent_missing",
+                f"the stored artifacts of source job {self.job.parent_id} are unreadable ({e})",
+            ) from e
+        return canonical, fields
+
+
+# One sampling at a time per process: the jobs of a batch (worker/batching.py) run in two threads so that one
+# encodes and uploads while the other samples.
+SAMPLING_LOCK = threading.Lock()
+
+
+def run_model(what: str, call: Callable[[], Any]) -> Any:
+    try:
+        with SAMPLING_LOCK:
+            return call()
+    except (RuntimeError, ValueError) as e:
+        log.exception("the model failed while %s", what)
+        raise JobFailure(
+            "model_error",
+            f"the model failed while {what} ({type(e).__name__}: {e}); if it ran out of memory ask for fewer frames, "
+            "otherwise report it with the job id",
+        ) from e

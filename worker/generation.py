@@ -1,0 +1,125 @@
+"""gendef.generate, gendef.resample, gendef.edit: a new video from the generator, new motion for a job's
+canonical image, and an edited canonical image warped by a job's stored fields (the generators do not run)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from core.artifacts import FIELDS_CONVENTION, ArtifactError
+from core.images import ImageError
+from core.jobs import Artifact, JobRecord
+from model.gendef import SEED_RANGE, GenDeF
+from model.warp import render
+from worker import media
+from worker.execution import JobRun, run_model
+from worker.runtime import JobFailure, Runtime
+
+
+def fields_meta(job: JobRecord, rt: Runtime, fields: torch.Tensor) -> dict[str, Any]:
+    """The `meta` entry of deformation.npz: the convention, the model and what made these fields."""
+    num_frames, height, width, _ = fields.shape  # (T, H, W, 2)
+    return {
+        "convention": FIELDS_CONVENTION,
+        "layout": "fields: float32 (T, H, W, 2)",
+        "model": rt.settings.checkpoint.name,
+        "job_id": job.id,
+        "kind": job.kind,
+        "seed": job.params["seed"],
+        "motion_seed": job.params["motion_seed"],
+        "canonical_from": job.parent_id,
+        "num_frames": num_frames,
+        "height": height,
+        "width": width,
+    }
+
+
+def sampling_args(model: GenDeF, params: dict[str, Any]) -> tuple[int, int, int]:
+    """(seed, motion_seed, num_frames) of a job, refused with invalid_input where the loaded model cannot go."""
+    seed, motion_seed, num_frames = int(params["seed"]), int(params["motion_seed"]), int(params["num_frames"])
+    if not 1 <= num_frames <= model.max_frames:
+        raise JobFailure(
+            "invalid_input",
+            f"num_frames={num_frames} is outside what the loaded model makes (1 to {model.max_frames}); "
+            "ask for fewer frames",
+        )
+    for name, value in (("seed", seed), ("motion_seed", motion_seed)):
+        if not 0 <= value < SEED_RANGE:
+            raise JobFailure(
+                "invalid_input", f"{name}={value} is outside the model's seed range 0 to {SEED_RANGE - 1}"
+            )
+    return seed, motion_seed, num_frames
+
+
+def do_generate(run: JobRun) -> dict[str, Artifact]:
+    params = run.job.params
+    model = run.model()
+    seed, motion_seed, num_frames = sampling_args(model, params)
+    run.stage("sampling")
+    out = run_model("sampling", lambda: model.sample([seed], [motion_seed], num_frames))
+    canonical, fields, frames = (
+        out.canonical[0],
+        out.fields[0],
+        out.frames[0],
+    )  # (3,H,W), (T,H,W,2), (T,3,H,W)
+    run.stage("encoding")
+    files = {
+        "canonical": media.encode_png(canonical),
+        "deformation": media.encode_fields(fields, fields_meta(run.job, run.rt, fields)),
+        "video": media.encode_video(frames, int(params["fps"])),
+    }
+    run.stage("uploading")
+    return run.upload(files)
+
+
+def do_resample(run: JobRun) -> dict[str, Artifact]:
+    params = run.job.params
+    canonical_png = run.parent_blob("canonical.png")  # kept byte for byte: same content, new motion
+    model = run.model()
+    seed, motion_seed, num_frames = sampling_args(model, params)
+    run.stage("sampling")
+    fields = run_model(
+        "sampling motion", lambda: model.sample_motion([seed], [motion_seed], num_frames)[0]
+    )  # (T, H, W, 2)
+    run.stage("warping")
+    canonical, _ = media.decode_image(canonical_png)  # (3, H, W)
+    frames = render(canonical[None].to(fields.device), fields[None])[0]  # (T, 3, H, W)
+    run.stage("encoding")
+    files = {
+        "canonical": canonical_png,
+        "deformation": media.encode_fields(fields, fields_meta(run.job, run.rt, fields)),
+        "video": media.encode_video(frames, int(params["fps"])),
+    }
+    run.stage("uploading")
+    return run.upload(files)
+
+
+def do_edit(run: JobRun) -> dict[str, Artifact]:
+    """Warp the uploaded image by the source job's stored fields; the generators never run."""
+    deformation_npz = run.parent_blob("deformation.npz")  # reused byte for byte
+    upload = run.input_blob("image")
+    run.stage("warping")
+    try:
+        fields, meta = media.decode_fields(deformation_npz)  # (T, H, W, 2)
+    except ArtifactError as e:
+        raise JobFailure(
+            "parent_missing", f"the stored deformation of source job {run.job.parent_id} is unreadable ({e})"
+        ) from e
+    # A decomposed video's canonical image is larger than its frames; the fields' meta records its size.
+    size = (meta.get("canonical_height", fields.shape[1]), meta.get("canonical_width", fields.shape[2]))
+    try:
+        image, _ = media.decode_image(upload, size=size)  # (3, Hc, Wc)
+    except ImageError as e:
+        raise JobFailure(
+            "invalid_input", f"the uploaded image cannot be decoded ({e}); upload a PNG or JPEG"
+        ) from e
+    frames = render(image[None], fields[None])[0]  # (T, 3, H, W)
+    run.stage("encoding")
+    files = {
+        "canonical": media.encode_png(image),
+        "deformation": deformation_npz,
+        "video": media.encode_video(frames, int(run.job.params["fps"])),
+    }
+    run.stage("uploading")
+    return run.upload(files)

@@ -1,0 +1,53 @@
+"""gendef.segment: a label map painted on a job's canonical image carried to every frame by its fields (nearest
+sampling, so labels stay labels); the video with the labels over it."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from PIL import Image
+
+from core.jobs import Artifact
+from model.tracking import propagate_mask
+from model.warp import render
+from worker import media
+from worker.execution import JobRun
+from worker.runtime import JobFailure
+from worker.tracking import palette
+
+OVERLAY_ALPHA = 0.5  # weight of a label's colour over the frame in the segment video
+
+
+def do_segment(run: JobRun) -> dict[str, Artifact]:
+    canonical, fields = run.parent_fields()
+    upload = run.input_blob("mask")
+    run.stage("warping")
+    try:
+        with Image.open(io.BytesIO(upload)) as image:
+            labels = np.array(image)  # (Hc, Wc): the palette indices of a "P" image, the values of "L"/"1"
+    except OSError as e:
+        raise JobFailure("invalid_input", f"the uploaded mask cannot be decoded ({e}); upload a PNG") from e
+    if labels.shape != tuple(canonical.shape[1:]):
+        raise JobFailure(
+            "invalid_input",
+            f"the mask is {labels.shape[1]}x{labels.shape[0]}, the canonical image "
+            f"{canonical.shape[2]}x{canonical.shape[1]}: upload a mask of its size",
+        )
+    masks = propagate_mask(torch.from_numpy(labels.astype(np.uint8)), fields).numpy()  # (T, H, W)
+    run.stage("encoding")
+    frames = media.to_uint8(render(canonical[None], fields[None])[0]).astype(np.float32)  # (T, H, W, 3)
+    colours = palette(256).astype(np.float32)  # (256, 3)
+    labelled = (masks > 0)[..., None]  # (T, H, W, 1)
+    overlay = np.where(labelled, (1 - OVERLAY_ALPHA) * frames + OVERLAY_ALPHA * colours[masks], frames)
+    out = io.BytesIO()
+    np.savez_compressed(out, masks=masks)
+    files = {
+        "masks": out.getvalue(),
+        "video": media.encode_video(
+            media.from_uint8(overlay.round().astype(np.uint8)), int(run.job.params["fps"])
+        ),
+    }
+    run.stage("uploading")
+    return run.upload(files)
