@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     webhook_attempts: int = Field(6, ge=1)
     webhook_backoff_s: float = Field(2.0, ge=0)
     webhook_timeout_s: float = Field(10.0, gt=0)  # per delivery attempt
+    # Receivers on internal addresses the workers may POST to: comma-separated CIDRs (10.0.0.0/8) and host names
+    # (hooks.internal). Every other loopback, private, link-local, multicast, reserved or otherwise non-public
+    # address is refused, checked on the address a name resolves to when a delivery is made.
+    webhook_allow: str = ""
     # GET /jobs/{id}/events: how often the stream reads the job record, and the heartbeat period when idle.
     events_poll_s: float = Field(0.25, gt=0)
     events_heartbeat_s: float = Field(15.0, gt=0)
