@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     precision: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
     compile_model: bool = False
+    # CPU threads of each worker process's torch ops (torch.set_num_threads, set before the model loads). Results
+    # depend on it in their last bits, so every worker keeps the same value whatever its core count: a fixed
+    # number, not "all cores", keeps same seeds -> same fields across workers.
+    torch_threads: int = Field(1, ge=1)
     # Dynamic batching (worker/batching.py): a worker that starts a generate/resample job also takes up to
     # batch_max - 1 more such jobs already queued, waiting at most batch_wait_ms for them. 1: no batching.
     batch_max: int = Field(8, ge=1)

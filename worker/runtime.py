@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from functools import cached_property
 
+import torch
+
 from core.jobs import JobStore, connect_redis
 from core.queues import make_celery
 from core.settings import Settings, get_settings
@@ -57,6 +59,7 @@ class Runtime:
         if self._model is None:
             path = self.settings.checkpoint
             try:
+                torch.set_num_threads(self.settings.torch_threads)  # before any op: results depend on it
                 device = resolve_device(self.settings.device)
                 s = self.settings
                 channels_last = {"auto": None, "on": True, "off": False}[s.channels_last]
