@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     generate_queue: str = "gendef-generate"
     edit_queue: str = "gendef-edit"
 
+    # A job recorded by the API whose task was not sent within this long (the API died or lost Redis between the
+    # two steps) is failed `queue_unavailable` by the workers' sweep, so it holds no place in a queue or limit.
+    send_timeout_s: float = Field(60.0, gt=0)
     # A job whose worker died this many times (killed, out of memory) ends failed with `worker_lost`.
     max_attempts: int = Field(3, ge=1)
     # The worker retries a store it cannot reach this many times, waiting backoff, 2x, 4x ... between tries,

@@ -33,6 +33,12 @@ class JobFailure(Exception):
         self.message = message
 
 
+def job_store(settings: Settings) -> JobStore:
+    """The job store as workers use it: status changes queue their webhooks."""
+    notify = Notifier(make_celery(settings), settings)
+    return JobStore(connect_redis(settings), ttl_s=settings.job_ttl_s, on_change=notify)
+
+
 class Runtime:
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -40,8 +46,7 @@ class Runtime:
 
     @cached_property
     def jobs(self) -> JobStore:
-        notify = Notifier(make_celery(self.settings), self.settings)  # webhooks of the jobs' status changes
-        return JobStore(connect_redis(self.settings), ttl_s=self.settings.job_ttl_s, on_change=notify)
+        return job_store(self.settings)
 
     @cached_property
     def blobs(self) -> Store:
