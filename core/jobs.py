@@ -9,6 +9,10 @@ Keys (all under ``gendef:``):
 - ``idempotency:{digest}``: string, the first answer to a POST with an Idempotency-Key (service/idempotency.py).
 - ``claimed:{id}``: string, the leader job whose batch runs this job; ``batch:{leader}``: set, the job ids the
   leader's batch claimed (worker/batching.py).
+- ``unsent``: sorted set, the job ids recorded but not yet handed to their Celery queue, scored by creation time:
+  written with the record, removed once the task is sent. The workers fail those left behind (the API died or
+  Redis failed between the two steps) after GENDEF_SEND_TIMEOUT_S (``fail_unsent``), so no record stays queued
+  without a message.
 
 The job record: one Redis hash per job, the source of truth for a job's status.
 
@@ -48,6 +52,8 @@ ACTIVE_PREFIX = "gendef:active:"  # + owner
 IDEMPOTENCY_PREFIX = "gendef:idempotency:"  # + SHA-256 of caller and key
 CLAIMED_PREFIX = "gendef:claimed:"  # + job id
 BATCH_PREFIX = "gendef:batch:"  # + leader's job id
+UNSENT_KEY = "gendef:unsent"
+NOT_QUEUED = "The job could not be queued (the job queue was unreachable); submit it again."
 RETRY_AFTER_S = 10  # a key at its limit: a tiny job takes seconds, a long one minutes: come back after this
 # Upper bounds (seconds) of the job duration histogram's buckets; +Inf is implied.
 DURATION_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
@@ -186,7 +192,8 @@ class JobStore:
         owner: str | None = None,
     ) -> JobRecord:
         """Record a new queued job. Pass ``job_id`` (from new_job_id) when inputs were stored under it first,
-        ``queue`` (the Celery queue it will be sent to) for its queue_position."""
+        ``queue`` (the Celery queue it will be sent to) for its queue_position: the job is then also marked unsent
+        until ``sent(job_id)``, in the same transaction."""
         if kind not in KINDS:
             raise ValueError(f"unknown job kind {kind!r}")
         job = JobRecord(
@@ -207,8 +214,37 @@ class JobStore:
         pipe.expire(key, self.ttl_s)
         if queue:
             self._enter_queue(pipe, job, job.created_at)
+            pipe.zadd(UNSENT_KEY, {job.id: _epoch(job.created_at)})
         pipe.execute()
         return job
+
+    def sent(self, job_id: str) -> None:
+        """The job's task is in its Celery queue: it no longer needs the sweep."""
+        self.redis.zrem(UNSENT_KEY, job_id)
+
+    def fail_unqueued(self, job_id: str) -> JobRecord | None:
+        """A job whose task could not be sent: failed `queue_unavailable` if still queued (a job that some worker
+        took meanwhile is left as it is)."""
+        job = self._update(
+            job_id,
+            lambda job: (
+                {
+                    "status": "failed",
+                    "finished_at": utc_now(),
+                    "error": {"code": "queue_unavailable", "message": NOT_QUEUED},
+                }
+                if job.status == "queued"
+                else None
+            ),
+        )
+        self.sent(job_id)
+        return job
+
+    def fail_unsent(self, older_than_s: float) -> list[str]:
+        """fail_unqueued for every job recorded more than ``older_than_s`` ago whose task was never sent; their ids."""
+        cutoff = datetime.now(timezone.utc).timestamp() - older_than_s
+        stale = self.redis.zrangebyscore(UNSENT_KEY, "-inf", cutoff)
+        return [job_id for job_id in stale if (job := self.fail_unqueued(job_id)) and job.status == "failed"]
 
     def get(self, job_id: str) -> JobRecord | None:
         raw = self.redis.hgetall(self._key(job_id))

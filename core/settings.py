@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     precision: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
     compile_model: bool = False
+    # CPU threads of each worker process's torch ops (torch.set_num_threads, set before the model loads). Results
+    # depend on it in their last bits, so every worker keeps the same value whatever its core count: a fixed
+    # number, not "all cores", keeps same seeds -> same fields across workers.
+    torch_threads: int = Field(1, ge=1)
     # Dynamic batching (worker/batching.py): a worker that starts a generate/resample job also takes up to
     # batch_max - 1 more such jobs already queued, waiting at most batch_wait_ms for them. 1: no batching.
     batch_max: int = Field(8, ge=1)
@@ -81,6 +85,9 @@ class Settings(BaseSettings):
     generate_queue: str = "gendef-generate"
     edit_queue: str = "gendef-edit"
 
+    # A job recorded by the API whose task was not sent within this long (the API died or lost Redis between the
+    # two steps) is failed `queue_unavailable` by the workers' sweep, so it holds no place in a queue or limit.
+    send_timeout_s: float = Field(60.0, gt=0)
     # A job whose worker died this many times (killed, out of memory) ends failed with `worker_lost`.
     max_attempts: int = Field(3, ge=1)
     # The worker retries a store it cannot reach this many times, waiting backoff, 2x, 4x ... between tries,
@@ -106,6 +113,10 @@ class Settings(BaseSettings):
     webhook_attempts: int = Field(6, ge=1)
     webhook_backoff_s: float = Field(2.0, ge=0)
     webhook_timeout_s: float = Field(10.0, gt=0)  # per delivery attempt
+    # Receivers on internal addresses the workers may POST to: comma-separated CIDRs (10.0.0.0/8) and host names
+    # (hooks.internal). Every other loopback, private, link-local, multicast, reserved or otherwise non-public
+    # address is refused, checked on the address a name resolves to when a delivery is made.
+    webhook_allow: str = ""
     # GET /jobs/{id}/events: how often the stream reads the job record, and the heartbeat period when idle.
     events_poll_s: float = Field(0.25, gt=0)
     events_heartbeat_s: float = Field(15.0, gt=0)

@@ -114,7 +114,10 @@ class LocalStore:
 
     def check_signature(self, key: str, exp: str, sig: str) -> None:
         """Raise InvalidSignature for a forged or altered URL, ExpiredSignature for a genuine one past ``exp``."""
-        if not exp.isdigit() or not hmac.compare_digest(self._signature(key, int(exp)), sig):
+        # ASCII digits only: "²" passes isdigit() but not int(), and compare_digest refuses non-ASCII text.
+        if not (exp.isascii() and exp.isdigit() and sig.isascii()):
+            raise InvalidSignature(key)
+        if not hmac.compare_digest(self._signature(key, int(exp)), sig):
             raise InvalidSignature(key)
         if int(exp) < time.time():
             raise ExpiredSignature(key)

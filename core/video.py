@@ -5,7 +5,8 @@ Used by the API (uploads for /decompose), the worker (the decompose input, every
 
 - ``read`` decodes a clip and checks every frame as it arrives against ``Limits`` (frame size, total decoded
   pixels, frame count, time), stopping at the first frame over one with VideoTooLarge: a stream header that
-  announces a small size proves nothing, since VP8 and H.264 allow a later keyframe of another size.
+  announces a small size proves nothing, since VP8 and H.264 allow a later keyframe of another size. A frame of
+  another size than frame 0 (within the limits) is VideoError: a clip keeps one frame size.
 - ``probe`` reads the container's header and counts its packets without decoding (cheap checks of a whole upload).
 - ``encode_mp4`` writes what browsers play: H.264 (libx264, CRF 18), yuv420p, faststart (moov atom before the
   media data), every frame given, at the given integer frame rate.
@@ -114,17 +115,24 @@ def frames(
     short_side: int | None = None,
 ) -> Iterator[tuple[np.ndarray, float]]:
     """Yield (frame (H, W, 3) uint8, the stream's fps) for each frame in order, each checked against ``limits``
-    at its decoded size before anything else is done with it; then scaled down (never up, area averaging) so
+    at its decoded size before anything else is done with it (and refused, VideoError, if its size is not frame
+    0's: a clip keeps one size); then scaled down (never up, area averaging) so
     its long side is at most ``long_side`` and its short side at most ``short_side``. Raises VideoError when the bytes do not decode, VideoTooLarge at
     the first frame past a limit."""
     uri = source if isinstance(source, bytes) else str(source)
     try:
         with iio.imopen(uri, "r", plugin="pyav") as video:
             fps = float(video.metadata().get("fps") or 0.0) or DEFAULT_FPS
-            total = 0
+            total, first = 0, None
             for index, frame in enumerate(video.iter(format="rgb24")):  # (H, W, 3)
                 total += frame.shape[0] * frame.shape[1]
                 _check(limits, index, frame, fps, total)
+                first = first or frame.shape[:2]
+                if frame.shape[:2] != first:
+                    raise VideoError(
+                        f"frame {index} is {frame.shape[1]}x{frame.shape[0]} but frame 0 is {first[1]}x{first[0]}: "
+                        "the frame size changes mid-stream; re-encode the clip at one size"
+                    )
                 size = _scaled(frame.shape[1], frame.shape[0], long_side, short_side)
                 if size != (frame.shape[1], frame.shape[0]):
                     frame = np.asarray(Image.fromarray(frame).resize(size, resample=Image.Resampling.BOX))

@@ -8,6 +8,12 @@ GENDEF_WEBHOOK_TIMEOUT_S) is retried, GENDEF_WEBHOOK_ATTEMPTS tries in all, wait
 twice as long each time. ``start`` is sent when the job turns running, ``completed`` when it ends (succeeded,
 failed or canceled: the job document says which).
 
+Receivers must be public: a delivery resolves the URL's host once, refuses it if any address it resolves to is
+loopback, private, link-local, multicast, reserved or otherwise not global (``refusal``), and connects to that
+checked address (Host header and TLS SNI of the name), so a name that resolves again to another address (DNS
+rebinding) is never reached. GENDEF_WEBHOOK_ALLOW names internal receivers (CIDRs, host names) that are allowed.
+The API refuses a URL whose host is such an address written out (or ``localhost``) at once (422).
+
 The job store calls a Notifier after each status change (in the API for a cancel, in the worker otherwise); it
 only queues a Celery task (gendef.webhook, on GENDEF_WEBHOOK_QUEUE), so a slow or dead receiver never holds up a
 job. The worker's task (worker/webhooks.py) signs and sends it.
@@ -15,9 +21,12 @@ job. The worker's task (worker/webhooks.py) signs and sends it.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import socket
 from dataclasses import asdict, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from celery import Celery
 
@@ -48,7 +57,79 @@ def spec(settings: Settings, url: str | None, events: list[str] | None, where: s
             (where, "webhook"),
             url,
         )
+    host = urlsplit(url).hostname or ""
+    refused = _literal_refusal(settings, host)
+    if refused:
+        raise Invalid(
+            f"webhook: {refused}; webhooks go to public addresses only (an operator may allow internal "
+            "receivers with GENDEF_WEBHOOK_ALLOW)",
+            (where, "webhook"),
+            url,
+        )
     return {"url": url, "events": sorted(set(events or DEFAULT_EVENTS), key=EVENTS.index)}
+
+
+class Refused(ValueError):
+    """A webhook host that resolves to an address deliveries may not reach."""
+
+
+def _allowed(settings: Settings) -> tuple[list[ipaddress.IPv4Network | ipaddress.IPv6Network], set[str]]:
+    """GENDEF_WEBHOOK_ALLOW as (networks, host names)."""
+    networks, names = [], set()
+    for entry in (e.strip().lower() for e in settings.webhook_allow.split(",")):
+        if not entry:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            names.add(entry.rstrip("."))
+    return networks, names
+
+
+def refusal(settings: Settings, address: str) -> str | None:
+    """Why a webhook may not be delivered to this IP address (None: it may): the class it belongs to."""
+    ip = ipaddress.ip_address(address.split("%")[0])  # an IPv6 zone index is no part of the address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    if any(ip in network for network in _allowed(settings)[0]):
+        return None
+    for name, member in (
+        ("loopback", ip.is_loopback),
+        ("link-local", ip.is_link_local),
+        ("multicast", ip.is_multicast),
+        ("unspecified", ip.is_unspecified),
+        ("reserved", ip.is_reserved),
+        ("private", ip.is_private),
+        ("not public", not ip.is_global),
+    ):
+        if member:
+            return f"{ip} is a {name} address"
+    return None
+
+
+def _literal_refusal(settings: Settings, host: str) -> str | None:
+    """The refusal of a host written as an IP address, or of localhost; None for other names (checked when
+    the delivery resolves them)."""
+    if host.rstrip(".").lower() in _allowed(settings)[1]:
+        return None
+    if host.rstrip(".").lower() == "localhost" or host.lower().endswith(".localhost"):
+        return f"{host} is a loopback address"
+    try:
+        return refusal(settings, host)
+    except ValueError:  # a name
+        return None
+
+
+def resolve(settings: Settings, host: str, port: int) -> str:
+    """The address a delivery to ``host`` connects to, resolved once here: Refused when any address the name
+    resolves to may not be reached; socket.gaierror when it does not resolve (now)."""
+    addresses = [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+    if host.rstrip(".").lower() not in _allowed(settings)[1]:
+        for address in addresses:
+            why = refusal(settings, address)
+            if why:
+                raise Refused(f"{host} resolves to {why}")
+    return addresses[0]
 
 
 def event_of(before: JobRecord, after: JobRecord) -> str | None:

@@ -34,7 +34,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.readiness = Readiness(svc)
     app.state.metrics = metrics_registry(svc)
     # Added first, so it runs inside the body size limit.
-    app.add_middleware(Idempotency, records=IdempotencyRecords(svc.redis, settings.idempotency_ttl_s))
+    app.add_middleware(
+        Idempotency,
+        records=IdempotencyRecords(svc.redis, settings.idempotency_ttl_s),
+        api_key_hashes=settings.api_key_hashes,
+    )
     app.add_middleware(
         BodySizeLimit,
         default=JSON_BODY_LIMIT,

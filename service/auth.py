@@ -21,10 +21,18 @@ def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def authenticate(request: Request, digests: Iterable[str]) -> str:
-    """The digest of the request's valid bearer key; Unauthorized without one."""
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+def key_owner(authorization: str, digests: Iterable[str]) -> str | None:
+    """The digest of a valid bearer key in an Authorization header's value; None when it holds none."""
+    scheme, _, key = authorization.partition(" ")
     digest = key_digest(key.strip()) if scheme.lower() == "bearer" and key.strip() else ""
     if not digest or not any(hmac.compare_digest(digest, d) for d in digests):
+        return None
+    return digest
+
+
+def authenticate(request: Request, digests: Iterable[str]) -> str:
+    """The digest of the request's valid bearer key; Unauthorized without one."""
+    digest = key_owner(request.headers.get("authorization", ""), digests)
+    if digest is None:
         raise Unauthorized("a valid API key is required: send the header `Authorization: Bearer <key>`")
     return digest

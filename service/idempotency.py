@@ -1,8 +1,9 @@
 """Idempotency-Key on POST requests: a client that retries a submission (a lost answer, a timeout) with the same
 key gets the first answer again (same status, same job id) instead of a second job.
 
-An ASGI middleware, so it covers every POST route. A key is remembered per caller (per API key, or per
-anonymous caller) for GENDEF_IDEMPOTENCY_TTL_S (24 h) from its first use, with a fingerprint of the request: the
+An ASGI middleware, so it covers every POST route. With API keys on, a request without a valid key passes
+through untouched (the route answers 401): no stored answer is replayed to a revoked or wrong key. A key is
+remembered per caller (per API key, or per anonymous caller) for GENDEF_IDEMPOTENCY_TTL_S (24 h) from its first use, with a fingerprint of the request: the
 path and the body (JSON compared as data, so key order and spaces do not matter; multipart with its random
 boundary taken out). The same key with another request is refused with 422. Only successful (2xx) answers are
 kept: after a 4xx or 5xx the key is free again, so the corrected request may reuse it.
@@ -23,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.jobs import IdempotencyRecords
+from service.auth import key_owner
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +50,19 @@ def fingerprint(path: str, content_type: str, body: bytes) -> str:
 
 
 class Idempotency:
-    def __init__(self, app: ASGIApp, records: IdempotencyRecords):
+    def __init__(self, app: ASGIApp, records: IdempotencyRecords, api_key_hashes: frozenset[str]):
         self.app = app
         self.records = records
+        self.api_key_hashes = api_key_hashes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = Headers(scope=scope)
         key = headers.get("idempotency-key")
-        if scope["type"] != "http" or scope["method"] != "POST" or key is None:
-            await self.app(scope, receive, send)
+        caller = headers.get("authorization", "")
+        if self.api_key_hashes:
+            caller = key_owner(caller, self.api_key_hashes)
+        if scope["type"] != "http" or scope["method"] != "POST" or key is None or caller is None:
+            await self.app(scope, receive, send)  # no valid key: the route refuses it (401)
             return
         if not 1 <= len(key) <= MAX_KEY_CHARS or not key.isprintable():
             await JSONResponse(
@@ -71,7 +77,6 @@ class Idempotency:
             return
         if body is None:
             return
-        caller = headers.get("authorization", "")
         rkey = self.records.key(caller, key)
         mine = fingerprint(scope["path"], headers.get("content-type", ""), body)
         try:

@@ -50,8 +50,9 @@ def _queue(
     upload: Upload | None = None,
     webhook: dict[str, Any] | None = None,
 ) -> JobRecord:
-    """Store the upload (a failed job keeps its input), write the job record, then send the task: a worker never
-    sees a job id without its record."""
+    """Store the upload (a failed job keeps its input), write the job record (marked unsent), then send the task
+    and clear the mark (answered 202 only then): a worker never sees a job id without its record, and a record whose task was never sent
+    (this process died, Redis failed) is failed by the workers' sweep (JobStore.fail_unsent)."""
     job_id, inputs = new_job_id(), None
     if upload is not None:
         key = input_key(job_id, upload.filename)
@@ -70,9 +71,12 @@ def _queue(
         enqueue(svc.celery, svc.settings, job)
     except Exception:
         log.exception("could not queue job %s", job.id)
-        with contextlib.suppress(Exception):  # Redis itself may be what is down
-            svc.jobs.mark_failed(job.id, "queue_unavailable", "The job could not be queued; submit it again.")
+        with contextlib.suppress(Exception):  # Redis itself may be what is down: then the sweep fails it
+            svc.jobs.fail_unqueued(job.id)
         raise
+    # Redis failing here answers 503 like a failed send: only a job whose mark is cleared is ever answered 202,
+    # so the sweep never fails an accepted job.
+    svc.jobs.sent(job.id)
     log.info("queued %s job %s", kind, job.id)
     return job
 

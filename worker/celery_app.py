@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready
 from kombu import Exchange, Queue
 
 from core.settings import Settings, get_settings
-from worker import runtime
+from worker import runtime, sweeper
 
 # Loading a checkpoint (and initialising CUDA) in a fresh pool process may take longer than Celery's default 4 s.
 PROCESS_START_TIMEOUT_S = 300
@@ -67,3 +67,9 @@ def _load_model_in_pool_process(**_: Any) -> None:
     consumes only the edit queue never loads it."""
     if get_settings().generate_queue in app.amqp.queues.consume_from:
         runtime.get().preload_model()
+
+
+@worker_ready.connect
+def _sweep_unsent_jobs(**_: Any) -> None:
+    """In the worker's main process: fail jobs whose task the API never sent (worker/sweeper.py)."""
+    sweeper.start(get_settings())

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from functools import cached_property
 
+import torch
+
 from core.jobs import JobStore, connect_redis
 from core.queues import make_celery
 from core.settings import Settings, get_settings
@@ -31,6 +33,12 @@ class JobFailure(Exception):
         self.message = message
 
 
+def job_store(settings: Settings) -> JobStore:
+    """The job store as workers use it: status changes queue their webhooks."""
+    notify = Notifier(make_celery(settings), settings)
+    return JobStore(connect_redis(settings), ttl_s=settings.job_ttl_s, on_change=notify)
+
+
 class Runtime:
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -38,8 +46,7 @@ class Runtime:
 
     @cached_property
     def jobs(self) -> JobStore:
-        notify = Notifier(make_celery(self.settings), self.settings)  # webhooks of the jobs' status changes
-        return JobStore(connect_redis(self.settings), ttl_s=self.settings.job_ttl_s, on_change=notify)
+        return job_store(self.settings)
 
     @cached_property
     def blobs(self) -> Store:
@@ -57,6 +64,7 @@ class Runtime:
         if self._model is None:
             path = self.settings.checkpoint
             try:
+                torch.set_num_threads(self.settings.torch_threads)  # before any op: results depend on it
                 device = resolve_device(self.settings.device)
                 s = self.settings
                 channels_last = {"auto": None, "on": True, "off": False}[s.channels_last]

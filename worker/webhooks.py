@@ -34,7 +34,8 @@ def signature(secret: str, body: bytes) -> str:
 
 
 def post(settings: Settings, url: str, event: str, job_id: str, data: bytes) -> None:
-    """One delivery attempt; raises DeliveryFailed unless the receiver answered 2xx."""
+    """One delivery attempt; raises Refused for a host that resolves to an address deliveries may not reach
+    (core/webhooks.py), DeliveryFailed unless the receiver answered 2xx."""
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "gendef-serve-webhook",
@@ -42,9 +43,22 @@ def post(settings: Settings, url: str, event: str, job_id: str, data: bytes) -> 
         "X-Gendef-Delivery": f"{job_id}.{event}",
         "X-Gendef-Signature": signature(settings.webhook_secret.get_secret_value(), data),
     }
+    target = httpx.URL(url)
+    headers["Host"] = target.netloc.decode("ascii")
     try:
-        response = httpx.post(url, content=data, headers=headers, timeout=settings.webhook_timeout_s)
-    except httpx.HTTPError as e:
+        address = webhooks.resolve(
+            settings, target.host, target.port or {"https": 443}.get(target.scheme, 80)
+        )
+        # The checked address itself, with the name as Host and TLS SNI (and certificate check): a second
+        # lookup could answer another address. No proxy from the environment, no redirects followed.
+        with httpx.Client(trust_env=False, timeout=settings.webhook_timeout_s) as client:
+            response = client.post(
+                target.copy_with(host=address),
+                content=data,
+                headers=headers,
+                extensions={"sni_hostname": target.host},
+            )
+    except (httpx.HTTPError, OSError) as e:  # OSError: the name does not resolve (now)
         raise DeliveryFailed(f"{type(e).__name__}: {e}") from e
     if not response.is_success:
         raise DeliveryFailed(f"the receiver answered {response.status_code}")
@@ -60,6 +74,9 @@ def deliver(self: Task, event: str, record: dict[str, Any]) -> None:
     try:
         body = json.dumps({"event": event, "job": document.model_dump()}).encode()
         post(settings, job.webhook["url"], event, job.id, body)
+    except webhooks.Refused as e:  # the same answer on every try: not retried
+        log.error("webhook %s of job %s refused: %s (GENDEF_WEBHOOK_ALLOW)", event, job.id, e)
+        return
     except DeliveryFailed as e:
         if attempt >= settings.webhook_attempts:
             log.error(

@@ -1,12 +1,16 @@
 // The gendef-serve page: generate, follow a job over Server-Sent Events, play the video, paint on the canonical
 // image and submit the painting as an edit, resample motion, track picked points, propagate a painted mask.
-// Plain browser JavaScript, no build step.
+// Plain browser JavaScript, no build step. With API keys on, the key entered on the page (kept for the tab in
+// sessionStorage) goes in an Authorization header on every call: the events are read with fetch streaming and the
+// canonical image fetched as a blob, as EventSource and <img> cannot send that header.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const FINAL = new Set(["succeeded", "failed", "canceled"]);
 
-let events = null;      // the EventSource of the followed job
+const KEY_ITEM = "gendef-api-key";  // sessionStorage: the key lives as long as the tab
+
+let stream = null;      // the AbortController of the followed job's event stream
 let source = null;      // the succeeded job whose video and canonical image are shown (what edits start from)
 let points = [];        // picked canonical points to track, canvas pixels
 const VIEWS = new Set(["track", "segment"]);  // jobs that show a video over the source's canonical image
@@ -14,7 +18,13 @@ const history = new Map();  // job id -> its latest document
 
 // --- API calls ------------------------------------------------------------------------------------------------
 
+function authorized(headers = {}) {
+  const key = sessionStorage.getItem(KEY_ITEM);
+  return key ? {...headers, Authorization: `Bearer ${key}`} : headers;
+}
+
 async function errorText(response) {
+  if (response.status === 401) return "This API needs a valid API key: enter yours in the “API key” field.";
   let detail = `${response.status} ${response.statusText}`;
   try {
     const body = await response.json();
@@ -31,7 +41,7 @@ async function submit(path, init) {
   clearError();
   setBusy(true);
   try {
-    const response = await fetch(path, init);
+    const response = await fetch(path, {...init, headers: authorized(init.headers)});
     if (!response.ok) {
       showError(await errorText(response));
       return;
@@ -55,24 +65,61 @@ function intField(id) {
 
 // --- following a job ------------------------------------------------------------------------------------------
 
-function follow(doc) {
-  if (events) events.close();
+function parseEvent(block) {
+  // One Server-Sent Events block: its `event:` name and its `data:` lines (comments and `retry:` ignored).
+  let name = "message";
+  const data = [];
+  for (const line of block.split("\n")) {
+    if (line.startsWith("event:")) name = line.slice(6).trim();
+    else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+  }
+  return {name, data: data.join("\n")};
+}
+
+async function readEvents(response, signal) {
+  // Handle the stream's events; true once the job has ended (or its record expired).
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  while (!signal.aborted) {
+    const {value, done} = await reader.read();
+    if (done) return false;
+    buffer = (buffer + value).replace(/\r\n?/g, "\n");
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const event = parseEvent(buffer.slice(0, end));
+      buffer = buffer.slice(end + 2);
+      if (event.name === "update") render(JSON.parse(event.data));
+      else if (event.name === "final") {
+        const last = JSON.parse(event.data);
+        render(last);
+        finished(last);
+        return true;
+      } else if (event.name === "error") {   // the server's own error event (record expired)
+        showError(JSON.parse(event.data).detail);
+        return true;
+      }
+    }
+  }
+  return true;
+}
+
+async function follow(doc) {
+  if (stream) stream.abort();
   render(doc);
   if (FINAL.has(doc.status)) return finished(doc);
-  events = new EventSource(`jobs/${doc.id}/events`);
-  events.addEventListener("update", (e) => render(JSON.parse(e.data)));
-  events.addEventListener("final", (e) => {
-    events.close();
-    events = null;
-    const last = JSON.parse(e.data);
-    render(last);
-    finished(last);
-  });
-  events.addEventListener("error", (e) => {
-    if (e.data) showError(JSON.parse(e.data).detail);   // the server's own error event (record expired)
-    else if (events && events.readyState === EventSource.CONNECTING) showError("Lost the event stream; reconnecting…");
-  });
-  events.addEventListener("open", clearError);
+  const controller = stream = new AbortController();
+  while (!controller.signal.aborted) {
+    try {
+      const response = await fetch(`jobs/${doc.id}/events`, {headers: authorized(), signal: controller.signal});
+      if (!response.ok) return showError(await errorText(response));
+      clearError();
+      if (await readEvents(response, controller.signal)) return;
+    } catch (_) {
+      if (controller.signal.aborted) return;
+    }
+    showError("Lost the event stream; reconnecting…");
+    await new Promise((resume) => setTimeout(resume, 2000));
+  }
 }
 
 function seconds(value) {
@@ -128,7 +175,7 @@ function renderHistory() {
 
 // --- the result: video and canonical image --------------------------------------------------------------------
 
-function show(doc) {
+async function show(doc) {
   $("result").hidden = false;
   const video = $("video");
   video.src = doc.artifacts.video.url;
@@ -143,9 +190,16 @@ function show(doc) {
       canvas.height = image.naturalHeight;
     }
     $("base").getContext("2d").drawImage(image, 0, 0);
+    URL.revokeObjectURL(image.src);
   };
   image.onerror = () => showError("The canonical image could not be loaded.");
-  image.src = `jobs/${doc.id}/canonical.png`;   // same origin: the canvas stays readable
+  try {   // fetched with the key, shown from a blob: URL (same origin: the canvas stays readable)
+    const response = await fetch(`jobs/${doc.id}/canonical.png`, {headers: authorized()});
+    if (!response.ok) return showError(await errorText(response));
+    image.src = URL.createObjectURL(await response.blob());
+  } catch (e) {
+    showError(`The canonical image could not be loaded (${e.message}).`);
+  }
 }
 
 // --- painting -------------------------------------------------------------------------------------------------
@@ -301,6 +355,12 @@ function setBusy(busy) {
 }
 
 function init() {
+  $("api-key").value = sessionStorage.getItem(KEY_ITEM) || "";
+  $("api-key").addEventListener("input", (e) => {
+    const key = e.target.value.trim();
+    if (key) sessionStorage.setItem(KEY_ITEM, key);
+    else sessionStorage.removeItem(KEY_ITEM);
+  });
   $("generate-form").addEventListener("submit", (e) => {
     e.preventDefault();
     generate({seed: intField("seed"), motion_seed: intField("motion-seed"), num_frames: intField("num-frames") ?? 16,

@@ -1,6 +1,8 @@
 """The page at / in headless Chromium against the e2e deployment: generate, watch the video play, paint a stroke on
 the canonical image, submit it as an edit, see the edited video; resample with one click; track picked points and
-propagate a painted mask; API errors shown; a phone-width layout that does not scroll sideways."""
+propagate a painted mask; API errors shown; a phone-width layout that does not scroll sideways; with API keys on,
+the key entered on the page, kept for the tab, and sent on every call (events streamed, the canonical image
+fetched)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ import httpx
 import numpy as np
 from PIL import Image
 from playwright.sync_api import Browser, Page, expect
+
+from tests.browser.conftest import API_KEY
 
 JOB_TIMEOUT_MS = 120_000
 PLAYING = "([t0]) => document.getElementById('video').currentTime > t0 + 0.05"
@@ -125,4 +129,34 @@ def test_api_errors_are_shown_and_a_phone_width_fits(browser: Browser, api_url: 
     expect(page.locator("#error")).to_be_hidden()
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # no sideways scrolling
     page.screenshot(path=artifacts_dir / "browser-phone.png", full_page=True)
+    page.close()
+
+
+def test_with_api_keys_the_key_entered_on_the_page_is_used_for_every_call(
+    browser: Browser, keyed_api_url: str
+):
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.goto(keyed_api_url + "/")
+    page.fill("#num-frames", "4")
+    page.click("#random")
+    expect(page.locator("#error")).to_contain_text("needs a valid API key", timeout=30_000)
+
+    page.fill("#api-key", API_KEY)
+    page.reload()  # kept for the tab
+    expect(page.locator("#api-key")).to_have_value(API_KEY)
+    assert page.evaluate("localStorage.length") == 0  # never kept beyond the tab
+    page.fill("#num-frames", "4")
+    page.click("#random")
+    source_id = wait_succeeded(page, "generate")  # progress and the end came over the authorized event stream
+    wait_playing(page, source_id)
+    page.wait_for_function(
+        "document.getElementById('base').width > 0"
+    )  # the canonical image, fetched with the key
+    expect(page.locator("#error")).to_be_hidden()
+    page.click("#submit-edit")
+    wait_playing(page, wait_succeeded(page, "edit"))
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    job = httpx.get(f"{keyed_api_url}/jobs/{source_id}", headers=headers, timeout=30).json()
+    assert job["status"] == "succeeded"
+    assert httpx.get(f"{keyed_api_url}/jobs/{source_id}", timeout=30).status_code == 401
     page.close()

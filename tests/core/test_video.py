@@ -2,15 +2,13 @@
 and with PyAV directly); decoding checks every frame against the limits as it arrives."""
 
 import io
-from fractions import Fraction
 
 import av
-import numpy as np
 import pytest
 import torch
 
 from core import video
-from tests.worker.video_checks import decode_video, psnr
+from tests.worker.video_checks import decode_video, psnr, vp8_webm
 from worker import media
 
 
@@ -87,32 +85,8 @@ def test_each_limit_stops_decoding_at_the_first_frame_past_it(
     assert len(decoded) == passed
 
 
-def growing_webm() -> bytes:
-    """A VP8 WebM whose header (and first 3 frames) say 16x16 and whose frames 3-5 are 64x64: a keyframe of
-    another size mid-stream, which VP8 allows. Packets of a second encoder are muxed into the first's stream."""
-    out = io.BytesIO()
-    with av.open(out, "w", format="webm") as container:
-        stream = container.add_stream("libvpx", rate=8)
-        stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
-        large = av.CodecContext.create("libvpx", "w")
-        large.width, large.height, large.pix_fmt, large.time_base = 64, 64, "yuv420p", Fraction(1, 8)
-        pts = 0
-        for size, codec in ((16, stream.codec_context), (64, large)):
-            for i in range(3):
-                frame = av.VideoFrame.from_ndarray(np.full((size, size, 3), 40 * i, np.uint8), format="rgb24")
-                frame.pts, frame.time_base = pts, Fraction(1, 8)
-                pts += 1
-                for packet in codec.encode(frame):
-                    packet.stream = stream
-                    container.mux(packet)
-            for packet in codec.encode(None):
-                packet.stream = stream
-                container.mux(packet)
-    return out.getvalue()
-
-
 def test_a_frame_larger_than_the_header_says_stops_decoding_at_that_frame():
-    data = growing_webm()
+    data = vp8_webm([(16, 3), (64, 3)])  # frames 3-5: a keyframe of another size mid-stream
     limits = video.Limits(max_pixels=16 * 16)
     info = video.probe(data, limits)  # the header and packets pass: 16x16, 6 frames
     assert (info.container, info.width, info.height, info.frames) == ("webm", 16, 16, 6)

@@ -142,6 +142,7 @@ def deployment_env(queues: dict[str, str], s3_endpoint: str, tiny_checkpoint: Pa
             "GENDEF_JOB_TTL_S": "600",
             "GENDEF_WEBHOOK_SECRET": WEBHOOK_SECRET,
             "GENDEF_WEBHOOK_BACKOFF_S": "0.5",
+            "GENDEF_WEBHOOK_ALLOW": "127.0.0.1/32",  # the tests' receivers listen on loopback
             "GENDEF_EVENTS_HEARTBEAT_S": "1",
             # Batches of 2: jobs are still batched here, and a job queued behind six others surely waits (the default
             # batch of 8 could take it along with them, and a cancel test needs it still queued).

@@ -163,6 +163,20 @@ def test_idempotency_keys_of_different_api_keys_are_separate(serve):
     assert a.status_code == b.status_code == 202 and a.json()["id"] != b.json()["id"]
 
 
+def test_a_revoked_key_gets_401_not_its_stored_answer(serve):
+    headers = {"Idempotency-Key": "once"}
+    first = client(serve(api_keys=f"{digest(KEY_A)},{digest(KEY_B)}"), KEY_A).post(
+        "/generate", json=BODY, headers=headers
+    )
+    assert first.status_code == 202
+    revoked = serve(api_keys=digest(KEY_B))  # the same Redis, KEY_A taken off
+    again = client(revoked, KEY_A).post("/generate", json=BODY, headers=headers)
+    assert again.status_code == 401 and "idempotent-replayed" not in again.headers, again.text
+    assert first.json()["id"] not in again.text
+    wrong = client(revoked, "not-a-key").post("/generate", json=BODY, headers=headers)
+    assert wrong.status_code == 401
+
+
 @pytest.mark.parametrize("body", [b"[" * 50_000 + b"]" * 50_000, b'{"a":' * 20_000 + b"1" + b"}" * 20_000])
 def test_deeply_nested_or_large_json_is_4xx(serve, body: bytes):
     c = client(serve())

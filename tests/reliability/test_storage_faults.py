@@ -1,26 +1,29 @@
-"""S3 unreachable: a job retries with backoff, then fails `storage_unavailable` with its input kept; /readyz says
-not ready while the API cannot reach S3. The worker and the API each reach moto's S3 server through a TCP proxy
-of their own that the test switches off."""
+"""S3 taken away in the middle of running jobs: the upload is retried with backoff; S3 back within the retry window,
+the job succeeds with one set of artifacts; not back, it fails `storage_unavailable` with its input kept. /readyz
+says not ready while the API cannot reach S3. The worker and the API each reach moto's S3 server through a TCP
+proxy of their own that the test switches off."""
 
 from __future__ import annotations
 
-import io
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import httpx
 import pytest
-from PIL import Image
 
+from core.jobs import JobRecord
 from tests.e2e.conftest import free_port, spawn, stop, wait_for
-from tests.reliability.conftest import TcpProxy
+from tests.reliability.conftest import Deployment, TcpProxy
+from tests.worker.video_checks import vp8_webm
 
 CREDENTIALS = {"aws_access_key_id": "k", "aws_secret_access_key": "s", "region_name": "us-east-1"}
 BUCKET = "reliability"
-STORAGE_ATTEMPTS = 4
+STORAGE_ATTEMPTS = 5
+BACKOFF_S = 0.5  # tries 0.5 + 1 + 2 + 4 s apart: 7.5 s of retry window
 
 
 @pytest.fixture
@@ -34,12 +37,6 @@ def moto_port(tmp_path: Path) -> Iterator[int]:
     stop(process)
 
 
-def png_32() -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (32, 32), (10, 200, 40)).save(out, "PNG")
-    return out.getvalue()
-
-
 def wait_final(http: httpx.Client, job_id: str, timeout_s: float = 120) -> dict:
     deadline = time.monotonic() + timeout_s
     while (job := http.get(f"/jobs/{job_id}").json())["status"] in ("queued", "running"):
@@ -48,9 +45,22 @@ def wait_final(http: httpx.Client, job_id: str, timeout_s: float = 120) -> dict:
     return job
 
 
-def test_an_unreachable_store_is_retried_then_storage_unavailable_and_readyz_says_so(
-    own_redis, deploy, moto_port
-):
+def wait_until(deployment: Deployment, job_id: str, ready: Callable[[JobRecord], bool]) -> JobRecord:
+    deadline = time.monotonic() + 120
+    while not ready(job := deployment.jobs.get(job_id)):
+        assert time.monotonic() < deadline, (job, deployment.logs())
+        time.sleep(0.01)
+    return job
+
+
+def stored(direct: Any, job_id: str) -> list[str]:
+    """The keys under a job's prefix, read from the S3 server directly (no proxy)."""
+    listing = direct.list_objects_v2(Bucket=BUCKET, Prefix=f"jobs/{job_id}/")
+    return sorted(o["Key"] for o in listing.get("Contents", []))
+
+
+def test_s3_taken_away_during_the_upload_of_running_jobs_back_in_time_or_not(own_redis, deploy, moto_port):
+    direct = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{moto_port}", **CREDENTIALS)
     s3 = {
         "storage_backend": "s3",
         "s3_bucket": BUCKET,
@@ -63,27 +73,44 @@ def test_an_unreachable_store_is_retried_then_storage_unavailable_and_readyz_say
         **s3,
         s3_endpoint_url=worker_s3.url,
         storage_attempts=STORAGE_ATTEMPTS,
-        storage_backoff_s=0.2,
+        storage_backoff_s=BACKOFF_S,
         job_time_limit_s=120,
     )
     worker.start_worker()
     api = deploy(**s3, s3_endpoint_url=api_s3.url)
     http = httpx.Client(base_url=api.start_api(), timeout=30)
-    parent = http.post("/generate", json={"seed": 1, "motion_seed": 2, "num_frames": 2}).json()
-    assert wait_final(http, parent["id"])["status"] == "succeeded"
 
+    # 1. Back within the retry window: a generate job (its one use of S3 is the upload) loses S3 once running,
+    # sits in its upload stage while the store refuses it, and succeeds when S3 is back: one set of artifacts.
+    job_id = http.post("/generate", json={"seed": 1, "motion_seed": 2, "num_frames": 32}).json()["id"]
+    wait_until(api, job_id, lambda job: job.status == "running")
     worker_s3.down()
-    image = png_32()
-    r = http.post("/edit", data={"job_id": parent["id"]}, files={"image": ("paint.png", image, "image/png")})
-    assert r.status_code == 202, r.text
-    job = wait_final(http, r.json()["id"])
+    wait_until(api, job_id, lambda job: job.stage == "uploading" and worker_s3.refused >= 1)
+    worker_s3.up()
+    job = wait_final(http, job_id)
+    assert job["status"] == "succeeded", (job, worker.logs())
+    record = api.jobs.get(job_id)
+    assert record.attempts == 1
+    assert stored(direct, job_id) == sorted(a.key for a in record.artifacts.values())  # the three, once each
+    assert len(stored(direct, job_id)) == 3
 
+    # 2. Not back in time: a decompose job (its input is in S3) loses S3 while it fits; its upload is tried
+    # STORAGE_ATTEMPTS times, then it fails storage_unavailable and its input stays stored.
+    refused = worker_s3.refused
+    clip = vp8_webm([(16, 8)])
+    r = http.post("/decompose", files={"video": ("clip.webm", clip, "video/webm")}, data={"steps": "400"})
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    wait_until(api, job_id, lambda job: job.stage == "fitting")
+    worker_s3.down()
+    job = wait_final(http, job_id)
     assert job["status"] == "failed" and job["error"]["code"] == "storage_unavailable", (job, worker.logs())
     assert f"tried {STORAGE_ATTEMPTS} times" in job["error"]["message"]
-    assert worker_s3.refused >= STORAGE_ATTEMPTS  # each try reached for the store again
-    record = api.jobs.get(job["id"])
-    direct = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{moto_port}", **CREDENTIALS)
-    assert direct.get_object(Bucket=BUCKET, Key=record.inputs["image"])["Body"].read() == image  # input kept
+    record = api.jobs.get(job_id)
+    assert "uploading" in record.stage_started_at  # it failed in its upload stage
+    assert worker_s3.refused - refused >= STORAGE_ATTEMPTS  # each try reached for the store again
+    assert stored(direct, job_id) == [record.inputs["video"]]  # the input kept, no artifact
+    assert direct.get_object(Bucket=BUCKET, Key=record.inputs["video"])["Body"].read() == clip
 
     api_s3.down()
     r = http.get("/readyz")  # within the client's 30 s timeout
@@ -91,11 +118,6 @@ def test_an_unreachable_store_is_retried_then_storage_unavailable_and_readyz_say
     api_s3.up()
     worker_s3.up()
     assert http.get("/readyz").status_code == 200
-
-    again = http.post(
-        "/edit", data={"job_id": parent["id"]}, files={"image": ("paint.png", image, "image/png")}
-    )
-    assert wait_final(http, again.json()["id"])["status"] == "succeeded"
     http.close()
     worker_s3.close()
     api_s3.close()

@@ -45,6 +45,9 @@ def test_forged_or_altered_urls_are_403(server: Server, finished_job: dict):
         f"{path}?exp={exp}",
         path,
         f"{path}?exp=soon&sig={sig}",
+        f"{path}?exp=%C2%B2&sig={sig}",  # "²": a digit to str.isdigit(), not to int()
+        f"{path}?exp={exp}&sig=%C3%A9{sig[1:]}",  # a non-ASCII signature
+        f"{path}?exp=%D9%A1%D9%A2&sig={sig}",  # Arabic-Indic digits
     ]:
         r = httpx.get(bad)
         assert r.status_code == 403, bad

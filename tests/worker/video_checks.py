@@ -1,5 +1,8 @@
 """Checks of delivered artifacts against the coordinate convention, shared by the worker and e2e tests."""
 
+import io
+from fractions import Fraction
+
 import av
 import numpy as np
 import torch
@@ -56,3 +59,37 @@ def video_psnr(mp4: bytes, canonical_png: bytes, fields: torch.Tensor) -> tuple[
     still = yuv420(media.to_uint8(canonical[None].expand(fields.shape[0], -1, -1, -1)))
     assert decoded.shape == expected.shape, (decoded.shape, expected.shape)
     return psnr(decoded, expected), psnr(decoded, still)
+
+
+def vp8_webm(runs: list[tuple[int, int]], fps: int = 8) -> bytes:
+    """A VP8 WebM of ``runs`` of (side, frames) square frames. Its header gives the first run's size; each later
+    run starts with a keyframe of its own size (VP8 allows it mid-stream): the packets of one encoder per run are
+    muxed into the first one's stream."""
+    out = io.BytesIO()
+    with av.open(out, "w", format="webm") as container:
+        stream = container.add_stream("libvpx", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = runs[0][0], runs[0][0], "yuv420p"
+        pts = 0
+        for run, (side, count) in enumerate(runs):
+            codec = stream.codec_context
+            if run:
+                codec = av.CodecContext.create("libvpx", "w")
+                codec.width, codec.height, codec.pix_fmt, codec.time_base = (
+                    side,
+                    side,
+                    "yuv420p",
+                    Fraction(1, fps),
+                )
+            for i in range(count):
+                frame = av.VideoFrame.from_ndarray(
+                    np.full((side, side, 3), 40 * i % 256, np.uint8), format="rgb24"
+                )
+                frame.pts, frame.time_base = pts, Fraction(1, fps)
+                pts += 1
+                for packet in codec.encode(frame):
+                    packet.stream = stream
+                    container.mux(packet)
+            for packet in codec.encode(None):
+                packet.stream = stream
+                container.mux(packet)
+    return out.getvalue()
