@@ -193,3 +193,39 @@ def test_shipped_model_samples_move(shipped_samples):
 def test_shipped_model_samples_are_not_all_alike(shipped_samples):
     # mean |difference| between canonical images of different seeds, [0, 1] scale (0 = one image for every seed)
     assert metrics.mean_pairwise_distance(shipped_samples.canonical) > 0.05
+
+
+# ---- Moving MNIST: the digit classifier's metrics -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def heldout_clips() -> torch.Tensor:
+    from model.data import MovingMNIST
+
+    times = torch.arange(8.0).expand(64, -1)
+    return MovingMNIST(64, "heldout").draw(times, torch.Generator().manual_seed(4))[0]  # (64, 8, 3, 64, 64)
+
+
+def test_the_shipped_digit_classifier_reads_held_out_digits():
+    from model.digits import heldout_accuracy, load_digit_classifier
+
+    assert heldout_accuracy(load_digit_classifier()) > 0.8  # both digits of a frame right (85 % measured)
+
+
+def test_digit_metrics_are_zero_for_identical_sets_and_worse_for_blurred_frames(heldout_clips):
+    from model.evaluate import digit_stats
+
+    half = len(heldout_clips) // 2
+    stats = digit_stats({"real (floor)": heldout_clips[:half]}, heldout_clips[:half])
+    assert stats["real (floor)"]["frechet_digit_classifier"] == pytest.approx(0, abs=1e-6)
+    stats = digit_stats({"real (floor)": heldout_clips[:half]}, heldout_clips[half:])
+    floor, blurred = stats["real (floor)"], stats["real blurred"]
+    assert blurred["frechet_digit_classifier"] > 2 * floor["frechet_digit_classifier"] > 0
+    assert floor["content_kept"] > 0.6  # real clips keep their digits (0.72 measured: overlaps, misreadings)
+
+
+def test_cli_on_moving_mnist_reports_the_digit_metrics(tiny_checkpoint, tmp_path):
+    report = main([str(tiny_checkpoint), "--data", "mnist", "--out", str(tmp_path), "--videos", "4", "--frames", "4"])
+    assert set(report["digits"]) == {"real (floor)", "model", "untrained", "real blurred"}
+    assert all(0 <= d["content_kept"] <= 1 for d in report["digits"].values())
+    assert report["video"]["model"]["folds"] >= 0 and "static_share" in report["video"]["model"]
