@@ -219,9 +219,9 @@ class Job:
         ]
 
     def canonical(self) -> np.ndarray:
-        """The canonical image, (H, W, 3) uint8."""
+        """The canonical image, (H, W, 3) uint8 (a writable array: paint on it, then `Client.edit` it)."""
         with Image.open(io.BytesIO(self.fetch("canonical"))) as image:
-            return np.asarray(image.convert("RGB"))
+            return np.array(image.convert("RGB"))
 
     def fields(self) -> Fields:
         """The deformation fields and their meta: `fields, meta = job.fields()`."""

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from client.api import Client, GendefError, Job, JobFailed
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+WITH_FIELDS = "a finished job with fields (generate, resample, edit, decompose)"
 
 
 def _follow(job: Job, args: argparse.Namespace) -> Job:
@@ -145,7 +146,9 @@ def _points(text: str) -> list[list[float]]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gendef", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="gendef", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
         "--url",
         default=os.environ.get("GENDEF_URL", DEFAULT_URL),
@@ -153,6 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--api-key",
+        metavar="KEY",
         default=os.environ.get("GENDEF_API_KEY"),
         help="API key, sent as 'Authorization: Bearer KEY' (default: $GENDEF_API_KEY; none)",
     )
@@ -185,6 +189,9 @@ def _parser() -> argparse.ArgumentParser:
     def output(p: argparse.ArgumentParser, what: str, default: str) -> None:
         p.add_argument("-o", "--output", metavar="PATH", help=f"where to write {what} (default: {default})")
 
+    def also_video(p: argparse.ArgumentParser, what: str) -> None:
+        p.add_argument("--video", metavar="MP4", help=f"also save the video with {what} here")
+
     p = command("generate", _generate, "generate a video from a content seed and a motion seed")
     p.add_argument("--seed", type=int, help="content seed: decides the canonical image (default: random)")
     p.add_argument("--motion-seed", type=int, help="motion seed: decides the motion (default: random)")
@@ -205,7 +212,7 @@ def _parser() -> argparse.ArgumentParser:
     waiting(p)
 
     p = command("edit", _edit, "warp an edited canonical image with a finished job's motion")
-    job_id(p, "a finished job with fields (generate, resample, edit, decompose)")
+    job_id(p, WITH_FIELDS)
     p.add_argument("image", metavar="IMAGE", help="the edited canonical image (PNG or JPEG)")
     fps(p, "the source job's")
     output(p, "the video", "JOB_ID.mp4")
@@ -229,7 +236,7 @@ def _parser() -> argparse.ArgumentParser:
     p = command(
         "track", _track, "follow points of a finished job's canonical image (or of one frame) over time"
     )
-    job_id(p, "a finished job with fields (generate, resample, edit, decompose)")
+    job_id(p, WITH_FIELDS)
     p.add_argument(
         "--points",
         type=_points,
@@ -242,20 +249,20 @@ def _parser() -> argparse.ArgumentParser:
         "--frame", type=int, help="the points are in this frame (0-based) instead of the canonical image"
     )
     output(p, "the tracks ([T][N] of {x, y, visible})", "JOB_ID.tracks.json")
-    p.add_argument("--video", metavar="MP4", help="also save the video with the tracks drawn here")
+    also_video(p, "the tracks drawn")
     waiting(p)
 
     p = command(
         "segment", _segment, "carry a label map painted on a finished job's canonical image to every frame"
     )
-    job_id(p, "a finished job with fields (generate, resample, edit, decompose)")
+    job_id(p, WITH_FIELDS)
     p.add_argument(
         "mask",
         metavar="MASK",
         help="PNG of the canonical image's size, one channel, values are labels (0 background)",
     )
     output(p, "the labels per frame (npz: masks, uint8 (T, H, W))", "JOB_ID.masks.npz")
-    p.add_argument("--video", metavar="MP4", help="also save the video with the labels drawn over it here")
+    also_video(p, "the labels drawn over it")
     waiting(p)
 
     p = command(

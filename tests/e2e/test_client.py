@@ -64,7 +64,8 @@ def test_arrays_equal_the_downloaded_artifacts(generated: Job, tmp_path: Path) -
 def test_edit_track_and_segment_take_arrays_and_give_arrays(
     client: Client, generated: Job, tmp_path: Path
 ) -> None:
-    painted = 255 - generated.canonical()
+    painted = generated.canonical()
+    painted[: painted.shape[0] // 2] = (250, 20, 10)
     edit = client.edit(generated.id, painted).wait()
     assert (edit.kind, edit.doc["parent_id"]) == ("edit", generated.id)
     assert np.array_equal(
