@@ -225,7 +225,9 @@ def test_digit_metrics_are_zero_for_identical_sets_and_worse_for_blurred_frames(
 
 
 def test_cli_on_moving_mnist_reports_the_digit_metrics(tiny_checkpoint, tmp_path):
-    report = main([str(tiny_checkpoint), "--data", "mnist", "--out", str(tmp_path), "--videos", "4", "--frames", "4"])
+    report = main(
+        [str(tiny_checkpoint), "--data", "mnist", "--out", str(tmp_path), "--videos", "4", "--frames", "4"]
+    )
     assert set(report["digits"]) == {"real (floor)", "model", "untrained", "real blurred"}
     assert all(0 <= d["content_kept"] <= 1 for d in report["digits"].values())
     assert report["video"]["model"]["folds"] >= 0 and "static_share" in report["video"]["model"]
