@@ -134,7 +134,7 @@ def deployment_env(queues: dict[str, str], s3_endpoint: str, tiny_checkpoint: Pa
             "GENDEF_S3_ACCESS_KEY_ID": S3_CREDENTIALS["aws_access_key_id"],
             "GENDEF_S3_SECRET_ACCESS_KEY": S3_CREDENTIALS["aws_secret_access_key"],
             "GENDEF_S3_REGION": S3_CREDENTIALS["region_name"],
-            "GENDEF_CHECKPOINT": str(tiny_checkpoint),
+            "GENDEF_MODELS_DIR": str(tiny_checkpoint.parent),
             "GENDEF_DEVICE": "cpu",
             "GENDEF_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
             "GENDEF_MAX_UPLOAD_PIXELS": str(MAX_UPLOAD_PIXELS),

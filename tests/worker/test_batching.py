@@ -26,7 +26,7 @@ REDIS_DB = 15
 
 def settings(tmp_path: Path, checkpoint: Path, **overrides) -> Settings:
     values = dict(
-        redis_url=redis_url(REDIS_DB), storage_backend="local", local_storage_dir=tmp_path / "artifacts", checkpoint=checkpoint,
+        redis_url=redis_url(REDIS_DB), storage_backend="local", local_storage_dir=tmp_path / "artifacts", models_dir=checkpoint.parent,
         device="cpu", url_secret="s" * 32, generate_queue=f"test-batch-{secrets.token_hex(4)}", batch_wait_ms=0,
     )  # fmt: skip
     return Settings(**(values | overrides))
