@@ -103,9 +103,12 @@ class Client:
         num_frames: int | None = None,
         fps: int | None = None,
         canonical_from: str | None = None,
+        model: str | None = None,
     ) -> Job:
-        """Queue a generate job (a resample job when `canonical_from` is given). None = the API's default."""
+        """Queue a generate job (a resample job when `canonical_from` is given) with `model` (a name of models()).
+        None = the API's default."""
         body = {
+            "model": model,
             "seed": seed,
             "motion_seed": motion_seed,
             "num_frames": num_frames,
@@ -135,6 +138,10 @@ class Client:
             return self._request(
                 "POST", "/edit", data=data, files={"image": (path.name, f, content_type)}
             ).json()
+
+    def models(self) -> list[dict[str, Any]]:
+        """The models served: name, version, resolution, max_frames, trained_on, default (docs/API.md)."""
+        return self._request("GET", "/models").json()
 
     def get(self, job_id: str) -> Job:
         return self._request("GET", f"/jobs/{job_id}").json()

@@ -45,7 +45,9 @@ def _save(client: Client, job: Job, args: argparse.Namespace) -> None:
 
 
 def _generate(client: Client, args: argparse.Namespace) -> None:
-    job = client.generate(seed=args.seed, motion_seed=args.motion_seed, num_frames=args.frames, fps=args.fps)
+    job = client.generate(
+        seed=args.seed, motion_seed=args.motion_seed, num_frames=args.frames, fps=args.fps, model=args.model
+    )
     _save(client, _follow(client, job, args), args)
 
 
@@ -57,6 +59,14 @@ def _resample(client: Client, args: argparse.Namespace) -> None:
 def _edit(client: Client, args: argparse.Namespace) -> None:
     job = client.edit(args.job_id, args.image, fps=args.fps)
     _save(client, _follow(client, job, args), args)
+
+
+def _models(client: Client, args: argparse.Namespace) -> None:
+    print("NAME\tVERSION\tRESOLUTION\tMAX_FRAMES\tDEFAULT\tTRAINED_ON")
+    for m in client.models():
+        size = f"{m['resolution']}x{m['resolution']}"
+        default = "yes" if m["default"] else ""
+        print(f"{m['name']}\t{m['version']}\t{size}\t{m['max_frames']}\t{default}\t{m['trained_on'] or ''}")
 
 
 def _status(client: Client, args: argparse.Namespace) -> None:
@@ -88,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="content seed: decides the canonical image (default: random)")
     p.add_argument("--motion-seed", type=int, help="motion seed: decides the motion (default: random)")
     p.add_argument("--frames", type=int, help="number of frames (default: the API's, 16)")
+    p.add_argument("--model", help="name of the model (`gendef models`; default: the API's default model)")
     p.add_argument(
         "--canonical", metavar="PNG", help="also save the canonical image here, the start of an edit"
     )
@@ -106,6 +117,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("image", metavar="IMAGE", help="the edited canonical image (PNG or JPEG)")
     waiting(p, "edited")
     p.set_defaults(run=_edit)
+
+    p = sub.add_parser("models", help="list the models served (tab-separated, with a header line)")
+    p.set_defaults(run=_models)
 
     p = sub.add_parser("status", help="print a job's document (JSON)")
     p.add_argument("job_id", metavar="JOB_ID")

@@ -15,7 +15,7 @@ from tests.conftest import require_tool
 
 # The e2e deployment's fixtures (a second deployment when tests/e2e runs in the same session: fixtures are per
 # conftest).
-from tests.e2e.conftest import api_url, deployment_env, e2e_logs, queues, s3_endpoint  # noqa: F401
+from tests.e2e.conftest import api_url, deployment_env, e2e_logs, models_dir, queues, s3_endpoint  # noqa: F401
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
