@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "MODEL_CARD.md"
 VERSION_CHARS = 12  # hex digits of the weights' SHA-256 kept as the version
 FALLBACK_DEFAULT = "small"
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # folder names served (they go into queue names and logs)
+NAME = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+)  # folder names served (they go into queue names and logs)
 
 
 @dataclass(frozen=True)

@@ -161,7 +161,9 @@ def submit_generate(svc: Services, req: GenerateRequest) -> JobRecord:
     params = {"motion_seed": motion_seed, "num_frames": req.num_frames, "fps": req.fps}
     if req.canonical_from is None:
         model = _model(svc, req.model)
-        _frame_limit(req.num_frames, model.max_frames, ("body", "num_frames"), f"the frame limit of {model.name}")
+        _frame_limit(
+            req.num_frames, model.max_frames, ("body", "num_frames"), f"the frame limit of {model.name}"
+        )
         seed = _random_seed() if req.seed is None else req.seed
         return _queue(svc, "generate", _made_by(model) | {"seed": seed} | params, webhook=webhook)
     if req.seed is not None:

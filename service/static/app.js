@@ -52,17 +52,11 @@ async function loadModels() {
   const response = await fetch("models");
   if (!response.ok) return showError(`The models could not be listed: ${await errorText(response)}`);
   $("model").replaceChildren(...(await response.json()).map((m) => {
-    const option = new Option(`${m.name} (${m.resolution}×${m.resolution})`, m.name, m.default, m.default);
-    option.dataset.maxFrames = m.max_frames;
+    const label = `${m.name} (${m.resolution}×${m.resolution}, up to ${m.max_frames} frames)`;
+    const option = new Option(label, m.name, m.default, m.default);
     option.title = m.trained_on ? `version ${m.version}, trained on: ${m.trained_on}` : `version ${m.version}`;
     return option;
   }));
-  limitFrames();
-}
-
-function limitFrames() {
-  const option = $("model").selectedOptions[0];
-  if (option) $("num-frames").max = option.dataset.maxFrames;
 }
 
 function intField(id) {
@@ -336,7 +330,6 @@ function init() {
   $("submit-edit").addEventListener("click", submitEdit);
   $("track").addEventListener("click", trackPoints);
   $("segment").addEventListener("click", segmentPainted);
-  $("model").addEventListener("change", limitFrames);
   setUpPainting();
   loadModels();
 }

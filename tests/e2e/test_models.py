@@ -23,7 +23,9 @@ FRAMES = 4
 
 
 def generate(http: httpx.Client, model: str | None = None, **body) -> dict:
-    return submit(http, "/generate", json={"seed": 5, "motion_seed": 6, "num_frames": FRAMES, "model": model} | body)
+    return submit(
+        http, "/generate", json={"seed": 5, "motion_seed": 6, "num_frames": FRAMES, "model": model} | body
+    )
 
 
 def models(http: httpx.Client) -> dict[str, dict]:
@@ -81,7 +83,9 @@ def test_an_unknown_model_is_a_422_naming_the_choices(http):
 def test_edit_track_and_resample_inherit_the_model_and_version(http):
     parent, files = succeeded(http, generate(http, "tiny64")["id"])
     made_by = {k: parent["params"][k] for k in ("model", "version")}
-    edit = submit(http, "/edit", data={"job_id": parent["id"]}, files={"image": ("c.png", files["canonical"])})
+    edit = submit(
+        http, "/edit", data={"job_id": parent["id"]}, files={"image": ("c.png", files["canonical"])}
+    )
     track = submit(http, "/track", json={"job_id": parent["id"], "points": [[3, 4]]})
     resample = submit(http, "/generate", json={"canonical_from": parent["id"], "num_frames": FRAMES})
     for job in (edit, track, resample):

@@ -249,3 +249,29 @@ def test_a_cancel_asked_while_running_stops_before_the_next_stage(rt):
     done = rt.jobs.get(job.id)
     assert done.status == "canceled" and done.artifacts == {} and done.finished_at
     assert not (rt.settings.local_storage_dir / "jobs" / job.id).exists()
+
+
+def test_a_worker_keeps_its_recent_models_loaded_and_runs_only_the_version_a_job_recorded(
+    tmp_path, tiny_checkpoint
+):
+    models = tmp_path / "models"
+    for name in ("a", "b"):
+        shutil.copytree(tiny_checkpoint, models / name)
+    rt = Runtime(make_settings(tmp_path, models, max_loaded_models=1))
+    params = {"seed": 1, "motion_seed": 2, "num_frames": 4, "fps": 8}
+    job = run(rt, "generate", {"model": "a", "version": "0" * 12} | params)
+    assert (
+        job.status == "failed"
+        and job.error["code"] == "model_unavailable"
+        and "retrained" in job.error["message"]
+    )
+    assert rt.loaded_models() == []
+    for name in ("a", "b"):
+        job = run(rt, "generate", {"model": name, "version": rt.served(name).version} | params)
+        assert job.status == "succeeded", job.error
+        assert media.decode_fields(blob(rt, job, "deformation"))[1]["model"] == name
+    assert rt.loaded_models() == [f"b@{rt.served('b').version}"]  # one at most: a went
+    job = run(rt, "generate", {"model": "gone"} | params)
+    assert (
+        job.status == "failed" and job.error["code"] == "model_unavailable" and "gone" in job.error["message"]
+    )
