@@ -4,8 +4,9 @@ How a batch forms. The API records every queued job id in its Celery queue's ord
 set per queue, core/jobs.py). The task that starts job L (the leader) reads that set in queue order,
 waiting up to ``GENDEF_BATCH_WAIT_MS`` for it to fill, and claims up to ``GENDEF_BATCH_MAX - 1`` generate/resample
 jobs of L's model and version from it (other models' jobs are left to their own tasks): for each, it first writes
-a claim (``JobStore.claim``: this job is in L's batch, and L's batch holds it), then moves the job from queued to running only if it is still queued (``JobStore.start_queued``, atomic), so a
-job canceled or taken by another worker meanwhile is left alone. The claimed jobs' own Celery messages stay in the
+a claim (``JobStore.claim``: this job is in L's batch, and L's batch holds it), then moves the job from queued to
+running only if it is still queued (``JobStore.start_queued``, atomic), so a job canceled or taken by another
+worker meanwhile is left alone. The claimed jobs' own Celery messages stay in the
 queue; when one is delivered while its job is claimed and not finished, its task acknowledges it and does nothing;
 delivered later, it finds the job finished and does nothing as before.
 
