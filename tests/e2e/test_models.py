@@ -126,12 +126,16 @@ def test_a_model_removed_while_its_job_is_queued_fails_that_job_and_the_worker_g
     name = extra_model("doomed")
     control = Celery(broker=redis_url(REDIS_DB), set_as_current=False).control
     queue = queues["GENDEF_GENERATE_QUEUE"]
-    assert control.cancel_consumer(queue, reply=True)  # the worker stops taking generate jobs
+    # this deployment's worker only (another deployment's workers share the broker)
+    active = control.inspect(timeout=5).active_queues() or {}
+    ours = [worker for worker, taken in active.items() if any(q["name"] == queue for q in taken)]
+    assert len(ours) == 1, active
+    assert control.cancel_consumer(queue, destination=ours, reply=True)  # it stops taking generate jobs
     try:
         job = generate(http, name)
         shutil.rmtree(models_dir / name)
     finally:
-        assert control.add_consumer(queue, reply=True)
+        assert control.add_consumer(queue, destination=ours, reply=True)
     done, _ = wait_done(http, job["id"])
     assert done["status"] == "failed" and done["error"]["code"] == "model_unavailable"
     assert name in done["error"]["message"]
