@@ -46,7 +46,9 @@ def start_embedded(folder: Path) -> tuple[str, subprocess.Popen]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("GENDEF_")}
-    env |= {"PORT": str(port), "GENDEF_CHECKPOINT": str(tiny_checkpoint(folder)), "GENDEF_DEVICE": "cpu"}
+    checkpoint = tiny_checkpoint(folder)
+    env |= {"PORT": str(port), "GENDEF_DEVICE": "cpu"}
+    env |= {"GENDEF_MODELS_DIR": str(checkpoint.parent), "GENDEF_DEFAULT_MODEL": checkpoint.name}
     process = subprocess.Popen(
         [sys.executable, "-m", "service.embedded"],
         cwd=folder,

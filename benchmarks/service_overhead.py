@@ -108,7 +108,8 @@ def embedded(checkpoint: Path, **settings: str) -> Iterator[httpx.Client]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("GENDEF_")}
-    env |= {"PORT": str(port), "GENDEF_CHECKPOINT": str(checkpoint.resolve())}
+    models = {"GENDEF_MODELS_DIR": str(checkpoint.resolve().parent), "GENDEF_DEFAULT_MODEL": checkpoint.name}
+    env |= {"PORT": str(port)} | models
     env |= {f"GENDEF_{k.upper()}": v for k, v in settings.items()}
     with tempfile.TemporaryDirectory(prefix="gendef-bench-") as tmp:
         service = subprocess.Popen(

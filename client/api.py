@@ -317,9 +317,11 @@ class Client:
         motion_seed: int | None = None,
         num_frames: int | None = None,
         fps: int | None = None,
+        model: str | None = None,
     ) -> Job:
-        """Queue a video from a content seed and a motion seed. None = the API's default (random seeds)."""
-        body = _given(seed=seed, motion_seed=motion_seed, num_frames=num_frames, fps=fps)
+        """Queue a video from a content seed and a motion seed with `model` (a name of models()). None = the API's
+        default (random seeds, the default model)."""
+        body = _given(seed=seed, motion_seed=motion_seed, num_frames=num_frames, fps=fps, model=model)
         return self._submit("/generate", json=body)
 
     def resample(
@@ -362,6 +364,10 @@ class Client:
         its artifacts are generate's, and `result` has `psnr_db`."""
         data = _form(num_frames=num_frames, resolution=resolution, steps=steps, fps=fps)
         return self._submit("/decompose", data=data, files={"video": _upload(video, "video")})
+
+    def models(self) -> list[dict[str, Any]]:
+        """The models served: name, version, resolution, max_frames, trained_on, default (docs/API.md)."""
+        return self.request("GET", "/models").json()
 
     def get(self, job_id: str) -> Job:
         return Job(self, self.request("GET", f"/jobs/{job_id}").json())

@@ -45,10 +45,10 @@ def _save(job: Job, artifact: str, dest: str | Path) -> None:
 
 
 def _generate(client: Client, args: argparse.Namespace) -> Job:
-    job = _follow(
-        client.generate(seed=args.seed, motion_seed=args.motion_seed, num_frames=args.frames, fps=args.fps),
-        args,
+    job = client.generate(
+        seed=args.seed, motion_seed=args.motion_seed, num_frames=args.frames, fps=args.fps, model=args.model
     )
+    job = _follow(job, args)
     _save(job, "video", args.output or f"{job.id}.mp4")
     if args.canonical:
         _save(job, "canonical", args.canonical)
@@ -75,6 +75,18 @@ def _track(client: Client, args: argparse.Namespace) -> Job:
     if args.video:
         _save(job, "video", args.video)
     return job
+
+
+def _models(client: Client, args: argparse.Namespace) -> None:
+    models = client.models()
+    if args.json:
+        print(json.dumps(models, indent=2))
+        return
+    print("NAME\tVERSION\tRESOLUTION\tMAX_FRAMES\tDEFAULT\tTRAINED_ON")
+    for m in models:
+        size = f"{m['resolution']}x{m['resolution']}"
+        default = "yes" if m["default"] else ""
+        print(f"{m['name']}\t{m['version']}\t{size}\t{m['max_frames']}\t{default}\t{m['trained_on'] or ''}")
 
 
 def _segment(client: Client, args: argparse.Namespace) -> Job:
@@ -163,7 +175,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(
-        name: str, run: Callable[[Client, argparse.Namespace], Job], help: str
+        name: str, run: Callable[[Client, argparse.Namespace], Job | None], help: str
     ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.add_argument(
@@ -196,6 +208,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="content seed: decides the canonical image (default: random)")
     p.add_argument("--motion-seed", type=int, help="motion seed: decides the motion (default: random)")
     p.add_argument("--frames", type=int, help="number of frames (default: the API's, 16)")
+    p.add_argument("--model", help="name of the model (`gendef models`; default: the API's default model)")
     fps(p, "the API's, 8")
     output(p, "the video", "JOB_ID.mp4")
     p.add_argument(
@@ -232,6 +245,8 @@ def _parser() -> argparse.ArgumentParser:
     fps(p, "the clip's")
     output(p, "canonical.png, deformation.npz and video.mp4: a folder", "JOB_ID/")
     waiting(p)
+
+    p = command("models", _models, "list the models served (tab-separated with a header; --json: the list)")
 
     p = command(
         "track", _track, "follow points of a finished job's canonical image (or of one frame) over time"
@@ -301,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
-    if args.json:
+    if args.json and job is not None:  # `models` prints its own answer
         print(json.dumps(job.doc, indent=2))
     return 0
 

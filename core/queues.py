@@ -44,17 +44,31 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-def queue_of(settings: Settings, kind: str) -> str:
-    return settings.edit_queue if JOB_TASKS[kind][1] == "edit" else settings.generate_queue
+def model_queue(settings: Settings, model: str) -> str:
+    """The generate queue of a model named in GENDEF_MODEL_QUEUES."""
+    return f"{settings.generate_queue}-{model}"
+
+
+def queue_of(settings: Settings, kind: str, model: str | None = None) -> str:
+    """The queue of a job of ``kind`` for ``model``: a model with a queue of its own (GENDEF_MODEL_QUEUES) has its
+    generate and resample jobs there; decompose runs no model."""
+    if JOB_TASKS[kind][1] == "edit":
+        return settings.edit_queue
+    if kind != "decompose" and model in settings.model_queue_names:
+        return model_queue(settings, model)
+    return settings.generate_queue
 
 
 def queue_names(settings: Settings) -> list[str]:
-    return sorted({settings.generate_queue, settings.edit_queue})
+    """Every queue the API sends jobs to."""
+    own = {model_queue(settings, m) for m in settings.model_queue_names}
+    return sorted({settings.generate_queue, settings.edit_queue} | own)
 
 
 def enqueue(celery: Celery, settings: Settings, job: JobRecord) -> None:
     """Send the job's task: it carries only the job id; the worker reads the rest from the job record."""
-    celery.send_task(JOB_TASKS[job.kind][0], args=[job.id], queue=queue_of(settings, job.kind))
+    queue = queue_of(settings, job.kind, job.params.get("model"))
+    celery.send_task(JOB_TASKS[job.kind][0], args=[job.id], queue=queue)
 
 
 def live_workers(celery: Celery, timeout_s: float) -> list[str]:

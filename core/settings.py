@@ -1,7 +1,7 @@
 """Every knob of the API and the workers: one pydantic-settings class, env prefix ``GENDEF_``.
 
 Defaults are the embedded mode (``make run``): Redis on the local machine, artifacts in ./var/artifacts, the
-checkpoint shipped in the repository. Production sets ``GENDEF_ENV=production``, ``GENDEF_REDIS_URL`` and the
+models shipped in the repository. Production sets ``GENDEF_ENV=production``, ``GENDEF_REDIS_URL`` and the
 ``GENDEF_S3_*`` variables. docs/CONFIG.md lists them all.
 """
 
@@ -18,8 +18,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.video import Limits
 
-# The shipped weights, found from this file so the service never imports model/ to locate them.
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "model" / "weights" / "small"
+# The shipped models, found from this file so the service never imports model/ to locate them.
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / "model" / "weights"
 
 MIN_SECRET_CHARS = 32
 
@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     job_ttl_s: int = Field(7 * 24 * 3600, ge=60)
 
     # API bounds on what a request may ask for.
-    max_frames: int = Field(128, ge=1)  # num_frames limit; must not exceed the model's max_frames
+    max_frames: int = Field(128, ge=1)  # num_frames limit of every model (each also has its own max_frames)
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     max_upload_pixels: int = Field(4096 * 4096, ge=1)
     # POST /decompose uploads: checked from the container's header and packets before any frame is decoded.
@@ -64,8 +64,18 @@ class Settings(BaseSettings):
     max_video_pixels: int = Field(1920 * 1080, ge=1)  # width x height of a frame
     max_video_duration_s: float = Field(120.0, gt=0)
 
+    # The models served (core/models.py): each subfolder of models_dir holding a checkpoint is one model, named by
+    # its folder. default_model: the model of requests that name none; empty: `small` when served, else the first
+    # by name. Read by the API (GET /models, checks) and the workers (loading).
+    models_dir: Path = DEFAULT_MODELS_DIR
+    default_model: str = ""
+    # Models whose generate/resample jobs go to a queue of their own, "{generate_queue}-{model}" (comma-separated):
+    # workers that consume only such queues (celery -Q) serve only those models. Other models use generate_queue.
+    model_queues: str = ""
+
     # Worker side.
-    checkpoint: Path = DEFAULT_CHECKPOINT
+    # Models a worker process keeps loaded at once; loading another evicts the least recently used.
+    max_loaded_models: int = Field(2, ge=1)
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1" ...
     # Inference (model/inference.py): "auto" = bfloat16 autocast on CUDA, float32 on the CPU; channels_last "auto" =
     # on CUDA only; compile_model: torch.compile plus a warm-up sample when the worker starts.
@@ -120,6 +130,10 @@ class Settings(BaseSettings):
     # GET /jobs/{id}/events: how often the stream reads the job record, and the heartbeat period when idle.
     events_poll_s: float = Field(0.25, gt=0)
     events_heartbeat_s: float = Field(15.0, gt=0)
+
+    @property
+    def model_queue_names(self) -> frozenset[str]:
+        return frozenset(name.strip() for name in self.model_queues.split(",") if name.strip())
 
     @property
     def api_key_hashes(self) -> frozenset[str]:

@@ -23,7 +23,7 @@ COPY pyproject.toml README.md ./
 COPY model ./model
 COPY core ./core
 COPY worker ./worker
-# Editable: the code and the shipped checkpoint stay at /app (GENDEF_CHECKPOINT=/app/model/weights/small).
+# Editable: the code and the shipped checkpoint stay at /app (GENDEF_MODELS_DIR=/app/model/weights when nothing is mounted).
 RUN pip install --no-deps -e .
 
 USER gendef

@@ -12,7 +12,7 @@ from service import errors
 from service.deps import Services
 from service.idempotency import Idempotency
 from service.monitoring import Readiness, metrics_registry
-from service.routes import decomposition, events, files, jobs, ops, page, tracking
+from service.routes import decomposition, events, files, jobs, models, ops, page, tracking
 from service.uploads import BodySizeLimit
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
     app.include_router(jobs.router)
+    app.include_router(models.router)
     app.include_router(tracking.router)
     app.include_router(decomposition.router)
     app.include_router(ops.router)

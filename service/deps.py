@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 
 from core.errors import NotFound
 from core.jobs import JobRecord, JobStore, OwnedJobStore, connect_redis
+from core.models import ModelRegistry
 from core.queues import make_celery
 from core.settings import Settings
 from core.storage import LocalStore, S3Store, make_store
@@ -27,6 +28,7 @@ class Services:
     jobs: JobStore
     blobs: LocalStore | S3Store
     celery: Celery
+    models: ModelRegistry
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
@@ -38,6 +40,7 @@ class Services:
             jobs=JobStore(client, ttl_s=settings.job_ttl_s, on_change=Notifier(celery, settings)),
             blobs=make_store(settings),
             celery=celery,
+            models=ModelRegistry(settings),
         )
 
     def presigner(self, request: Request) -> Callable[[str], str]:

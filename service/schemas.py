@@ -35,7 +35,9 @@ class GenerateRequest(BaseModel):
         strict=True,
         description="motion seed: decides the deformation fields; null draws a random one",
     )
-    num_frames: int = Field(default=16, ge=1, strict=True, description="frames in the video")
+    num_frames: int = Field(
+        default=16, ge=1, strict=True, description="frames in the video (at most the model's max_frames)"
+    )
     fps: int = Field(
         default=8, ge=MIN_FPS, le=MAX_FPS, strict=True, description="frame rate of the encoded video"
     )
@@ -44,6 +46,12 @@ class GenerateRequest(BaseModel):
         min_length=1,
         max_length=64,
         description="id of a finished job: reuse its canonical image, sample new motion only (job kind resample)",
+    )
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="name of a model of GET /models; null: the default model (with canonical_from: that job's)",
     )
     webhook: HttpUrl | None = Field(
         default=None,
@@ -78,6 +86,17 @@ class TrackRequest(BaseModel):
         ge=0,
         description="give the points in this frame (0-based) instead of the canonical image",
     )
+
+
+class ModelOut(BaseModel):
+    """GET /models: one model the deployment serves."""
+
+    name: str = Field(description="what POST /generate's `model` takes")
+    version: str = Field(description="digest of the weights (SHA-256 prefix): a retrained model has another")
+    resolution: int = Field(description="width and height of its frames and canonical image, in pixels")
+    max_frames: int = Field(description="largest num_frames it makes in this deployment")
+    trained_on: str | None = Field(description="what its model card says it was trained on (null: not said)")
+    default: bool = Field(description="used by requests that name no model")
 
 
 class Message(BaseModel):

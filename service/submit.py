@@ -12,6 +12,7 @@ from core.artifacts import fields_shape
 from core.errors import Conflict, Invalid, NotFound, TooLarge, UnsupportedFormat
 from core.images import check_image, image_mode, image_size
 from core.jobs import JobRecord, new_job_id
+from core.models import ModelInfo
 from core.queues import enqueue, queue_of
 from core.storage import BlobNotFound, input_key
 from core.webhooks import spec as webhook_spec
@@ -64,7 +65,7 @@ def _queue(
         parent_id=parent_id,
         inputs=inputs,
         job_id=job_id,
-        queue=queue_of(svc.settings, kind),
+        queue=queue_of(svc.settings, kind, params.get("model")),
         webhook=webhook,
     )
     try:
@@ -118,24 +119,57 @@ def _random_seed() -> int:
     return secrets.randbelow(RANDOM_SEED_BOUND)
 
 
-def _frame_limit(svc: Services, num_frames: int, field: tuple[str, str]) -> None:
-    limit = svc.settings.max_frames
+def _frame_limit(num_frames: int, limit: int, field: tuple[str, str], whose: str) -> None:
     if num_frames > limit:
-        raise Invalid(
-            f"Input should be less than or equal to {limit} (this deployment's frame limit)",
-            field,
-            num_frames,
+        raise Invalid(f"Input should be less than or equal to {limit} ({whose})", field, num_frames)
+
+
+def _model(svc: Services, name: str | None) -> ModelInfo:
+    """The served model called ``name`` (None: the default), or Invalid naming the choices."""
+    models = svc.models.models()
+    wanted = name or svc.models.default_name(models)
+    found = next((m for m in models if m.name == wanted), None)
+    if found is None:
+        choices = ", ".join(m.name for m in models) or "none (GENDEF_MODELS_DIR holds no checkpoint)"
+        what = f"no model named {name!r} is served" if name else "the default model is not served"
+        raise Invalid(f"{what}; choose one of: {choices} (GET /models)", ("body", "model"), name)
+    return found
+
+
+def _parent_model(svc: Services, parent: JobRecord) -> ModelInfo:
+    """The model that made a job's canonical image, still served at that version, or Conflict (a job recorded
+    without a model ran on the default one)."""
+    name, version = parent.params.get("model"), parent.params.get("version")
+    served = _model(svc, None) if name is None else svc.models.get(name)
+    if served is None or (version is not None and served.version != version):
+        now = "is no longer served" if served is None else f"is now version {served.version}"
+        raise Conflict(
+            f"canonical_from: job {parent.id} was made by version {version} of model {name}, which {now}; "
+            "generate a new video",
         )
+    return served
+
+
+def _made_by(model: ModelInfo) -> dict[str, str]:
+    return {"model": model.name, "version": model.version}
+
+
+def _inherited(parent: JobRecord) -> dict[str, Any]:
+    """The model and version of the job a job builds on (none for a decompose job's artifacts)."""
+    return {k: parent.params[k] for k in ("model", "version") if k in parent.params}
 
 
 def submit_generate(svc: Services, req: GenerateRequest) -> JobRecord:
-    _frame_limit(svc, req.num_frames, ("body", "num_frames"))
     webhook = webhook_spec(svc.settings, req.webhook and str(req.webhook), req.webhook_events, "body")
     motion_seed = _random_seed() if req.motion_seed is None else req.motion_seed
     params = {"motion_seed": motion_seed, "num_frames": req.num_frames, "fps": req.fps}
     if req.canonical_from is None:
+        model = _model(svc, req.model)
+        _frame_limit(
+            req.num_frames, model.max_frames, ("body", "num_frames"), f"the frame limit of {model.name}"
+        )
         seed = _random_seed() if req.seed is None else req.seed
-        return _queue(svc, "generate", {"seed": seed} | params, webhook=webhook)
+        return _queue(svc, "generate", _made_by(model) | {"seed": seed} | params, webhook=webhook)
     if req.seed is not None:
         raise Invalid(
             "seed cannot be combined with canonical_from: a resample keeps the canonical image (and its content "
@@ -144,9 +178,17 @@ def submit_generate(svc: Services, req: GenerateRequest) -> JobRecord:
             req.seed,
         )
     parent = finished_parent(svc, req.canonical_from, "canonical_from")
-    return _queue(
-        svc, "resample", {"seed": _content_seed(svc, parent)} | params, parent_id=parent.id, webhook=webhook
-    )
+    seed = _content_seed(svc, parent)
+    model = _parent_model(svc, parent)
+    if req.model is not None and req.model != model.name:
+        raise Invalid(
+            f"a resample uses the model of the job it resamples, {model.name}; leave model out",
+            ("body", "model"),
+            req.model,
+        )
+    _frame_limit(req.num_frames, model.max_frames, ("body", "num_frames"), f"the frame limit of {model.name}")
+    params = _made_by(model) | {"seed": seed} | params
+    return _queue(svc, "resample", params, parent_id=parent.id, webhook=webhook)
 
 
 def parent_artifact(svc: Services, parent: JobRecord, name: str) -> bytes:
@@ -182,7 +224,7 @@ def submit_edit(
         raise TooLarge(f"image is larger than the limit of {svc.settings.max_upload_bytes} bytes")
     info = check_image(image, svc.settings.max_upload_pixels)
     size = _canonical_size(svc, parent)
-    params = {
+    params = _inherited(parent) | {
         "fps": parent_fps(parent) if fps is None else fps,
         "resized": (info.width, info.height) != size,
         "source_size": [info.width, info.height],
@@ -229,7 +271,7 @@ def submit_track(svc: Services, req: TrackRequest) -> JobRecord:
             ("body", "points", outside[0]),
             list(req.points[outside[0]]),
         )
-    params = {
+    params = _inherited(parent) | {
         "points": [list(p) for p in req.points],
         "frame": req.frame,
         "fps": parent_fps(parent),
@@ -259,7 +301,7 @@ def submit_segment(svc: Services, job_id: str, mask: bytes) -> JobRecord:
     return _queue(
         svc,
         "segment",
-        {"fps": parent_fps(parent)},
+        _inherited(parent) | {"fps": parent_fps(parent)},
         parent_id=parent.id,
         upload=Upload("mask", "mask.png", mask, "image/png"),
     )
@@ -268,7 +310,7 @@ def submit_segment(svc: Services, job_id: str, mask: bytes) -> JobRecord:
 def submit_decompose(
     svc: Services, video: bytes, num_frames: int, resolution: int, steps: int, fps: int | None
 ) -> JobRecord:
-    _frame_limit(svc, num_frames, ("body", "num_frames"))
+    _frame_limit(num_frames, svc.settings.max_frames, ("body", "num_frames"), "this deployment's frame limit")
     info = check_video(video, num_frames, svc.settings)
     params = {
         "num_frames": num_frames,

@@ -3,9 +3,10 @@
 How a batch forms. The API records every queued job id in its Celery queue's order (``JobStore`` keeps a sorted
 set per queue, core/jobs.py). The task that starts job L (the leader) reads that set in queue order,
 waiting up to ``GENDEF_BATCH_WAIT_MS`` for it to fill, and claims up to ``GENDEF_BATCH_MAX - 1`` generate/resample
-jobs from it: for each, it first writes a claim (``JobStore.claim``: this job is in L's batch, and L's batch holds it),
-then moves the job from queued to running only if it is still queued (``JobStore.start_queued``, atomic), so a
-job canceled or taken by another worker meanwhile is left alone. The claimed jobs' own Celery messages stay in the
+jobs of L's model and version from it (other models' jobs are left to their own tasks): for each, it first writes
+a claim (``JobStore.claim``: this job is in L's batch, and L's batch holds it), then moves the job from queued to
+running only if it is still queued (``JobStore.start_queued``, atomic), so a job canceled or taken by another
+worker meanwhile is left alone. The claimed jobs' own Celery messages stay in the
 queue; when one is delivered while its job is claimed and not finished, its task acknowledges it and does nothing;
 delivered later, it finds the job finished and does nothing as before.
 
@@ -45,21 +46,31 @@ POLL_S = 0.005
 RunOne = Callable[[Runtime, str, str, JobRecord | None], str | None]
 
 
-def _fill(rt: Runtime, leader_id: str, room: int) -> list[JobRecord]:
-    """Claim up to room queued generate/resample jobs, in queue order, waiting up to batch_wait_ms for them."""
+def _same_model(a: JobRecord, b: JobRecord) -> bool:
+    return all(a.params.get(k) == b.params.get(k) for k in ("model", "version"))
+
+
+def _fill(rt: Runtime, leader: JobRecord, room: int) -> list[JobRecord]:
+    """Claim up to room queued generate/resample jobs of the leader's model and version, in the order of its queue,
+    waiting up to batch_wait_ms for them."""
     deadline = time.monotonic() + rt.settings.batch_wait_ms / 1000
     claimed: list[JobRecord] = []
-    seen: set[str] = {leader_id}
+    seen: set[str] = {leader.id}
     while len(claimed) < room:
-        for job_id in rt.jobs.queued_ids(rt.settings.generate_queue, 4 * room + 1):
+        for job_id in rt.jobs.queued_ids(leader.queue or rt.settings.generate_queue, 4 * room + 1):
             if len(claimed) == room:
                 break
             if job_id in seen:
                 continue
             seen.add(job_id)
             record = rt.jobs.get(job_id)
-            if record is not None and record.kind in KINDS and record.status == "queued":
-                job = rt.jobs.claim(leader_id, job_id)
+            if (
+                record is not None
+                and record.kind in KINDS
+                and record.status == "queued"
+                and _same_model(record, leader)
+            ):
+                job = rt.jobs.claim(leader.id, job_id)
                 if job is not None:
                     claimed.append(job)
         if time.monotonic() >= deadline:
@@ -71,17 +82,16 @@ def _fill(rt: Runtime, leader_id: str, room: int) -> list[JobRecord]:
 def run(rt: Runtime, job_id: str, kind: str, run_one: RunOne) -> None:
     """The task of a generate/resample job: run it, with the queued jobs it can batch, each to a final status."""
     leader = rt.jobs.claimed_by(job_id)
-    if leader is not None and leader != job_id:
-        job = rt.jobs.get(job_id)
-        if job is not None and job.status not in FINAL:
-            log.info("job %s runs in the batch of job %s: nothing to do for its own message", job_id, leader)
-            return
+    job = rt.jobs.get(job_id)
+    if leader is not None and leader != job_id and job is not None and job.status not in FINAL:
+        log.info("job %s runs in the batch of job %s: nothing to do for its own message", job_id, leader)
+        return
     # jobs an earlier attempt of this batch claimed and did not finish (its worker died): run them again
     again = [
         j for j in map(rt.jobs.get, rt.jobs.batch_members(job_id)) if j is not None and j.status not in FINAL
     ]
     room = rt.settings.batch_max - 1 - len(again)
-    claimed = _fill(rt, job_id, room) if room > 0 else []
+    claimed = _fill(rt, job, room) if room > 0 and job is not None else []
     batch: list[tuple[str, str, JobRecord | None]] = [(job_id, kind, None)]
     batch += [(j.id, j.kind, None) for j in again] + [(j.id, j.kind, j) for j in claimed]
     if len(batch) > 1:
@@ -91,7 +101,6 @@ def run(rt: Runtime, job_id: str, kind: str, run_one: RunOne) -> None:
     if len(batch) == 1:
         run_one(rt, job_id, kind, None)
         return
-    rt.preload_model()  # once here, not by both threads at once
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="batch")
     try:
         futures = [pool.submit(run_one, rt, i, k, claim) for i, k, claim in batch]

@@ -1,8 +1,9 @@
 """The Celery app of the workers: `celery -A worker.celery_app worker --concurrency 1` (one per GPU).
 
-A worker consumes the generate, the edit and the webhook queue unless `-Q` names some of them (edit never runs the
-generators, so CPU-only workers may take just `-Q $GENDEF_EDIT_QUEUE`; some worker must take the webhook queue). The model is loaded in each pool process after the fork
-(`worker_process_init`), never in the parent.
+A worker consumes the generate, the edit and the webhook queue (and the queue of each model of GENDEF_MODEL_QUEUES)
+unless `-Q` names some of them (edit never runs the generators, so CPU-only workers may take just
+`-Q $GENDEF_EDIT_QUEUE`; `-Q gendef-generate-NAME` pins a worker to model NAME; some worker must take the webhook
+queue). Models are loaded in each pool process after the fork (`worker_process_init`), never in the parent.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from celery import Celery
 from celery.signals import worker_process_init, worker_ready
 from kombu import Exchange, Queue
 
+from core.queues import model_queue, queue_names
 from core.settings import Settings, get_settings
 from worker import runtime, sweeper
 
@@ -50,7 +52,7 @@ def create_app(settings: Settings) -> Celery:
         # holds deliveries (worker/webhooks.py), which never run inside a job's task.
         task_queues=[
             Queue(name, Exchange(name), routing_key=name)
-            for name in (settings.generate_queue, settings.edit_queue, settings.webhook_queue)
+            for name in (*queue_names(settings), settings.webhook_queue)
         ],
         task_default_queue=settings.generate_queue,
         worker_proc_alive_timeout=PROCESS_START_TIMEOUT_S,
@@ -62,11 +64,15 @@ app = create_app(get_settings())
 
 
 @worker_process_init.connect
-def _load_model_in_pool_process(**_: Any) -> None:
-    """Runs in each pool process after the fork: load the model there, once, before the first job. A worker that
-    consumes only the edit queue never loads it."""
-    if get_settings().generate_queue in app.amqp.queues.consume_from:
-        runtime.get().preload_model()
+def _load_models_in_pool_process(**_: Any) -> None:
+    """Runs in each pool process after the fork: load the models of the queues it consumes there, before the first
+    job: the default model for the generate queue, each model of its own queue. A worker that consumes only the
+    edit queue loads none; any other model is loaded when a job needs it."""
+    settings, consumed = get_settings(), app.amqp.queues.consume_from
+    names: list[str | None] = [None] if settings.generate_queue in consumed else []
+    names += [m for m in sorted(settings.model_queue_names) if model_queue(settings, m) in consumed]
+    for name in names[: settings.max_loaded_models]:
+        runtime.get().preload_model(name)
 
 
 @worker_ready.connect

@@ -13,6 +13,7 @@ import torch
 from core.artifacts import ARTIFACT_FILES, ArtifactError
 from core.images import ImageError
 from core.jobs import Artifact, JobRecord
+from core.models import ModelInfo
 from core.storage import BlobNotFound, artifact_key
 from model.gendef import GenDeF
 from worker import media
@@ -45,11 +46,13 @@ class JobRun:
             raise JobCanceled
         self.rt.jobs.set_progress(self.job.id, progress, stage, result=result)
 
-    def model(self) -> GenDeF:
-        """The model; the `loading` stage is shown while a pool process loads it for its first job."""
-        if not self.rt.model_loaded:
+    def model(self) -> tuple[GenDeF, ModelInfo]:
+        """The job's model (params `model`, `version`; none named: the default) and what it is; the `loading`
+        stage is shown while the worker loads it."""
+        info = self.rt.served(self.job.params.get("model"), self.job.params.get("version"))
+        if not self.rt.is_loaded(info):
             self.rt.jobs.set_progress(self.job.id, 0.0, "loading")
-        return self.rt.model()
+        return self.rt.model(info), info
 
     def parent_blob(self, name: str) -> bytes:
         parent_id = self.job.parent_id

@@ -10,20 +10,22 @@ import torch
 from core.artifacts import FIELDS_CONVENTION, ArtifactError
 from core.images import ImageError
 from core.jobs import Artifact, JobRecord
+from core.models import ModelInfo
 from model.gendef import SEED_RANGE, GenDeF
 from model.warp import render
 from worker import media
 from worker.execution import JobRun, run_model
-from worker.runtime import JobFailure, Runtime
+from worker.runtime import JobFailure
 
 
-def fields_meta(job: JobRecord, rt: Runtime, fields: torch.Tensor) -> dict[str, Any]:
+def fields_meta(job: JobRecord, model: ModelInfo, fields: torch.Tensor) -> dict[str, Any]:
     """The `meta` entry of deformation.npz: the convention, the model and what made these fields."""
     num_frames, height, width, _ = fields.shape  # (T, H, W, 2)
     return {
         "convention": FIELDS_CONVENTION,
         "layout": "fields: float32 (T, H, W, 2)",
-        "model": rt.settings.checkpoint.name,
+        "model": model.name,
+        "version": model.version,
         "job_id": job.id,
         "kind": job.kind,
         "seed": job.params["seed"],
@@ -54,7 +56,7 @@ def sampling_args(model: GenDeF, params: dict[str, Any]) -> tuple[int, int, int]
 
 def do_generate(run: JobRun) -> dict[str, Artifact]:
     params = run.job.params
-    model = run.model()
+    model, info = run.model()
     seed, motion_seed, num_frames = sampling_args(model, params)
     run.stage("sampling")
     out = run_model("sampling", lambda: model.sample([seed], [motion_seed], num_frames))
@@ -66,7 +68,7 @@ def do_generate(run: JobRun) -> dict[str, Artifact]:
     run.stage("encoding")
     files = {
         "canonical": media.encode_png(canonical),
-        "deformation": media.encode_fields(fields, fields_meta(run.job, run.rt, fields)),
+        "deformation": media.encode_fields(fields, fields_meta(run.job, info, fields)),
         "video": media.encode_video(frames, int(params["fps"])),
     }
     run.stage("uploading")
@@ -76,7 +78,7 @@ def do_generate(run: JobRun) -> dict[str, Artifact]:
 def do_resample(run: JobRun) -> dict[str, Artifact]:
     params = run.job.params
     canonical_png = run.parent_blob("canonical.png")  # kept byte for byte: same content, new motion
-    model = run.model()
+    model, info = run.model()
     seed, motion_seed, num_frames = sampling_args(model, params)
     run.stage("sampling")
     fields = run_model(
@@ -88,7 +90,7 @@ def do_resample(run: JobRun) -> dict[str, Artifact]:
     run.stage("encoding")
     files = {
         "canonical": canonical_png,
-        "deformation": media.encode_fields(fields, fields_meta(run.job, run.rt, fields)),
+        "deformation": media.encode_fields(fields, fields_meta(run.job, info, fields)),
         "video": media.encode_video(frames, int(params["fps"])),
     }
     run.stage("uploading")

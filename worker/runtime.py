@@ -1,4 +1,4 @@
-"""What one worker process holds: settings, the job store, the blob store and, once loaded, the model.
+"""What one worker process holds: settings, the job store, the blob store and the models it has loaded.
 
 Created lazily in the process that runs tasks (a Celery pool process, after the fork), so nothing here is
 shared across a fork.
@@ -7,11 +7,14 @@ shared across a fork.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from functools import cached_property
 
 import torch
 
 from core.jobs import JobStore, connect_redis
+from core.models import ModelInfo, ModelRegistry
 from core.queues import make_celery
 from core.settings import Settings, get_settings
 from core.storage import Store, make_store
@@ -42,7 +45,10 @@ def job_store(settings: Settings) -> JobStore:
 class Runtime:
     def __init__(self, settings: Settings):
         self.settings = settings
-        self._model: GenDeF | None = None
+        self.registry = ModelRegistry(settings)
+        # (name, version) -> model, least recently used first; at most settings.max_loaded_models
+        self._loaded: OrderedDict[tuple[str, str], GenDeF] = OrderedDict()
+        self._loading = threading.Lock()  # the two threads of a batch load a model once
 
     @cached_property
     def jobs(self) -> JobStore:
@@ -54,37 +60,74 @@ class Runtime:
             make_store(self.settings), self.settings.storage_attempts, self.settings.storage_backoff_s
         )
 
-    @property
-    def model_loaded(self) -> bool:
-        return self._model is not None
+    def served(self, name: str | None, version: str | None = None) -> ModelInfo:
+        """The model a job names (None: the default) at the version it recorded (None: any), or a JobFailure
+        `model_unavailable` when its folder is gone or holds other weights now."""
+        models = self.registry.models()
+        wanted = name or self.registry.default_name(models)
+        info = next((m for m in models if m.name == wanted), None)
+        if info is None:
+            raise JobFailure(
+                "model_unavailable",
+                f"model {wanted or '(default)'} is no longer served (its checkpoint folder is not in "
+                "GENDEF_MODELS_DIR); submit the job again with a model of GET /models",
+            )
+        if version is not None and info.version != version:
+            raise JobFailure(
+                "model_unavailable",
+                f"this job was made for version {version} of model {info.name}, which is now version "
+                f"{info.version} (retrained); submit the job again",
+            )
+        return info
 
-    def model(self) -> GenDeF:
-        """The model, loaded on first use; a checkpoint that cannot be loaded fails the job (and is retried by
-        the next one, so fixing the checkpoint needs no worker restart)."""
-        if self._model is None:
-            path = self.settings.checkpoint
-            try:
-                torch.set_num_threads(self.settings.torch_threads)  # before any op: results depend on it
-                device = resolve_device(self.settings.device)
-                s = self.settings
-                channels_last = {"auto": None, "on": True, "off": False}[s.channels_last]
-                self._model = prepare(
-                    load_checkpoint(path, device=device), s.precision, channels_last, s.compile_model
-                )
-            except Exception as e:
-                log.exception("loading the checkpoint %s failed", path)
-                raise JobFailure(
-                    "model_error",
-                    f"the worker could not load the model checkpoint {path} on device "
-                    f"{self.settings.device!r} ({type(e).__name__}: {e}); check GENDEF_CHECKPOINT and GENDEF_DEVICE",
-                ) from e
-            log.info("model loaded from %s on %s", path, device)
-        return self._model
+    def is_loaded(self, info: ModelInfo) -> bool:
+        return (info.name, info.version) in self._loaded
 
-    def preload_model(self) -> None:
-        """Load the model before the first job; a failure is logged and reported by the jobs that need it."""
+    def loaded_models(self) -> list[str]:
+        """The models in memory as name@version, least recently used first."""
+        return [f"{name}@{version}" for name, version in self._loaded]
+
+    def model(self, info: ModelInfo) -> GenDeF:
+        """The model, loaded on first use; the least recently used one goes when max_loaded_models are loaded. A
+        checkpoint that cannot be loaded fails the job (and is tried again by the next one: no restart needed)."""
+        key = (info.name, info.version)
+        with self._loading:
+            if key in self._loaded:
+                self._loaded.move_to_end(key)
+                return self._loaded[key]
+            for old in [k for k in self._loaded if k[0] == info.name]:  # an older version of it
+                del self._loaded[old]
+            while len(self._loaded) >= self.settings.max_loaded_models:
+                name, version = next(iter(self._loaded))
+                del self._loaded[(name, version)]
+                log.info("model %s@%s unloaded (least recently used)", name, version)
+            self._loaded[key] = self._load(info)
+            log.info("models loaded: %s", ", ".join(self.loaded_models()))
+            return self._loaded[key]
+
+    def _load(self, info: ModelInfo) -> GenDeF:
+        s = self.settings
         try:
-            self.model()
+            torch.set_num_threads(s.torch_threads)  # before any op: results depend on it
+            device = resolve_device(s.device)
+            channels_last = {"auto": None, "on": True, "off": False}[s.channels_last]
+            model = prepare(
+                load_checkpoint(info.path, device=device), s.precision, channels_last, s.compile_model
+            )
+        except Exception as e:
+            log.exception("loading the checkpoint %s failed", info.path)
+            raise JobFailure(
+                "model_error",
+                f"the worker could not load the checkpoint of model {info.name} ({info.path}) on device "
+                f"{s.device!r} ({type(e).__name__}: {e}); check GENDEF_MODELS_DIR and GENDEF_DEVICE",
+            ) from e
+        log.info("model %s@%s loaded from %s on %s", info.name, info.version, info.path, device)
+        return model
+
+    def preload_model(self, name: str | None = None) -> None:
+        """Load a model (None: the default) before the first job; a failure is reported by the jobs that need it."""
+        try:
+            self.model(self.served(name))
         except JobFailure:
             pass
 

@@ -58,6 +58,17 @@ function generate(body) {
   submit("generate", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
 }
 
+async function loadModels() {
+  const response = await fetch("models");
+  if (!response.ok) return showError(`The models could not be listed: ${await errorText(response)}`);
+  $("model").replaceChildren(...(await response.json()).map((m) => {
+    const label = `${m.name} (${m.resolution}×${m.resolution}, up to ${m.max_frames} frames)`;
+    const option = new Option(label, m.name, m.default, m.default);
+    option.title = m.trained_on ? `version ${m.version}, trained on: ${m.trained_on}` : `version ${m.version}`;
+    return option;
+  }));
+}
+
 function intField(id) {
   const text = $(id).value.trim();
   return text === "" ? null : Number(text);
@@ -180,6 +191,8 @@ async function show(doc) {
   const video = $("video");
   video.src = doc.artifacts.video.url;
   video.play().catch(() => { /* autoplay refused: the controls are there */ });
+  const {model, version} = doc.params;
+  $("made-by").textContent = model ? `model ${model}, version ${version}` : "";
   if (VIEWS.has(doc.kind)) return;   // tracks or masks drawn over the source's video: the canvas stays
   source = doc;
   points = [];
@@ -363,12 +376,12 @@ function init() {
   });
   $("generate-form").addEventListener("submit", (e) => {
     e.preventDefault();
-    generate({seed: intField("seed"), motion_seed: intField("motion-seed"), num_frames: intField("num-frames") ?? 16,
-              fps: intField("fps") ?? 8});
+    generate({model: $("model").value || null, seed: intField("seed"), motion_seed: intField("motion-seed"),
+              num_frames: intField("num-frames") ?? 16, fps: intField("fps") ?? 8});
   });
   $("random").addEventListener("click", () => {
     $("seed").value = $("motion-seed").value = "";
-    generate({num_frames: intField("num-frames") ?? 16, fps: intField("fps") ?? 8});
+    generate({model: $("model").value || null, num_frames: intField("num-frames") ?? 16, fps: intField("fps") ?? 8});
   });
   $("resample").addEventListener("click", () => {
     if (source) generate({canonical_from: source.id, num_frames: source.params.num_frames ?? intField("num-frames") ?? 16,
@@ -378,6 +391,7 @@ function init() {
   $("track").addEventListener("click", trackPoints);
   $("segment").addEventListener("click", segmentPainted);
   setUpPainting();
+  loadModels();
 }
 
 init();

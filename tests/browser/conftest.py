@@ -22,6 +22,7 @@ from tests.e2e.conftest import (  # noqa: F401
     deployment_env,
     e2e_logs,
     free_port,
+    models_dir,
     queues,
     s3_endpoint,
     spawn,

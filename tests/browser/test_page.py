@@ -110,6 +110,22 @@ def test_generate_play_paint_edit_resample(browser: Browser, api_url: str, artif
     page.close()
 
 
+def test_the_model_picker_generates_with_the_model_picked(browser: Browser, api_url: str):
+    models = {m["name"]: m for m in httpx.get(f"{api_url}/models", timeout=30).json()}
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.goto(api_url + "/")
+    expect(page.locator("#model option")).to_have_count(len(models))
+    expect(page.locator("#model")).to_have_value("tiny")  # the default is preselected
+    page.select_option("#model", "tiny64")
+    page.fill("#num-frames", "4")
+    page.click("#generate")
+    job_id = wait_succeeded(page, "generate")
+    wait_playing(page, job_id)
+    expect(page.locator("#made-by")).to_have_text(f"model tiny64, version {models['tiny64']['version']}")
+    assert canonical(api_url, job_id).shape == (64, 64, 3)
+    page.close()
+
+
 def artifact_url(api_url: str, job_id: str, name: str) -> str:
     url = httpx.get(f"{api_url}/jobs/{job_id}", timeout=30).json()["artifacts"][name]["url"]
     return url if url.startswith("http") else f"{api_url}/{url.lstrip('/')}"

@@ -1,5 +1,5 @@
 """The production-mode deployment, for real: moto's S3 server over HTTP, the API under uvicorn and a Celery worker,
-each in its own subprocess, against the machine's Redis (db 12) and a tiny model checkpoint. `api_url` is its base
+each in its own subprocess, against the machine's Redis (db 12) and a models folder of two tiny checkpoints. `api_url` is its base
 URL.
 
 Two test sessions may run at once (CI and a developer, two developers): each gets queues of its own name, job
@@ -8,8 +8,10 @@ takes another's jobs. The session deletes its queues when it ends."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,7 +23,11 @@ import boto3
 import httpx
 import pytest
 import redis
+import torch
 
+from model.checkpoint import save_checkpoint
+from model.config import preset
+from model.gendef import GenDeF
 from service import embedded
 from tests.redis_server import redis_url
 
@@ -120,7 +126,18 @@ def s3(s3_endpoint: str):
 
 
 @pytest.fixture(scope="session")
-def deployment_env(queues: dict[str, str], s3_endpoint: str, tiny_checkpoint: Path) -> dict[str, str]:
+def models_dir(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Path:
+    """The deployment's models: `tiny` (32x32, the default) and `tiny64` (the tiny preset at 64x64, untrained)."""
+    folder = tmp_path_factory.mktemp("models")
+    shutil.copytree(tiny_checkpoint, folder / "tiny")
+    torch.manual_seed(1)
+    model = GenDeF(dataclasses.replace(preset("tiny"), resolution=64))
+    save_checkpoint(model, folder / "tiny64", card={"data": "nothing: random test weights"})
+    return folder
+
+
+@pytest.fixture(scope="session")
+def deployment_env(queues: dict[str, str], s3_endpoint: str, models_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GENDEF_")}
     return (
         env
@@ -134,7 +151,9 @@ def deployment_env(queues: dict[str, str], s3_endpoint: str, tiny_checkpoint: Pa
             "GENDEF_S3_ACCESS_KEY_ID": S3_CREDENTIALS["aws_access_key_id"],
             "GENDEF_S3_SECRET_ACCESS_KEY": S3_CREDENTIALS["aws_secret_access_key"],
             "GENDEF_S3_REGION": S3_CREDENTIALS["region_name"],
-            "GENDEF_CHECKPOINT": str(tiny_checkpoint),
+            "GENDEF_MODELS_DIR": str(models_dir),
+            "GENDEF_DEFAULT_MODEL": "tiny",
+            "GENDEF_MAX_LOADED_MODELS": "2",
             "GENDEF_DEVICE": "cpu",
             "GENDEF_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
             "GENDEF_MAX_UPLOAD_PIXELS": str(MAX_UPLOAD_PIXELS),

@@ -254,3 +254,17 @@ def test_an_unreachable_server_exits_nonzero_with_a_message() -> None:
     assert result.returncode != 0
     assert "cannot reach the gendef API at " + url in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_models_lists_the_models_and_generate_takes_one(api_url: str, tmp_path: Path):
+    result = gendef("--url", api_url, "models")
+    assert result.returncode == 0, result.stderr
+    header, *rows = [line.split("\t") for line in result.stdout.splitlines()]
+    assert header[:5] == ["NAME", "VERSION", "RESOLUTION", "MAX_FRAMES", "DEFAULT"]
+    listed = {row[0]: row for row in rows}
+    assert listed["tiny"][2:5] == ["32x32", "128", "yes"] and listed["tiny64"][2] == "64x64"
+    result = gendef(
+        "--url", api_url, "generate", "--model", "tiny64", "--frames", "2", "-o", "w.mp4", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert status(api_url, result.stdout.strip())["params"]["model"] == "tiny64"

@@ -182,7 +182,7 @@ def deploy(tmp_path: Path, tiny_checkpoint: Path) -> Iterator[Callable[..., Depl
         values = (
             dict(
                 local_storage_dir=tmp_path / "artifacts",
-                checkpoint=tiny_checkpoint,
+                models_dir=tiny_checkpoint.parent,
                 device="cpu",
                 readiness_cache_s=0,
                 url_secret="x" * 32,

@@ -47,7 +47,8 @@ def test_edit_of_a_finished_job_stores_the_upload_as_its_input(
     assert r.headers["location"] == f"/jobs/{job['id']}"
     assert job["kind"] == "edit" and job["status"] == "queued" and job["parent_id"] == finished_job["id"]
     # fps defaults to the source job's (12); the upload has the canonical's size, so no resize.
-    assert job["params"] == {"fps": 12, "resized": False, "source_size": list(CANONICAL_SIZE)}
+    made_by = {k: finished_job["params"][k] for k in ("model", "version")}  # the source job's
+    assert job["params"] == made_by | {"fps": 12, "resized": False, "source_size": list(CANONICAL_SIZE)}
     record = server.jobs.get(job["id"])
     assert record.inputs == {"image": f"jobs/{job['id']}/input/image.png"}
     assert server.blobs.get(record.inputs["image"]) == image
@@ -62,7 +63,8 @@ def test_edit_records_a_resize_for_another_size_and_takes_jpeg(
 
     assert r.status_code == 202
     job = r.json()
-    assert job["params"] == {"fps": 24, "resized": True, "source_size": [100, 80]}
+    made_by = {k: finished_job["params"][k] for k in ("model", "version")}
+    assert job["params"] == made_by | {"fps": 24, "resized": True, "source_size": [100, 80]}
     assert server.blobs.get(server.jobs.get(job["id"]).inputs["image"]) == image
     assert server.jobs.get(job["id"]).inputs["image"].endswith("/input/image.jpg")
 

@@ -50,7 +50,9 @@ def test_generate_answers_202_with_location_and_queues_the_job_by_id(
     assert r.headers["location"] == f"/jobs/{job['id']}"
     assert set(job) == DOCUMENT_FIELDS
     assert job["kind"] == "generate" and job["status"] == "queued" and job["progress"] == 0.0
-    assert job["params"] == {"seed": 1, "motion_seed": 2, "num_frames": 16, "fps": 8}
+    # the default model (the shipped `small`) and the version of its weights
+    made_by = {"model": "small", "version": job["params"]["version"]}
+    assert job["params"] == made_by | {"seed": 1, "motion_seed": 2, "num_frames": 16, "fps": 8}
     assert job["parent_id"] is None and job["error"] is None and job["artifacts"] == {}
     assert job["started_at"] is None and job["finished_at"] is None and job["created_at"].endswith("+00:00")
     assert len(job["id"]) == 32  # uuid4 hex: 122 random bits
@@ -64,7 +66,7 @@ def test_missing_seeds_are_drawn_and_recorded(http: httpx.Client):
     a = http.post("/generate", json={}).json()["params"]
     b = http.post("/generate", json={}).json()["params"]
 
-    assert set(a) == {"seed", "motion_seed", "num_frames", "fps"}
+    assert set(a) == {"model", "version", "seed", "motion_seed", "num_frames", "fps"}
     assert a["num_frames"] == 16 and a["fps"] == 8
     assert all(isinstance(p[k], int) and 0 <= p[k] < 2**31 for p in (a, b) for k in ("seed", "motion_seed"))
     assert (a["seed"], a["motion_seed"]) != (b["seed"], b["motion_seed"])
@@ -145,7 +147,8 @@ def test_resample_records_the_parent_and_its_content_seed(
     assert r.status_code == 202
     job = r.json()
     assert job["kind"] == "resample" and job["parent_id"] == finished_job["id"]
-    assert job["params"] == {"seed": 3, "motion_seed": 7, "num_frames": 8, "fps": 8}
+    made_by = {k: finished_job["params"][k] for k in ("model", "version")}
+    assert job["params"] == made_by | {"seed": 3, "motion_seed": 7, "num_frames": 8, "fps": 8}
     assert queued_tasks(redis_db, "gendef-generate")[-1] == ("gendef.resample", [job["id"]])
 
 
@@ -210,6 +213,7 @@ def test_openapi_describes_the_contract(http: httpx.Client):
         "/healthz",
         "/readyz",
         "/metrics",
+        "/models",
     } <= set(spec["paths"])
     assert list(spec["paths"]["/edit"]["post"]["requestBody"]["content"]) == ["multipart/form-data"]
     schemas = spec["components"]["schemas"]
@@ -219,6 +223,7 @@ def test_openapi_describes_the_contract(http: httpx.Client):
         "num_frames",
         "fps",
         "canonical_from",
+        "model",
         "webhook",
         "webhook_events",
     }

@@ -10,7 +10,7 @@ import redis
 from pydantic import ValidationError
 
 from core.jobs import Artifact, JobStore
-from core.settings import DEFAULT_CHECKPOINT, Settings
+from core.settings import DEFAULT_MODELS_DIR, Settings
 
 
 def test_defaults_are_the_embedded_mode(monkeypatch: pytest.MonkeyPatch):
@@ -18,11 +18,8 @@ def test_defaults_are_the_embedded_mode(monkeypatch: pytest.MonkeyPatch):
         monkeypatch.delenv(name, raising=False)
     a, b = Settings(), Settings()
     assert a.redis_url == "redis://127.0.0.1:6379/0" and a.storage_backend == "local"
-    assert (
-        a.checkpoint
-        == DEFAULT_CHECKPOINT
-        == Path(__file__).resolve().parents[2] / "model" / "weights" / "small"
-    )
+    assert a.models_dir == DEFAULT_MODELS_DIR == Path(__file__).resolve().parents[2] / "model" / "weights"
+    assert a.default_model == "" and a.max_loaded_models == 2
     assert a.max_frames == 128
     # No secret configured: a random one per process (per Settings object here).
     assert len(a.url_secret.get_secret_value()) >= 32

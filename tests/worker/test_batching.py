@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -26,7 +27,7 @@ REDIS_DB = 15
 
 def settings(tmp_path: Path, checkpoint: Path, **overrides) -> Settings:
     values = dict(
-        redis_url=redis_url(REDIS_DB), storage_backend="local", local_storage_dir=tmp_path / "artifacts", checkpoint=checkpoint,
+        redis_url=redis_url(REDIS_DB), storage_backend="local", local_storage_dir=tmp_path / "artifacts", models_dir=checkpoint.parent,
         device="cpu", url_secret="s" * 32, generate_queue=f"test-batch-{secrets.token_hex(4)}", batch_wait_ms=0,
     )  # fmt: skip
     return Settings(**(values | overrides))
@@ -37,8 +38,10 @@ def rt(tmp_path, tiny_checkpoint) -> Runtime:
     return Runtime(settings(tmp_path, tiny_checkpoint, batch_max=4))
 
 
-def queue(rt: Runtime, seed: int, num_frames: int = 4, kind: str = "generate", **create) -> JobRecord:
-    params = {"seed": seed, "motion_seed": seed + 100, "num_frames": num_frames, "fps": 8}
+def queue(
+    rt: Runtime, seed: int, num_frames: int = 4, kind: str = "generate", made_by: dict | None = None, **create
+) -> JobRecord:
+    params = {"seed": seed, "motion_seed": seed + 100, "num_frames": num_frames, "fps": 8} | (made_by or {})
     job = rt.jobs.create(kind, params, queue=rt.settings.generate_queue, **create)
     time.sleep(
         0.002
@@ -173,3 +176,16 @@ def test_a_cancel_stops_only_that_job_of_the_batch(rt):
         "canceled",
         "succeeded",
     ]
+
+
+def test_a_batch_takes_only_jobs_of_its_leaders_model_and_version(tmp_path, tiny_checkpoint):
+    models = tmp_path / "models"
+    for name in ("a", "b"):
+        shutil.copytree(tiny_checkpoint, models / name)
+    rt = Runtime(settings(tmp_path, models / "a", batch_max=4))  # the models folder: a and b
+    version = rt.served("a").version
+    made_by = [("a", version), ("b", version), ("a", "0" * 12), ("a", version)]
+    jobs = [queue(rt, seed, made_by={"model": m, "version": v}) for seed, (m, v) in enumerate(made_by)]
+    batching.run(rt, jobs[0].id, "generate", run_job)
+    assert [rt.jobs.get(j.id).status for j in jobs] == ["succeeded", "queued", "queued", "succeeded"]
+    assert rt.loaded_models() == [f"a@{version}"]

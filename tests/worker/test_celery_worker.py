@@ -61,7 +61,7 @@ def start_worker(
                 generate_queue=f"{name}-generate",
                 edit_queue=f"{name}-edit",
                 local_storage_dir=tmp_path / "artifacts",
-                checkpoint=tiny_checkpoint,
+                models_dir=tiny_checkpoint.parent,
                 device="cpu",
             )
             | overrides

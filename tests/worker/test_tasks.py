@@ -4,6 +4,7 @@ The Celery plumbing around it (a real worker process) is covered by tests/e2e.
 """
 
 import io
+import shutil
 
 import numpy as np
 import pytest
@@ -23,12 +24,12 @@ from worker.tasks import run_job
 REDIS_DB = 12  # record keys are random job ids: nothing to flush
 
 
-def make_settings(tmp_path, checkpoint, **overrides) -> Settings:
+def make_settings(tmp_path, models_dir, **overrides) -> Settings:
     values = dict(
         redis_url=redis_url(REDIS_DB),
         storage_backend="local",
         local_storage_dir=tmp_path / "artifacts",
-        checkpoint=checkpoint,
+        models_dir=models_dir,
         device="cpu",
         url_secret="s" * 32,
     )
@@ -37,7 +38,7 @@ def make_settings(tmp_path, checkpoint, **overrides) -> Settings:
 
 @pytest.fixture
 def rt(tmp_path, tiny_checkpoint) -> Runtime:
-    return Runtime(make_settings(tmp_path, tiny_checkpoint))
+    return Runtime(make_settings(tmp_path, tiny_checkpoint.parent))
 
 
 def blob(rt: Runtime, job: JobRecord, name: str) -> bytes:
@@ -147,12 +148,12 @@ def test_edit_warps_the_upload_by_the_parents_fields_without_the_model(tmp_path,
     painted = canonical.copy()
     painted[8:20, 8:20] = (255, 0, 0)  # a red square painted on the canonical image
 
-    # a worker whose checkpoint does not exist: edit must not need the model
-    no_model = Runtime(make_settings(tmp_path, tmp_path / "no-such-checkpoint"))
+    # a worker without models: edit must not need one
+    no_model = Runtime(make_settings(tmp_path, tmp_path / "no-models"))
     job = edit(no_model, parent, Image.fromarray(painted))
 
     assert job.status == "succeeded", job.error
-    assert not no_model.model_loaded
+    assert not no_model.loaded_models()
     assert blob(rt, job, "deformation") == blob(rt, parent, "deformation")
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(blob(rt, job, "canonical")))), painted)
     fields, _ = media.decode_fields(blob(rt, job, "deformation"))
@@ -196,13 +197,15 @@ def test_edit_and_resample_of_a_source_without_artifacts_fail_as_parent_missing(
     assert job.status == "failed" and job.error["code"] == "parent_missing"
 
 
-def test_an_unloadable_checkpoint_fails_generate_as_model_error(tmp_path):
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    rt = Runtime(make_settings(tmp_path, broken))
+def test_an_unloadable_checkpoint_fails_generate_as_model_error(tmp_path, tiny_checkpoint):
+    broken = tmp_path / "models" / "broken"
+    broken.mkdir(parents=True)
+    shutil.copy(tiny_checkpoint / "config.json", broken)
+    (broken / "model.safetensors").write_bytes(b"not safetensors")
+    rt = Runtime(make_settings(tmp_path, broken.parent))
     job = run(rt, "generate", {"seed": 1, "motion_seed": 2, "num_frames": 4, "fps": 8})
     assert job.status == "failed" and job.error["code"] == "model_error"
-    assert "GENDEF_CHECKPOINT" in job.error["message"] and str(broken) in job.error["message"]
+    assert "GENDEF_MODELS_DIR" in job.error["message"] and str(broken) in job.error["message"]
 
 
 def test_params_past_the_models_limits_fail_as_invalid_input(rt):
@@ -218,7 +221,7 @@ def test_unreachable_s3_fails_as_storage_unavailable(tmp_path, tiny_checkpoint):
     rt = Runtime(
         make_settings(
             tmp_path,
-            tiny_checkpoint,
+            tiny_checkpoint.parent,
             storage_backend="s3",
             s3_endpoint_url="http://127.0.0.1:9",
             s3_access_key_id="test",
@@ -246,3 +249,29 @@ def test_a_cancel_asked_while_running_stops_before_the_next_stage(rt):
     done = rt.jobs.get(job.id)
     assert done.status == "canceled" and done.artifacts == {} and done.finished_at
     assert not (rt.settings.local_storage_dir / "jobs" / job.id).exists()
+
+
+def test_a_worker_keeps_its_recent_models_loaded_and_runs_only_the_version_a_job_recorded(
+    tmp_path, tiny_checkpoint
+):
+    models = tmp_path / "models"
+    for name in ("a", "b"):
+        shutil.copytree(tiny_checkpoint, models / name)
+    rt = Runtime(make_settings(tmp_path, models, max_loaded_models=1))
+    params = {"seed": 1, "motion_seed": 2, "num_frames": 4, "fps": 8}
+    job = run(rt, "generate", {"model": "a", "version": "0" * 12} | params)
+    assert (
+        job.status == "failed"
+        and job.error["code"] == "model_unavailable"
+        and "retrained" in job.error["message"]
+    )
+    assert rt.loaded_models() == []
+    for name in ("a", "b"):
+        job = run(rt, "generate", {"model": name, "version": rt.served(name).version} | params)
+        assert job.status == "succeeded", job.error
+        assert media.decode_fields(blob(rt, job, "deformation"))[1]["model"] == name
+    assert rt.loaded_models() == [f"b@{rt.served('b').version}"]  # one at most: a went
+    job = run(rt, "generate", {"model": "gone"} | params)
+    assert (
+        job.status == "failed" and job.error["code"] == "model_unavailable" and "gone" in job.error["message"]
+    )

@@ -1,0 +1,28 @@
+"""GET /models."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.deps import AnyServicesDep
+from service.schemas import ModelOut
+
+router = APIRouter(tags=["models"])
+
+
+@router.get("/models", response_model=list[ModelOut])
+def list_models(svc: AnyServicesDep) -> list[ModelOut]:
+    """The models this deployment serves, by name: POST /generate's `model` takes a name."""
+    models = svc.models.models()
+    default = svc.models.default_name(models)
+    return [
+        ModelOut(
+            name=m.name,
+            version=m.version,
+            resolution=m.resolution,
+            max_frames=m.max_frames,
+            trained_on=m.trained_on,
+            default=m.name == default,
+        )
+        for m in models
+    ]
