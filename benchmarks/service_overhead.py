@@ -39,7 +39,7 @@ from pathlib import Path
 import httpx
 import torch
 
-from core.settings import DEFAULT_CHECKPOINT, Settings
+from core.settings import DEFAULT_MODELS_DIR, Settings
 from model.checkpoint import load_checkpoint
 from model.warp import render
 from worker import media
@@ -163,7 +163,7 @@ def where_time_goes(docs: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_MODELS_DIR / "small")
     parser.add_argument("--jobs", type=int, default=10, help="jobs of each kind (after 2 warm-up jobs)")
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--concurrent", nargs="+", type=int, default=[8, 32], help="sizes of the job bursts")

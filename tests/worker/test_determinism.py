@@ -12,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from core.settings import DEFAULT_CHECKPOINT
+from core.settings import DEFAULT_MODELS_DIR
+
+SHIPPED = DEFAULT_MODELS_DIR / "small"
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,11 +28,12 @@ from core.settings import Settings
 from model.checkpoint import load_checkpoint
 from worker.runtime import Runtime
 
-out, how = sys.argv[1:]
+out, how, path = sys.argv[1:]
 if how == "worker":
-    model = Runtime(Settings(device="cpu")).model()
+    runtime = Runtime(Settings(device="cpu", default_model="small"))
+    model = runtime.model(runtime.served(None))
 else:
-    model = load_checkpoint(Settings().checkpoint, device="cpu")
+    model = load_checkpoint(path, device="cpu")
 np.save(out, model.sample([5], [7], 16).fields.numpy())
 print(torch.get_num_threads())
 """
@@ -43,14 +46,18 @@ def sample(tmp_path: Path, threads: int, how: str) -> tuple[np.ndarray, int]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GENDEF_")}
     env |= {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     done = subprocess.run(
-        [sys.executable, "-c", SAMPLE, str(out), how], env=env, cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-c", SAMPLE, str(out), how, str(SHIPPED)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stderr
     return np.load(out), int(done.stdout.split()[-1])
 
 
 def test_the_shipped_model_gives_identical_fields_whatever_the_thread_default(tmp_path: Path):
-    assert (DEFAULT_CHECKPOINT / "model.safetensors").is_file()
+    assert (SHIPPED / "model.safetensors").is_file()
     one, threads_one = sample(tmp_path, 1, "worker")
     two, threads_two = sample(tmp_path, 2, "worker")
     assert threads_one == threads_two == 1  # GENDEF_TORCH_THREADS' default
