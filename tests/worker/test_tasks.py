@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core.jobs import JobRecord
+from core.jobs import JobRecord, new_job_id
 from core.settings import Settings
 from core.storage import input_key
 from model.checkpoint import load_checkpoint
@@ -66,7 +66,7 @@ def upload(rt: Runtime, job_id: str, image: Image.Image, fmt: str = "PNG") -> di
 
 
 def edit(rt: Runtime, parent: JobRecord, image: Image.Image, fmt: str = "PNG") -> JobRecord:
-    job_id = "e" + parent.id[1:]
+    job_id = new_job_id()
     return run(
         rt, "edit", {"fps": 8}, parent_id=parent.id, inputs=upload(rt, job_id, image, fmt), job_id=job_id
     )
@@ -176,7 +176,7 @@ def test_edit_resizes_an_upload_of_another_size(rt):
 
 def test_edit_of_an_undecodable_upload_fails_as_invalid_input_and_keeps_it(rt):
     parent = generate(rt)
-    job_id = "f" + parent.id[1:]
+    job_id = new_job_id()
     key = input_key(job_id, "image.png")
     rt.blobs.put(key, b"\x89PNG\r\n\x1a\n truncated", "image/png")
     job = run(rt, "edit", {"fps": 8}, parent_id=parent.id, inputs={"image": key}, job_id=job_id)
