@@ -53,7 +53,8 @@ from tqdm import tqdm
 
 from model.checkpoint import resolve_device, save_checkpoint
 from model.config import PRESETS, GenDeFConfig, preset
-from model.data import sample_offsets, training_data
+from model.data import MovingMNIST, sample_offsets, training_data
+from model.digits import load_digit_classifier
 from model.discriminator import Discriminator, augment
 from model.gendef import GenDeF
 from model.losses import (
@@ -383,6 +384,14 @@ class Trainer:
         return self.cfg.minutes is not None and self.seconds >= self.cfg.minutes * 60 * share
 
     @torch.no_grad()
+    def _image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Features of images (N, 3, H, W) for stage 1's convergence check: the digit classifier's on Moving MNIST
+        (random conv features plateau there while the images are still not digits), else random conv features."""
+        if isinstance(self.data, MovingMNIST):
+            return load_digit_classifier().features(images.cpu())
+        return RandomFeatures()(images)
+
+    @torch.no_grad()
     def check_health(self, images: int = 128, videos: int = 8, frames: int = 16) -> dict[str, float]:
         """Stage 1: the Fréchet distance (random conv features) of EMA canonical images to real frames, and whether
         it improved by 2 %. Stage 2: the EMA generator's field health (model.metrics.field_health); warns past
@@ -397,8 +406,7 @@ class Trainer:
                     for i in range(0, images, 32)
                 ]
             )
-            features = RandomFeatures()
-            fd = frechet_distance(features(fake), features(real))
+            fd = frechet_distance(self._image_features(fake), self._image_features(real))
             # only checks from stage1_min_steps on count: early images (e.g. all black for Moving MNIST) can
             # score deceptively well; the first counted check sets the best
             first_counted = self.stage_step < cfg.stage1_min_steps + cfg.health_every

@@ -132,3 +132,13 @@ def test_the_field_regularisers_lower_folds_and_off_canvas_against_the_same_run_
     assert without["folds"] > 0.05 and without["off_canvas"] > 0.02  # the starting point is broken
     assert with_["folds"] < 0.5 * without["folds"]
     assert with_["off_canvas"] < 0.5 * without["off_canvas"]
+
+
+def test_stage1_convergence_on_moving_mnist_is_measured_in_the_digit_classifiers_features(tmp_path):
+    trainer = Trainer(tiny_config(data="mnist"), tmp_path)
+    trainer.stage_step = trainer.cfg.stage1_min_steps  # the first check that counts
+    fd = trainer.check_health(images=32)["fd_image"]
+    assert fd > 0 and trainer.best_fd == fd and trainer.stale_checks == 0
+    trainer.stage_step += trainer.cfg.health_every  # the same weights again: no 2 % better, one stale check
+    trainer.check_health(images=32)
+    assert trainer.stale_checks == 1
