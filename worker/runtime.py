@@ -89,7 +89,11 @@ class Runtime:
 
     def model(self, info: ModelInfo) -> GenDeF:
         """The model, loaded on first use; the least recently used one goes when max_loaded_models are loaded. A
-        checkpoint that cannot be loaded fails the job (and is tried again by the next one: no restart needed)."""
+        checkpoint that cannot be loaded fails the job (and is tried again by the next one: no restart needed).
+
+        Also pins torch's intra-op threads of the calling thread to GENDEF_TORCH_THREADS: results depend on the
+        thread count, and the setting is per thread (a batch samples in a thread of its own)."""
+        torch.set_num_threads(self.settings.torch_threads)
         key = (info.name, info.version)
         with self._loading:
             if key in self._loaded:
@@ -108,7 +112,6 @@ class Runtime:
     def _load(self, info: ModelInfo) -> GenDeF:
         s = self.settings
         try:
-            torch.set_num_threads(s.torch_threads)  # before any op: results depend on it
             device = resolve_device(s.device)
             channels_last = {"auto": None, "on": True, "off": False}[s.channels_last]
             model = prepare(
