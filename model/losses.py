@@ -14,8 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from model.metrics import jacobian_determinant, to_pixels
-from model.warp import identity_grid
+from model.metrics import jacobian_determinant, offsets_of, to_pixels
 
 
 def edge_aware_smoothness(flow: torch.Tensor, image: torch.Tensor, normalize: bool = False) -> torch.Tensor:
@@ -38,12 +37,6 @@ def edge_aware_smoothness(flow: torch.Tensor, image: torch.Tensor, normalize: bo
     ix = (image[..., :, 1:] - image[..., :, :-1]).abs().mean(dim=1, keepdim=True)  # (N, 1, H, W-1)
     iy = (image[..., 1:, :] - image[..., :-1, :]).abs().mean(dim=1, keepdim=True)  # (N, 1, H-1, W)
     return (fx * torch.exp(-ix)).mean() + (fy * torch.exp(-iy)).mean()
-
-
-def offsets_of(fields: torch.Tensor) -> torch.Tensor:
-    """fields (..., H, W, 2) -> offsets from the identity, in pixels of the frame (..., H, W, 2)."""
-    H, W = fields.shape[-3:-1]
-    return to_pixels(fields - identity_grid(H, W, device=fields.device))
 
 
 def offset_magnitude(fields: torch.Tensor) -> torch.Tensor:

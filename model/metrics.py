@@ -201,14 +201,19 @@ def fold_fraction(fields: torch.Tensor) -> float:
     return float((jacobian_determinant(fields) <= 0).float().mean())
 
 
+def offsets_of(fields: torch.Tensor) -> torch.Tensor:
+    """fields (..., H, W, 2) -> offsets from the identity, in pixels of the frame (..., H, W, 2)."""
+    H, W = fields.shape[-3:-1]
+    return to_pixels(fields - identity_grid(H, W, device=fields.device))
+
+
 def field_health(fields: torch.Tensor) -> dict[str, float]:
     """What the training log and the evaluation report of a model's fields (B, T, H, W, 2), T >= 2:
 
     folds and off_canvas (fractions), mean_offset (pixels from the identity), static_share (share of the offset
     energy fixed over time: 1 = a fixed lens, 0 = no fixed part), frame0_offset (mean offset of the first frame,
     pixels) and motion (pixels per frame)."""
-    H, W = fields.shape[-3:-1]
-    offset = to_pixels(fields - identity_grid(H, W, device=fields.device))  # (B, T, H, W, 2)
+    offset = offsets_of(fields)  # (B, T, H, W, 2)
     energy = offset.square().sum(dim=(1, 2, 3, 4))  # (B,)
     static = offset.mean(dim=1).square().sum(dim=(1, 2, 3)) * offset.shape[1]  # (B,)
     return {
