@@ -577,12 +577,15 @@ class Trainer:
             )
         self.opt_G = self._generator_optimizer()
         for name, opt in (("opt_G", self.opt_G), ("opt_D", self.opt_D)):
+            rates = [group["lr"] for group in opt.param_groups]  # the config's: a resumed run takes new rates
             state: dict[int, dict[str, torch.Tensor]] = {}
             for key, v in tensors.items():
                 if key.startswith(name + "."):
                     _, idx, field = key.split(".", 2)
                     state.setdefault(int(idx), {})[field] = v
             opt.load_state_dict({"state": state, "param_groups": meta[name]})
+            for group, lr in zip(opt.param_groups, rates, strict=True):
+                group["lr"] = lr
         if self.rank == 0:
             self._truncate_metrics()
         log.info("resumed %s at step %d (stage %d)", self.run_dir, self.step, self.stage)

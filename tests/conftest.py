@@ -14,14 +14,20 @@ from model.gendef import GenDeF
 from tests.redis_server import stop_session_redis
 
 
+def randomise_fields(model: GenDeF, std: float, bias_std: float) -> None:
+    """Replace the zero-initialised skip layers of the deformation generator by random weights, so that the fields
+    move (an untrained model's fields are exactly the identity)."""
+    for skip in model.deformation.to_offset:
+        nn.init.normal_(skip.conv.weight, std=std)
+        nn.init.normal_(skip.bias, std=bias_std / len(model.deformation.to_offset) ** 0.5)
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A `tiny` checkpoint (32x32) whose fields move: an untrained model's last deformation layer is zero, which
-    makes every field the identity, so it is replaced by random weights."""
+    """A `tiny` checkpoint (32x32) whose fields move (randomise_fields)."""
     torch.manual_seed(0)
     model = GenDeF(preset("tiny"))
-    nn.init.normal_(model.deformation.out.weight, std=0.3)
-    nn.init.normal_(model.deformation.out.bias, std=0.05)
+    randomise_fields(model, std=0.3, bias_std=0.05)
     return save_checkpoint(
         model, tmp_path_factory.mktemp("checkpoint") / "tiny", card={"status": "test weights"}
     )

@@ -1,19 +1,17 @@
 import pytest
 import torch
-from torch import nn
 
 from model.config import preset
 from model.gendef import GenDeF
+from tests.conftest import randomise_fields
 
 
 def make_tiny(weights_seed: int = 0, moving: bool = True) -> GenDeF:
-    """A tiny model; moving=True replaces the zero-initialised last layer of the deformation generator by random
-    weights, so that the fields move (an untrained model's fields are exactly the identity)."""
+    """A tiny model; moving=True gives it random moving fields (randomise_fields)."""
     torch.manual_seed(weights_seed)
     model = GenDeF(preset("tiny"))
     if moving:
-        nn.init.normal_(model.deformation.out.weight, std=0.3)
-        nn.init.normal_(model.deformation.out.bias, std=0.05)
+        randomise_fields(model, std=0.3, bias_std=0.05)
     return model.eval()
 
 

