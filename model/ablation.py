@@ -1,7 +1,7 @@
 """The GenDeF ablation at our scale: stage 2 from one stage-1 training state, three ways, the same budget each.
 
     python -m model.ablation --run runs/small --state runs/ablation/stage1_state --out runs/ablation \\
-        --stage2-steps 300 --minutes 20
+        --stage2-steps 300 --minutes 20 [--arms full no_field_reg first_recipe] [--train]
 
 Arms (each a run folder under --out that ``python -m model.train --out DIR --resume`` trains):
 - ``full``: the run's own training config;
@@ -101,7 +101,9 @@ def adapt_state(
     return out
 
 
-def prepare(run: Path, state: Path, out: Path, steps: int, minutes: float) -> list[Path]:
+def prepare(
+    run: Path, state: Path, out: Path, steps: int, minutes: float, arms: tuple[str, ...] = ARMS
+) -> list[Path]:
     """Write one run folder per arm (train_config.json + state/) under out; return them."""
     base = json.loads((run / "train_config.json").read_text())
     stage1 = json.loads((state / "state.json").read_text())
@@ -110,7 +112,7 @@ def prepare(run: Path, state: Path, out: Path, steps: int, minutes: float) -> li
             f"{state} is a stage-{stage1['stage']} state; the ablation starts from a stage-1 state"
         )
     dirs = []
-    for arm in ARMS:
+    for arm in arms:
         directory = out / arm
         shutil.rmtree(directory, ignore_errors=True)
         shutil.copytree(state, directory / "state")
@@ -133,10 +135,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--stage2-steps", type=int, required=True)
     p.add_argument("--minutes", type=float, required=True, help="step-time budget of each arm")
+    p.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="default: all")
     p.add_argument("--train", action="store_true", help="train the arms now, in parallel, one thread each")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    dirs = prepare(args.run, args.state, args.out, args.stage2_steps, args.minutes)
+    dirs = prepare(args.run, args.state, args.out, args.stage2_steps, args.minutes, tuple(args.arms))
     if args.train:
         env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         procs = []

@@ -43,3 +43,7 @@ def test_arms_share_the_stage1_state_and_differ_only_in_their_ablation(tmp_path)
         assert arm.step == 1 and arm.stage == 1
         assert all(torch.equal(v, trained[k]) for k, v in arm.G.canonical.state_dict().items())
     assert arms["no_canonical_cond"].G.deformation.cond_proj is None  # the arm without canonical conditioning
+    chosen = ("full", "first_recipe")  # --arms: only these are prepared
+    some = prepare(tmp_path / "run", tmp_path / "run" / "state", tmp_path / "some", 5, 2.0, chosen)
+    assert [d.name for d in some] == list(chosen)
+    assert sorted(p.name for p in (tmp_path / "some").iterdir()) == sorted(chosen)
