@@ -1,0 +1,61 @@
+"""Every model shipped in model/weights meets the field-health targets (docs/EVALUATION.md): its fields neither
+fold nor leave the canvas (each at most 1 % of the points), they move (at least 0.3 px per frame), and frame 0 is a
+warp of its own canonical image (nearer to it than to any other video's canonical image)."""
+
+import functools
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.checkpoint import load_checkpoint
+from model.evaluate import Sample, generate
+from model.metrics import field_health
+
+WEIGHTS = Path(__file__).resolve().parents[2] / "model" / "weights"
+# models below a target yet: name -> (the checks they fail, why); strict: the test fails once one passes
+BELOW_TARGETS = {
+    "small": (
+        {"folds", "warp"},
+        "trained with the first recipe (a third of its field points fold); its retrain is pending",
+    ),
+}
+
+
+def _shipped(check: str) -> list:
+    names = sorted(p.name for p in WEIGHTS.iterdir() if (p / "config.json").is_file())
+    below = {n: why for n, (checks, why) in BELOW_TARGETS.items() if check in checks}
+    return [
+        pytest.param(n, marks=pytest.mark.xfail(reason=below[n], strict=True)) if n in below else n
+        for n in names
+    ]
+
+
+@functools.cache
+def sample_of(name: str) -> Sample:
+    return generate(load_checkpoint(WEIGHTS / name), videos=16, frames=16, first_seed=0)
+
+
+@pytest.mark.parametrize("name", _shipped("folds"))
+def test_fields_neither_fold_nor_leave_the_canvas(name):
+    health = field_health(sample_of(name).fields)
+    assert health["folds"] <= 0.01 and health["off_canvas"] <= 0.01, health
+
+
+@pytest.mark.parametrize("name", _shipped("motion"))
+def test_fields_move(name):
+    health = field_health(sample_of(name).fields)
+    assert health["motion"] >= 0.3, health
+
+
+@pytest.mark.parametrize("name", _shipped("warp"))
+def test_frame0_is_a_warp_of_its_own_canonical_image(name):
+    s = sample_of(name)
+    first = s.frames[:, 0].flatten(1)  # (B, 3*H*W)
+    distance = torch.cdist(first, s.canonical.flatten(1))  # (B, B): frame 0 of video i vs canonical j
+    nearest = distance.argmin(dim=1)
+    assert (nearest == torch.arange(len(first))).float().mean() >= 0.9, nearest.tolist()
+
+
+def test_every_shipped_model_is_checked():
+    assert set(BELOW_TARGETS) <= {p.name for p in WEIGHTS.iterdir()}  # no stale exemption
