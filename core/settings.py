@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     # batch_max - 1 more such jobs already queued, waiting at most batch_wait_ms for them. 1: no batching.
     batch_max: int = Field(8, ge=1)
     batch_wait_ms: int = Field(20, ge=0)
+    # How a batch runs (worker/batching.py): "stack" (one forward pass for the jobs of a frame count), "pipeline"
+    # (one job samples while the one before it encodes and uploads), "off" (no batching); "auto" picks per device.
+    batch_mode: Literal["auto", "stack", "pipeline", "off"] = "auto"
     job_time_limit_s: int = Field(600, ge=1)
     # Celery queues: generate and resample need the generator; edit only warps, so it may go to other workers.
     generate_queue: str = "gendef-generate"
