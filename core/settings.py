@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     max_loaded_models: int = Field(2, ge=1)
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1" ...
     # Inference (model/inference.py): "auto" = bfloat16 autocast on CUDA, float32 on the CPU; channels_last "auto" =
-    # on CUDA only; compile_model: torch.compile plus a warm-up sample when the worker starts.
+    # on (CUDA and CPU alike, measured); compile_model: torch.compile plus a warm-up sample when the worker starts.
     precision: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
     compile_model: bool = False

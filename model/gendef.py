@@ -151,13 +151,12 @@ class GenDeF(nn.Module):
         (per layer (B, 1, r, r)), motion trajectory (B, R, Zm)."""
         zs, noises, motion_zs = [], [], []
         for seed, motion_seed in pairs:
-            content = torch.Generator().manual_seed(seed)
-            zs.append(torch.randn(1, self.canonical.z_dim, generator=content))
-            noises.append(
-                [torch.randn(1, *shape, generator=content) for shape in self.canonical.noise_shapes()]
-            )
-            motion = torch.Generator().manual_seed(motion_seed ^ _MOTION_STREAM)
-            motion_zs.append(torch.randn(1, *self.motion.raw_code_shape(), generator=motion))
+            content = torch.Generator("cpu").manual_seed(seed)  # CPU draws (whatever torch's default device)
+            zs.append(torch.randn(1, self.canonical.z_dim, generator=content, device="cpu"))
+            noise_shapes = self.canonical.noise_shapes()
+            noises.append([torch.randn(1, *shape, generator=content, device="cpu") for shape in noise_shapes])
+            motion = torch.Generator("cpu").manual_seed(motion_seed ^ _MOTION_STREAM)
+            motion_zs.append(torch.randn(1, *self.motion.raw_code_shape(), generator=motion, device="cpu"))
         noise = [torch.cat(layer).to(self.device) for layer in zip(*noises, strict=True)]
         return torch.cat(zs).to(self.device), noise, torch.cat(motion_zs).to(self.device)
 
