@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from model_speed import timed
 from torch.utils.flop_counter import FlopCounterMode
 
 from model.config import preset
@@ -40,17 +41,7 @@ Row = tuple[str, str, str]  # what, measured, note
 
 def best_s(fn, device: torch.device, repeats: int = 3) -> float:
     """Least seconds of fn() over `repeats` calls after a warm-up call."""
-    times = []
-    for i in range(repeats + 1):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if i:
-            times.append(time.perf_counter() - start)
-    return min(times)
+    return timed([fn], device, repeats)[0]
 
 
 def sampling(args: argparse.Namespace, device: torch.device) -> list[Row]:

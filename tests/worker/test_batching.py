@@ -88,10 +88,11 @@ def test_a_batch_takes_queued_jobs_in_order_and_each_result_matches_the_job_alon
     assert all(j.attempts == 1 for j in done[:4])
     assert max(j.started_at for j in done[:4]) <= min(j.finished_at for j in done[:4])  # taken together
     assert rt.jobs.queue_position(done[4]) == 0
-    # the claimed jobs' own messages, delivered now, change nothing
+    # the claimed jobs' own messages, delivered now, change nothing and take no batch of their own
     for j in done[1:4]:
-        batching.run(rt, j.id, "generate", run_job)
+        batching.run(rt, j.id, j.kind, run_job)
         assert rt.jobs.get(j.id) == j
+    assert rt.jobs.get(jobs[4].id).status == "queued"
     # the same seeds, one by one, outside any batch
     for job in done[:4]:
         alone = rt.jobs.create(job.kind, job.params, parent_id=job.parent_id)
@@ -213,3 +214,10 @@ def test_a_batch_takes_only_jobs_of_its_leaders_model_and_version(tmp_path, tiny
     batching.run(rt, jobs[0].id, "generate", run_job)
     assert [rt.jobs.get(j.id).status for j in jobs] == ["succeeded", "queued", "queued", "succeeded"]
     assert rt.loaded_models() == [f"a@{version}"]
+
+
+def test_batch_mode_off_runs_one_job_per_task(tmp_path, tiny_checkpoint):
+    rt = Runtime(settings(tmp_path, tiny_checkpoint, batch_max=4, batch_mode="off"))
+    jobs = [queue(rt, seed) for seed in (1, 2)]
+    batching.run(rt, jobs[0].id, "generate", run_job)
+    assert [rt.jobs.get(j.id).status for j in jobs] == ["succeeded", "queued"]
