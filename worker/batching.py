@@ -18,8 +18,7 @@ How a batch runs (``GENDEF_BATCH_MODE``). Every job of a batch runs as it would 
 cancel checks and errors are its own: a failure fails that job only); the modes differ in how the generator runs:
 - ``stack``: each job runs in a thread of its own; their sampling requests meet in a ``Stack``, which, once every
   job still running has asked, samples them in one forward pass (and one render) per frame count
-  (``GenDeF.sample(..., stack=True)``; on a CPU in as many passes side by side as the process has cores per
-  GENDEF_TORCH_THREADS, each pass in a thread of its own) and hands each job its own video; then the jobs encode and upload side by
+  (``GenDeF.sample(..., stack=True)``) and hands each job its own video; then the jobs encode and upload side by
   side. A stacked video equals the same job alone within ``model.gendef.STACK_TOLERANCE`` (batched kernels may
   sum in another order); a job alone is bit-identical run to run. If a stacked pass fails, its jobs are sampled
   one by one, so only a job that fails alone fails.
@@ -35,13 +34,10 @@ below it. At the limit, the batch's jobs that have not ended fail with ``timeout
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-
-import torch
 
 from core.jobs import FINAL, JobRecord
 from model.checkpoint import resolve_device
@@ -68,15 +64,14 @@ def mode(setting: str, batch_max: int, device_type: str) -> str:
 
 class Stack:
     """The sampling of a stacked batch, whose jobs run in threads of their own: a job's request waits until every
-    job of the batch still running has asked (or ended without asking), then forward passes per model and frame
-    count serve every request (``sample_stacked``, from the thread that asked last)."""
+    job of the batch still running has asked (or ended without asking), then one forward pass per model and frame
+    count serves every request (run in the thread that asked last)."""
 
-    def __init__(self, job_ids: list[str], passes: int, torch_threads: int):
+    def __init__(self, job_ids: list[str]):
         self._changed = threading.Condition()
         self._may_ask = set(job_ids)
         self._asked: dict[str, Draw] = {}
         self._results: dict[str, Sampled | Exception] = {}
-        self._passes, self._torch_threads = passes, torch_threads
 
     def sampler(self, job_id: str) -> Sampler:
         return lambda draw: self._sample(job_id, draw)
@@ -102,47 +97,31 @@ class Stack:
         if self._may_ask or not self._asked:
             return
         asked, self._asked = self._asked, {}
-        self._results |= sample_stacked(asked, self._passes, self._torch_threads)
+        self._results |= sample_stacked(asked)
         self._changed.notify_all()
 
 
-def passes(device_type: str, torch_threads: int) -> int:
-    """Forward passes a stacked batch runs side by side: on a CPU one per GENDEF_TORCH_THREADS threads of the cores
-    this process may use (each pass in a Python thread of its own, its torch threads pinned), on a GPU one."""
-    return max(1, len(os.sched_getaffinity(0)) // torch_threads) if device_type == "cpu" else 1
-
-
-def sample_stacked(
-    asked: dict[str, Draw], passes: int = 1, torch_threads: int = 1
-) -> dict[str, Sampled | Exception]:
-    """Each job's video: the jobs of a model and frame count split into up to `passes` stacked forward passes, run side
-    by side; a pass that fails is sampled job by job, so that a failure is only the failing job's (its exception
-    as its result)."""
+def sample_stacked(asked: dict[str, Draw]) -> dict[str, Sampled | Exception]:
+    """Each job's video, one forward pass per model and frame count; a group whose pass fails is sampled job by job
+    so that the failure is only the failing job's (its exception as its result)."""
     groups: dict[tuple[int, int], list[str]] = {}
     for job_id, draw in asked.items():
         groups.setdefault((id(draw.model), draw.num_frames), []).append(job_id)
-    chunks = [ids[k::passes] for ids in groups.values() for k in range(min(passes, len(ids)))]
-
-    def serve(ids: list[str]) -> dict[str, Sampled | Exception]:
-        torch.set_num_threads(torch_threads)  # per thread (worker/runtime.py)
+    results: dict[str, Sampled | Exception] = {}
+    for ids in groups.values():
         try:
-            return dict(zip(ids, sample_alone([asked[i] for i in ids], stack=True), strict=True))
+            results |= zip(ids, sample_alone([asked[i] for i in ids], stack=True), strict=True)
         except Exception as e:  # noqa: BLE001 - handed to the jobs, which fail with it
             if len(ids) == 1:
-                return {ids[0]: e}
+                results[ids[0]] = e
+                continue
             log.warning("a stacked pass of %d jobs failed: sampling them one by one", len(ids), exc_info=True)
-        results: dict[str, Sampled | Exception] = {}
-        for job_id in ids:
-            try:
-                results[job_id] = sample_alone([asked[job_id]])[0]
-            except Exception as e:  # noqa: BLE001
-                results[job_id] = e
-        return results
-
-    if len(chunks) == 1:
-        return serve(chunks[0])
-    with ThreadPoolExecutor(max_workers=len(chunks), thread_name_prefix="stack") as pool:
-        return {job_id: r for part in pool.map(serve, chunks) for job_id, r in part.items()}
+            for job_id in ids:
+                try:
+                    results[job_id] = sample_alone([asked[job_id]])[0]
+                except Exception as e:  # noqa: BLE001
+                    results[job_id] = e
+    return results
 
 
 def _same_model(a: JobRecord, b: JobRecord) -> bool:
@@ -192,8 +171,7 @@ def run(rt: Runtime, job_id: str, kind: str, run_one: RunOne) -> None:
     if job is None or (job.status in FINAL and not again):
         log.info("job %s has ended (or expired): nothing to do for its message", job_id)
         return
-    device, threads = resolve_device(rt.settings.device).type, rt.settings.torch_threads
-    how = mode(rt.settings.batch_mode, rt.settings.batch_max, device)
+    how = mode(rt.settings.batch_mode, rt.settings.batch_max, resolve_device(rt.settings.device).type)
     room = rt.settings.batch_max - 1 - len(again) if how != "off" else 0
     claimed = _fill(rt, job, room) if room > 0 else []
     batch: list[tuple[str, str, JobRecord | None]] = [(job_id, kind, None)]
@@ -209,7 +187,7 @@ def run(rt: Runtime, job_id: str, kind: str, run_one: RunOne) -> None:
         len(claimed),
         len(again),
     )
-    stack = Stack([i for i, _, _ in batch], passes(device, threads), threads) if how == "stack" else None
+    stack = Stack([i for i, _, _ in batch]) if how == "stack" else None
 
     def member(i: str, k: str, claim: JobRecord | None) -> str | None:
         if stack is None:
