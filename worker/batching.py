@@ -25,7 +25,7 @@ cancel checks and errors are its own: a failure fails that job only); the modes 
 - ``pipeline``: two threads run the jobs in queue order, the sampling serialized (``SAMPLING_LOCK``), so one job
   samples while the one before it encodes and uploads; every video bit-identical to the job alone.
 - ``off``: no batching (as ``GENDEF_BATCH_MAX=1``): a job per task.
-- ``auto``: ``AUTO_MODE`` of the device, chosen by benchmarks/batching.py.
+- ``auto``: ``AUTO_MODE`` of the device type, chosen by measurement: stack on CUDA, off on the CPU.
 
 A batch shares its task's time limit (GENDEF_JOB_TIME_LIMIT_S): keep GENDEF_BATCH_MAX x the time of a long job
 below it. At the limit, the batch's jobs that have not ended fail with ``timeout``.
@@ -51,15 +51,19 @@ POLL_S = 0.005
 
 # run_one(rt, job_id, kind, claimed, sampler): worker.tasks.run_job; claimed is the record JobStore.claim returned
 RunOne = Callable[[Runtime, str, str, JobRecord | None, Sampler | None], str | None]
-# GENDEF_BATCH_MODE=auto per device type, by benchmarks/batching.py (jobs/s of 8 concurrent jobs, same worker)
-AUTO_MODE = {"cuda": "stack", "cpu": "stack"}
+# GENDEF_BATCH_MODE=auto per device type. CUDA: one video per forward pass leaves a GPU nearly idle (benchmarks/
+# gpu_check.sh measures B = 1, 8, 32). CPU: one video's 16 frames already fill a core: stacked 8 ran at 0.66-0.79x
+# the videos/s of 8 alone (benchmarks/model_speed.py, shipped model), and off, pipeline and stack served bursts of 8
+# jobs at 1.00, 0.97 and 1.02x (benchmarks/batching.py, paired rounds, noise +-40 % on a loaded 2-core machine); off
+# leaves queued jobs to whichever worker is free.
+AUTO_MODE = {"cuda": "stack", "cpu": "off"}
 
 
 def mode(setting: str, batch_max: int, device_type: str) -> str:
     """The batch mode a worker runs: stack, pipeline or off."""
     if batch_max == 1:
         return "off"
-    return AUTO_MODE.get(device_type, "stack") if setting == "auto" else setting
+    return AUTO_MODE.get(device_type, "off") if setting == "auto" else setting
 
 
 class Stack:

@@ -30,6 +30,7 @@ def settings(tmp_path: Path, checkpoint: Path, **overrides) -> Settings:
     values = dict(
         redis_url=redis_url(REDIS_DB), storage_backend="local", local_storage_dir=tmp_path / "artifacts", models_dir=checkpoint.parent,
         device="cpu", url_secret="s" * 32, generate_queue=f"test-batch-{secrets.token_hex(4)}", batch_wait_ms=0,
+        batch_mode="stack",  # a CPU's default is off
     )  # fmt: skip
     return Settings(**(values | overrides))
 
@@ -143,7 +144,7 @@ def worker(tmp_path: Path, tiny_checkpoint: Path) -> Iterator[tuple[Settings, ca
     """(settings, start): start() runs a Celery worker process with these settings and waits until it answers."""
     values = dict(
         redis_url=redis_url(REDIS_DB), generate_queue=f"test-batch-{secrets.token_hex(4)}", edit_queue="test-batch-edit",
-        local_storage_dir=tmp_path / "artifacts", checkpoint=tiny_checkpoint, device="cpu", batch_max=8,
+        local_storage_dir=tmp_path / "artifacts", checkpoint=tiny_checkpoint, device="cpu", batch_max=8, batch_mode="stack",
     )  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("GENDEF_")}
     env |= {f"GENDEF_{key.upper()}": str(value) for key, value in values.items()}
