@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from core.jobs import FINAL, JobRecord
 from model.checkpoint import resolve_device
-from worker.execution import Draw, Sampled, Sampler, sample_alone
+from worker.execution import Draw, Sampled, Sampler, sample_videos
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def sample_stacked(asked: dict[str, Draw]) -> dict[str, Sampled | Exception]:
     results: dict[str, Sampled | Exception] = {}
     for ids in groups.values():
         try:
-            results |= zip(ids, sample_alone([asked[i] for i in ids], stack=True), strict=True)
+            results |= zip(ids, sample_videos([asked[i] for i in ids], stack=True), strict=True)
         except Exception as e:  # noqa: BLE001 - handed to the jobs, which fail with it
             if len(ids) == 1:
                 results[ids[0]] = e
@@ -122,7 +122,7 @@ def sample_stacked(asked: dict[str, Draw]) -> dict[str, Sampled | Exception]:
             log.warning("a stacked pass of %d jobs failed: sampling them one by one", len(ids), exc_info=True)
             for job_id in ids:
                 try:
-                    results[job_id] = sample_alone([asked[job_id]])[0]
+                    results[job_id] = sample_videos([asked[job_id]])[0]
                 except Exception as e:  # noqa: BLE001
                     results[job_id] = e
     return results

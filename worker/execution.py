@@ -126,7 +126,7 @@ class Draw:
     image: bool
 
 
-def sample_alone(draws: list[Draw], stack: bool = False) -> list[Sampled]:
+def sample_videos(draws: list[Draw], stack: bool = False) -> list[Sampled]:
     """The videos of draws of one model and frame count: each in its own forward pass, or all in one (stack)."""
     model, num_frames, image = draws[0].model, draws[0].num_frames, any(d.image for d in draws)
     seeds, motion_seeds = [d.seed for d in draws], [d.motion_seed for d in draws]
@@ -144,7 +144,7 @@ SAMPLING_LOCK = threading.Lock()
 
 def sample_locked(draw: Draw) -> Sampled:
     with SAMPLING_LOCK:
-        return sample_alone([draw])[0]
+        return sample_videos([draw])[0]
 
 
 def run_model(what: str, call: Callable[[], Any]) -> Any:

@@ -136,8 +136,8 @@ class JobTask(Task):
 
 
 def run_task(job_id: str, kind: str) -> None:
-    """run_job (through worker/batching.py for generate/resample); with Redis unreachable the task is rejected back to its queue:
-    the job is never dropped."""
+    """run_job (through worker/batching.py for generate/resample); with Redis unreachable the task is rejected back
+    to its queue: the job is never dropped."""
     rt = runtime.get()
     try:
         if kind in batching.KINDS:
