@@ -4,8 +4,8 @@ For each preset and batch size B: videos/s of ``model.sample`` with B seeds (16 
 forward pass (``alone``: bit-identical whatever else is in the call) and all B in one (``stacked``: what the
 worker's stacked batches run, within STACK_TOLERANCE of alone). Both include everything the worker's sampling does
 (canonical image, fields, clamp, render). FLOPs of one video are counted with torch.utils.flop_counter (matmuls and
-convolutions of the graph that runs; grid_sample and elementwise ops are not counted); the achieved FLOP/s of the
-stacked call is shown as a fraction of a large matmul's FLOP/s (in the precision of the row) measured in the same run, on the same device
+convolutions of the graph that runs; grid_sample and elementwise ops are not counted); the achieved FLOP/s of
+both is shown as a fraction of a large matmul's FLOP/s (in the precision of the row) measured in the same run, on the same device
 and CPU threads (GENDEF_TORCH_THREADS, as the worker pins them). --precisions and --channels-last make the same
 table per inference setting (model/inference.py), so the settings are compared in one run.
 
@@ -104,8 +104,8 @@ def main() -> None:
         "device: %s; torch %s; matmul (the bound): %s; %d frames per video",
         name, torch.__version__, ", ".join(f"{p} {f / 1e9:.1f} GFLOP/s" for p, f in peaks.items()), FRAMES,
     )  # fmt: skip
-    columns = ("model", "precision", "layout", "compiled", "B", "alone vid/s", "stacked vid/s", "stacked/alone", "GFLOP/video", "% matmul")  # fmt: skip
-    log.info("%-7s %-9s %-8s %-8s %4s %12s %14s %14s %12s %9s", *columns)
+    columns = ("model", "precision", "layout", "compiled", "B", "alone vid/s", "stacked vid/s", "stacked/alone", "GFLOP/video", "% matmul alone", "stacked")  # fmt: skip
+    log.info("%-7s %-9s %-8s %-8s %4s %12s %14s %14s %12s %15s %8s", *columns)
     for model_name, base in models(args, device):
         batches = args.batches
         if model_name == "paper":
@@ -126,9 +126,10 @@ def main() -> None:
                             device, args.repeats,
                         )  # fmt: skip
                         log.info(
-                            "%-7s %-9s %-8s %-8s %4d %12.2f %14.2f %14.2f %12.3f %8.1f%%",
+                            "%-7s %-9s %-8s %-8s %4d %12.2f %14.2f %14.2f %12.3f %14.1f%% %7.1f%%",
                             model_name, precision, "nhwc" if layout == "on" else "nchw", compiled, videos,
                             videos / alone_s, videos / stacked_s, alone_s / stacked_s, flops / 1e9,
+                            100 * flops * videos / alone_s / peaks[precision],
                             100 * flops * videos / stacked_s / peaks[precision],
                         )  # fmt: skip
 
