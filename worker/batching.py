@@ -54,8 +54,8 @@ RunOne = Callable[[Runtime, str, str, JobRecord | None, Sampler | None], str | N
 # GENDEF_BATCH_MODE=auto per device type. CUDA: one video per forward pass leaves a GPU nearly idle (benchmarks/
 # gpu_check.sh measures B = 1, 8, 32). CPU: one video's 16 frames already fill a core: stacked 8 ran at 0.66-0.79x
 # the videos/s of 8 alone (benchmarks/model_speed.py, shipped model), and off, pipeline and stack served bursts of 8
-# jobs at 1.00, 0.97 and 1.02x (benchmarks/batching.py, paired rounds, noise +-40 % on a loaded 2-core machine); off
-# leaves queued jobs to whichever worker is free.
+# jobs at 1.00, 0.97-1.02 and 0.93-1.02x in two runs (benchmarks/batching.py, paired rounds, a round's ratio +-40 %
+# on a loaded 2-core machine); off leaves queued jobs to whichever worker is free.
 AUTO_MODE = {"cuda": "stack", "cpu": "off"}
 
 
