@@ -5,7 +5,7 @@ forward pass (``alone``: bit-identical whatever else is in the call) and all B i
 worker's stacked batches run, within STACK_TOLERANCE of alone). Both include everything the worker's sampling does
 (canonical image, fields, clamp, render). FLOPs of one video are counted with torch.utils.flop_counter (matmuls and
 convolutions of the graph that runs; grid_sample and elementwise ops are not counted); the achieved FLOP/s of
-both is shown as a fraction of a large matmul's FLOP/s (in the precision of the row) measured in the same run, on the same device
+both is shown as a fraction of a large matmul's FLOP/s (in the precision of the row) timed in the same rounds, on the same device
 and CPU threads (GENDEF_TORCH_THREADS, as the worker pins them). --precisions and --channels-last make the same
 table per inference setting (model/inference.py), so the settings are compared in one run.
 
@@ -53,10 +53,11 @@ def timed(fns: list[Callable[[], object]], device: torch.device, repeats: int) -
     return [min(spent) for spent in times]
 
 
-def matmul_flops_per_s(device: torch.device, repeats: int, dtype: torch.dtype = torch.float32) -> float:
-    n = 8192 if device.type == "cuda" else 2048
+def matmul(device: torch.device, dtype: torch.dtype) -> tuple[Callable[[], object], float]:
+    """A large matmul and its FLOPs: the bound, timed in the same rounds as the sampling it bounds."""
+    n = 8192 if device.type == "cuda" else 1024
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    return 2 * n**3 / timed([lambda: a @ b], device, repeats)[0]
+    return lambda: a @ b, 2 * n**3
 
 
 def models(args: argparse.Namespace, device: torch.device) -> list[tuple[str, GenDeF]]:
@@ -94,15 +95,15 @@ def main() -> None:
     device = resolve_device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(Settings().torch_threads)  # as the worker pins them
-    peaks = {p: matmul_flops_per_s(device, args.repeats, DTYPES[p]) for p in args.precisions}
+    bounds = {p: matmul(device, DTYPES[p]) for p in args.precisions}
     name = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
         else f"cpu, {torch.get_num_threads()} threads"
     )
     log.info(
-        "device: %s; torch %s; matmul (the bound): %s; %d frames per video",
-        name, torch.__version__, ", ".join(f"{p} {f / 1e9:.1f} GFLOP/s" for p, f in peaks.items()), FRAMES,
+        "device: %s; torch %s; %d frames per video; %% matmul: of a matmul's FLOP/s timed in the same rounds",
+        name, torch.__version__, FRAMES,
     )  # fmt: skip
     columns = ("model", "precision", "layout", "compiled", "B", "alone vid/s", "stacked vid/s", "stacked/alone", "GFLOP/video", "% matmul alone", "stacked")  # fmt: skip
     log.info("%-7s %-9s %-8s %-8s %4s %12s %14s %14s %12s %15s %8s", *columns)
@@ -121,16 +122,17 @@ def main() -> None:
                     flops = counter.get_total_flops()
                     for videos in batches:
                         seeds = list(range(videos))
-                        alone_s, stacked_s = timed(
-                            [lambda m=model, s=seeds: m.sample(s, s, FRAMES), lambda m=model, s=seeds: m.sample(s, s, FRAMES, stack=True)],
+                        bound, bound_flops = bounds[precision]
+                        alone_s, stacked_s, bound_s = timed(
+                            [lambda m=model, s=seeds: m.sample(s, s, FRAMES), lambda m=model, s=seeds: m.sample(s, s, FRAMES, stack=True), bound],
                             device, args.repeats,
                         )  # fmt: skip
+                        peak = bound_flops / bound_s
                         log.info(
                             "%-7s %-9s %-8s %-8s %4d %12.2f %14.2f %14.2f %12.3f %14.1f%% %7.1f%%",
                             model_name, precision, "nhwc" if layout == "on" else "nchw", compiled, videos,
                             videos / alone_s, videos / stacked_s, alone_s / stacked_s, flops / 1e9,
-                            100 * flops * videos / alone_s / peaks[precision],
-                            100 * flops * videos / stacked_s / peaks[precision],
+                            100 * flops * videos / alone_s / peak, 100 * flops * videos / stacked_s / peak,
                         )  # fmt: skip
 
 
