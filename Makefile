@@ -32,6 +32,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/model_speed.py
 	$(BIN)/python benchmarks/service_overhead.py
+	$(BIN)/python benchmarks/batching.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -9,13 +9,9 @@ Starts `python -m service.embedded` (its own Redis, local storage, one worker) i
 The job records' own timestamps (created→finished) are shown too: they leave out the HTTP round trips and polling.
 Where the time of one generate job goes: the medians of its job document's `metrics` (queue wait, each stage).
 
-Then dynamic batching (worker/batching.py): bursts of --concurrent generate jobs (8 and 32) submitted at once to
-two embedded services running side by side, one with GENDEF_BATCH_MAX=1 (no batching), one with the default batch
-size; jobs/s from the first submit to the last success. The two alternate burst by burst for --rounds rounds
-(on a shared machine the load changes by the second): the best rate of each, and the median of the per-round
-ratios, are shown.
+Dynamic batching is measured by benchmarks/batching.py.
 
-    python benchmarks/service_overhead.py [--checkpoint DIR] [--jobs 10] [--frames 16] [--concurrent 8 32]
+    python benchmarks/service_overhead.py [--checkpoint DIR] [--jobs 10] [--frames 16]
 """
 
 from __future__ import annotations
@@ -31,15 +27,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 import httpx
 import torch
 
-from core.settings import DEFAULT_MODELS_DIR, Settings
+from core.settings import DEFAULT_MODELS_DIR
 from model.checkpoint import load_checkpoint
 from model.warp import render
 from worker import media
@@ -103,8 +98,8 @@ def timed(fn: Callable[[], None]) -> float:
 
 
 @contextmanager
-def embedded(checkpoint: Path, **settings: str) -> Iterator[httpx.Client]:
-    """`python -m service.embedded` in a temporary folder with these GENDEF_ settings; a client of its API."""
+def embedded(checkpoint: Path, **settings: str) -> Iterator[tuple[httpx.Client, int]]:
+    """`python -m service.embedded` in a temporary folder with these GENDEF_ settings: a client of its API, its pid."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("GENDEF_")}
@@ -122,33 +117,10 @@ def embedded(checkpoint: Path, **settings: str) -> Iterator[httpx.Client]:
         try:
             wait_ready(url, service)
             with httpx.Client(base_url=url, timeout=60) as http:
-                yield http
+                yield http, service.pid
         finally:
             service.send_signal(signal.SIGINT)
             service.wait(60)
-
-
-def burst(http: httpx.Client, jobs: int, frames: int, first_seed: int) -> float:
-    """Submit `jobs` generate jobs at once; seconds from the first submit until all have succeeded."""
-    start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        body = {"motion_seed": 1, "num_frames": frames}
-        submitted = list(
-            pool.map(
-                lambda s: http.post("/generate", json=body | {"seed": s}),
-                range(first_seed, first_seed + jobs),
-            )
-        )
-    pending = {r.raise_for_status().headers["location"] for r in submitted}
-    while pending:
-        for job_url in list(pending):
-            job = http.get(job_url).json()
-            if job["status"] not in ("queued", "running"):
-                if job["status"] != "succeeded":
-                    raise RuntimeError(f"job {job['id']} ended {job['status']}: {job['error']}")
-                pending.discard(job_url)
-        time.sleep(0.02)
-    return time.perf_counter() - start
 
 
 def where_time_goes(docs: list[dict]) -> str:
@@ -166,15 +138,13 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_MODELS_DIR / "small")
     parser.add_argument("--jobs", type=int, default=10, help="jobs of each kind (after 2 warm-up jobs)")
     parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--concurrent", nargs="+", type=int, default=[8, 32], help="sizes of the job bursts")
-    parser.add_argument("--rounds", type=int, default=3, help="bursts of each size per setting")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
     model = load_checkpoint(args.checkpoint, device="cpu")
     # Service and bare runs alternate, job by job, so that a change of load on the machine hits both alike.
-    with embedded(args.checkpoint) as http:
+    with embedded(args.checkpoint) as (http, _):
 
         def generate(seed: int) -> tuple[float, float, dict]:
             body = {"seed": seed, "motion_seed": seed + 1, "num_frames": args.frames}
@@ -236,47 +206,13 @@ def main() -> None:
         med(bare_edits),
         edit_client / med(bare_edits),
     )
+    run_time = {kind: med(doc["metrics"]["run_time"] for _, _, doc in jobs) for kind, jobs in (("generate", gen), ("edit", edits))}  # fmt: skip
     log.info(
-        "edit/generate through the service: %.2f (bare: %.2f)",
-        edit_client / gen_client,
-        med(bare_edits) / med(bare_gen),
-    )
-    log.info(
-        "where the time of one generate job goes (medians of its metrics, s): %s",
-        where_time_goes([doc for _, _, doc in gen]),
-    )
-
-    batch_max = str(Settings().batch_max)
-    rates: dict[tuple[str, int], list[float]] = {}
-    with ExitStack() as stack:
-        services = {
-            setting: stack.enter_context(embedded(args.checkpoint, batch_max=setting))
-            for setting in ("1", batch_max)
-        }
-        for http in services.values():
-            burst(http, 2, args.frames, 0)  # warm-up
-        for n in args.concurrent:
-            for _ in range(args.rounds):
-                for setting, http in services.items():
-                    rates.setdefault((setting, n), []).append(n / burst(http, n, args.frames, 1000))
-    log.info(
-        "%-11s %16s %16s %20s",
-        "concurrent",
-        "jobs/s batch 1",
-        f"jobs/s batch {batch_max}",
-        "median round ratio",
-    )
-    for n in args.concurrent:
-        single, batched = rates[("1", n)], rates[(batch_max, n)]
-        ratios = [b / a for a, b in zip(single, batched, strict=True)]
-        log.info(
-            "%-11d %16.3f %16.3f %20.2f   (rounds: %s)",
-            n,
-            max(single),
-            max(batched),
-            med(ratios),
-            " ".join(f"{r:.2f}" for r in ratios),
-        )
+        "edit/generate: worker run time %.3f (metrics.run_time), through the service %.2f, bare %.2f",
+        run_time["edit"] / run_time["generate"], edit_client / gen_client, med(bare_edits) / med(bare_gen),
+    )  # fmt: skip
+    for kind, jobs in (("generate", gen), ("edit", edits)):
+        log.info("where the time of one %s job goes (medians of its metrics, s): %s", kind, where_time_goes([doc for _, _, doc in jobs]))  # fmt: skip
 
 
 if __name__ == "__main__":

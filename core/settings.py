@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     max_loaded_models: int = Field(2, ge=1)
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1" ...
     # Inference (model/inference.py): "auto" = bfloat16 autocast on CUDA, float32 on the CPU; channels_last "auto" =
-    # on CUDA only; compile_model: torch.compile plus a warm-up sample when the worker starts.
+    # on (CUDA and CPU alike, measured); compile_model: torch.compile plus a warm-up sample when the worker starts.
     precision: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
     compile_model: bool = False
@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     # batch_max - 1 more such jobs already queued, waiting at most batch_wait_ms for them. 1: no batching.
     batch_max: int = Field(8, ge=1)
     batch_wait_ms: int = Field(20, ge=0)
+    # How a batch runs (worker/batching.py): "stack" (one forward pass for the jobs of a frame count), "pipeline"
+    # (one job samples while the one before it encodes and uploads), "off" (no batching); "auto" picks per device.
+    batch_mode: Literal["auto", "stack", "pipeline", "off"] = "auto"
     job_time_limit_s: int = Field(600, ge=1)
     # Celery queues: generate and resample need the generator; edit only warps, so it may go to other workers.
     generate_queue: str = "gendef-generate"

@@ -71,13 +71,13 @@ class DeformationGenerator(nn.Module):
         self, w: torch.Tensor, conds: list[torch.Tensor | None], motion: torch.Tensor
     ) -> torch.Tensor:
         """w: (B, w_dim) from self.mapping(z); conds: from condition(); motion: (B, T, M) codes -> (B, T, H, W, 2)."""
-        B, T = motion.shape[:2]
-        w = w.repeat_interleave(T, dim=0)  # (N, w_dim), N = B * T, video-major
+        B, T = motion.shape[
+            :2
+        ]  # N = B * T samples, video-major; w and conds are per video, as the layers take them
         m = motion.reshape(B * T, -1, 1, 1).expand(-1, -1, 4, 4)  # (N, M, 4, 4)
         x = torch.cat([self.const[None].expand(B * T, -1, -1, -1), m], dim=1)  # (N, C4 + M, 4, 4)
         offset = None
         for i, (layer, c) in enumerate(zip(self.layers, conds, strict=True)):
-            c = c.repeat_interleave(T, dim=0) if c is not None else None  # (N, cond_dim, r, r)
             x = layer(x, w, cond=c)  # (N, C_r, r, r)
             if i % 2 == 0:  # the last layer of each resolution: add its skip output
                 o = self.to_offset[i // 2](x, w)  # (N, 2, r, r)

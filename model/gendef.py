@@ -6,9 +6,12 @@ synthesis output (as StyleGAN2), which ``sample`` clamps to [-1, 1] (so the warp
 
 Determinism: every random draw of a video comes from CPU ``torch.Generator``s seeded from its ``seed`` (content
 code z and the canonical noise maps) and its ``motion_seed`` (the motion trajectory), then moves to the model's
-device. Each video is computed on its own (its frames batched, in chunks of ``frame_chunk``), so a video's
-output never depends on the other videos of the call: ``sample([a, b])`` is ``sample([a])`` and ``sample([b])``
-stacked, bit for bit. That holds per device and per inference setting: ``precision`` (float32, or bf16/fp16
+device. By default each video is computed on its own (its frames batched, in chunks of ``frame_chunk``), so a
+video's output never depends on the other videos of the call: ``sample([a, b])`` is ``sample([a])`` and
+``sample([b])`` stacked, bit for bit. ``stack=True`` runs the videos of a call in one forward pass instead (what
+the worker's batches do: several times the throughput on a GPU, more on a CPU too); batched kernels may sum in
+another order, so a stacked video equals its own pass within ``STACK_TOLERANCE`` (a video alone is the same
+either way). All of this holds per device and per inference setting: ``precision`` (float32, or bf16/fp16
 autocast, set by ``model.inference.prepare`` within its documented tolerance of float32), channels_last and
 torch.compile each change the kernels that run, so they may change the last bits (outputs are always float32).
 """
@@ -30,6 +33,10 @@ from model.warp import identity_grid, render
 
 SEED_RANGE = 2**32  # torch's CPU generator keeps only the low 32 bits of a seed: larger seeds would collide
 _MOTION_STREAM = 0x9E3779B9  # xor-ed into motion seeds so that seed == motion_seed draws unrelated numbers
+# Largest |difference| of a stacked video (sample(..., stack=True)) from the same video sampled alone: fields in
+# grid_sample's normalised coordinates (a pixel of a 64 px image is 2 / 64 = 0.03), canonical images in [-1, 1]
+# (2 / 255 is one level of the 8-bit PNG: the stored canonical image differs by at most one level).
+STACK_TOLERANCE = {"fields": 1e-4, "canonical": 2 / 255}
 
 
 @dataclass
@@ -77,27 +84,23 @@ class GenDeF(nn.Module):
     # ---- inference -----------------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def sample(self, seeds: Sequence[int], motion_seeds: Sequence[int], num_frames: int) -> Sample:
-        """B videos of num_frames frames: canonical (B, 3, H, W), fields (B, T, H, W, 2), frames (B, T, 3, H, W)."""
-        canonicals, fields = [], []
-        for seed, motion_seed in self._check(seeds, motion_seeds, num_frames):
-            canonical, f = self._video(seed, motion_seed, num_frames, with_image=True)
-            canonicals.append(canonical)
-            fields.append(f)
-        canonical, fields_ = (
-            torch.cat(canonicals),
-            torch.cat(fields),
-        )  # float32: (B, 3, H, W), (B, T, H, W, 2)
-        return Sample(canonical=canonical, fields=fields_, frames=render(canonical, fields_))
+    def sample(
+        self, seeds: Sequence[int], motion_seeds: Sequence[int], num_frames: int, stack: bool = False
+    ) -> Sample:
+        """B videos of num_frames frames: canonical (B, 3, H, W), fields (B, T, H, W, 2), frames (B, T, 3, H, W).
+        stack: the B videos in one forward pass (faster; each video within STACK_TOLERANCE of its own pass)."""
+        canonical, fields = self._videos(
+            self._check(seeds, motion_seeds, num_frames), num_frames, True, stack
+        )
+        return Sample(canonical=canonical, fields=fields, frames=render(canonical, fields))
 
     @torch.no_grad()
     def sample_motion(
-        self, seeds: Sequence[int], motion_seeds: Sequence[int], num_frames: int
+        self, seeds: Sequence[int], motion_seeds: Sequence[int], num_frames: int, stack: bool = False
     ) -> torch.Tensor:
         """Motion resampling: the fields (B, T, H, W, 2) that sample() gives for these seeds, without making the
         canonical image (only the canonical features that condition the fields)."""
-        pairs = self._check(seeds, motion_seeds, num_frames)
-        return torch.cat([self._video(s, m, num_frames, with_image=False)[1] for s, m in pairs])
+        return self._videos(self._check(seeds, motion_seeds, num_frames), num_frames, False, stack)[1]
 
     def _check(
         self, seeds: Sequence[int], motion_seeds: Sequence[int], num_frames: int
@@ -119,29 +122,43 @@ class GenDeF(nn.Module):
             raise ValueError(f"num_frames must be an integer in [1, {self.max_frames}], got {num_frames!r}")
         return list(zip(seeds, motion_seeds, strict=True))
 
-    def _video(
-        self, seed: int, motion_seed: int, num_frames: int, with_image: bool
+    def _videos(
+        self, pairs: list[tuple[int, int]], num_frames: int, with_image: bool, stack: bool
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """One video: canonical (1, 3, H, W) clamped to [-1, 1] (None without image) and fields (1, T, H, W, 2)."""
-        content = torch.Generator().manual_seed(seed)
-        z = torch.randn(1, self.canonical.z_dim, generator=content)  # (1, z_dim)
-        noise = [torch.randn(1, *shape, generator=content) for shape in self.canonical.noise_shapes()]
-        motion = torch.Generator().manual_seed(motion_seed ^ _MOTION_STREAM)
-        motion_z = torch.randn(1, *self.motion.raw_code_shape(), generator=motion)  # (1, R, Zm)
-        z, motion_z, noise = z.to(self.device), motion_z.to(self.device), [n.to(self.device) for n in noise]
-
+        """Canonical images (B, 3, H, W) clamped to [-1, 1] (None without image) and fields (B, T, H, W, 2), one
+        forward pass per video, or one for all when stacked."""
+        if not stack and len(pairs) > 1:
+            videos = [self._videos([pair], num_frames, with_image, True) for pair in pairs]
+            images = [image for image, _ in videos]
+            return (torch.cat(images) if with_image else None), torch.cat([f for _, f in videos])
+        z, noise, motion_z = self._draws(pairs)
         with self._autocast():
-            image, features = self.canonical(z, noise, with_image=with_image)  # (1, 3, H, W), (1, C, H, W)
-            t = torch.arange(num_frames, device=self.device, dtype=torch.float32)[None]  # (1, T)
-            chunk = self.config.deformation.frame_chunk
+            image, features = self.canonical(z, noise, with_image=with_image)  # (B, 3, H, W), (B, C, H, W)
+            t = torch.arange(num_frames, device=self.device, dtype=torch.float32)
+            t = t[None].expand(len(pairs), -1)  # (B, T)
+            chunk = max(1, self.config.deformation.frame_chunk // len(pairs))  # frames of each video per pass
             fields = torch.cat(
                 [
                     self.fields(z, features, motion_z, t[:, i : i + chunk]).float()
                     for i in range(0, num_frames, chunk)
                 ],
                 dim=1,
-            )  # (1, T, H, W, 2)
+            )  # (B, T, H, W, 2)
         return (image.float().clamp(-1, 1) if image is not None else None), fields
+
+    def _draws(self, pairs: list[tuple[int, int]]) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """Each video's random draws from its own seeds, stacked on the model's device: z (B, z_dim), noise maps
+        (per layer (B, 1, r, r)), motion trajectory (B, R, Zm)."""
+        zs, noises, motion_zs = [], [], []
+        for seed, motion_seed in pairs:
+            content = torch.Generator("cpu").manual_seed(seed)  # CPU draws (whatever torch's default device)
+            zs.append(torch.randn(1, self.canonical.z_dim, generator=content, device="cpu"))
+            noise_shapes = self.canonical.noise_shapes()
+            noises.append([torch.randn(1, *shape, generator=content, device="cpu") for shape in noise_shapes])
+            motion = torch.Generator("cpu").manual_seed(motion_seed ^ _MOTION_STREAM)
+            motion_zs.append(torch.randn(1, *self.motion.raw_code_shape(), generator=motion, device="cpu"))
+        noise = [torch.cat(layer).to(self.device) for layer in zip(*noises, strict=True)]
+        return torch.cat(zs).to(self.device), noise, torch.cat(motion_zs).to(self.device)
 
     @contextmanager
     def _autocast(self) -> Iterator[None]:

@@ -6,7 +6,8 @@
   phases grow with the frame index, stays float32; outputs are float32 either way). "auto" is bfloat16 on CUDA
   and float32 on the CPU: CPUs without bf16 instructions run bf16 slower than float32. Reduced precision stays
   within TOLERANCE of float32 (tests/model/test_inference.py checks it for bf16 on the CPU).
-- channels_last: the NHWC layout of conv weights (and so of activations); None means on for CUDA only.
+- channels_last: the NHWC layout of conv weights (and so of activations); None means on (on this project's CPU it
+  sped the shipped model's sampling up by ~1.5x, benchmarks/model_speed.py).
 - compile: torch.compile of the canonical and the deformation generator, then one warm-up sample so that the
   compilation happens here (at worker start) and not in the first user's job. Off unless asked for: on this
   project's 2-core CPU the warm-up of even `tiny` took minutes and the compiled model was not faster.
@@ -56,7 +57,7 @@ def prepare(
 ) -> GenDeF:
     """Apply the inference settings to a loaded model (in place; returned for chaining)."""
     model.precision = resolve_precision(precision, model.device)
-    channels_last = model.device.type == "cuda" if channels_last is None else channels_last
+    channels_last = True if channels_last is None else channels_last
     if channels_last:
         model.to(memory_format=torch.channels_last)
     if compile:

@@ -113,9 +113,40 @@ class ModulatedConv2d(nn.Module):
             x = x * (dcoefs + 1e-8).rsqrt()[:, :, None, None]
         return x
 
+    def fused_weights(self, w: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        """w: (G, w_dim) -> each style's modulated (and demodulated) weight times gain: (G, C_out, C_in, k, k)."""
+        styles = self.affine(w)  # (G, C_in)
+        weight = self.weight[None] * (self.weight_gain * styles[:, None, :, None, None])
+        if self.demodulate:
+            weight = weight * (weight.square().sum(dim=[2, 3, 4], keepdim=True) + 1e-8).rsqrt()
+        return weight * gain
+
+
+def grouped_conv(x: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x: (G * T, C_in, H, W) of G groups of T consecutive samples, weights: (G, C_out, C_in, k, k) of each group
+    -> (G * T, C_out, H, W): each group convolved with its own weight ('same' padding)."""
+    G, T, k = weights.shape[0], x.shape[0] // weights.shape[0], weights.shape[-1]
+    if G == 1:
+        return F.conv2d(x, weights[0], bias, padding=k // 2)
+    if T == 1:  # one convolution of G groups over the channels
+        out = F.conv2d(x.reshape(1, -1, *x.shape[2:]), weights.flatten(0, 1), None, padding=k // 2, groups=G)
+        out = out.reshape(G, -1, *out.shape[2:])
+        return out if bias is None else out + bias[None, :, None, None]
+    return torch.cat([F.conv2d(x[g * T : (g + 1) * T], weights[g], bias, padding=k // 2) for g in range(G)])
+
+
+def per_group(t: torch.Tensor | None, samples: int) -> torch.Tensor | None:
+    """A tensor of one row per group (G, ...) -> one row per sample (G * T, ...), consecutive samples per group."""
+    return t if t is None or t.shape[0] == samples else t.repeat_interleave(samples // t.shape[0], dim=0)
+
 
 class SynthesisLayer(nn.Module):
-    """[2x bilinear up] -> [concat conditioning channels] -> modulated 3x3 conv -> [+ noise] -> bias -> lrelu."""
+    """[2x bilinear up] -> [concat conditioning channels] -> modulated 3x3 conv -> [+ noise] -> bias -> lrelu.
+
+    w and cond may come one per group of consecutive samples (the frames of a video: (G, ...) for x (G * T, ...)).
+    Without autograd (inference) the layer runs fused: the style, demodulation, bias and gain folded into one
+    weight per group, the conditioning convolved once per group and added to its T samples; the same function
+    within float rounding, in 2 passes over the activations instead of 7."""
 
     def __init__(
         self,
@@ -139,15 +170,31 @@ class SynthesisLayer(nn.Module):
         noise: torch.Tensor | None = None,
         cond: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        # x: (N, C_in, h, w) [h, w doubled if up]; w: (N, w_dim); noise: (N, 1, H, W); cond: (N, C_cond, H, W)
+        # x: (N, C_in, h, w) [h, w doubled if up]; w: (N or G, w_dim); noise: (N, 1, H, W); cond: (N or G, C_cond, H, W)
         if self.up:
             x = upsample2x(x)  # (N, C_in, H, W)
+        if not torch.is_grad_enabled():
+            return self._fused(x, w, noise, cond)
+        w, cond = per_group(w, x.shape[0]), per_group(cond, x.shape[0])
         if cond is not None:
             x = torch.cat([x, cond], dim=1)  # (N, C_in + C_cond, H, W)
         x = self.conv(x, w)  # (N, C_out, H, W)
         if self.noise_strength is not None:
             x = x + noise * self.noise_strength
         return lrelu(x + self.bias[None, :, None, None])
+
+    def _fused(
+        self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None, cond: torch.Tensor | None
+    ) -> torch.Tensor:
+        weights = self.conv.fused_weights(w, LRELU_GAIN)  # (G, C_out, C_in + C_cond, 3, 3)
+        c_in, G = x.shape[1], weights.shape[0]
+        x = grouped_conv(x, weights[:, :, :c_in], self.bias * LRELU_GAIN)  # (N, C_out, H, W)
+        if cond is not None:
+            c = grouped_conv(per_group(cond, G), weights[:, :, c_in:])  # (G, C_out, H, W)
+            x = (x.unflatten(0, (G, -1)) + c[:, None]).flatten(0, 1)
+        if self.noise_strength is not None:
+            x = x.add_(noise * (self.noise_strength * LRELU_GAIN))
+        return F.leaky_relu_(x, 0.2)
 
 
 class ToImage(nn.Module):
@@ -159,5 +206,7 @@ class ToImage(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        # x: (N, C, H, W), w: (N, w_dim) -> (N, out_channels, H, W)
-        return self.conv(x, w) + self.bias[None, :, None, None]
+        # x: (N, C, H, W), w: (N or G, w_dim) (one per group of consecutive samples) -> (N, out_channels, H, W)
+        if not torch.is_grad_enabled():
+            return grouped_conv(x, self.conv.fused_weights(w), self.bias)
+        return self.conv(x, per_group(w, x.shape[0])) + self.bias[None, :, None, None]

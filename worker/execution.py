@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,6 +23,9 @@ from worker.runtime import JobFailure, Runtime
 log = logging.getLogger(__name__)
 
 
+Sampler = Callable[["Draw"], "Sampled"]
+
+
 class JobCanceled(Exception):
     """A cancel was asked for (or the record vanished): stop before the next stage."""
 
@@ -29,10 +33,11 @@ class JobCanceled(Exception):
 class JobRun:
     """One attempt at one job: stage bookkeeping, cancel checks, reads and writes of blobs."""
 
-    def __init__(self, rt: Runtime, job: JobRecord, stages: tuple[str, ...]):
+    def __init__(self, rt: Runtime, job: JobRecord, stages: tuple[str, ...], sampler: Sampler | None = None):
         self.rt = rt
         self.job = job
         self.stages = stages
+        self.sampler = sampler or sample_locked  # a stacked batch's sampler serves its jobs together
         self._done = 0
 
     def stage(self, name: str) -> None:
@@ -53,6 +58,10 @@ class JobRun:
         if not self.rt.is_loaded(info):
             self.rt.jobs.set_progress(self.job.id, 0.0, "loading")
         return self.rt.model(info), info
+
+    def sample(self, draw: Draw) -> Sampled:
+        """The job's video from the generator (alone, or in its batch's forward pass); model_error if it fails."""
+        return run_model("sampling" if draw.image else "sampling motion", lambda: self.sampler(draw))
 
     def parent_blob(self, name: str) -> bytes:
         parent_id = self.job.parent_id
@@ -102,15 +111,45 @@ class JobRun:
         return canonical, fields
 
 
-# One sampling at a time per process: the jobs of a batch (worker/batching.py) run in two threads so that one
-# encodes and uploads while the other samples.
+# (canonical (3, H, W) or None, fields (T, H, W, 2), frames (T, 3, H, W) or None) of one video
+Sampled = tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]
+
+
+@dataclass(frozen=True)
+class Draw:
+    """What one job asks the generator for: a video (image: also its canonical image and frames) or its fields."""
+
+    model: GenDeF
+    seed: int
+    motion_seed: int
+    num_frames: int
+    image: bool
+
+
+def sample_videos(draws: list[Draw], stack: bool = False) -> list[Sampled]:
+    """The videos of draws of one model and frame count: each in its own forward pass, or all in one (stack)."""
+    model, num_frames, image = draws[0].model, draws[0].num_frames, any(d.image for d in draws)
+    seeds, motion_seeds = [d.seed for d in draws], [d.motion_seed for d in draws]
+    if image:
+        out = model.sample(seeds, motion_seeds, num_frames, stack=stack)
+        return [(out.canonical[i], out.fields[i], out.frames[i]) for i in range(len(draws))]
+    fields = model.sample_motion(seeds, motion_seeds, num_frames, stack=stack)
+    return [(None, f, None) for f in fields]
+
+
+# One sampling at a time per process: the jobs of a pipelined batch (worker/batching.py) run in two threads so that
+# one encodes and uploads while the other samples.
 SAMPLING_LOCK = threading.Lock()
+
+
+def sample_locked(draw: Draw) -> Sampled:
+    with SAMPLING_LOCK:
+        return sample_videos([draw])[0]
 
 
 def run_model(what: str, call: Callable[[], Any]) -> Any:
     try:
-        with SAMPLING_LOCK:
-            return call()
+        return call()
     except (RuntimeError, ValueError) as e:
         log.exception("the model failed while %s", what)
         raise JobFailure(

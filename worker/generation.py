@@ -14,7 +14,7 @@ from core.models import ModelInfo
 from model.gendef import SEED_RANGE, GenDeF
 from model.warp import render
 from worker import media
-from worker.execution import JobRun, run_model
+from worker.execution import Draw, JobRun
 from worker.runtime import JobFailure
 
 
@@ -59,12 +59,8 @@ def do_generate(run: JobRun) -> dict[str, Artifact]:
     model, info = run.model()
     seed, motion_seed, num_frames = sampling_args(model, params)
     run.stage("sampling")
-    out = run_model("sampling", lambda: model.sample([seed], [motion_seed], num_frames))
-    canonical, fields, frames = (
-        out.canonical[0],
-        out.fields[0],
-        out.frames[0],
-    )  # (3,H,W), (T,H,W,2), (T,3,H,W)
+    canonical, fields, frames = run.sample(Draw(model, seed, motion_seed, num_frames, image=True))
+    # (3, H, W), (T, H, W, 2), (T, 3, H, W)
     run.stage("encoding")
     files = {
         "canonical": media.encode_png(canonical),
@@ -81,9 +77,7 @@ def do_resample(run: JobRun) -> dict[str, Artifact]:
     model, info = run.model()
     seed, motion_seed, num_frames = sampling_args(model, params)
     run.stage("sampling")
-    fields = run_model(
-        "sampling motion", lambda: model.sample_motion([seed], [motion_seed], num_frames)[0]
-    )  # (T, H, W, 2)
+    _, fields, _ = run.sample(Draw(model, seed, motion_seed, num_frames, image=False))  # (T, H, W, 2)
     run.stage("warping")
     canonical, _ = media.decode_image(canonical_png)  # (3, H, W)
     frames = render(canonical[None].to(fields.device), fields[None])[0]  # (T, 3, H, W)

@@ -24,7 +24,7 @@ from core.storage import StorageUnavailable
 from worker import batching, runtime
 from worker.celery_app import app
 from worker.decomposition import do_decompose
-from worker.execution import JobCanceled, JobRun
+from worker.execution import JobCanceled, JobRun, Sampler
 from worker.generation import do_edit, do_generate, do_resample
 from worker.masks import do_segment
 from worker.runtime import JobFailure, Runtime
@@ -48,9 +48,12 @@ assert JOB_KINDS.keys() == JOB_TASKS.keys()
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
-def run_job(rt: Runtime, job_id: str, kind: str, claimed: JobRecord | None = None) -> str | None:
+def run_job(
+    rt: Runtime, job_id: str, kind: str, claimed: JobRecord | None = None, sampler: Sampler | None = None
+) -> str | None:
     """Run one job to a final status; returns that status (None when there was nothing to run). ``claimed``: the
-    record of a job a batch has just started (JobStore.start_queued), run as it is."""
+    record of a job a batch has just started (JobStore.start_queued), run as it is; ``sampler``: its batch's
+    (worker/batching.py), else the job samples alone."""
     lost = claimed or rt.jobs.get(job_id)
     if (
         claimed is None
@@ -82,7 +85,7 @@ def run_job(rt: Runtime, job_id: str, kind: str, claimed: JobRecord | None = Non
     work, stages = JOB_KINDS[kind]
     log.info("job %s (%s, attempt %d) started", job_id, kind, job.attempts)
     try:
-        artifacts = work(JobRun(rt, job, stages))
+        artifacts = work(JobRun(rt, job, stages, sampler))
     except JobCanceled:
         rt.jobs.mark_canceled(job_id)
         log.info("job %s canceled", job_id)
@@ -133,11 +136,11 @@ class JobTask(Task):
 
 
 def run_task(job_id: str, kind: str) -> None:
-    """run_job (in a batch for generate/resample); with Redis unreachable the task is rejected back to its queue:
-    the job is never dropped."""
+    """run_job (through worker/batching.py for generate/resample); with Redis unreachable the task is rejected back
+    to its queue: the job is never dropped."""
     rt = runtime.get()
     try:
-        if kind in batching.KINDS and rt.settings.batch_max > 1:
+        if kind in batching.KINDS:
             batching.run(rt, job_id, kind, run_job)
         else:
             run_job(rt, job_id, kind)

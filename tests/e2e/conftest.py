@@ -163,9 +163,11 @@ def deployment_env(queues: dict[str, str], s3_endpoint: str, models_dir: Path) -
             "GENDEF_WEBHOOK_BACKOFF_S": "0.5",
             "GENDEF_WEBHOOK_ALLOW": "127.0.0.1/32",  # the tests' receivers listen on loopback
             "GENDEF_EVENTS_HEARTBEAT_S": "1",
-            # Batches of 2: jobs are still batched here, and a job queued behind six others surely waits (the default
-            # batch of 8 could take it along with them, and a cancel test needs it still queued).
+            # Stacked batches of 2 (a CPU's default is no batching): jobs are still batched here, and a job queued
+            # behind six others surely waits (a batch of 8 could take it along with them, and a cancel test needs it
+            # still queued).
             "GENDEF_BATCH_MAX": "2",
+            "GENDEF_BATCH_MODE": "stack",
         }
     )
 

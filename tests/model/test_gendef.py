@@ -3,8 +3,10 @@
 import pytest
 import torch
 
+from core.settings import DEFAULT_MODELS_DIR
+from model.checkpoint import load_checkpoint
 from model.config import preset
-from model.gendef import GenDeF
+from model.gendef import STACK_TOLERANCE, GenDeF
 from model.warp import identity_grid, render
 from tests.model.conftest import make_tiny
 
@@ -120,3 +122,17 @@ def test_ablation_without_canonical_conditioning_samples():
     assert model.deformation.cond_proj is None
     out = model.sample([1], [2], 4)
     assert out.fields.shape == (1, 4, 32, 32, 2)
+
+
+def test_stacked_sampling_is_within_the_documented_tolerance_and_a_video_alone_is_unchanged():
+    """The worker's stacked batches: 8 videos of the shipped model in one pass (frames in several chunks) vs each
+    alone; a single video is the same stacked or not."""
+    model = load_checkpoint(DEFAULT_MODELS_DIR / "small", device="cpu")
+    seeds, motion_seeds = list(range(8)), list(range(100, 108))
+    stacked = model.sample(seeds, motion_seeds, 20, stack=True)
+    alone = model.sample(seeds, motion_seeds, 20)
+    assert (stacked.fields - alone.fields).abs().max() <= STACK_TOLERANCE["fields"]
+    assert (stacked.canonical - alone.canonical).abs().max() <= STACK_TOLERANCE["canonical"]
+    assert torch.equal(model.sample_motion(seeds, motion_seeds, 20, stack=True), stacked.fields)
+    one = model.sample([3], [103], 20, stack=True)
+    assert torch.equal(one.fields[0], alone.fields[3]) and torch.equal(one.canonical[0], alone.canonical[3])

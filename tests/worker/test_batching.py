@@ -17,6 +17,7 @@ import pytest
 from core.jobs import JobRecord
 from core.queues import enqueue, live_workers, make_celery
 from core.settings import Settings
+from model.gendef import STACK_TOLERANCE
 from tests.redis_server import redis_url
 from worker import batching, media
 from worker.runtime import Runtime
@@ -29,13 +30,14 @@ def settings(tmp_path: Path, checkpoint: Path, **overrides) -> Settings:
     values = dict(
         redis_url=redis_url(REDIS_DB), storage_backend="local", local_storage_dir=tmp_path / "artifacts", models_dir=checkpoint.parent,
         device="cpu", url_secret="s" * 32, generate_queue=f"test-batch-{secrets.token_hex(4)}", batch_wait_ms=0,
+        batch_mode="stack",  # a CPU's default is off
     )  # fmt: skip
     return Settings(**(values | overrides))
 
 
-@pytest.fixture
-def rt(tmp_path, tiny_checkpoint) -> Runtime:
-    return Runtime(settings(tmp_path, tiny_checkpoint, batch_max=4))
+@pytest.fixture(params=["stack", "pipeline"])
+def rt(request, tmp_path, tiny_checkpoint) -> Runtime:
+    return Runtime(settings(tmp_path, tiny_checkpoint, batch_max=4, batch_mode=request.param))
 
 
 def queue(
@@ -62,8 +64,24 @@ def assert_same_artifacts(rt: Runtime, job: JobRecord, alone: JobRecord) -> None
     assert fields.equal(alone_fields)
 
 
-def test_a_batch_takes_queued_jobs_in_order_and_each_result_equals_one_by_one_sampling(rt):
-    jobs = [queue(rt, seed, num_frames) for seed, num_frames in [(1, 4), (2, 8), (3, 4), (4, 6), (5, 4)]]
+def assert_close_artifacts(rt: Runtime, job: JobRecord, alone: JobRecord) -> None:
+    """Within the documented tolerance of stacking: canonical PNGs at most one level apart, fields 1e-4."""
+    canonical, _ = media.decode_image(blob(rt, job, "canonical"))
+    alone_canonical, _ = media.decode_image(blob(rt, alone, "canonical"))
+    assert (canonical - alone_canonical).abs().max() <= STACK_TOLERANCE["canonical"] + 1e-6
+    fields, _ = media.decode_fields(blob(rt, job, "deformation"))
+    alone_fields, _ = media.decode_fields(blob(rt, alone, "deformation"))
+    assert (fields - alone_fields).abs().max() <= STACK_TOLERANCE["fields"]
+
+
+def test_a_batch_takes_queued_jobs_in_order_and_each_result_matches_the_job_alone(rt):
+    """Pipelined: bit-identical to the job alone; stacked (frame counts mixed, a resample among them): within the
+    tolerance; alone, again: bit-identical."""
+    source = rt.jobs.create("generate", {"seed": 9, "motion_seed": 9, "num_frames": 4, "fps": 8})
+    assert run_job(rt, source.id, "generate") == "succeeded"
+    jobs = [queue(rt, seed, num_frames) for seed, num_frames in [(1, 4), (2, 8), (3, 4)]]
+    jobs.append(queue(rt, 9, 4, kind="resample", parent_id=source.id))
+    jobs.append(queue(rt, 5, 4))
     batching.run(rt, jobs[0].id, "generate", run_job)
 
     done = [rt.jobs.get(j.id) for j in jobs]
@@ -71,15 +89,23 @@ def test_a_batch_takes_queued_jobs_in_order_and_each_result_equals_one_by_one_sa
     assert all(j.attempts == 1 for j in done[:4])
     assert max(j.started_at for j in done[:4]) <= min(j.finished_at for j in done[:4])  # taken together
     assert rt.jobs.queue_position(done[4]) == 0
-    # the claimed jobs' own messages, delivered now, change nothing
+    # the claimed jobs' own messages, delivered now, change nothing and take no batch of their own
     for j in done[1:4]:
-        batching.run(rt, j.id, "generate", run_job)
+        batching.run(rt, j.id, j.kind, run_job)
         assert rt.jobs.get(j.id) == j
+    assert rt.jobs.get(jobs[4].id).status == "queued"
     # the same seeds, one by one, outside any batch
     for job in done[:4]:
-        alone = rt.jobs.create("generate", job.params)
-        assert run_job(rt, alone.id, "generate") == "succeeded"
-        assert_same_artifacts(rt, job, rt.jobs.get(alone.id))
+        alone = rt.jobs.create(job.kind, job.params, parent_id=job.parent_id)
+        again = rt.jobs.create(job.kind, job.params, parent_id=job.parent_id)
+        for one in (alone, again):
+            assert run_job(rt, one.id, job.kind) == "succeeded"
+        alone, again = rt.jobs.get(alone.id), rt.jobs.get(again.id)
+        assert_same_artifacts(rt, again, alone)
+        if rt.settings.batch_mode == "pipeline":
+            assert_same_artifacts(rt, job, alone)
+        else:
+            assert_close_artifacts(rt, job, alone)
 
 
 def test_a_failing_job_fails_alone_and_canceled_or_other_jobs_are_not_taken(rt):
@@ -118,7 +144,7 @@ def worker(tmp_path: Path, tiny_checkpoint: Path) -> Iterator[tuple[Settings, ca
     """(settings, start): start() runs a Celery worker process with these settings and waits until it answers."""
     values = dict(
         redis_url=redis_url(REDIS_DB), generate_queue=f"test-batch-{secrets.token_hex(4)}", edit_queue="test-batch-edit",
-        local_storage_dir=tmp_path / "artifacts", checkpoint=tiny_checkpoint, device="cpu", batch_max=8,
+        local_storage_dir=tmp_path / "artifacts", checkpoint=tiny_checkpoint, device="cpu", batch_max=8, batch_mode="stack",
     )  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("GENDEF_")}
     env |= {f"GENDEF_{key.upper()}": str(value) for key, value in values.items()}
@@ -189,3 +215,10 @@ def test_a_batch_takes_only_jobs_of_its_leaders_model_and_version(tmp_path, tiny
     batching.run(rt, jobs[0].id, "generate", run_job)
     assert [rt.jobs.get(j.id).status for j in jobs] == ["succeeded", "queued", "queued", "succeeded"]
     assert rt.loaded_models() == [f"a@{version}"]
+
+
+def test_batch_mode_off_runs_one_job_per_task(tmp_path, tiny_checkpoint):
+    rt = Runtime(settings(tmp_path, tiny_checkpoint, batch_max=4, batch_mode="off"))
+    jobs = [queue(rt, seed) for seed in (1, 2)]
+    batching.run(rt, jobs[0].id, "generate", run_job)
+    assert [rt.jobs.get(j.id).status for j in jobs] == ["succeeded", "queued"]

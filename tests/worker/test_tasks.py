@@ -15,6 +15,7 @@ from core.jobs import JobRecord, new_job_id
 from core.settings import Settings
 from core.storage import input_key
 from model.checkpoint import load_checkpoint
+from model.inference import prepare
 from tests.redis_server import redis_url
 from tests.worker.video_checks import MIN_PSNR_DB, decode_video, video_psnr
 from worker import media
@@ -84,7 +85,9 @@ def test_generate_stores_the_models_sample_as_png_npz_and_mp4(rt, tiny_checkpoin
     assert job.artifacts["video"].content_type == "video/mp4"
     assert job.artifacts["canonical"].bytes == len(blob(rt, job, "canonical"))
 
-    expected = load_checkpoint(tiny_checkpoint).sample([3], [4], 8)
+    expected = prepare(load_checkpoint(tiny_checkpoint)).sample(
+        [3], [4], 8
+    )  # the worker's inference settings
     canonical, _ = media.decode_image(blob(rt, job, "canonical"))
     assert np.array_equal(media.to_uint8(canonical), media.to_uint8(expected.canonical[0]))
     fields, meta = media.decode_fields(blob(rt, job, "deformation"))
@@ -135,7 +138,7 @@ def test_resample_keeps_the_canonical_bytes_and_samples_new_motion(rt, tiny_chec
     assert job.status == "succeeded", job.error
     assert blob(rt, job, "canonical") == blob(rt, parent, "canonical")
     fields, meta = media.decode_fields(blob(rt, job, "deformation"))
-    assert torch.equal(fields, load_checkpoint(tiny_checkpoint).sample_motion([5], [60], 8)[0])
+    assert torch.equal(fields, prepare(load_checkpoint(tiny_checkpoint)).sample_motion([5], [60], 8)[0])
     assert not torch.equal(fields, media.decode_fields(blob(rt, parent, "deformation"))[0])
     assert meta["canonical_from"] == parent.id and meta["motion_seed"] == 60
     warped, still = video_psnr(blob(rt, job, "video"), blob(rt, job, "canonical"), fields)
