@@ -11,6 +11,11 @@ The video is explained as GenDeF explains its own: ``frames = grid_sample(canoni
   (model/losses.py), Adam on everything.
 
 The returned fields follow API.md's convention relative to the returned canonical image, whatever its size.
+
+A clip with cuts is split into shots first (``find_cuts``: a frame that differs from the one before far more than
+its neighbours do); each shot gets its own canonical image and fields, and ``decompose_video`` lays the shots'
+canonical images side by side in one image (the atlas) with each shot's fields pointing into its own tile, so
+``grid_sample(atlas, fields)`` is still the whole video.
 """
 
 from __future__ import annotations
@@ -38,6 +43,14 @@ class DecomposeConfig:
     grad_weight: float = 0.1  # image-gradient loss
     smooth_weight: float = 0.002  # edge-aware smoothness of the offsets (in pixels)
     lr_decay: float = 0.1  # the learning rates fall to this fraction by the last step (cosine)
+
+
+@dataclass(frozen=True)
+class CutConfig:
+    thumbnail: int = 16  # frames are compared as thumbnails this many pixels square (area averaging)
+    min_diff: float = 0.15  # a cut's mean absolute thumbnail difference (values in [-1, 1]) is at least this
+    ratio: float = 2.5  # ... and at least this many times the median difference of the frames around it
+    window: int = 8  # frames on each side whose differences make that median
 
 
 @dataclass
@@ -157,3 +170,85 @@ def decompose(
     if on_progress is not None:
         on_progress(config.steps, score)
     return Decomposition(canonical=result, fields=fields.contiguous(), psnr_db=score)
+
+
+def frame_differences(frames: torch.Tensor, thumbnail: int) -> torch.Tensor:
+    """(T, 3, H, W) -> (T - 1,): mean absolute difference of each frame's thumbnail to the previous frame's."""
+    small = F.adaptive_avg_pool2d(frames.float(), thumbnail)  # (T, 3, s, s)
+    return (small[1:] - small[:-1]).abs().mean(dim=(1, 2, 3))
+
+
+def find_cuts(frames: torch.Tensor, config: CutConfig = CutConfig()) -> list[int]:
+    """The frames (T, 3, H, W) that start a new shot (never 0), in order: a frame whose change from the previous
+    one is large (`min_diff`) and much larger (`ratio`) than the changes around it, so fast motion is no cut."""
+    diffs = frame_differences(frames, config.thumbnail)  # (T - 1,)
+    cuts = []
+    for i, d in enumerate(diffs.tolist()):
+        around = torch.cat([diffs[max(0, i - config.window) : i], diffs[i + 1 : i + 1 + config.window]])
+        typical = float(around.median()) if around.numel() else 0.0
+        if d >= config.min_diff and d >= config.ratio * typical:
+            cuts.append(i + 1)
+    return cuts
+
+
+def shot_bounds(num_frames: int, cuts: list[int]) -> list[tuple[int, int]]:
+    """[(start, end)] frame ranges (end exclusive) of the shots that cuts make of num_frames frames."""
+    edges = [0, *cuts, num_frames]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def fields_into_tile(fields: torch.Tensor, tile: int, tiles: int, tile_width: int) -> torch.Tensor:
+    """Fields relative to one canonical image (tile_width wide) -> relative to `tiles` such images side by side,
+    pointing into tile `tile`. x is clamped to the tile's pixel centres first: grid_sample's border padding of the
+    tile alone is that clamp, so the atlas renders exactly what the tile did."""
+    x = ((fields[..., 0] + 1) * tile_width - 1) / 2  # pixel coordinates in the tile
+    x = x.clamp(0, tile_width - 1) + tile * tile_width
+    u = (2 * x + 1) / (tiles * tile_width) - 1
+    return torch.stack([u, fields[..., 1]], dim=-1)
+
+
+@dataclass
+class Shot:
+    start: int  # first frame
+    end: int  # one past the last frame
+    psnr_db: float
+
+
+@dataclass
+class VideoDecomposition:
+    canonical: torch.Tensor  # (3, Hc, S * Wc): the shots' canonical images side by side, in [-1, 1]
+    fields: torch.Tensor  # (T, H, W, 2) relative to that image; frames of shot s point into its tile s
+    shots: list[Shot]
+    psnr_db: float  # of the whole video
+
+
+def decompose_video(
+    frames: torch.Tensor,
+    config: DecomposeConfig = DecomposeConfig(),
+    bounds: list[tuple[int, int]] | None = None,
+    on_progress: Callable[[int, int, int, float], None] | None = None,
+    report_every: int = 25,
+) -> VideoDecomposition:
+    """Split frames (T, 3, H, W) in [-1, 1] into shots (bounds: [(start, end)]; None: at the cuts find_cuts
+    finds) and decompose each shot on its own.
+
+    on_progress(shot, shots, step, psnr_db) as ``decompose`` reports it, for each shot in turn (it may raise)."""
+    if bounds is None:
+        bounds = shot_bounds(frames.shape[0], find_cuts(frames))
+    canonicals, fields, shots = [], [], []
+    for index, (start, end) in enumerate(bounds):
+        report = None
+        if on_progress is not None:
+
+            def report(step: int, db: float, index: int = index) -> None:
+                on_progress(index, len(bounds), step, db)
+
+        part = decompose(frames[start:end], config, on_progress=report, report_every=report_every)
+        canonicals.append(part.canonical)
+        shots.append(Shot(start=start, end=end, psnr_db=part.psnr_db))
+        width = part.canonical.shape[2]
+        fields.append(fields_into_tile(part.fields, index, len(bounds), width))
+    canonical, all_fields = torch.cat(canonicals, dim=2), torch.cat(fields)  # (3, Hc, S Wc), (T, H, W, 2)
+    with torch.no_grad():
+        score = psnr(render(canonical[None], all_fields[None])[0], frames.float())
+    return VideoDecomposition(canonical=canonical, fields=all_fields, shots=shots, psnr_db=score)

@@ -32,6 +32,11 @@ SEED_RANGE = 2**32  # torch's CPU generator keeps only the low 32 bits of a seed
 _MOTION_STREAM = 0x9E3779B9  # xor-ed into motion seeds so that seed == motion_seed draws unrelated numbers
 
 
+def frame_times(num_frames: int) -> torch.Tensor:
+    """(1, T) float32: the times of frames 0 .. T-1."""
+    return torch.arange(num_frames, dtype=torch.float32)[None]
+
+
 @dataclass
 class Sample:
     canonical: torch.Tensor  # (B, 3, H, W) in [-1, 1]
@@ -81,7 +86,7 @@ class GenDeF(nn.Module):
         """B videos of num_frames frames: canonical (B, 3, H, W), fields (B, T, H, W, 2), frames (B, T, 3, H, W)."""
         canonicals, fields = [], []
         for seed, motion_seed in self._check(seeds, motion_seeds, num_frames):
-            canonical, f = self._video(seed, motion_seed, num_frames, with_image=True)
+            canonical, f = self._video(seed, motion_seed, frame_times(num_frames), with_image=True)
             canonicals.append(canonical)
             fields.append(f)
         canonical, fields_ = (
@@ -97,7 +102,17 @@ class GenDeF(nn.Module):
         """Motion resampling: the fields (B, T, H, W, 2) that sample() gives for these seeds, without making the
         canonical image (only the canonical features that condition the fields)."""
         pairs = self._check(seeds, motion_seeds, num_frames)
-        return torch.cat([self._video(s, m, num_frames, with_image=False)[1] for s, m in pairs])
+        return torch.cat([self._video(s, m, frame_times(num_frames), with_image=False)[1] for s, m in pairs])
+
+    @torch.no_grad()
+    def motion_at(self, seed: int, motion_seed: int, times: Sequence[float]) -> torch.Tensor:
+        """The fields (T, H, W, 2) of one video at frame times that may fall between frames (0 <= t <=
+        max_frames - 1): the motion codes are continuous in time, so t = k is sample()'s frame k."""
+        self._check([seed], [motion_seed], 1)
+        if not times or not all(0 <= t <= self.max_frames - 1 for t in times):
+            raise ValueError(f"times must be in [0, {self.max_frames - 1}], got {list(times)!r}")
+        t = torch.tensor(list(times), dtype=torch.float32)[None]  # (1, T)
+        return self._video(seed, motion_seed, t, with_image=False)[1][0]
 
     def _check(
         self, seeds: Sequence[int], motion_seeds: Sequence[int], num_frames: int
@@ -120,9 +135,10 @@ class GenDeF(nn.Module):
         return list(zip(seeds, motion_seeds, strict=True))
 
     def _video(
-        self, seed: int, motion_seed: int, num_frames: int, with_image: bool
+        self, seed: int, motion_seed: int, times: torch.Tensor, with_image: bool
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """One video: canonical (1, 3, H, W) clamped to [-1, 1] (None without image) and fields (1, T, H, W, 2)."""
+        """One video: canonical (1, 3, H, W) clamped to [-1, 1] (None without image) and fields (1, T, H, W, 2) at
+        frame times (1, T)."""
         content = torch.Generator().manual_seed(seed)
         z = torch.randn(1, self.canonical.z_dim, generator=content)  # (1, z_dim)
         noise = [torch.randn(1, *shape, generator=content) for shape in self.canonical.noise_shapes()]
@@ -132,8 +148,8 @@ class GenDeF(nn.Module):
 
         with self._autocast():
             image, features = self.canonical(z, noise, with_image=with_image)  # (1, 3, H, W), (1, C, H, W)
-            t = torch.arange(num_frames, device=self.device, dtype=torch.float32)[None]  # (1, T)
-            chunk = self.config.deformation.frame_chunk
+            t = times.to(self.device)  # (1, T)
+            num_frames, chunk = t.shape[1], self.config.deformation.frame_chunk
             fields = torch.cat(
                 [
                     self.fields(z, features, motion_z, t[:, i : i + chunk]).float()

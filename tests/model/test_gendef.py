@@ -120,3 +120,16 @@ def test_ablation_without_canonical_conditioning_samples():
     assert model.deformation.cond_proj is None
     out = model.sample([1], [2], 4)
     assert out.fields.shape == (1, 4, 32, 32, 2)
+
+
+def test_motion_at_integer_times_is_the_sampled_motion_and_between_frames_lies_between(tiny):
+    fields = tiny.sample_motion([1], [2], 6)[0]  # (6, H, W, 2)
+    at = tiny.motion_at(1, 2, [0.0, 2.0, 2.5, 3.0, 5.0])
+    torch.testing.assert_close(at[[0, 1, 3, 4]], fields[[0, 2, 3, 5]], rtol=0, atol=1e-5)
+    # t = 2.5 is a new field, close to both neighbours (the motion codes are continuous)
+    mid = at[2]
+    assert (mid - fields[2]).abs().max() > 1e-6 and (mid - fields[3]).abs().max() > 1e-6
+    step = (fields[3] - fields[2]).abs().max()
+    assert (mid - (fields[2] + fields[3]) / 2).abs().max() < step
+    with pytest.raises(ValueError, match="times must be in"):
+        tiny.motion_at(1, 2, [float(tiny.max_frames)])
