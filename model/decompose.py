@@ -99,13 +99,17 @@ def level_weights(step: int, steps: int, levels: int, anneal: float) -> list[flo
 
 
 def offsets_of(grids: list[torch.Tensor], weights: list[float], height: int, width: int) -> torch.Tensor:
-    """Sum of the upsampled level grids: list of (T, 2, h_l, w_l) in canonical px -> (T, H, W, 2) px."""
+    """Sum of the upsampled level grids: list of (T, 2, h_l, w_l) in canonical px, coarse to fine -> (T, H, W, 2)
+    px. The levels are summed on the finest grid, which alone is upsampled to the frame (one full-size
+    interpolation a step instead of one per level: the most expensive part of a step)."""
+    finest = grids[-1].shape[2:]
     total = 0
     for grid, weight in zip(grids, weights, strict=True):
         if weight > 0:
-            total = total + weight * F.interpolate(
-                grid, size=(height, width), mode="bilinear", align_corners=False
-            )
+            if grid.shape[2:] != finest:
+                grid = F.interpolate(grid, size=finest, mode="bilinear", align_corners=False)
+            total = total + weight * grid
+    total = F.interpolate(total, size=(height, width), mode="bilinear", align_corners=False)
     return total.permute(0, 2, 3, 1)  # (T, H, W, 2)
 
 
