@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     # batch_max - 1 more such jobs already queued, waiting at most batch_wait_ms for them. 1: no batching.
     batch_max: int = Field(8, ge=1)
     batch_wait_ms: int = Field(20, ge=0)
-    job_time_limit_s: int = Field(600, ge=1)
+    job_time_limit_s: int = Field(1800, ge=1)  # a 128-frame decompose at 256 px takes ~10 min on 2 CPU cores
     # Celery queues: generate and resample need the generator; edit only warps, so it may go to other workers.
     generate_queue: str = "gendef-generate"
     edit_queue: str = "gendef-edit"
