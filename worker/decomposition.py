@@ -71,8 +71,7 @@ def do_decompose(run: JobRun) -> dict[str, Artifact]:
         canonical_width=canonical.shape[2],
         canonical_height=canonical.shape[1],
     )
-    for name in ("shot", "step"):
-        figures.pop(name, None)
+    figures.pop("shot", None)
     run.report("encoding", FITTING_SHARE, dict(figures))
     meta = {
         "convention": FIELDS_CONVENTION,

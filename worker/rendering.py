@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from core import video
-from core.artifacts import ArtifactError, shots_of
+from core.artifacts import shots_of
 from core.images import ImageError
 from core.jobs import Artifact
 from model.rerender import frame_times, interpolate_fields, rerender, upscale_image
@@ -54,15 +54,7 @@ def fields_in_time(run: JobRun, fields: torch.Tensor, meta: dict[str, Any], widt
 def do_render(run: JobRun) -> dict[str, Artifact]:
     params = run.job.params
     scale = int(params["scale"])
-    canonical_png = run.parent_blob("canonical.png")
-    deformation_npz = run.parent_blob("deformation.npz")
-    try:
-        fields, meta = media.decode_fields(deformation_npz)  # (T, H, W, 2)
-        canonical, _ = media.decode_image(canonical_png)  # (3, Hc, Wc)
-    except (ArtifactError, ImageError) as e:
-        raise JobFailure(
-            "parent_missing", f"the stored artifacts of source job {run.job.parent_id} are unreadable ({e})"
-        ) from e
+    canonical, fields, meta = run.parent_fields()  # (3, Hc, Wc), (T, H, W, 2)
     if "image" in run.job.inputs:
         try:
             canonical, _ = media.decode_image(run.input_blob("image"))  # any size: the fields are normalized

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from client.api import Client
 from core import video
 from model.rerender import upsample_fields, upscale_image
 from tests.e2e.conftest import MAX_RENDER_FRAMES, MAX_RENDER_PIXELS
@@ -221,3 +222,20 @@ def test_past_the_limits_is_a_422_that_names_the_limit(
     assert r.status_code == 422 and "less than or equal to 256" in r.text, r.text
     r = http.post("/decompose", files=upload, data={"resolution": "513"})
     assert r.status_code == 422 and "less than or equal to 512" in r.text, r.text
+
+
+def test_the_python_client_edits_one_shot_and_renders(
+    api_url: str, decomposed: tuple[dict, dict[str, bytes]]
+) -> None:
+    job, files = decomposed
+    width = job["result"]["shots"][0]["width"]
+    with Client(api_url) as client:
+        tile = client.get(job["id"]).canonical()[:, :width].copy()
+        tile[:] = [0, 0, 255]
+        edited = client.edit(job["id"], tile, shot=0).wait(timeout_s=120)
+        assert edited.doc["params"]["shot"] == 0
+        frames = edited.frames()
+        assert (frames[:SHOT, ..., 2] > 200).all() and (frames[:SHOT, ..., 0] < 60).all()  # shot 0 is blue
+        big = client.render(edited.id, scale=2, fps_factor=2).wait(timeout_s=120)
+        assert big.frames().shape == (4 * SHOT, 64, 64, 3)
+        assert big.canonical().shape == (2 * tile.shape[0], 4 * width, 3)
