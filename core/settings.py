@@ -68,8 +68,8 @@ class Settings(BaseSettings):
     max_decompose_resolution: int = Field(512, ge=16)
     # POST /render: the largest frame it makes (width x height, after scaling) and its frames (after the frame-rate
     # multiplier).
-    max_render_pixels: int = Field(2048 * 2048, ge=1)
-    max_render_frames: int = Field(1024, ge=1)
+    max_render_pixels: int = Field(2048 * 1152, ge=1)
+    max_render_frames: int = Field(512, ge=1)
 
     # The models served (core/models.py): each subfolder of models_dir holding a checkpoint is one model, named by
     # its folder. default_model: the model of requests that name none; empty: `small` when served, else the first

@@ -113,6 +113,33 @@ def offsets_of(grids: list[torch.Tensor], weights: list[float], height: int, wid
     return total.permute(0, 2, 3, 1)  # (T, H, W, 2)
 
 
+def fill_unseen(canonical: torch.Tensor, fields: torch.Tensor, seen_weight: float = 0.1) -> torch.Tensor:
+    """canonical (3, Hc, Wc) with the pixels that no frame pixel reads through fields (T, H, W, 2) (their bilinear
+    weights summed over all frames below seen_weight) replaced by the mean of the seen pixels nearest them
+    (normalized 3x3 averaging, grown ring by ring). The fit never moves such pixels, so they hold whatever it
+    started from; a render at a finer grid (model/rerender.py) reads between the frames' sample points and would
+    show them as seams."""
+    probe = canonical.clone().requires_grad_(True)
+    with torch.enable_grad():
+        render(probe[None], fields[None]).sum().backward()
+    seen = (probe.grad[0] >= seen_weight).float()[
+        None
+    ]  # (1, Hc, Wc): the weight is the same in every channel
+    if bool(seen.all()) or not bool(seen.any()):
+        return canonical
+    out, mask = canonical.clone(), seen
+    while True:  # each round fills the unseen pixels next to filled ones
+        num, den = (
+            F.avg_pool2d(F.pad(x[None], (1, 1, 1, 1), mode="replicate"), 3, stride=1)[0]
+            for x in (out * mask, mask)
+        )
+        new = (den > 0) & (mask == 0)  # (1, Hc, Wc)
+        if not bool(new.any()):
+            return out
+        out = torch.where(new, num / den.clamp_min(1e-12), out)
+        mask = torch.where(new, torch.ones_like(mask), mask)
+
+
 def decompose(
     frames: torch.Tensor,
     config: DecomposeConfig = DecomposeConfig(),
@@ -169,7 +196,8 @@ def decompose(
 
     with torch.no_grad():
         fields, _ = fields_at(config.steps)
-        result = quantize(canonical.detach())
+    result = quantize(fill_unseen(canonical.detach().clamp(-1, 1), fields))
+    with torch.no_grad():
         score = psnr(render(result[None], fields[None])[0], frames)
     if on_progress is not None:
         on_progress(config.steps, score)

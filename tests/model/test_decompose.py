@@ -14,6 +14,7 @@ from model.decompose import (
     decompose,
     decompose_video,
     fields_into_tile,
+    fill_unseen,
     find_cuts,
     level_weights,
     psnr,
@@ -156,3 +157,18 @@ def test_fields_into_tile_reproduce_border_padding_of_the_tile() -> None:
     atlas = torch.cat([torch.zeros_like(tile), tile, torch.ones_like(tile)], dim=2)  # the tile in the middle
     inside = render(atlas[None], fields_into_tile(fields, 1, 3, 16)[None])[0]
     torch.testing.assert_close(inside, alone, rtol=0, atol=1e-5)
+
+
+def test_canonical_pixels_no_frame_reads_are_filled_from_their_seen_neighbours() -> None:
+    canonical = torch.zeros(3, 8, 8)
+    canonical[:, :, ::2] = torch.linspace(-1, 1, 4)  # the columns the frames read: 0, 2, 4, 6
+    canonical[:, :, 1::2] = 0.9  # never read: what a fit would leave there
+    xs = torch.tensor([0.0, 2.0, 4.0, 6.0])  # frame pixel x reads canonical column 2x, every row
+    fields = to_field_units(torch.stack(torch.meshgrid(xs, torch.arange(8.0), indexing="xy"), dim=-1), 8, 8)[
+        None
+    ]
+    filled = fill_unseen(canonical, fields)
+    torch.testing.assert_close(filled[:, :, ::2], canonical[:, :, ::2])  # seen: kept
+    torch.testing.assert_close(filled[:, :, 1:6:2], (canonical[:, :, 0:5:2] + canonical[:, :, 2:7:2]) / 2)
+    torch.testing.assert_close(filled[:, :, 7], canonical[:, :, 6])  # the edge: its one seen neighbour
+    torch.testing.assert_close(render(filled[None], fields[None]), render(canonical[None], fields[None]))
