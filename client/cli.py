@@ -117,7 +117,11 @@ def _decompose(client: Client, args: argparse.Namespace) -> Job:
     )
     job = _follow(job, args)
     _download_all(job, args.output)
-    print(f"reconstruction PSNR {job.result['psnr_db']:.2f} dB", file=sys.stderr)
+    shots = job.result.get("shots") or []
+    per_shot = ", ".join(
+        f"shot {i}: frames {s['start']}+{s['frames']}, {s['psnr_db']:.2f} dB" for i, s in enumerate(shots)
+    )
+    print(f"reconstruction PSNR {job.result['psnr_db']:.2f} dB ({per_shot})", file=sys.stderr)
     return job
 
 

@@ -136,7 +136,7 @@ def _model(svc: Services, name: str | None) -> ModelInfo:
     return found
 
 
-def _parent_model(svc: Services, parent: JobRecord) -> ModelInfo:
+def _parent_model(svc: Services, parent: JobRecord, field: str = "canonical_from") -> ModelInfo:
     """The model that made a job's canonical image, still served at that version, or Conflict (a job recorded
     without a model ran on the default one)."""
     name, version = parent.params.get("model"), parent.params.get("version")
@@ -144,7 +144,7 @@ def _parent_model(svc: Services, parent: JobRecord) -> ModelInfo:
     if served is None or (version is not None and served.version != version):
         now = "is no longer served" if served is None else f"is now version {served.version}"
         raise Conflict(
-            f"canonical_from: job {parent.id} was made by version {version} of model {name}, which {now}; "
+            f"{field}: job {parent.id} was made by version {version} of model {name}, which {now}; "
             "generate a new video",
         )
     return served
@@ -413,7 +413,7 @@ def submit_render(
     }
     origin = _fields_origin(svc, parent) if fps_factor > 1 else parent
     if fps_factor > 1 and origin.kind in ("generate", "resample"):
-        model = _parent_model(svc, origin)
+        model = _parent_model(svc, origin, "job_id")
         params |= _made_by(model) | {
             "motion": {"seed": origin.params["seed"], "motion_seed": origin.params["motion_seed"]}
         }
