@@ -35,11 +35,15 @@ from model.warp import identity_grid, render
 class DecomposeConfig:
     steps: int = 600  # Adam steps on all frames at once
     margin: float = 0.125  # canonical = frame grown by this fraction of its size on each side
-    # Offset grid sizes along the frame's long side, coarse to fine (the short side scales with the aspect).
+    # Offset grid sizes along the frame's long side, coarse to fine (the short side scales with the aspect);
+    # finer ones (doubling) are added while a cell still spans at least cell_pixels pixels: 128 at 256 px.
     field_levels: tuple[int, ...] = (4, 8, 16, 32, 64)
+    cell_pixels: int = 2
     anneal: float = 0.5  # fraction of the steps over which the finer field levels switch on
     lr_canonical: float = 0.03
-    lr_field: float = 0.02  # in canonical pixels per step (Adam's step size)
+    # In canonical pixels per step (Adam's step size) at a long side of 128 px, in proportion above it: motions
+    # measured in pixels grow with the frames.
+    lr_field: float = 0.02
     grad_weight: float = 0.1  # image-gradient loss
     smooth_weight: float = 0.002  # edge-aware smoothness of the offsets (in pixels)
     lr_decay: float = 0.1  # the learning rates fall to this fraction by the last step (cosine)
@@ -89,6 +93,15 @@ def level_shape(size: int, height: int, width: int) -> tuple[int, int]:
     """Grid (h, w) of a level with `size` cells along the long side, at most one cell per pixel."""
     scale = size / max(height, width)
     return max(2, min(height, round(height * scale))), max(2, min(width, round(width * scale)))
+
+
+def levels_for(config: DecomposeConfig, long_side: int) -> tuple[int, ...]:
+    """The field levels of frames `long_side` pixels long: config.field_levels, then doubling while a cell spans
+    at least config.cell_pixels pixels."""
+    levels = list(config.field_levels)
+    while 2 * levels[-1] * config.cell_pixels <= long_side:
+        levels.append(2 * levels[-1])
+    return tuple(levels)
 
 
 def level_weights(step: int, steps: int, levels: int, anneal: float) -> list[float]:
@@ -161,11 +174,14 @@ def decompose(
     pad_h, pad_w = (Hc - H) // 2, (Wc - W) // 2
     start = F.pad(frames[T // 2][None], (pad_w, pad_w, pad_h, pad_h), mode="replicate")[0]  # (3, Hc, Wc)
     canonical = start.clone().requires_grad_(True)
-    grids = [frames.new_zeros(T, 2, *level_shape(s, H, W)).requires_grad_(True) for s in config.field_levels]
+    grids = [
+        frames.new_zeros(T, 2, *level_shape(s, H, W)).requires_grad_(True)
+        for s in levels_for(config, max(H, W))
+    ]
     optimizer = torch.optim.Adam(
         [
             {"params": [canonical], "lr": config.lr_canonical},
-            {"params": grids, "lr": config.lr_field},
+            {"params": grids, "lr": config.lr_field * max(1.0, max(H, W) / 128)},
         ]
     )
     initial_lrs = [group["lr"] for group in optimizer.param_groups]

@@ -17,6 +17,7 @@ from model.decompose import (
     fill_unseen,
     find_cuts,
     level_weights,
+    levels_for,
     psnr,
     shot_bounds,
 )
@@ -172,3 +173,10 @@ def test_canonical_pixels_no_frame_reads_are_filled_from_their_seen_neighbours()
     torch.testing.assert_close(filled[:, :, 1:6:2], (canonical[:, :, 0:5:2] + canonical[:, :, 2:7:2]) / 2)
     torch.testing.assert_close(filled[:, :, 7], canonical[:, :, 6])  # the edge: its one seen neighbour
     torch.testing.assert_close(render(filled[None], fields[None]), render(canonical[None], fields[None]))
+
+
+def test_finer_field_levels_come_with_more_pixels() -> None:
+    config = DecomposeConfig()
+    assert levels_for(config, 32) == levels_for(config, 128) == (4, 8, 16, 32, 64)
+    assert levels_for(config, 256) == (4, 8, 16, 32, 64, 128)  # a cell of 2 pixels, as 64 cells at 128 px
+    assert levels_for(config, 512) == (4, 8, 16, 32, 64, 128, 256)
