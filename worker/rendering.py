@@ -34,13 +34,8 @@ def fields_in_time(run: JobRun, fields: torch.Tensor, meta: dict[str, Any], widt
         return interpolate_fields(fields, factor, shots)
     model, _ = run.model()
     times = frame_times(fields.shape[0], factor)
-    between = [t for t in times if t != int(t)]
-    if max(times) > model.max_frames - 1:
-        raise JobFailure(
-            "invalid_input",
-            f"the model makes frames up to time {model.max_frames - 1}; this video's last frames need "
-            f"{max(times)}: render it at a smaller fps_factor",
-        )
+    # Past the model's last frame time (a video of max_frames frames) the last frames hold it.
+    between = [min(t, model.max_frames - 1) for t in times if t != int(t)]
     sampled = run_model(
         "sampling motion",
         lambda: model.motion_at(int(motion["seed"]), int(motion["motion_seed"]), between).cpu(),
