@@ -130,8 +130,9 @@ def fill_unseen(canonical: torch.Tensor, fields: torch.Tensor, seen_weight: floa
     """canonical (3, Hc, Wc) with the pixels that no frame pixel reads through fields (T, H, W, 2) (their bilinear
     weights summed over all frames below seen_weight) replaced by the mean of the seen pixels nearest them
     (normalized 3x3 averaging, grown ring by ring). The fit never moves such pixels, so they hold whatever it
-    started from; a render at a finer grid (model/rerender.py) reads between the frames' sample points and would
-    show them as seams."""
+    started from (the middle frame, its edges stretched); a render at a finer grid (model/rerender.py) reads
+    between the frames' sample points and would show that content. (The seams of renders where a fit stretches
+    the canonical image come from pixels that other frames do use: this does not remove them.)"""
     probe = canonical.clone().requires_grad_(True)
     with torch.enable_grad():
         render(probe[None], fields[None]).sum().backward()
