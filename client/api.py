@@ -335,22 +335,45 @@ class Client:
         body = _given(canonical_from=job_id, motion_seed=motion_seed, num_frames=num_frames, fps=fps)
         return self._submit("/generate", json=body)
 
-    def edit(self, job_id: str, image: Upload, fps: int | None = None) -> Job:
-        """Queue the edited canonical `image` (a PNG or JPEG file, or an array) warped by job `job_id`'s fields."""
+    def edit(self, job_id: str, image: Upload, fps: int | None = None, shot: int | None = None) -> Job:
+        """Queue the edited canonical `image` (a PNG or JPEG file, or an array) warped by job `job_id`'s fields;
+        with `shot`, `image` is that shot's canonical image of a decomposed clip and only its frames change."""
         return self._submit(
-            "/edit", data=_form(job_id=job_id, fps=fps), files={"image": _upload(image, "image")}
+            "/edit", data=_form(job_id=job_id, fps=fps, shot=shot), files={"image": _upload(image, "image")}
         )
 
-    def track(self, job_id: str, points: Sequence[Sequence[float]], frame: int | None = None) -> Job:
+    def track(
+        self,
+        job_id: str,
+        points: Sequence[Sequence[float]],
+        frame: int | None = None,
+        shot: int | None = None,
+    ) -> Job:
         """Queue tracking of `points` ([x, y] pixels of the canonical image, or of frame `frame`) through job
-        `job_id`'s fields; artifacts `tracks` and `video`."""
-        body = _given(job_id=job_id, points=[list(p) for p in points], frame=frame)
+        `job_id`'s fields (with `shot`: that shot's canonical image and frames); artifacts `tracks` and `video`."""
+        body = _given(job_id=job_id, points=[list(p) for p in points], frame=frame, shot=shot)
         return self._submit("/track", json=body)
 
-    def segment(self, job_id: str, mask: Upload) -> Job:
-        """Queue a label map painted on job `job_id`'s canonical image (a PNG file, or an (H, W) uint8 array)
-        carried to every frame; artifacts `masks` and `video`."""
-        return self._submit("/segment", data=_form(job_id=job_id), files={"mask": _upload(mask, "mask")})
+    def segment(self, job_id: str, mask: Upload, shot: int | None = None) -> Job:
+        """Queue a label map painted on job `job_id`'s canonical image (a PNG file, or an (H, W) uint8 array;
+        with `shot`, on that shot's) carried to every frame; artifacts `masks` and `video`."""
+        return self._submit(
+            "/segment", data=_form(job_id=job_id, shot=shot), files={"mask": _upload(mask, "mask")}
+        )
+
+    def render(
+        self,
+        job_id: str,
+        scale: int | None = None,
+        fps_factor: int | None = None,
+        fps: int | None = None,
+        image: Upload | None = None,
+    ) -> Job:
+        """Queue job `job_id` rendered `scale` times larger (default 2) and at `fps_factor` times the frames
+        (default 1); `image`: a larger canonical image to render instead of the upscaled one."""
+        files = {"image": _upload(image, "image")} if image is not None else None
+        data = _form(job_id=job_id, scale=scale, fps_factor=fps_factor, fps=fps)
+        return self._submit("/render", data=data, files=files)
 
     def decompose(
         self,
@@ -361,7 +384,7 @@ class Client:
         fps: int | None = None,
     ) -> Job:
         """Queue the fitting of a canonical image and fields to the first frames of a clip (mp4, webm or gif);
-        its artifacts are generate's, and `result` has `psnr_db`."""
+        its artifacts are generate's, and `result` has `psnr_db` and `shots` (one per cut-free stretch)."""
         data = _form(num_frames=num_frames, resolution=resolution, steps=steps, fps=fps)
         return self._submit("/decompose", data=data, files={"video": _upload(video, "video")})
 

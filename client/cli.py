@@ -64,7 +64,16 @@ def _resample(client: Client, args: argparse.Namespace) -> Job:
 
 
 def _edit(client: Client, args: argparse.Namespace) -> Job:
-    job = _follow(client.edit(args.job_id, args.image, fps=args.fps), args)
+    job = _follow(client.edit(args.job_id, args.image, fps=args.fps, shot=args.shot), args)
+    _save(job, "video", args.output or f"{job.id}.mp4")
+    return job
+
+
+def _render(client: Client, args: argparse.Namespace) -> Job:
+    job = client.render(
+        args.job_id, scale=args.scale, fps_factor=args.fps_factor, fps=args.fps, image=args.image
+    )
+    job = _follow(job, args)
     _save(job, "video", args.output or f"{job.id}.mp4")
     return job
 
@@ -108,7 +117,11 @@ def _decompose(client: Client, args: argparse.Namespace) -> Job:
     )
     job = _follow(job, args)
     _download_all(job, args.output)
-    print(f"reconstruction PSNR {job.result['psnr_db']:.2f} dB", file=sys.stderr)
+    shots = job.result.get("shots") or []
+    per_shot = ", ".join(
+        f"shot {i}: frames {s['start']}+{s['frames']}, {s['psnr_db']:.2f} dB" for i, s in enumerate(shots)
+    )
+    print(f"reconstruction PSNR {job.result['psnr_db']:.2f} dB ({per_shot})", file=sys.stderr)
     return job
 
 
@@ -227,7 +240,17 @@ def _parser() -> argparse.ArgumentParser:
     p = command("edit", _edit, "warp an edited canonical image with a finished job's motion")
     job_id(p, WITH_FIELDS)
     p.add_argument("image", metavar="IMAGE", help="the edited canonical image (PNG or JPEG)")
+    p.add_argument("--shot", type=int, help="a decomposed clip's shot: IMAGE is that shot's canonical image")
     fps(p, "the source job's")
+    output(p, "the video", "JOB_ID.mp4")
+    waiting(p)
+
+    p = command("render", _render, "render a finished job at a larger size and a higher frame rate")
+    job_id(p, WITH_FIELDS)
+    p.add_argument("--scale", type=int, help="times the width and height, 1 to 4 (default: the API's, 2)")
+    p.add_argument("--fps-factor", type=int, help="times the frames, 1 to 4 (default: the API's, 1)")
+    p.add_argument("--image", metavar="IMAGE", help="a larger canonical image to render (PNG or JPEG)")
+    fps(p, "the source job's times --fps-factor")
     output(p, "the video", "JOB_ID.mp4")
     waiting(p)
 

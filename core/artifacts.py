@@ -72,3 +72,19 @@ def fields_shape(data: bytes) -> tuple[int, int, int]:
         )
         shape, _, _ = read_header(f)
     return shape[0], shape[1], shape[2]
+
+
+def fields_meta(data: bytes) -> dict[str, Any]:
+    """The meta of a deformation.npz, without loading its fields."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            return json.loads(str(npz["meta"]))
+    except (OSError, ValueError, KeyError) as e:
+        raise ArtifactError(f"not a deformation .npz: {e}") from e
+
+
+def shots_of(meta: dict[str, Any], num_frames: int, canonical_width: int) -> list[dict[str, int]]:
+    """The shots of a job's fields: [{start, frames, x, width}], frames [start, start + frames) showing the tile of
+    the canonical image at x, `width` wide (a decomposed clip with cuts has several; any other job one, all of it)."""
+    shots = meta.get("shots") or [{"start": 0, "frames": num_frames, "x": 0, "width": canonical_width}]
+    return [{k: int(s[k]) for k in ("start", "frames", "x", "width")} for s in shots]

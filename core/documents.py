@@ -59,7 +59,7 @@ def _seconds(start: str | None, end: str | None) -> float | None:
 
 class JobDocument(BaseModel):
     id: str
-    kind: Literal["generate", "resample", "edit", "track", "segment", "decompose"]
+    kind: Literal["generate", "resample", "edit", "track", "segment", "decompose", "render"]
     status: Literal["queued", "running", "succeeded", "failed", "canceled"]
     progress: float = Field(ge=0, le=1)
     stage: str | None = Field(
@@ -73,12 +73,13 @@ class JobDocument(BaseModel):
     error: JobError | None
     artifacts: dict[str, ArtifactOut] = Field(
         description="once succeeded (else {}): video, canonical, deformation (generate, resample, edit, "
-        "decompose); video, tracks (track); video, masks (segment)",
+        "decompose); video, tracks (track); video, masks (segment); video, canonical, deformation (render)",
     )
     result: dict[str, Any] | None = Field(
         default=None,
         description="figures a job reports: decompose gives psnr_db (reconstruction PSNR, updated "
-        "while fitting), step, steps, frames, width, height, canonical_width, canonical_height; else null",
+        "while fitting), shot, shot_count, step, steps, frames, width, height, then shots, canonical_width, "
+        "canonical_height; render gives frames, width, height, fps; else null",
     )
     queue_position: int | None = Field(
         default=None,

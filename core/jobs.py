@@ -40,7 +40,7 @@ import redis
 from core.errors import TooManyJobs
 from core.settings import Settings
 
-KINDS = ("generate", "resample", "edit", "track", "segment", "decompose")
+KINDS = ("generate", "resample", "edit", "track", "segment", "decompose", "render")
 STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
 FINAL = frozenset({"succeeded", "failed", "canceled"})
 STAGES = ("loading", "sampling", "warping", "tracking", "fitting", "encoding", "uploading")

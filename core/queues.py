@@ -23,6 +23,7 @@ JOB_TASKS: dict[str, tuple[str, Literal["generate", "edit"]]] = {
     "track": ("gendef.track", "edit"),
     "segment": ("gendef.segment", "edit"),
     "decompose": ("gendef.decompose", "generate"),
+    "render": ("gendef.render", "generate"),  # may sample the motion of a generated video at new times
 }
 assert tuple(JOB_TASKS) == KINDS
 WEBHOOK_TASK = "gendef.webhook"  # on GENDEF_WEBHOOK_QUEUE: one delivery of a job event (core/webhooks.py)
@@ -51,7 +52,7 @@ def model_queue(settings: Settings, model: str) -> str:
 
 def queue_of(settings: Settings, kind: str, model: str | None = None) -> str:
     """The queue of a job of ``kind`` for ``model``: a model with a queue of its own (GENDEF_MODEL_QUEUES) has its
-    generate and resample jobs there; decompose runs no model."""
+    generate, resample and render jobs there; decompose runs no model."""
     if JOB_TASKS[kind][1] == "edit":
         return settings.edit_queue
     if kind != "decompose" and model in settings.model_queue_names:

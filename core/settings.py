@@ -63,6 +63,13 @@ class Settings(BaseSettings):
     max_video_frames: int = Field(3000, ge=1)  # frames in the whole file (only the first num_frames are used)
     max_video_pixels: int = Field(1920 * 1080, ge=1)  # width x height of a frame
     max_video_duration_s: float = Field(120.0, gt=0)
+    # What one /decompose job fits: frames taken from the clip, and the long side they are scaled to (pixels).
+    max_decompose_frames: int = Field(256, ge=2)
+    max_decompose_resolution: int = Field(512, ge=16)
+    # POST /render: the largest frame it makes (width x height, after scaling) and its frames (after the frame-rate
+    # multiplier).
+    max_render_pixels: int = Field(2048 * 1152, ge=1)
+    max_render_frames: int = Field(512, ge=1)
 
     # The models served (core/models.py): each subfolder of models_dir holding a checkpoint is one model, named by
     # its folder. default_model: the model of requests that name none; empty: `small` when served, else the first
@@ -93,7 +100,7 @@ class Settings(BaseSettings):
     # How a batch runs (worker/batching.py): "stack" (one forward pass for the jobs of a frame count), "pipeline"
     # (one job samples while the one before it encodes and uploads), "off" (no batching); "auto" picks per device.
     batch_mode: Literal["auto", "stack", "pipeline", "off"] = "auto"
-    job_time_limit_s: int = Field(600, ge=1)
+    job_time_limit_s: int = Field(1800, ge=1)  # a 128-frame decompose at 256 px takes ~10 min on 2 CPU cores
     # Celery queues: generate and resample need the generator; edit only warps, so it may go to other workers.
     generate_queue: str = "gendef-generate"
     edit_queue: str = "gendef-edit"
@@ -182,7 +189,7 @@ def video_limits(settings: Settings) -> Limits:
         max_pixels=settings.max_video_pixels,
         max_frames=settings.max_video_frames,
         max_duration_s=settings.max_video_duration_s,
-        max_total_pixels=settings.max_video_pixels * settings.max_frames,  # the frames a job uses, at most
+        max_total_pixels=settings.max_video_pixels * settings.max_decompose_frames,  # the frames a job uses
     )
 
 

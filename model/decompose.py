@@ -11,6 +11,11 @@ The video is explained as GenDeF explains its own: ``frames = grid_sample(canoni
   (model/losses.py), Adam on everything.
 
 The returned fields follow API.md's convention relative to the returned canonical image, whatever its size.
+
+A clip with cuts is split into shots first (``find_cuts``: a frame that differs from the one before far more than
+its neighbours do); each shot gets its own canonical image and fields, and ``decompose_video`` lays the shots'
+canonical images side by side in one image (the atlas) with each shot's fields pointing into its own tile, so
+``grid_sample(atlas, fields)`` is still the whole video.
 """
 
 from __future__ import annotations
@@ -30,14 +35,26 @@ from model.warp import identity_grid, render
 class DecomposeConfig:
     steps: int = 600  # Adam steps on all frames at once
     margin: float = 0.125  # canonical = frame grown by this fraction of its size on each side
-    # Offset grid sizes along the frame's long side, coarse to fine (the short side scales with the aspect).
+    # Offset grid sizes along the frame's long side, coarse to fine (the short side scales with the aspect);
+    # finer ones (doubling) are added while a cell still spans at least cell_pixels pixels: 128 at 256 px.
     field_levels: tuple[int, ...] = (4, 8, 16, 32, 64)
+    cell_pixels: int = 2
     anneal: float = 0.5  # fraction of the steps over which the finer field levels switch on
     lr_canonical: float = 0.03
-    lr_field: float = 0.02  # in canonical pixels per step (Adam's step size)
+    # In canonical pixels per step (Adam's step size) at a long side of 128 px, in proportion above it: motions
+    # measured in pixels grow with the frames.
+    lr_field: float = 0.02
     grad_weight: float = 0.1  # image-gradient loss
     smooth_weight: float = 0.002  # edge-aware smoothness of the offsets (in pixels)
     lr_decay: float = 0.1  # the learning rates fall to this fraction by the last step (cosine)
+
+
+@dataclass(frozen=True)
+class CutConfig:
+    thumbnail: int = 16  # frames are compared as thumbnails this many pixels square (area averaging)
+    min_diff: float = 0.15  # a cut's mean absolute thumbnail difference (values in [-1, 1]) is at least this
+    ratio: float = 2.5  # ... and at least this many times the median difference of the frames around it
+    window: int = 8  # frames on each side whose differences make that median
 
 
 @dataclass
@@ -78,6 +95,15 @@ def level_shape(size: int, height: int, width: int) -> tuple[int, int]:
     return max(2, min(height, round(height * scale))), max(2, min(width, round(width * scale)))
 
 
+def levels_for(config: DecomposeConfig, long_side: int) -> tuple[int, ...]:
+    """The field levels of frames `long_side` pixels long: config.field_levels, then doubling while a cell spans
+    at least config.cell_pixels pixels."""
+    levels = list(config.field_levels)
+    while 2 * levels[-1] * config.cell_pixels <= long_side:
+        levels.append(2 * levels[-1])
+    return tuple(levels)
+
+
 def level_weights(step: int, steps: int, levels: int, anneal: float) -> list[float]:
     """Coarse-to-fine weights of the field levels at `step`: level 0 on from the start, level l fades in
     (cosine) as alpha = 1 + (levels - 1) * step / (anneal * steps) passes l."""
@@ -86,14 +112,46 @@ def level_weights(step: int, steps: int, levels: int, anneal: float) -> list[flo
 
 
 def offsets_of(grids: list[torch.Tensor], weights: list[float], height: int, width: int) -> torch.Tensor:
-    """Sum of the upsampled level grids: list of (T, 2, h_l, w_l) in canonical px -> (T, H, W, 2) px."""
+    """Sum of the upsampled level grids: list of (T, 2, h_l, w_l) in canonical px, coarse to fine -> (T, H, W, 2)
+    px. The levels are summed on the finest grid, which alone is upsampled to the frame (one full-size
+    interpolation a step instead of one per level: the most expensive part of a step)."""
+    finest = grids[-1].shape[2:]
     total = 0
     for grid, weight in zip(grids, weights, strict=True):
         if weight > 0:
-            total = total + weight * F.interpolate(
-                grid, size=(height, width), mode="bilinear", align_corners=False
-            )
+            if grid.shape[2:] != finest:
+                grid = F.interpolate(grid, size=finest, mode="bilinear", align_corners=False)
+            total = total + weight * grid
+    total = F.interpolate(total, size=(height, width), mode="bilinear", align_corners=False)
     return total.permute(0, 2, 3, 1)  # (T, H, W, 2)
+
+
+def fill_unseen(canonical: torch.Tensor, fields: torch.Tensor, seen_weight: float = 0.1) -> torch.Tensor:
+    """canonical (3, Hc, Wc) with the pixels that no frame pixel reads through fields (T, H, W, 2) (their bilinear
+    weights summed over all frames below seen_weight) replaced by the mean of the seen pixels nearest them
+    (normalized 3x3 averaging, grown ring by ring). The fit never moves such pixels, so they hold whatever it
+    started from (the middle frame, its edges stretched); a render at a finer grid (model/rerender.py) reads
+    between the frames' sample points and would show that content. (The seams of renders where a fit stretches
+    the canonical image come from pixels that other frames do use: this does not remove them.)"""
+    probe = canonical.clone().requires_grad_(True)
+    with torch.enable_grad():
+        render(probe[None], fields[None]).sum().backward()
+    seen = (probe.grad[0] >= seen_weight).float()[
+        None
+    ]  # (1, Hc, Wc): the weight is the same in every channel
+    if bool(seen.all()) or not bool(seen.any()):
+        return canonical
+    out, mask = canonical.clone(), seen
+    while True:  # each round fills the unseen pixels next to filled ones
+        num, den = (
+            F.avg_pool2d(F.pad(x[None], (1, 1, 1, 1), mode="replicate"), 3, stride=1)[0]
+            for x in (out * mask, mask)
+        )
+        new = (den > 0) & (mask == 0)  # (1, Hc, Wc)
+        if not bool(new.any()):
+            return out
+        out = torch.where(new, num / den.clamp_min(1e-12), out)
+        mask = torch.where(new, torch.ones_like(mask), mask)
 
 
 def decompose(
@@ -117,11 +175,14 @@ def decompose(
     pad_h, pad_w = (Hc - H) // 2, (Wc - W) // 2
     start = F.pad(frames[T // 2][None], (pad_w, pad_w, pad_h, pad_h), mode="replicate")[0]  # (3, Hc, Wc)
     canonical = start.clone().requires_grad_(True)
-    grids = [frames.new_zeros(T, 2, *level_shape(s, H, W)).requires_grad_(True) for s in config.field_levels]
+    grids = [
+        frames.new_zeros(T, 2, *level_shape(s, H, W)).requires_grad_(True)
+        for s in levels_for(config, max(H, W))
+    ]
     optimizer = torch.optim.Adam(
         [
             {"params": [canonical], "lr": config.lr_canonical},
-            {"params": grids, "lr": config.lr_field},
+            {"params": grids, "lr": config.lr_field * max(1.0, max(H, W) / 128)},
         ]
     )
     initial_lrs = [group["lr"] for group in optimizer.param_groups]
@@ -152,8 +213,91 @@ def decompose(
 
     with torch.no_grad():
         fields, _ = fields_at(config.steps)
-        result = quantize(canonical.detach())
+    result = quantize(fill_unseen(canonical.detach().clamp(-1, 1), fields))
+    with torch.no_grad():
         score = psnr(render(result[None], fields[None])[0], frames)
     if on_progress is not None:
         on_progress(config.steps, score)
     return Decomposition(canonical=result, fields=fields.contiguous(), psnr_db=score)
+
+
+def frame_differences(frames: torch.Tensor, thumbnail: int) -> torch.Tensor:
+    """(T, 3, H, W) -> (T - 1,): mean absolute difference of each frame's thumbnail to the previous frame's."""
+    small = F.adaptive_avg_pool2d(frames.float(), thumbnail)  # (T, 3, s, s)
+    return (small[1:] - small[:-1]).abs().mean(dim=(1, 2, 3))
+
+
+def find_cuts(frames: torch.Tensor, config: CutConfig = CutConfig()) -> list[int]:
+    """The frames (T, 3, H, W) that start a new shot (never 0), in order: a frame whose change from the previous
+    one is large (`min_diff`) and much larger (`ratio`) than the changes around it, so fast motion is no cut."""
+    diffs = frame_differences(frames, config.thumbnail)  # (T - 1,)
+    cuts = []
+    for i, d in enumerate(diffs.tolist()):
+        around = torch.cat([diffs[max(0, i - config.window) : i], diffs[i + 1 : i + 1 + config.window]])
+        typical = float(around.median()) if around.numel() else 0.0
+        if d >= config.min_diff and d >= config.ratio * typical:
+            cuts.append(i + 1)
+    return cuts
+
+
+def shot_bounds(num_frames: int, cuts: list[int]) -> list[tuple[int, int]]:
+    """[(start, end)] frame ranges (end exclusive) of the shots that cuts make of num_frames frames."""
+    edges = [0, *cuts, num_frames]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def fields_into_tile(fields: torch.Tensor, tile: int, tiles: int, tile_width: int) -> torch.Tensor:
+    """Fields relative to one canonical image (tile_width wide) -> relative to `tiles` such images side by side,
+    pointing into tile `tile`. x is clamped to the tile's pixel centres first: grid_sample's border padding of the
+    tile alone is that clamp, so the atlas renders exactly what the tile did."""
+    x = ((fields[..., 0] + 1) * tile_width - 1) / 2  # pixel coordinates in the tile
+    x = x.clamp(0, tile_width - 1) + tile * tile_width
+    u = (2 * x + 1) / (tiles * tile_width) - 1
+    return torch.stack([u, fields[..., 1]], dim=-1)
+
+
+@dataclass
+class Shot:
+    start: int  # first frame
+    end: int  # one past the last frame
+    psnr_db: float
+
+
+@dataclass
+class VideoDecomposition:
+    canonical: torch.Tensor  # (3, Hc, S * Wc): the shots' canonical images side by side, in [-1, 1]
+    fields: torch.Tensor  # (T, H, W, 2) relative to that image; frames of shot s point into its tile s
+    shots: list[Shot]
+    psnr_db: float  # of the whole video
+
+
+def decompose_video(
+    frames: torch.Tensor,
+    config: DecomposeConfig = DecomposeConfig(),
+    bounds: list[tuple[int, int]] | None = None,
+    on_progress: Callable[[int, int, int, float], None] | None = None,
+    report_every: int = 25,
+) -> VideoDecomposition:
+    """Split frames (T, 3, H, W) in [-1, 1] into shots (bounds: [(start, end)]; None: at the cuts find_cuts
+    finds) and decompose each shot on its own.
+
+    on_progress(shot, shots, step, psnr_db) as ``decompose`` reports it, for each shot in turn (it may raise)."""
+    if bounds is None:
+        bounds = shot_bounds(frames.shape[0], find_cuts(frames))
+    canonicals, fields, shots = [], [], []
+    for index, (start, end) in enumerate(bounds):
+        report = None
+        if on_progress is not None:
+
+            def report(step: int, db: float, index: int = index) -> None:
+                on_progress(index, len(bounds), step, db)
+
+        part = decompose(frames[start:end], config, on_progress=report, report_every=report_every)
+        canonicals.append(part.canonical)
+        shots.append(Shot(start=start, end=end, psnr_db=part.psnr_db))
+        width = part.canonical.shape[2]
+        fields.append(fields_into_tile(part.fields, index, len(bounds), width))
+    canonical, all_fields = torch.cat(canonicals, dim=2), torch.cat(fields)  # (3, Hc, S Wc), (T, H, W, 2)
+    with torch.no_grad():
+        score = psnr(render(canonical[None], all_fields[None])[0], frames.float())
+    return VideoDecomposition(canonical=canonical, fields=all_fields, shots=shots, psnr_db=score)

@@ -89,9 +89,8 @@ class GenDeF(nn.Module):
     ) -> Sample:
         """B videos of num_frames frames: canonical (B, 3, H, W), fields (B, T, H, W, 2), frames (B, T, 3, H, W).
         stack: the B videos in one forward pass (faster; each video within STACK_TOLERANCE of its own pass)."""
-        canonical, fields = self._videos(
-            self._check(seeds, motion_seeds, num_frames), num_frames, True, stack
-        )
+        pairs = self._check(seeds, motion_seeds, num_frames)
+        canonical, fields = self._videos(pairs, torch.arange(num_frames, dtype=torch.float32), True, stack)
         return Sample(canonical=canonical, fields=fields, frames=render(canonical, fields))
 
     @torch.no_grad()
@@ -100,7 +99,18 @@ class GenDeF(nn.Module):
     ) -> torch.Tensor:
         """Motion resampling: the fields (B, T, H, W, 2) that sample() gives for these seeds, without making the
         canonical image (only the canonical features that condition the fields)."""
-        return self._videos(self._check(seeds, motion_seeds, num_frames), num_frames, False, stack)[1]
+        pairs = self._check(seeds, motion_seeds, num_frames)
+        return self._videos(pairs, torch.arange(num_frames, dtype=torch.float32), False, stack)[1]
+
+    @torch.no_grad()
+    def motion_at(self, seed: int, motion_seed: int, times: Sequence[float]) -> torch.Tensor:
+        """The fields (T, H, W, 2) of one video at frame times that may fall between frames (0 <= t <=
+        max_frames - 1): the motion codes are continuous in time, so t = k is sample()'s frame k."""
+        self._check([seed], [motion_seed], 1)
+        if not times or not all(0 <= t <= self.max_frames - 1 for t in times):
+            raise ValueError(f"times must be in [0, {self.max_frames - 1}], got {list(times)!r}")
+        t = torch.tensor(list(times), dtype=torch.float32)
+        return self._videos([(seed, motion_seed)], t, False, True)[1][0]
 
     def _check(
         self, seeds: Sequence[int], motion_seeds: Sequence[int], num_frames: int
@@ -123,19 +133,19 @@ class GenDeF(nn.Module):
         return list(zip(seeds, motion_seeds, strict=True))
 
     def _videos(
-        self, pairs: list[tuple[int, int]], num_frames: int, with_image: bool, stack: bool
+        self, pairs: list[tuple[int, int]], times: torch.Tensor, with_image: bool, stack: bool
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """Canonical images (B, 3, H, W) clamped to [-1, 1] (None without image) and fields (B, T, H, W, 2), one
-        forward pass per video, or one for all when stacked."""
+        """Canonical images (B, 3, H, W) clamped to [-1, 1] (None without image) and fields (B, T, H, W, 2) at
+        frame times (T,), one forward pass per video, or one for all when stacked."""
         if not stack and len(pairs) > 1:
-            videos = [self._videos([pair], num_frames, with_image, True) for pair in pairs]
+            videos = [self._videos([pair], times, with_image, True) for pair in pairs]
             images = [image for image, _ in videos]
             return (torch.cat(images) if with_image else None), torch.cat([f for _, f in videos])
         z, noise, motion_z = self._draws(pairs)
         with self._autocast():
             image, features = self.canonical(z, noise, with_image=with_image)  # (B, 3, H, W), (B, C, H, W)
-            t = torch.arange(num_frames, device=self.device, dtype=torch.float32)
-            t = t[None].expand(len(pairs), -1)  # (B, T)
+            t = times.to(self.device)[None].expand(len(pairs), -1)  # (B, T)
+            num_frames = t.shape[1]
             chunk = max(1, self.config.deformation.frame_chunk // len(pairs))  # frames of each video per pass
             fields = torch.cat(
                 [

@@ -12,7 +12,7 @@ from service import errors
 from service.deps import Services
 from service.idempotency import Idempotency
 from service.monitoring import Readiness, metrics_registry
-from service.routes import decomposition, events, files, jobs, models, ops, page, tracking
+from service.routes import decomposition, events, files, jobs, models, ops, page, rendering, tracking
 from service.uploads import BodySizeLimit
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(tracking.router)
     app.include_router(decomposition.router)
+    app.include_router(rendering.router)
     app.include_router(ops.router)
     app.include_router(events.router)
     app.include_router(page.router)

@@ -11,6 +11,7 @@ MAX_SEED = (
     2**32 - 1
 )  # the model takes seeds in [0, 2**32): larger ones would collide (model.gendef.SEED_RANGE)
 MIN_FPS, MAX_FPS = 1, 60
+MAX_RENDER_FPS = 240  # a render at a higher frame rate may go past MAX_FPS
 MAX_POINTS = 256  # POST /track
 WebhookEvent = Literal["start", "completed"]  # the job turned running / ended (succeeded, failed or canceled)
 
@@ -85,6 +86,13 @@ class TrackRequest(BaseModel):
         default=None,
         ge=0,
         description="give the points in this frame (0-based) instead of the canonical image",
+    )
+    shot: int | None = Field(
+        default=None,
+        ge=0,
+        description="a decomposed clip's shot (0-based): the points are in that shot's canonical image (or, with "
+        "`frame`, in its frame `frame`, counted from the shot's first) and the tracks cover its frames; "
+        "default: the whole video",
     )
 
 

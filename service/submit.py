@@ -8,7 +8,7 @@ import logging
 import secrets
 from typing import Any, NamedTuple
 
-from core.artifacts import fields_shape
+from core.artifacts import ArtifactError, fields_meta, fields_shape, shots_of
 from core.errors import Conflict, Invalid, NotFound, TooLarge, UnsupportedFormat
 from core.images import check_image, image_mode, image_size
 from core.jobs import JobRecord, new_job_id
@@ -17,7 +17,7 @@ from core.queues import enqueue, queue_of
 from core.storage import BlobNotFound, input_key
 from core.webhooks import spec as webhook_spec
 from service.deps import Services
-from service.schemas import MAX_FPS, MIN_FPS, GenerateRequest, TrackRequest
+from service.schemas import MAX_FPS, MAX_RENDER_FPS, MIN_FPS, GenerateRequest, TrackRequest
 from service.uploads import check_video
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ def _model(svc: Services, name: str | None) -> ModelInfo:
     return found
 
 
-def _parent_model(svc: Services, parent: JobRecord) -> ModelInfo:
+def _parent_model(svc: Services, parent: JobRecord, field: str = "canonical_from") -> ModelInfo:
     """The model that made a job's canonical image, still served at that version, or Conflict (a job recorded
     without a model ran on the default one)."""
     name, version = parent.params.get("model"), parent.params.get("version")
@@ -144,7 +144,7 @@ def _parent_model(svc: Services, parent: JobRecord) -> ModelInfo:
     if served is None or (version is not None and served.version != version):
         now = "is no longer served" if served is None else f"is now version {served.version}"
         raise Conflict(
-            f"canonical_from: job {parent.id} was made by version {version} of model {name}, which {now}; "
+            f"{field}: job {parent.id} was made by version {version} of model {name}, which {now}; "
             "generate a new video",
         )
     return served
@@ -209,6 +209,31 @@ def _canonical_size(svc: Services, parent: JobRecord) -> tuple[int, int]:
     return image_size(parent_artifact(svc, parent, "canonical"))  # header only
 
 
+def _shot(svc: Services, parent: JobRecord, shot: int | None, loc: str) -> dict[str, int] | None:
+    """Shot `shot` of a job ({start, frames, x, width}: core.artifacts.shots_of), None for all of it, or Invalid
+    naming the shots there are."""
+    if shot is None:
+        return None
+    data = parent_artifact(svc, parent, "deformation")
+    try:
+        shots = shots_of(fields_meta(data), fields_shape(data)[0], _canonical_size(svc, parent)[0])
+    except ArtifactError as e:
+        raise Conflict(f"job_id: the deformation of job {parent.id} is unreadable ({e})") from e
+    if shot >= len(shots):
+        raise Invalid(
+            f"job {parent.id} has {len(shots)} shot(s): shot must be 0 to {len(shots) - 1} (or left out for all)",
+            (loc, "shot"),
+            shot,
+        )
+    return shots[shot]
+
+
+def _shot_size(svc: Services, parent: JobRecord, shot: dict[str, int] | None) -> tuple[int, int]:
+    """(width, height) of the canonical image of a shot (None: of the whole job)."""
+    width, height = _canonical_size(svc, parent)
+    return (width, height) if shot is None else (shot["width"], height)
+
+
 def submit_edit(
     svc: Services,
     job_id: str,
@@ -216,6 +241,7 @@ def submit_edit(
     fps: int | None,
     webhook_url: str | None = None,
     webhook_events: list[str] | None = None,
+    shot: int | None = None,
 ) -> JobRecord:
     """Check the parent and the upload, store the upload as the job's input, then queue. The worker resizes."""
     webhook = webhook_spec(svc.settings, webhook_url, webhook_events, "form")
@@ -223,11 +249,12 @@ def submit_edit(
     if len(image) > svc.settings.max_upload_bytes:
         raise TooLarge(f"image is larger than the limit of {svc.settings.max_upload_bytes} bytes")
     info = check_image(image, svc.settings.max_upload_pixels)
-    size = _canonical_size(svc, parent)
+    size = _shot_size(svc, parent, _shot(svc, parent, shot, "body"))
     params = _inherited(parent) | {
         "fps": parent_fps(parent) if fps is None else fps,
         "resized": (info.width, info.height) != size,
         "source_size": [info.width, info.height],
+        "shot": shot,
     }
     upload = Upload("image", f"image.{info.extension}", image, CONTENT_TYPES[info.format])
     return _queue(svc, "edit", params, parent_id=parent.id, upload=upload, webhook=webhook)
@@ -251,18 +278,21 @@ def _outside(points: list[tuple[float, float]], width: int, height: int) -> list
 
 def submit_track(svc: Services, req: TrackRequest) -> JobRecord:
     parent = field_parent(svc, req.job_id)
+    shot = _shot(svc, parent, req.shot, "body")
+    of = f"job {parent.id}" if shot is None else f"shot {req.shot} of job {parent.id}"
     if req.frame is None:
-        width, height = _canonical_size(svc, parent)
-        where = f"the canonical image of job {parent.id}"
+        width, height = _shot_size(svc, parent, shot)
+        where = f"the canonical image of {of}"
     else:
         frames, height, width = fields_shape(parent_artifact(svc, parent, "deformation"))
+        frames = frames if shot is None else shot["frames"]
         if req.frame >= frames:
             raise Invalid(
-                f"job {parent.id} has {frames} frames: frame must be 0 to {frames - 1}",
+                f"{of} has {frames} frames: frame must be 0 to {frames - 1}",
                 ("body", "frame"),
                 req.frame,
             )
-        where = f"frame {req.frame} of job {parent.id}"
+        where = f"frame {req.frame} of {of}"
     outside = _outside(req.points, width, height)
     if outside:
         raise Invalid(
@@ -274,12 +304,13 @@ def submit_track(svc: Services, req: TrackRequest) -> JobRecord:
     params = _inherited(parent) | {
         "points": [list(p) for p in req.points],
         "frame": req.frame,
+        "shot": req.shot,
         "fps": parent_fps(parent),
     }
     return _queue(svc, "track", params, parent_id=parent.id)
 
 
-def submit_segment(svc: Services, job_id: str, mask: bytes) -> JobRecord:
+def submit_segment(svc: Services, job_id: str, mask: bytes, shot: int | None = None) -> JobRecord:
     parent = field_parent(svc, job_id)
     if len(mask) > svc.settings.max_upload_bytes:
         raise TooLarge(f"mask is larger than the limit of {svc.settings.max_upload_bytes} bytes")
@@ -292,16 +323,17 @@ def submit_segment(svc: Services, job_id: str, mask: bytes) -> JobRecord:
             f"mask is a {mode} PNG; it must have one channel whose values are the labels "
             "(grayscale 'L', palette 'P' or 1-bit): e.g. 0 background, 1, 2 ... objects",
         )
-    size = _canonical_size(svc, parent)
+    size = _shot_size(svc, parent, _shot(svc, parent, shot, "body"))
     if (info.width, info.height) != size:
+        of = f"job {parent.id}" if shot is None else f"shot {shot} of job {parent.id}"
         raise Invalid(
-            f"mask is {info.width}x{info.height}; the canonical image of job {parent.id} is "
+            f"mask is {info.width}x{info.height}; the canonical image of {of} is "
             f"{size[0]}x{size[1]}: draw the mask on that image, at its size",
         )
     return _queue(
         svc,
         "segment",
-        _inherited(parent) | {"fps": parent_fps(parent)},
+        _inherited(parent) | {"fps": parent_fps(parent), "shot": shot},
         parent_id=parent.id,
         upload=Upload("mask", "mask.png", mask, "image/png"),
     )
@@ -310,7 +342,15 @@ def submit_segment(svc: Services, job_id: str, mask: bytes) -> JobRecord:
 def submit_decompose(
     svc: Services, video: bytes, num_frames: int, resolution: int, steps: int, fps: int | None
 ) -> JobRecord:
-    _frame_limit(num_frames, svc.settings.max_frames, ("body", "num_frames"), "this deployment's frame limit")
+    limit = svc.settings.max_decompose_frames
+    _frame_limit(num_frames, limit, ("body", "num_frames"), "this deployment's limit of frames to decompose")
+    if resolution > svc.settings.max_decompose_resolution:
+        raise Invalid(
+            f"Input should be less than or equal to {svc.settings.max_decompose_resolution} (this deployment's "
+            "largest long side to decompose at, in pixels)",
+            ("body", "resolution"),
+            resolution,
+        )
     info = check_video(video, num_frames, svc.settings)
     params = {
         "num_frames": num_frames,
@@ -328,3 +368,68 @@ def submit_decompose(
     return _queue(
         svc, "decompose", params, upload=Upload("video", f"video.{info.extension}", video, info.content_type)
     )
+
+
+def _fields_origin(svc: Services, job: JobRecord) -> JobRecord:
+    """The job that made a job's fields: an edit reuses its source's."""
+    while job.kind == "edit":
+        parent = svc.jobs.get(job.parent_id) if job.parent_id else None
+        if parent is None:
+            raise Conflict(
+                f"job_id: the job whose fields edit {job.id} reuses has expired, so its motion cannot be "
+                "sampled between frames; render it with fps_factor 1",
+            )
+        job = parent
+    return job
+
+
+def submit_render(
+    svc: Services, job_id: str, scale: int, fps_factor: int, fps: int | None, image: bytes | None
+) -> JobRecord:
+    """Check the parent, the output's size against the render limits and the optional canonical image, then
+    queue. A generated video sampled between its frames needs its model (still served at its version)."""
+    parent = field_parent(svc, job_id)
+    frames, height, width = fields_shape(parent_artifact(svc, parent, "deformation"))
+    pixels = height * width * scale * scale
+    if pixels > svc.settings.max_render_pixels:
+        raise Invalid(
+            f"scale {scale} makes frames of {width * scale}x{height * scale} = {pixels} pixels; the limit is "
+            f"{svc.settings.max_render_pixels} (GENDEF_MAX_RENDER_PIXELS): ask for a smaller scale",
+            ("body", "scale"),
+            scale,
+        )
+    if frames * fps_factor > svc.settings.max_render_frames:
+        raise Invalid(
+            f"fps_factor {fps_factor} makes {frames * fps_factor} frames of job {parent.id}'s {frames}; the "
+            f"limit is {svc.settings.max_render_frames} (GENDEF_MAX_RENDER_FRAMES): ask for a smaller factor",
+            ("body", "fps_factor"),
+            fps_factor,
+        )
+    params: dict[str, Any] = _inherited(parent) | {
+        "scale": scale,
+        "fps_factor": fps_factor,
+        "fps": min(MAX_RENDER_FPS, parent_fps(parent) * fps_factor) if fps is None else fps,
+        "motion": None,
+    }
+    origin = _fields_origin(svc, parent) if fps_factor > 1 else parent
+    if fps_factor > 1 and origin.kind in ("generate", "resample"):
+        model = _parent_model(svc, origin, "job_id")
+        params |= _made_by(model) | {
+            "motion": {"seed": origin.params["seed"], "motion_seed": origin.params["motion_seed"]}
+        }
+    upload = None
+    if image is not None:
+        if len(image) > svc.settings.max_upload_bytes:
+            raise TooLarge(f"image is larger than the limit of {svc.settings.max_upload_bytes} bytes")
+        info = check_image(image, svc.settings.max_upload_pixels)
+        cw, ch = _canonical_size(svc, parent)
+        if abs(info.width * ch - info.height * cw) > 0.02 * cw * ch:
+            raise Invalid(
+                f"image is {info.width}x{info.height}; the canonical image of job {parent.id} is {cw}x{ch}: "
+                "upload one of the same shape (any size: e.g. it scaled up and painted on)",
+                ("body", "image"),
+                f"{info.width}x{info.height}",
+            )
+        params["source_size"] = [info.width, info.height]
+        upload = Upload("image", f"image.{info.extension}", image, CONTENT_TYPES[info.format])
+    return _queue(svc, "render", params, parent_id=parent.id, upload=upload)

@@ -12,7 +12,7 @@ from core.artifacts import FIELDS_CONVENTION
 from core.errors import DomainError
 from core.jobs import Artifact
 from core.settings import video_limits
-from model.decompose import DecomposeConfig, decompose
+from model.decompose import DecomposeConfig, decompose_video, find_cuts, shot_bounds
 from model.warp import render
 from worker import media
 from worker.execution import JobRun
@@ -28,7 +28,8 @@ def read_clip(data: bytes, num_frames: int, long_side: int, limits: video.Limits
 
 
 def do_decompose(run: JobRun) -> dict[str, Artifact]:
-    """Fit a canonical image and fields to the uploaded video; progress and PSNR are reported as the fit goes."""
+    """Split the uploaded video at its cuts and fit a canonical image and fields to each shot; progress and PSNR
+    are reported per shot and step as the fit goes."""
     job = run.job
     params = job.params
     upload = run.input_blob("video")
@@ -43,19 +44,40 @@ def do_decompose(run: JobRun) -> dict[str, Artifact]:
     T, _, H, W = frames.shape
     steps = int(params["steps"])
     figures: dict[str, Any] = {"frames": T, "width": W, "height": H, "steps": steps}
+    bounds = shot_bounds(T, find_cuts(frames))
+    figures["shot_count"] = len(bounds)
 
-    def on_progress(step: int, psnr_db: float) -> None:
-        figures.update(step=step, psnr_db=round(psnr_db, 2))
-        run.report("fitting", FITTING_SHARE * step / steps, dict(figures))
+    def on_progress(shot: int, shots: int, step: int, psnr_db: float) -> None:
+        start, end = bounds[shot]
+        figures.update(shot=shot, step=step, psnr_db=round(psnr_db, 2))
+        run.report("fitting", FITTING_SHARE * (start + (end - start) * step / steps) / T, dict(figures))
 
-    result = decompose(frames, DecomposeConfig(steps=steps), on_progress=on_progress)
-    canonical, fields = result.canonical, result.fields  # (3, Hc, Wc), (T, H, W, 2)
-    figures.update(canonical_width=canonical.shape[2], canonical_height=canonical.shape[1])
+    result = decompose_video(frames, DecomposeConfig(steps=steps), bounds, on_progress=on_progress)
+    canonical, fields = result.canonical, result.fields  # (3, Hc, S Wc), (T, H, W, 2)
+    tile_width = canonical.shape[2] // len(result.shots)
+    shots = [
+        {
+            "start": s.start,
+            "frames": s.end - s.start,
+            "x": i * tile_width,
+            "width": tile_width,
+            "psnr_db": round(s.psnr_db, 2),
+        }
+        for i, s in enumerate(result.shots)
+    ]
+    figures.update(
+        psnr_db=round(result.psnr_db, 2),
+        shots=shots,
+        canonical_width=canonical.shape[2],
+        canonical_height=canonical.shape[1],
+    )
+    figures.pop("shot", None)
     run.report("encoding", FITTING_SHARE, dict(figures))
     meta = {
         "convention": FIELDS_CONVENTION,
         "layout": "fields: float32 (T, H, W, 2), relative to the canonical image (canonical_height x "
-        "canonical_width), which is larger than the frames",
+        "canonical_width): the shots' canonical images side by side, each larger than the frames; shots[i] "
+        "says which frames (start, frames) use the tile at x (width wide)",
         "model": "decompose (optimisation, model/decompose.py)",
         "job_id": job.id,
         "kind": job.kind,
@@ -64,6 +86,7 @@ def do_decompose(run: JobRun) -> dict[str, Artifact]:
         "width": W,
         "canonical_height": canonical.shape[1],
         "canonical_width": canonical.shape[2],
+        "shots": shots,
         "steps": steps,
         "psnr_db": round(result.psnr_db, 2),
     }

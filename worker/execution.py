@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from core.artifacts import ARTIFACT_FILES, ArtifactError
+from core.artifacts import ARTIFACT_FILES, ArtifactError, shots_of
 from core.images import ImageError
 from core.jobs import Artifact, JobRecord
 from core.models import ModelInfo
@@ -96,19 +96,32 @@ class JobRun:
             artifacts[name] = Artifact(key=key, content_type=content_type, bytes=len(data))
         return artifacts
 
-    def parent_fields(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The source job's canonical image (3, Hc, Wc) and fields (T, H, W, 2)."""
+    def parent_fields(self) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """The source job's canonical image (3, Hc, Wc), fields (T, H, W, 2) and their meta."""
         canonical_png = self.parent_blob("canonical.png")
         deformation_npz = self.parent_blob("deformation.npz")
         try:
-            fields, _ = media.decode_fields(deformation_npz)  # (T, H, W, 2)
+            fields, meta = media.decode_fields(deformation_npz)  # (T, H, W, 2)
             canonical, _ = media.decode_image(canonical_png)  # (3, Hc, Wc)
         except (ArtifactError, ImageError) as e:
             raise JobFailure(
                 "parent_missing",
                 f"the stored artifacts of source job {self.job.parent_id} are unreadable ({e})",
             ) from e
-        return canonical, fields
+        return canonical, fields, meta
+
+    def shot(self, fields: torch.Tensor, meta: dict[str, Any], canonical_width: int) -> dict[str, int] | None:
+        """The shot the job asks for (params `shot`; None: all of the video) in the source job's fields:
+        {start, frames, x, width} (core.artifacts.shots_of)."""
+        index = self.job.params.get("shot")
+        if index is None:
+            return None
+        shots = shots_of(meta, fields.shape[0], canonical_width)
+        if not 0 <= index < len(shots):
+            raise JobFailure(
+                "invalid_input", f"shot {index} does not exist: the source job has {len(shots)} shot(s)"
+            )
+        return shots[index]
 
 
 # (canonical (3, H, W) or None, fields (T, H, W, 2), frames (T, 3, H, W) or None) of one video

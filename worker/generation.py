@@ -104,12 +104,22 @@ def do_edit(run: JobRun) -> dict[str, Artifact]:
         ) from e
     # A decomposed video's canonical image is larger than its frames; the fields' meta records its size.
     size = (meta.get("canonical_height", fields.shape[1]), meta.get("canonical_width", fields.shape[2]))
+    shot = run.shot(fields, meta, size[1])
     try:
-        image, _ = media.decode_image(upload, size=size)  # (3, Hc, Wc)
+        image, _ = media.decode_image(upload, size=size if shot is None else (size[0], shot["width"]))
     except ImageError as e:
         raise JobFailure(
             "invalid_input", f"the uploaded image cannot be decoded ({e}); upload a PNG or JPEG"
         ) from e
+    if shot is not None:  # one shot's edit: the upload is that shot's canonical image, put in its place
+        try:
+            whole, _ = media.decode_image(run.parent_blob("canonical.png"))  # (3, Hc, Wc)
+        except ImageError as e:
+            raise JobFailure(
+                "parent_missing", f"the stored canonical image of job {run.job.parent_id} is unreadable ({e})"
+            ) from e
+        whole[:, :, shot["x"] : shot["x"] + shot["width"]] = image
+        image = whole
     frames = render(image[None], fields[None])[0]  # (T, 3, H, W)
     run.stage("encoding")
     files = {

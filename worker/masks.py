@@ -21,7 +21,7 @@ OVERLAY_ALPHA = 0.5  # weight of a label's colour over the frame in the segment 
 
 
 def do_segment(run: JobRun) -> dict[str, Artifact]:
-    canonical, fields = run.parent_fields()
+    canonical, fields, meta = run.parent_fields()
     upload = run.input_blob("mask")
     run.stage("warping")
     try:
@@ -29,12 +29,18 @@ def do_segment(run: JobRun) -> dict[str, Artifact]:
             labels = np.array(image)  # (Hc, Wc): the palette indices of a "P" image, the values of "L"/"1"
     except OSError as e:
         raise JobFailure("invalid_input", f"the uploaded mask cannot be decoded ({e}); upload a PNG") from e
-    if labels.shape != tuple(canonical.shape[1:]):
+    shot = run.shot(fields, meta, canonical.shape[2])
+    size = canonical.shape[1:] if shot is None else (canonical.shape[1], shot["width"])
+    if labels.shape != tuple(size):
         raise JobFailure(
             "invalid_input",
             f"the mask is {labels.shape[1]}x{labels.shape[0]}, the canonical image "
-            f"{canonical.shape[2]}x{canonical.shape[1]}: upload a mask of its size",
+            f"{size[1]}x{size[0]}: upload a mask of its size",
         )
+    if shot is not None:  # the shot's tile of the canonical image, that shot's frames
+        tiled = np.zeros(canonical.shape[1:], dtype=labels.dtype)
+        tiled[:, shot["x"] : shot["x"] + shot["width"]] = labels
+        labels, fields = tiled, fields[shot["start"] : shot["start"] + shot["frames"]]
     masks = propagate_mask(torch.from_numpy(labels.astype(np.uint8)), fields).numpy()  # (T, H, W)
     run.stage("encoding")
     frames = media.to_uint8(render(canonical[None], fields[None])[0]).astype(np.float32)  # (T, H, W, 3)

@@ -27,6 +27,7 @@ from worker.decomposition import do_decompose
 from worker.execution import JobCanceled, JobRun, Sampler
 from worker.generation import do_edit, do_generate, do_resample
 from worker.masks import do_segment
+from worker.rendering import do_render
 from worker.runtime import JobFailure, Runtime
 from worker.tracking import do_track
 
@@ -40,6 +41,7 @@ JOB_KINDS: dict[str, tuple[Callable[[JobRun], dict[str, Artifact]], tuple[str, .
     "track": (do_track, ("tracking", "encoding", "uploading")),
     "segment": (do_segment, ("warping", "encoding", "uploading")),
     "decompose": (do_decompose, ("fitting", "encoding", "uploading")),
+    "render": (do_render, ("sampling", "warping", "encoding", "uploading")),
 }
 assert JOB_KINDS.keys() == JOB_TASKS.keys()
 

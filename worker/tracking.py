@@ -28,10 +28,14 @@ def palette(count: int) -> np.ndarray:
 
 def do_track(run: JobRun) -> dict[str, Artifact]:
     params = run.job.params
-    canonical, fields = run.parent_fields()
+    canonical, fields, meta = run.parent_fields()
     run.stage("tracking")
     Hc, Wc = canonical.shape[1:]
     points = torch.tensor(params["points"], dtype=torch.float32)  # (N, 2) px
+    shot = run.shot(fields, meta, Wc)
+    if shot is not None:  # points in the shot's canonical image, frames of that shot
+        points[:, 0] += shot["x"]
+        fields = fields[shot["start"] : shot["start"] + shot["frames"]]
     frame = params.get("frame")
     if frame is not None:
         if not 0 <= frame < fields.shape[0]:

@@ -26,8 +26,15 @@ def decompose(
     svc: ServicesDep,
     request: Request,
     response: Response,
-    num_frames: Annotated[int, Form(ge=2, description="frames taken from the start of the video")] = 32,
-    resolution: Annotated[int, Form(ge=16, le=512, description="long side of the frames, in pixels")] = 128,
+    num_frames: Annotated[
+        int, Form(ge=2, description="frames taken from the start (at most GENDEF_MAX_DECOMPOSE_FRAMES)")
+    ] = 32,
+    resolution: Annotated[
+        int,
+        Form(
+            ge=16, description="long side of the frames, in pixels (at most GENDEF_MAX_DECOMPOSE_RESOLUTION)"
+        ),
+    ] = 128,
     steps: Annotated[int, Form(ge=1, le=20000, description="optimisation steps (more: sharper, slower)")] = (
         DECOMPOSE_STEPS
     ),
@@ -35,7 +42,8 @@ def decompose(
 ) -> JobDocument:
     """Queue the decomposition of your own video into a canonical image and deformation fields, fitted by
     optimisation. The job reports progress and ``result.psnr_db`` (reconstruction PSNR) as it goes; its
-    artifacts are those of /generate, so /edit, /track and /segment work on it."""
+    artifacts are those of /generate, so /edit, /track, /segment and /render work on it. A clip with cuts is
+    split into shots, each with its own canonical image (side by side in canonical.png)."""
     data = video.file.read(svc.settings.max_video_bytes + 1)
     job = submit_decompose(svc, data, num_frames, resolution, steps, fps)
     return accepted(svc, request, response, job)

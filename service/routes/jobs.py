@@ -79,11 +79,19 @@ def edit(
     webhook_events: Annotated[
         list[WebhookEvent] | None, Form(description="repeat the field per event (default: completed)")
     ] = None,
+    shot: Annotated[
+        int | None,
+        Form(
+            ge=0,
+            description="a decomposed clip's shot (0-based): the image is that shot's canonical image and only "
+            "its frames change; default: the image is the whole canonical image (every shot's, side by side)",
+        ),
+    ] = None,
 ) -> JobDocument:
     """Queue an edit: the image is warped by the fields of job ``job_id``, so every frame carries the edit.
-    An image of another size than the canonical image is resized to it (``params.resized``)."""
+    An image of another size than the canonical image (or the shot's) is resized to it (``params.resized``)."""
     data = image.file.read(svc.settings.max_upload_bytes + 1)
-    job = submit_edit(svc, job_id, data, fps, webhook and str(webhook), webhook_events)
+    job = submit_edit(svc, job_id, data, fps, webhook and str(webhook), webhook_events, shot)
     return accepted(svc, request, response, job)
 
 

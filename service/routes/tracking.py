@@ -38,9 +38,17 @@ def segment(
     svc: ServicesDep,
     request: Request,
     response: Response,
+    shot: Annotated[
+        int | None,
+        Form(
+            ge=0,
+            description="a decomposed clip's shot (0-based): the mask is the size of that shot's canonical image "
+            "and the masks cover its frames; default: the whole video",
+        ),
+    ] = None,
 ) -> JobDocument:
     """Queue mask propagation: each frame's labels are the mask sampled through that frame's field (nearest,
     so labels stay labels). Artifacts: ``masks`` (masks.npz, ``masks`` uint8 (T, H, W)) and ``video`` (an
     overlay of the labels on the frames)."""
     data = mask.file.read(svc.settings.max_upload_bytes + 1)
-    return accepted(svc, request, response, submit_segment(svc, job_id, data))
+    return accepted(svc, request, response, submit_segment(svc, job_id, data, shot))

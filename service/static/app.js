@@ -13,7 +13,7 @@ const KEY_ITEM = "gendef-api-key";  // sessionStorage: the key lives as long as 
 let stream = null;      // the AbortController of the followed job's event stream
 let source = null;      // the succeeded job whose video and canonical image are shown (what edits start from)
 let points = [];        // picked canonical points to track, canvas pixels
-const VIEWS = new Set(["track", "segment"]);  // jobs that show a video over the source's canonical image
+const VIEWS = new Set(["track", "segment", "render"]);  // jobs that show a video over the source's canonical image
 const history = new Map();  // job id -> its latest document
 
 // --- API calls ------------------------------------------------------------------------------------------------
@@ -195,6 +195,10 @@ async function show(doc) {
   $("made-by").textContent = model ? `model ${model}, version ${version}` : "";
   if (VIEWS.has(doc.kind)) return;   // tracks or masks drawn over the source's video: the canvas stays
   source = doc;
+  const shots = doc.result?.shots || [];   // a decomposed clip's shots: their canonical images side by side
+  $("shots").textContent = shots.length > 1
+    ? `${shots.length} shots, their canonical images side by side (frames ${shots.map((s) => `${s.start}–${s.start + s.frames - 1}`).join(" | ")}): paint on any; each shot's frames show only its own.`
+    : "";
   points = [];
   const image = new Image();
   image.onload = () => {
@@ -386,6 +390,22 @@ function init() {
   $("resample").addEventListener("click", () => {
     if (source) generate({canonical_from: source.id, num_frames: source.params.num_frames ?? intField("num-frames") ?? 16,
                           fps: source.params.fps});
+  });
+  $("decompose-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const form = new FormData();
+    form.append("video", $("clip").files[0]);
+    form.append("num_frames", String(intField("clip-frames") ?? 32));
+    form.append("resolution", String(intField("clip-resolution") ?? 128));
+    submit("decompose", {method: "POST", body: form});
+  });
+  $("render-2x").addEventListener("click", () => {
+    if (!source) return;
+    const form = new FormData();
+    form.append("job_id", source.id);
+    form.append("scale", "2");
+    form.append("fps_factor", "2");
+    submit("render", {method: "POST", body: form});
   });
   $("submit-edit").addEventListener("click", submitEdit);
   $("track").addEventListener("click", trackPoints);

@@ -1,6 +1,7 @@
 """The page at / in headless Chromium against the e2e deployment: generate, watch the video play, paint a stroke on
 the canonical image, submit it as an edit, see the edited video; resample with one click; track picked points and
-propagate a painted mask; API errors shown; a phone-width layout that does not scroll sideways; with API keys on,
+propagate a painted mask; a clip with a cut decomposed, its shots' canonical images side by side, rendered at
+twice the size; API errors shown; a phone-width layout that does not scroll sideways; with API keys on,
 the key entered on the page, kept for the tab, and sent on every call (events streamed, the canonical image
 fetched)."""
 
@@ -12,10 +13,14 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import torch
 from PIL import Image
 from playwright.sync_api import Browser, Page, expect
 
+from core import video
 from tests.browser.conftest import API_KEY
+from tests.model.test_decompose import warped_shot
+from worker import media
 
 JOB_TIMEOUT_MS = 120_000
 PLAYING = "([t0]) => document.getElementById('video').currentTime > t0 + 0.05"
@@ -175,4 +180,30 @@ def test_with_api_keys_the_key_entered_on_the_page_is_used_for_every_call(
     job = httpx.get(f"{keyed_api_url}/jobs/{source_id}", headers=headers, timeout=30).json()
     assert job["status"] == "succeeded"
     assert httpx.get(f"{keyed_api_url}/jobs/{source_id}", timeout=30).status_code == 401
+    page.close()
+
+
+def test_a_clip_with_a_cut_shows_its_shots_side_by_side_and_renders_at_twice_the_size(
+    browser: Browser, api_url: str, tmp_path: Path
+):
+    clip = tmp_path / "cut.mp4"
+    frames = torch.cat([warped_shot(3, 1.0), warped_shot(11, -1.5)])  # two 6-frame shots, 32 x 32
+    clip.write_bytes(video.encode_mp4(media.to_uint8(frames), 8))
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.goto(api_url + "/")
+    page.set_input_files("#clip", str(clip))
+    page.fill("#clip-frames", "12")
+    page.fill("#clip-resolution", "32")
+    page.click("#decompose")
+    clip_id = wait_succeeded(page, "decompose")
+    wait_playing(page, clip_id)
+    expect(page.locator("#shots")).to_contain_text("2 shots")
+    shots = httpx.get(f"{api_url}/jobs/{clip_id}", timeout=30).json()["result"]["shots"]
+    page.wait_for_function("document.getElementById('base').width > 0")
+    assert page.evaluate("document.getElementById('base').width") == 2 * shots[0]["width"]  # side by side
+
+    page.click("#render-2x")
+    render_id = wait_succeeded(page, "render")
+    wait_playing(page, render_id)
+    assert page.evaluate("document.getElementById('video').videoWidth") == 64
     page.close()

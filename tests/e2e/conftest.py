@@ -41,6 +41,8 @@ S3_CREDENTIALS = {
 # Small caps so the oversized and the bomb uploads stay cheap to make.
 MAX_UPLOAD_BYTES = 256 * 1024
 MAX_UPLOAD_PIXELS = 1024 * 1024
+MAX_RENDER_PIXELS = 64 * 64  # a tiny model's 32 px video at scale 2, not 4
+MAX_RENDER_FRAMES = 24  # 8 frames at fps_factor 2, not 4
 STARTUP_TIMEOUT_S = 60
 WEBHOOK_SECRET = "e2e-webhook-secret-of-at-least-32-characters"
 
@@ -157,6 +159,8 @@ def deployment_env(queues: dict[str, str], s3_endpoint: str, models_dir: Path) -
             "GENDEF_DEVICE": "cpu",
             "GENDEF_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
             "GENDEF_MAX_UPLOAD_PIXELS": str(MAX_UPLOAD_PIXELS),
+            "GENDEF_MAX_RENDER_PIXELS": str(MAX_RENDER_PIXELS),
+            "GENDEF_MAX_RENDER_FRAMES": str(MAX_RENDER_FRAMES),
             "GENDEF_READINESS_CACHE_S": "0",
             "GENDEF_JOB_TTL_S": "600",
             "GENDEF_WEBHOOK_SECRET": WEBHOOK_SECRET,

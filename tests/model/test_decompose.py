@@ -7,8 +7,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.decompose import DecomposeConfig, base_fields, canonical_size, decompose, level_weights, psnr
-from model.tracking import to_field_units
+from model.decompose import (
+    DecomposeConfig,
+    base_fields,
+    canonical_size,
+    decompose,
+    decompose_video,
+    fields_into_tile,
+    fill_unseen,
+    find_cuts,
+    level_weights,
+    levels_for,
+    psnr,
+    shot_bounds,
+)
+from model.tracking import to_field_units, to_pixels
 from model.warp import render
 
 H = W = 32
@@ -85,3 +98,85 @@ def test_decomposition_of_a_warped_image_recovers_frames_and_motion(one_thread: 
     still = motion[:, 4:-4, 4:-4].norm(dim=-1)
     assert error.mean() < 0.35, (error.mean(), still.mean())
     assert still.mean() > 1.0  # the bound is far below the motion itself
+
+
+def warped_shot(seed: int, pan: float) -> torch.Tensor:
+    """(FRAMES, 3, H, W): a 48 px smooth image of `seed`, seen through a 32 px window that pans `pan` px a frame
+    and ripples (true_motion_px)."""
+    noise = torch.rand(1, 3, 12, 12, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    image = F.interpolate(noise, size=(48, 48), mode="bicubic", align_corners=False)[0].clamp(-1, 1)
+    xs, ys = torch.arange(W, dtype=torch.float32), torch.arange(H, dtype=torch.float32)
+    pixels = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (H, W, 2)
+    motion = true_motion_px() * torch.tensor([pan / 2, 1.0])
+    return render(image[None], to_field_units(pixels + 8 + motion, 48, 48)[None])[0]
+
+
+def test_a_clip_with_a_cut_is_split_there_and_each_shot_recovered(one_thread: None) -> None:
+    clip = torch.cat([warped_shot(3, 1.0), warped_shot(11, -1.5)])  # a cut at frame FRAMES
+    assert find_cuts(clip) == [FRAMES]
+    assert find_cuts(clip[:FRAMES]) == [] and find_cuts(clip[FRAMES:]) == []
+
+    seen = []
+    result = decompose_video(
+        clip, DecomposeConfig(steps=200), on_progress=lambda *a: seen.append(a), report_every=100
+    )
+
+    assert [(s.start, s.end) for s in result.shots] == [(0, FRAMES), (FRAMES, 2 * FRAMES)]
+    assert all(s.psnr_db >= 30.0 for s in result.shots), result.shots
+    assert [(shot, shots, step) for shot, shots, step, _ in seen] == [
+        (0, 2, 100),
+        (0, 2, 200),
+        (1, 2, 100),
+        (1, 2, 200),
+    ]
+    # One image holds both shots' canonical images side by side; grid_sample(it, fields) is the whole clip, and
+    # each shot's frames read only its own tile: the same frames as from that tile alone.
+    Hc, Wc = canonical_size(H, W, DecomposeConfig.margin)
+    assert result.canonical.shape == (3, Hc, 2 * Wc) and result.fields.shape == (2 * FRAMES, H, W, 2)
+    frames = render(result.canonical[None], result.fields[None])[0]
+    assert abs(psnr(frames, clip) - result.psnr_db) < 1e-6
+    for k, shot in enumerate(result.shots):
+        tile = result.canonical[:, :, k * Wc : (k + 1) * Wc]
+        pixels = to_pixels(result.fields[shot.start : shot.end], Hc, 2 * Wc) - torch.tensor([k * Wc, 0])
+        own = to_field_units(pixels, Hc, Wc)  # the same points, relative to the tile
+        alone = render(tile[None], own[None])[0]
+        torch.testing.assert_close(alone, frames[shot.start : shot.end], rtol=0, atol=1e-5)
+
+
+def test_fast_motion_is_no_cut() -> None:
+    pan = torch.cat([warped_shot(3, 1.0), warped_shot(3, 1.0).flip(0)])  # fast, and back: one shot
+    flash = torch.cat([pan[:6], pan[6:] * 0.2])  # a sudden change of light is one
+    assert find_cuts(pan) == []
+    assert find_cuts(flash) == [6]
+    assert shot_bounds(12, [6]) == [(0, 6), (6, 12)] and shot_bounds(5, []) == [(0, 5)]
+
+
+def test_fields_into_tile_reproduce_border_padding_of_the_tile() -> None:
+    tile = texture(16)
+    fields = torch.rand(2, 8, 8, 2, generator=torch.Generator().manual_seed(1)) * 3 - 1.5  # also far outside
+    alone = render(tile[None], fields[None])[0]
+    atlas = torch.cat([torch.zeros_like(tile), tile, torch.ones_like(tile)], dim=2)  # the tile in the middle
+    inside = render(atlas[None], fields_into_tile(fields, 1, 3, 16)[None])[0]
+    torch.testing.assert_close(inside, alone, rtol=0, atol=1e-5)
+
+
+def test_canonical_pixels_no_frame_reads_are_filled_from_their_seen_neighbours() -> None:
+    canonical = torch.zeros(3, 8, 8)
+    canonical[:, :, ::2] = torch.linspace(-1, 1, 4)  # the columns the frames read: 0, 2, 4, 6
+    canonical[:, :, 1::2] = 0.9  # never read: what a fit would leave there
+    xs = torch.tensor([0.0, 2.0, 4.0, 6.0])  # frame pixel x reads canonical column 2x, every row
+    fields = to_field_units(torch.stack(torch.meshgrid(xs, torch.arange(8.0), indexing="xy"), dim=-1), 8, 8)[
+        None
+    ]
+    filled = fill_unseen(canonical, fields)
+    torch.testing.assert_close(filled[:, :, ::2], canonical[:, :, ::2])  # seen: kept
+    torch.testing.assert_close(filled[:, :, 1:6:2], (canonical[:, :, 0:5:2] + canonical[:, :, 2:7:2]) / 2)
+    torch.testing.assert_close(filled[:, :, 7], canonical[:, :, 6])  # the edge: its one seen neighbour
+    torch.testing.assert_close(render(filled[None], fields[None]), render(canonical[None], fields[None]))
+
+
+def test_finer_field_levels_come_with_more_pixels() -> None:
+    config = DecomposeConfig()
+    assert levels_for(config, 32) == levels_for(config, 128) == (4, 8, 16, 32, 64)
+    assert levels_for(config, 256) == (4, 8, 16, 32, 64, 128)  # a cell of 2 pixels, as 64 cells at 128 px
+    assert levels_for(config, 512) == (4, 8, 16, 32, 64, 128, 256)

@@ -136,3 +136,16 @@ def test_stacked_sampling_is_within_the_documented_tolerance_and_a_video_alone_i
     assert torch.equal(model.sample_motion(seeds, motion_seeds, 20, stack=True), stacked.fields)
     one = model.sample([3], [103], 20, stack=True)
     assert torch.equal(one.fields[0], alone.fields[3]) and torch.equal(one.canonical[0], alone.canonical[3])
+
+
+def test_motion_at_integer_times_is_the_sampled_motion_and_between_frames_lies_between(tiny):
+    fields = tiny.sample_motion([1], [2], 6)[0]  # (6, H, W, 2)
+    at = tiny.motion_at(1, 2, [0.0, 2.0, 2.5, 3.0, 5.0])
+    torch.testing.assert_close(at[[0, 1, 3, 4]], fields[[0, 2, 3, 5]], rtol=0, atol=1e-5)
+    # t = 2.5 is a new field, close to both neighbours (the motion codes are continuous)
+    mid = at[2]
+    assert (mid - fields[2]).abs().max() > 1e-6 and (mid - fields[3]).abs().max() > 1e-6
+    step = (fields[3] - fields[2]).abs().max()
+    assert (mid - (fields[2] + fields[3]) / 2).abs().max() < step
+    with pytest.raises(ValueError, match="times must be in"):
+        tiny.motion_at(1, 2, [float(tiny.max_frames)])

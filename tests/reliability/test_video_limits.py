@@ -8,12 +8,14 @@ import httpx
 
 from tests.worker.video_checks import vp8_webm
 
-WORKER_LIMITS = dict(max_video_pixels=16 * 16, max_video_frames=6, max_video_duration_s=1.0, max_frames=4)
+WORKER_LIMITS = dict(
+    max_video_pixels=16 * 16, max_video_frames=6, max_video_duration_s=1.0, max_decompose_frames=4
+)
 CASES = {  # (video, num_frames) -> what the job's error says
     "pixels": ((vp8_webm([(32, 3)]), 3), "frame 0 is 32x32 = 1024 pixels; the limit is 256"),
     "frames": ((vp8_webm([(8, 8)], fps=60), 8), "video has more than 6 frames"),
     "duration": ((vp8_webm([(8, 4)], fps=2), 4), "frame 3 is at 1.5 s; the limit is 1.0 s"),
-    # 4 frames of 256 pixels are the most (max_frames x max_video_pixels): frame 4 passes the total
+    # 4 frames of 256 pixels are the most (max_decompose_frames x max_video_pixels): frame 4 passes the total
     "total": (
         (vp8_webm([(16, 6)], fps=60), 6),
         "frame 4 brings the decoded pixels to 1280; the limit is 1024",

@@ -48,7 +48,12 @@ def test_edit_of_a_finished_job_stores_the_upload_as_its_input(
     assert job["kind"] == "edit" and job["status"] == "queued" and job["parent_id"] == finished_job["id"]
     # fps defaults to the source job's (12); the upload has the canonical's size, so no resize.
     made_by = {k: finished_job["params"][k] for k in ("model", "version")}  # the source job's
-    assert job["params"] == made_by | {"fps": 12, "resized": False, "source_size": list(CANONICAL_SIZE)}
+    assert job["params"] == made_by | {
+        "fps": 12,
+        "resized": False,
+        "source_size": list(CANONICAL_SIZE),
+        "shot": None,
+    }
     record = server.jobs.get(job["id"])
     assert record.inputs == {"image": f"jobs/{job['id']}/input/image.png"}
     assert server.blobs.get(record.inputs["image"]) == image
@@ -64,7 +69,7 @@ def test_edit_records_a_resize_for_another_size_and_takes_jpeg(
     assert r.status_code == 202
     job = r.json()
     made_by = {k: finished_job["params"][k] for k in ("model", "version")}
-    assert job["params"] == made_by | {"fps": 24, "resized": True, "source_size": [100, 80]}
+    assert job["params"] == made_by | {"fps": 24, "resized": True, "source_size": [100, 80], "shot": None}
     assert server.blobs.get(server.jobs.get(job["id"]).inputs["image"]) == image
     assert server.jobs.get(job["id"]).inputs["image"].endswith("/input/image.jpg")
 

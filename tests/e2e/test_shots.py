@@ -1,0 +1,241 @@
+"""Your own clips with cuts, and renders beyond the fields' grid, over plain HTTP against the production-mode
+deployment of `api_url`: a clip with a known cut is decomposed into its two shots, each shot is edited, tracked and
+segmented on its own, and jobs are rendered at twice the size and twice the frame rate."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+from client.api import Client
+from core import video
+from model.rerender import upsample_fields, upscale_image
+from tests.e2e.conftest import MAX_RENDER_FRAMES, MAX_RENDER_PIXELS
+from tests.e2e.test_apps import canonical_px
+from tests.e2e.test_jobs import FRAMES, fields_of, png, submit, succeeded, wait_done
+from tests.model.test_decompose import warped_shot
+from tests.worker.video_checks import MIN_PSNR_DB, decode_video, psnr, warp, yuv420
+from worker import media
+
+SHOT = 6  # frames of each shot of the clip
+
+
+@pytest.fixture(scope="module")
+def clip_with_a_cut() -> bytes:
+    """Two 6-frame shots of different scenes, 32 x 32, as an mp4: a cut at frame 6."""
+    frames = torch.cat([warped_shot(3, 1.0), warped_shot(11, -1.5)])  # (12, 3, 32, 32)
+    return video.encode_mp4(media.to_uint8(frames), 8)
+
+
+@pytest.fixture(scope="module")
+def generated(api_url: str) -> tuple[dict, dict[str, bytes]]:
+    with httpx.Client(base_url=api_url, timeout=30) as http:
+        job = submit(http, "/generate", json={"seed": 4, "motion_seed": 5, "num_frames": FRAMES})
+        return succeeded(http, job["id"])
+
+
+@pytest.fixture(scope="module")
+def decomposed(api_url: str, clip_with_a_cut: bytes) -> tuple[dict, dict[str, bytes]]:
+    with httpx.Client(base_url=api_url, timeout=30) as http:
+        job = submit(
+            http,
+            "/decompose",
+            files={"video": ("cut.mp4", clip_with_a_cut, "video/mp4")},
+            data={"num_frames": str(2 * SHOT), "resolution": "32", "steps": "200"},
+        )
+        job, _ = wait_done(http, job["id"], timeout_s=600)
+        assert job["status"] == "succeeded", job["error"]
+        return succeeded(http, job["id"])
+
+
+def test_a_clip_with_a_cut_is_decomposed_into_its_shots(decomposed: tuple[dict, dict[str, bytes]]) -> None:
+    job, files = decomposed
+    shots = job["result"]["shots"]
+    assert [(s["start"], s["frames"]) for s in shots] == [(0, SHOT), (SHOT, SHOT)]
+    assert all(s["psnr_db"] >= 30.0 for s in shots), shots
+    canonical, _ = media.decode_image(files["canonical"])
+    fields, meta = media.decode_fields(files["deformation"])
+    # The shots' canonical images side by side: shot i is the tile at x, width wide; the fields say the same.
+    width = shots[0]["width"]
+    assert [s["x"] for s in shots] == [0, width] and canonical.shape[2] == 2 * width
+    assert meta["shots"] == shots and job["result"]["shot_count"] == 2
+    decoded, _ = decode_video(files["video"])
+    assert psnr(decoded, yuv420(media.to_uint8(warp(canonical, fields)))) >= MIN_PSNR_DB
+
+
+def test_an_edit_of_one_shot_changes_only_that_shot(
+    http: httpx.Client, decomposed: tuple[dict, dict[str, bytes]]
+) -> None:
+    job, files = decomposed
+    canonical, _ = media.decode_image(files["canonical"])
+    fields = fields_of(files)
+    width = job["result"]["shots"][1]["width"]
+    painted = media.to_uint8(canonical[:, :, width:]).copy()  # shot 1's canonical image
+    painted[:, :] = [255, 0, 0]
+    edit = submit(
+        http,
+        "/edit",
+        data={"job_id": job["id"], "shot": "1"},
+        files={"image": ("shot1.png", png(painted), "image/png")},
+    )
+    assert edit["params"]["shot"] == 1 and edit["params"]["resized"] is False
+    _, out = succeeded(http, edit["id"])
+    edited, _ = media.decode_image(out["canonical"])
+    assert torch.equal(edited[:, :, :width], canonical[:, :, :width])  # shot 0's canonical image is untouched
+    decoded, _ = decode_video(out["video"])
+    before = yuv420(media.to_uint8(warp(canonical, fields)))
+    assert psnr(decoded[:SHOT], before[:SHOT]) >= MIN_PSNR_DB  # shot 0 as it was
+    assert (decoded[SHOT:, ..., 0] > 200).all() and (decoded[SHOT:, ..., 2] < 60).all()  # shot 1 is red
+
+    r = http.post(
+        "/edit",
+        data={"job_id": job["id"], "shot": "2"},
+        files={"image": ("s.png", png(painted), "image/png")},
+    )
+    assert r.status_code == 422 and "has 2 shot(s): shot must be 0 to 1" in r.text, r.text
+
+
+def test_track_and_segment_one_shot(http: httpx.Client, decomposed: tuple[dict, dict[str, bytes]]) -> None:
+    job, files = decomposed
+    width = job["result"]["shots"][1]["width"]
+    height = job["result"]["canonical_height"]
+    tracked = submit(
+        http, "/track", json={"job_id": job["id"], "points": [[width / 2, height / 2]], "shot": 1}
+    )
+    _, out = succeeded(http, tracked["id"])
+    tracks = json.loads(out["tracks"])
+    assert len(tracks) == SHOT  # the shot's frames only
+    fields = fields_of(files)[SHOT:]  # shot 1's frames
+    size = (height, 2 * width)
+    visible = [(t, found) for t, (found,) in enumerate(tracks) if found["visible"]]
+    assert len(visible) >= SHOT // 2
+    for t, found in visible:  # where the fields say, in shot 1's tile
+        shown = canonical_px(fields, t, [found["x"], found["y"]], size)
+        assert torch.allclose(shown, torch.tensor([width + width / 2, height / 2]), atol=0.3), (
+            t,
+            found,
+            shown,
+        )
+    r = http.post("/track", json={"job_id": job["id"], "points": [[width + 1.0, 1.0]], "shot": 1})
+    assert r.status_code == 422 and "outside the canonical image of shot 1" in r.text, r.text
+
+    labels = np.ones((height, width), dtype=np.uint8)
+    segmented = submit(
+        http,
+        "/segment",
+        data={"job_id": job["id"], "shot": "1"},
+        files={"mask": ("m.png", png(labels), "image/png")},
+    )
+    _, out = succeeded(http, segmented["id"])
+    masks = np.load(io.BytesIO(out["masks"]))["masks"]
+    assert masks.shape == (SHOT, 32, 32) and (masks == 1).all()  # every pixel of shot 1 shows its canonical
+    whole = png(np.ones((height, 2 * width), dtype=np.uint8))
+    r = http.post(
+        "/segment", data={"job_id": job["id"], "shot": "1"}, files={"mask": ("m.png", whole, "image/png")}
+    )
+    assert (
+        r.status_code == 422
+        and f"the canonical image of shot 1 of job {job['id']} is {width}x{height}" in r.text
+    )
+
+
+def test_render_twice_the_frame_rate_reproduces_the_frames_at_even_indices(
+    http: httpx.Client,
+    generated: tuple[dict, dict[str, bytes]],
+    decomposed: tuple[dict, dict[str, bytes]],
+) -> None:
+    source, files = generated
+    job = submit(http, "/render", data={"job_id": source["id"], "scale": "1", "fps_factor": "2"})
+    assert job["params"]["fps"] == 2 * source["params"]["fps"] and job["params"]["motion"] is not None
+    job, out = succeeded(http, job["id"])
+    fields, rendered = fields_of(files), fields_of(out)
+    assert rendered.shape == (2 * FRAMES, *fields.shape[1:])
+    assert torch.equal(rendered[::2], fields)  # the source frames, bit for bit
+    between = rendered[1:-1:2]  # the motion sampled between frames: new fields, near their neighbours
+    assert (between - fields[:-1]).abs().amax() > 1e-6 and (between - fields[1:]).abs().amax() > 1e-6
+    decoded, fps = decode_video(out["video"])
+    assert decoded.shape[0] == 2 * FRAMES and fps == job["params"]["fps"]
+
+    # A decomposed clip: fields interpolated within each shot, never across the cut.
+    clip, clip_files = decomposed
+    job = submit(http, "/render", data={"job_id": clip["id"], "scale": "1", "fps_factor": "2"})
+    assert job["params"]["motion"] is None
+    _, out = succeeded(http, job["id"])
+    fields, rendered = fields_of(clip_files), fields_of(out)
+    assert torch.equal(rendered[::2], fields)
+    torch.testing.assert_close(rendered[1], (fields[0] + fields[1]) / 2)
+    assert torch.equal(rendered[2 * SHOT - 1], fields[SHOT - 1])  # held at the shot's end
+    assert [s["start"] for s in media.decode_fields(out["deformation"])[1]["shots"]] == [0, 2 * SHOT]
+
+
+def test_render_twice_the_size_is_the_upsampled_warp(
+    http: httpx.Client, generated: tuple[dict, dict[str, bytes]]
+) -> None:
+    source, files = generated
+    job = submit(http, "/render", data={"job_id": source["id"]})  # scale 2 by default
+    job, out = succeeded(http, job["id"])
+    canonical, _ = media.decode_image(files["canonical"])
+    big, _ = media.decode_image(out["canonical"])
+    assert big.shape == (3, 64, 64) and job["result"]["width"] == 64
+    expected = warp(upscale_image(canonical, 2), upsample_fields(fields_of(files), 2))
+    decoded, _ = decode_video(out["video"])
+    assert decoded.shape == (FRAMES, 64, 64, 3)
+    assert psnr(decoded, yuv420(media.to_uint8(expected))) >= MIN_PSNR_DB
+
+    # A larger canonical image painted by the user is rendered as it is: its detail reaches the frames.
+    painted = np.zeros((64, 64, 3), dtype=np.uint8)
+    painted[:, ::2] = 255  # stripes one pixel wide at 64 px: they average to grey at 32 px
+    job = submit(
+        http,
+        "/render",
+        data={"job_id": source["id"]},
+        files={"image": ("big.png", png(painted), "image/png")},
+    )
+    _, out = succeeded(http, job["id"])
+    expected = warp(media.from_uint8(painted), upsample_fields(fields_of(files), 2))
+    decoded, _ = decode_video(out["video"])
+    assert psnr(decoded, yuv420(media.to_uint8(expected))) >= MIN_PSNR_DB - 10  # stripes survive x264 poorly
+    assert decoded.std() > 40  # the stripes, not grey
+
+
+def test_past_the_limits_is_a_422_that_names_the_limit(
+    http: httpx.Client, generated: tuple[dict, dict[str, bytes]], clip_with_a_cut: bytes
+) -> None:
+    source, _ = generated
+    r = http.post("/render", data={"job_id": source["id"], "scale": "4"})
+    assert r.status_code == 422 and f"the limit is {MAX_RENDER_PIXELS}" in r.text, r.text
+    r = http.post("/render", data={"job_id": source["id"], "scale": "1", "fps_factor": "4"})
+    assert r.status_code == 422 and f"the limit is {MAX_RENDER_FRAMES}" in r.text, r.text
+    r = http.post("/render", data={"job_id": source["id"], "scale": "5"})
+    assert r.status_code == 422
+    wide = png(np.zeros((32, 64, 3), dtype=np.uint8))
+    r = http.post("/render", data={"job_id": source["id"]}, files={"image": ("w.png", wide, "image/png")})
+    assert r.status_code == 422 and "of the same shape" in r.text, r.text
+
+    upload = {"video": ("cut.mp4", clip_with_a_cut, "video/mp4")}
+    r = http.post("/decompose", files=upload, data={"num_frames": "257"})
+    assert r.status_code == 422 and "less than or equal to 256" in r.text, r.text
+    r = http.post("/decompose", files=upload, data={"resolution": "513"})
+    assert r.status_code == 422 and "less than or equal to 512" in r.text, r.text
+
+
+def test_the_python_client_edits_one_shot_and_renders(
+    api_url: str, decomposed: tuple[dict, dict[str, bytes]]
+) -> None:
+    job, files = decomposed
+    width = job["result"]["shots"][0]["width"]
+    with Client(api_url) as client:
+        tile = client.get(job["id"]).canonical()[:, :width].copy()
+        tile[:] = [0, 0, 255]
+        edited = client.edit(job["id"], tile, shot=0).wait(timeout_s=120)
+        assert edited.doc["params"]["shot"] == 0
+        frames = edited.frames()
+        assert (frames[:SHOT, ..., 2] > 200).all() and (frames[:SHOT, ..., 0] < 60).all()  # shot 0 is blue
+        big = client.render(edited.id, scale=2, fps_factor=2).wait(timeout_s=120)
+        assert big.frames().shape == (4 * SHOT, 64, 64, 3)
+        assert big.canonical().shape == (2 * tile.shape[0], 4 * width, 3)
