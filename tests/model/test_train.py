@@ -121,9 +121,9 @@ def test_cli_writes_samples_metrics_and_a_loadable_checkpoint(tmp_path):
     assert [r["step"] for r in csv.DictReader((out / "metrics.csv").open())] == ["1", "2", "3", "4"]
 
 
-def _stage2_health(tmp_path, **overrides) -> dict[str, float]:
-    """Field health after a short stage 2 on tiny from a deformation generator whose last layer was randomised
-    (its fields fold and leave the canvas from the start), with the given training overrides."""
+def _stage2_health(tmp_path, **overrides) -> tuple[dict[str, float], dict[str, float]]:
+    """Field health before and after a short stage 2 on tiny from a deformation generator whose skip layers were
+    randomised (its fields fold and leave the canvas from the start), with the given training overrides."""
     from model.metrics import field_health
 
     # a high rate so that 10 steps show the regularisers' pull (Adam moves each weight by about the rate per step)
@@ -131,23 +131,26 @@ def _stage2_health(tmp_path, **overrides) -> dict[str, float]:
     trainer = Trainer(dataclasses.replace(config, **overrides), tmp_path)
     torch.manual_seed(3)
     randomise_fields(trainer.G, std=0.3, bias_std=0.2)  # fields that fold and leave the canvas
+    seeds = list(range(8))
+    start = field_health(trainer.G.eval().sample(seeds, seeds, 8).fields)
+    trainer.G.train()
     trainer.stage = 2
     trainer.opt_G = trainer._generator_optimizer()
     for _ in range(10):
         trainer.train_step()
-    seeds = list(range(8))
-    return field_health(trainer.G.eval().sample(seeds, seeds, 8).fields)
+    return start, field_health(trainer.G.eval().sample(seeds, seeds, 8).fields)
 
 
 def test_the_field_regularisers_lower_folds_and_off_canvas_against_the_same_run_without_them(tmp_path):
     off = dict(offset_weight=0.0, off_canvas_weight=0.0, offset_smooth_weight=0.0, fold_weight=0.0)
-    without = _stage2_health(tmp_path / "without", **off)
-    with_ = _stage2_health(tmp_path / "with")
-    print("without", without, "\nwith", with_)
-    # the starting point is broken (the targets are 1 %)
-    assert without["folds"] > 0.01 and without["off_canvas"] > 0.2
-    assert with_["folds"] < 0.5 * without["folds"]
-    assert with_["off_canvas"] < 0.5 * without["off_canvas"]
+    start, without = _stage2_health(tmp_path / "without", **off)
+    _, with_ = _stage2_health(tmp_path / "with")
+    print("start", start, "\nwithout", without, "\nwith", with_)
+    # the starting point is broken (the targets are 1 %); the GAN alone moves folds either way over 10 steps
+    # (by how much depends on the floating-point sums, so on the thread count), the regularisers take them down
+    assert start["folds"] > 0.02 and start["off_canvas"] > 0.2
+    assert with_["folds"] < 0.25 * start["folds"] and with_["folds"] <= 0.5 * without["folds"]
+    assert with_["off_canvas"] < 0.75 * min(start["off_canvas"], without["off_canvas"])
 
 
 def test_stage1_convergence_on_moving_mnist_is_measured_in_the_digit_classifiers_features(tmp_path):
