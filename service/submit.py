@@ -105,14 +105,21 @@ def _content_seed(svc: Services, job: JobRecord) -> int:
                 "made by the generator, so there is no content code to sample new motion for. "
                 "Resample a generate, resample or edit job instead",
             )
-        parent = svc.jobs.get(job.parent_id) if job.parent_id else None
-        if parent is None:
-            raise Conflict(
-                f"canonical_from: the job that made the canonical image of {job.id} has "
-                "expired; generate a new video",
-            )
-        job = parent
+        job = _parent(
+            svc,
+            job,
+            f"canonical_from: the job that made the canonical image of {job.id} has expired; "
+            "generate a new video",
+        )
     return job.params["seed"]
+
+
+def _parent(svc: Services, job: JobRecord, expired: str) -> JobRecord:
+    """The job a job was made from, or a Conflict saying `expired` when it is gone."""
+    parent = svc.jobs.get(job.parent_id) if job.parent_id else None
+    if parent is None:
+        raise Conflict(expired)
+    return parent
 
 
 def _random_seed() -> int:
@@ -373,13 +380,12 @@ def submit_decompose(
 def _fields_origin(svc: Services, job: JobRecord) -> JobRecord:
     """The job that made a job's fields: an edit reuses its source's."""
     while job.kind == "edit":
-        parent = svc.jobs.get(job.parent_id) if job.parent_id else None
-        if parent is None:
-            raise Conflict(
-                f"job_id: the job whose fields edit {job.id} reuses has expired, so its motion cannot be "
-                "sampled between frames; render it with fps_factor 1",
-            )
-        job = parent
+        job = _parent(
+            svc,
+            job,
+            f"job_id: the job whose fields edit {job.id} reuses has expired, so its motion cannot be "
+            "sampled between frames; render it with fps_factor 1",
+        )
     return job
 
 
