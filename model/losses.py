@@ -4,8 +4,10 @@ the R1 penalty.
 The field regularisers keep a field a warp of the canonical image rather than a new picture made by folding it:
 ``offset_magnitude`` (how far points move from where they are), ``off_canvas_hinge`` (how far they read outside
 the canonical image), ``offset_smoothness`` (edge-aware spatial smoothness of the offsets themselves, so also the
-part of the field that is fixed over time, which the flow smoothness never sees) and ``fold_hinge`` (where the map
-pixel -> canonical point turns over). Offsets are measured in pixels of the frame, so weights read the same at
+part of the field that is fixed over time, which the flow smoothness never sees), ``fold_hinge`` (where the map
+pixel -> canonical point turns over) and ``distortion`` (how far the map's local shape is from a rotation: it
+stretches, squeezes or shears; the edge-aware smoothness lets offsets change at an object's edges, so without it
+the fields bend objects instead of moving them). Offsets are measured in pixels of the frame, so weights read the same at
 every resolution.
 """
 
@@ -60,6 +62,19 @@ def fold_hinge(fields: torch.Tensor, margin: float = 0.2) -> torch.Tensor:
     """Mean of relu(margin - det J) over the Jacobian of pixel -> canonical point (pixels per pixel; 1 for the
     identity, <= 0 where the map folds): fields (..., H, W, 2). Scalar."""
     return F.relu(margin - jacobian_determinant(fields)).mean()
+
+
+def distortion(fields: torch.Tensor) -> torch.Tensor:
+    """Mean over points of ||J^T J - I||_F, J the Jacobian of pixel -> canonical point in pixels per pixel: 0 where
+    the map is locally a translation or a rotation, sqrt(2) |s^2 - 1| for a uniform scale by s, |k| sqrt(2 + k^2)
+    for a shear by k. fields (..., H, W, 2). Scalar."""
+    c = to_pixels(fields)
+    dx = c[..., :-1, 1:, :] - c[..., :-1, :-1, :]  # (..., H-1, W-1, 2): first column of J
+    dy = c[..., 1:, :-1, :] - c[..., :-1, :-1, :]  # (..., H-1, W-1, 2): second column of J
+    a = dx.square().sum(dim=-1) - 1  # (J^T J - I)[0, 0]
+    d = dy.square().sum(dim=-1) - 1  # (J^T J - I)[1, 1]
+    b = (dx * dy).sum(dim=-1)  # off-diagonal, twice in the Frobenius norm
+    return (a.square() + d.square() + 2 * b.square() + 1e-12).sqrt().mean()
 
 
 def generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:

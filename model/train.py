@@ -59,6 +59,7 @@ from model.discriminator import Discriminator, augment
 from model.gendef import GenDeF
 from model.losses import (
     discriminator_loss,
+    distortion,
     edge_aware_smoothness,
     fold_hinge,
     generator_loss,
@@ -82,6 +83,7 @@ LOSSES = [
     "off_canvas_loss",
     "offset_smooth",
     "fold_loss",
+    "distortion",
 ]
 HEALTH = ["fd_image", "folds", "off_canvas", "mean_offset", "static_share", "frame0_offset", "motion"]
 METRICS = ["step", "stage", "kimg", "seconds", *LOSSES, "logit_real", "logit_fake", *HEALTH]
@@ -118,6 +120,7 @@ class TrainConfig:
     off_canvas_weight: float = 0.5  # distance read outside the canonical image
     offset_smooth_weight: float = 0.5  # edge-aware spatial smoothness of the offsets
     fold_weight: float = 5.0  # hinge on the Jacobian determinant of the map
+    distortion_weight: float = 0.0  # the map's local departure from a rotation (stretch, squeeze, shear)
     deform_lr_mult: float = 0.5  # learning rate of the deformation generator and motion encoder, times g_lr
     canonical_lr_mult: float = 0.1  # stage 2 learning rate of the canonical generator, times g_lr
     canonical_freeze_steps: int = (
@@ -275,6 +278,7 @@ class Trainer:
             "off_canvas_loss": off_canvas_hinge(f),
             "offset_smooth": offset_smoothness(f.flatten(0, 1), clips.flatten(0, 1)),
             "fold_loss": fold_hinge(f),
+            "distortion": distortion(f),
         }
         if smooth:
             flow = fields[:, Fr] - fields[:, 0]  # (B, H, W, 2): flow from frame t0 to t0 + 1
@@ -289,6 +293,7 @@ class Trainer:
             "off_canvas_loss": c.off_canvas_weight,
             "offset_smooth": c.offset_smooth_weight,
             "fold_loss": c.fold_weight,
+            "distortion": c.distortion_weight,
         }
 
     def train_step(self) -> dict[str, float]:
@@ -591,13 +596,16 @@ class Trainer:
         log.info("resumed %s at step %d (stage %d)", self.run_dir, self.step, self.stage)
 
     def _truncate_metrics(self) -> None:
-        """Drop metric rows written after the saved state (the run was cut off): the resumed run rewrites them."""
+        """Drop metric rows written after the saved state (the run was cut off): the resumed run rewrites them.
+        Rows keep their values under this version's columns (a column added since is empty in older rows)."""
         path = self.run_dir / "metrics.csv"
         if path.exists():
-            rows = list(csv.reader(path.open()))
-            kept = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= self.step]
+            with path.open() as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= self.step]
             with path.open("w", newline="") as f:
-                csv.writer(f).writerows(kept)
+                writer = csv.DictWriter(f, fieldnames=METRICS, restval="", extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(rows)
 
 
 # ---- CLI ---------------------------------------------------------------------------------------------------------

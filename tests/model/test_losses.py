@@ -6,6 +6,7 @@ import torch
 
 from model.losses import (
     discriminator_loss,
+    distortion,
     edge_aware_smoothness,
     fold_hinge,
     generator_loss,
@@ -100,6 +101,33 @@ def test_fold_hinge_is_zero_for_the_identity_and_positive_for_a_mirror():
     assert abs(fold_hinge(mirrored, margin=0.2).item() - 1.2) < 1e-5
     squeezed = identity_grid(H, W) * torch.tensor([0.1, 1.0])  # det J = 0.1 < margin 0.2
     assert abs(fold_hinge(squeezed, margin=0.2).item() - 0.1) < 1e-5
+
+
+def test_distortion_is_zero_for_rigid_maps_and_hand_computed_for_stretch_and_shear():
+    H, W = 8, 8
+    grid = identity_grid(H, W)  # (H, W, 2), x then y
+    angle = math.radians(30)
+    rotation = torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    for rigid in (
+        grid,
+        grid + torch.tensor([0.25, -0.5]),
+        grid @ rotation.T,
+    ):  # identity, translation, rotation
+        assert distortion(rigid[None]).item() < 1e-5
+    # uniform scale by 2: J^T J - I = 3 I, Frobenius norm 3 sqrt(2)
+    assert abs(distortion((grid * 2)[None]).item() - 3 * math.sqrt(2)) < 1e-4
+    # x squeezed to half: J = diag(0.5, 1), J^T J - I = diag(-0.75, 0)
+    assert abs(distortion((grid * torch.tensor([0.5, 1.0]))[None]).item() - 0.75) < 1e-5
+    # shear u = x + k y (k = 0.5): J = [[1, k], [0, 1]], J^T J - I = [[0, k], [k, k^2]] -> |k| sqrt(2 + k^2)
+    sheared = grid.clone()
+    sheared[..., 0] += (
+        0.5 * grid[..., 1]
+    )  # both axes span the same range, so k is 0.5 in pixels per pixel too
+    assert abs(distortion(sheared[None]).item() - 0.5 * math.sqrt(2.25)) < 1e-5
+    # only where the map distorts: one bent column among rigid ones gives a smaller, positive mean
+    bent = grid.clone()
+    bent[:, 4, 0] += 0.25  # one column moved 1 pixel right: stretched on its left, squeezed on its right
+    assert 0 < distortion(bent[None]).item() < distortion((grid * torch.tensor([0.5, 1.0]))[None]).item()
 
 
 def test_field_health_of_a_fixed_lens_and_of_pure_motion():

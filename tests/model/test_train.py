@@ -103,6 +103,24 @@ def test_a_resumed_run_takes_the_learning_rates_of_its_new_config(tmp_path):
     assert resumed.opt_G.state  # the optimizer's moments were loaded, not started afresh
 
 
+def test_a_run_logged_before_a_loss_existed_resumes_with_that_column_added(tmp_path):
+    Trainer(tiny_config(stage2_steps=1), tmp_path).run()
+    path = tmp_path / "metrics.csv"
+    rows = list(csv.DictReader(path.open()))
+    with path.open("w", newline="") as f:  # the file as a version without the distortion term wrote it
+        old = [k for k in rows[0] if k != "distortion"]
+        writer = csv.DictWriter(f, fieldnames=old, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    Trainer(tiny_config(stage2_steps=2, distortion_weight=1.0), tmp_path, resume=True).run()
+    resumed = list(csv.DictReader(path.open()))
+    assert [r["step"] for r in resumed] == ["1", "2", "3", "4"]
+    assert [r["loss_g"] for r in resumed[:3]] == [r["loss_g"] for r in rows]  # the old rows kept
+    assert (
+        resumed[2]["distortion"] == "" and float(resumed[3]["distortion"]) > 0
+    )  # new column filled from then on
+
+
 def test_cli_writes_samples_metrics_and_a_loadable_checkpoint(tmp_path):
     out = tmp_path / "run"
     argv = ["--preset", "tiny", "--data", CARPHONE, "--out", str(out), "--batch", "2", "--stage1-steps", "1",
