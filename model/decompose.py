@@ -4,9 +4,12 @@ The video is explained as GenDeF explains its own: ``frames = grid_sample(canoni
 
 - Canonical image: an explicit RGB image larger than the frame (a margin on each side) so content that moves in
   and out of view has a place; the frame sits in its centre at the start.
-- Deformation: a multi-resolution grid over (x, y, t): per frame, offset grids of growing resolution, upsampled
-  to the frame and summed, on top of the frame's place in the canonical image. Finer levels switch on
-  progressively (coarse-to-fine, Nerfies-style cosine annealing), so large motions are found before details.
+- Deformation: a multi-resolution grid over (x, y, t): offset grids of growing resolution, upsampled to the
+  frame and summed, on top of the frame's place in the canonical image. Coarse levels are coarse in time too:
+  the coarsest holds a grid every 8th frame, the next every 4th, then every 2nd, linearly interpolated between
+  (motion is smooth over a few frames, and a keyframe is fitted from every frame near it); the finer levels hold
+  one grid per frame. Finer levels switch on progressively (coarse-to-fine, Nerfies-style cosine annealing), so
+  large and slow motions are found before details and fast ones.
 - Loss: reconstruction (MSE) + image-gradient loss (CoDeF's) + the edge-aware smoothness of the offsets
   (model/losses.py), Adam on everything.
 
@@ -39,6 +42,8 @@ class DecomposeConfig:
     # finer ones (doubling) are added while a cell still spans at least cell_pixels pixels: 128 at 256 px.
     field_levels: tuple[int, ...] = (4, 8, 16, 32, 64)
     cell_pixels: int = 2
+    # Frames between the keyframes of each level, coarse to fine (levels past the end: every frame).
+    time_strides: tuple[int, ...] = (8, 4, 2)
     anneal: float = 0.5  # fraction of the steps over which the finer field levels switch on
     lr_canonical: float = 0.03
     # In canonical pixels per step (Adam's step size) at a long side of 128 px, in proportion above it: motions
@@ -104,6 +109,23 @@ def levels_for(config: DecomposeConfig, long_side: int) -> tuple[int, ...]:
     return tuple(levels)
 
 
+def keyframes(num_frames: int, stride: int) -> int:
+    """How many keyframes a level with this stride holds for num_frames frames: the first and last frame and one
+    every `stride` frames between (about; they are spread evenly)."""
+    return 1 if num_frames == 1 else math.ceil((num_frames - 1) / stride) + 1
+
+
+def in_time(grid: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """A level's keyframe grids (K, 2, h, w) -> one per frame (num_frames, 2, h, w), linear in time between
+    keyframes (the first and last keyframes are the first and last frames)."""
+    K, C, h, w = grid.shape
+    if K == num_frames:
+        return grid
+    flat = grid.permute(1, 2, 3, 0).reshape(1, C * h * w, K)  # (1, C*h*w, K)
+    flat = F.interpolate(flat, size=num_frames, mode="linear", align_corners=True)  # (1, C*h*w, T)
+    return flat.reshape(C, h, w, num_frames).permute(3, 0, 1, 2)
+
+
 def level_weights(step: int, steps: int, levels: int, anneal: float) -> list[float]:
     """Coarse-to-fine weights of the field levels at `step`: level 0 on from the start, level l fades in
     (cosine) as alpha = 1 + (levels - 1) * step / (anneal * steps) passes l."""
@@ -112,13 +134,14 @@ def level_weights(step: int, steps: int, levels: int, anneal: float) -> list[flo
 
 
 def offsets_of(grids: list[torch.Tensor], weights: list[float], height: int, width: int) -> torch.Tensor:
-    """Sum of the upsampled level grids: list of (T, 2, h_l, w_l) in canonical px, coarse to fine -> (T, H, W, 2)
-    px. The levels are summed on the finest grid, which alone is upsampled to the frame (one full-size
-    interpolation a step instead of one per level: the most expensive part of a step)."""
-    finest = grids[-1].shape[2:]
+    """Sum of the upsampled level grids: list of (K_l, 2, h_l, w_l) keyframe grids in canonical px, coarse to fine,
+    the finest one per frame -> (T, H, W, 2) px. The levels are summed on the finest grid, which alone is upsampled
+    to the frame (one full-size interpolation a step instead of one per level: the most expensive part of a step)."""
+    num_frames, finest = grids[-1].shape[0], grids[-1].shape[2:]
     total = 0
     for grid, weight in zip(grids, weights, strict=True):
         if weight > 0:
+            grid = in_time(grid, num_frames)
             if grid.shape[2:] != finest:
                 grid = F.interpolate(grid, size=finest, mode="bilinear", align_corners=False)
             total = total + weight * grid
@@ -175,9 +198,13 @@ def decompose(
     pad_h, pad_w = (Hc - H) // 2, (Wc - W) // 2
     start = F.pad(frames[T // 2][None], (pad_w, pad_w, pad_h, pad_h), mode="replicate")[0]  # (3, Hc, Wc)
     canonical = start.clone().requires_grad_(True)
+    sizes = levels_for(config, max(H, W))
+    strides = [*config.time_strides[: len(sizes) - 1], *[1] * len(sizes)][
+        : len(sizes)
+    ]  # the finest: every frame
     grids = [
-        frames.new_zeros(T, 2, *level_shape(s, H, W)).requires_grad_(True)
-        for s in levels_for(config, max(H, W))
+        frames.new_zeros(keyframes(T, stride), 2, *level_shape(size, H, W)).requires_grad_(True)
+        for size, stride in zip(sizes, strides, strict=True)
     ]
     optimizer = torch.optim.Adam(
         [

@@ -16,6 +16,8 @@ from model.decompose import (
     fields_into_tile,
     fill_unseen,
     find_cuts,
+    in_time,
+    keyframes,
     level_weights,
     levels_for,
     psnr,
@@ -173,6 +175,18 @@ def test_canonical_pixels_no_frame_reads_are_filled_from_their_seen_neighbours()
     torch.testing.assert_close(filled[:, :, 1:6:2], (canonical[:, :, 0:5:2] + canonical[:, :, 2:7:2]) / 2)
     torch.testing.assert_close(filled[:, :, 7], canonical[:, :, 6])  # the edge: its one seen neighbour
     torch.testing.assert_close(render(filled[None], fields[None]), render(canonical[None], fields[None]))
+
+
+def test_coarse_levels_hold_keyframes_and_are_linear_between_them() -> None:
+    assert [keyframes(T, 8) for T in (1, 2, 9, 10, 64)] == [1, 2, 2, 3, 9]
+    assert keyframes(64, 1) == 64
+    # keyframes at frames 0, 4, 8 (9 frames, 3 keyframes): values 0, 4, 2 -> linear between them
+    grid = torch.tensor([0.0, 4.0, 2.0])[:, None, None, None].expand(3, 2, 1, 1)
+    out = in_time(grid, 9)
+    assert out.shape == (9, 2, 1, 1)
+    assert torch.allclose(out[:, 0, 0, 0], torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0, 3.5, 3.0, 2.5, 2.0]))
+    assert torch.equal(out[:, 0], out[:, 1])
+    assert in_time(grid, 3) is grid  # one grid per frame already
 
 
 def test_finer_field_levels_come_with_more_pixels() -> None:
