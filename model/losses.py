@@ -64,17 +64,37 @@ def fold_hinge(fields: torch.Tensor, margin: float = 0.2) -> torch.Tensor:
     return F.relu(margin - jacobian_determinant(fields)).mean()
 
 
-def distortion(fields: torch.Tensor) -> torch.Tensor:
-    """Mean over points of ||J^T J - I||_F, J the Jacobian of pixel -> canonical point in pixels per pixel: 0 where
-    the map is locally a translation or a rotation, sqrt(2) |s^2 - 1| for a uniform scale by s, |k| sqrt(2 + k^2)
-    for a shear by k. fields (..., H, W, 2). Scalar."""
+def distortion(fields: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+    """How far the map pixel -> canonical point is locally from a rotation: ||J^T J - I||_F, J its Jacobian in
+    pixels per pixel, 0 where the map is locally a translation or a rotation, sqrt(2) |s^2 - 1| for a uniform scale
+    by s, |k| sqrt(2 + k^2) for a shear by k. fields (N, H, W, 2) (or (..., H, W, 2) without frames).
+
+    Without frames: the mean over points. With the frames the fields make (N, C, H, W): the mean weighted by
+    ``content_weights`` (where the frame has edges or texture), so a map may stretch empty background, where no
+    one sees it (two digits moving apart stretch the black between them), but not the objects on it. Scalar."""
     c = to_pixels(fields)
     dx = c[..., :-1, 1:, :] - c[..., :-1, :-1, :]  # (..., H-1, W-1, 2): first column of J
     dy = c[..., 1:, :-1, :] - c[..., :-1, :-1, :]  # (..., H-1, W-1, 2): second column of J
     a = dx.square().sum(dim=-1) - 1  # (J^T J - I)[0, 0]
     d = dy.square().sum(dim=-1) - 1  # (J^T J - I)[1, 1]
     b = (dx * dy).sum(dim=-1)  # off-diagonal, twice in the Frobenius norm
-    return (a.square() + d.square() + 2 * b.square() + 1e-12).sqrt().mean()
+    per_point = (a.square() + d.square() + 2 * b.square() + 1e-12).sqrt()  # (..., H-1, W-1)
+    if frames is None:
+        return per_point.mean()
+    w = content_weights(frames)  # (N, H-1, W-1)
+    return ((w * per_point).sum(dim=(1, 2)) / w.sum(dim=(1, 2)).clamp_min(1e-6)).mean()
+
+
+def content_weights(frames: torch.Tensor) -> torch.Tensor:
+    """Where frames (N, C, H, W) show something: 1 - exp(-g), g the channel-mean of |d_x I| + |d_y I| at each
+    point of the Jacobian grid (forward differences, (N, H-1, W-1)), averaged over its 3x3 neighbourhood so a thin
+    stroke's inside counts too; 0 on flat background. Detached: it shapes the fields, not the frames."""
+    x = frames.detach()
+    gx = (x[..., :-1, 1:] - x[..., :-1, :-1]).abs()  # (N, C, H-1, W-1)
+    gy = (x[..., 1:, :-1] - x[..., :-1, :-1]).abs()
+    g = (gx + gy).mean(dim=1, keepdim=True)  # (N, 1, H-1, W-1)
+    g = F.avg_pool2d(F.pad(g, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    return 1 - torch.exp(-g[:, 0])
 
 
 def generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:

@@ -120,7 +120,9 @@ class TrainConfig:
     off_canvas_weight: float = 0.5  # distance read outside the canonical image
     offset_smooth_weight: float = 0.5  # edge-aware spatial smoothness of the offsets
     fold_weight: float = 5.0  # hinge on the Jacobian determinant of the map
-    distortion_weight: float = 0.0  # the map's local departure from a rotation (stretch, squeeze, shear)
+    distortion_weight: float = (
+        0.0  # the map's local departure from a rotation where the frame shows something
+    )
     deform_lr_mult: float = 0.5  # learning rate of the deformation generator and motion encoder, times g_lr
     canonical_lr_mult: float = 0.1  # stage 2 learning rate of the canonical generator, times g_lr
     canonical_freeze_steps: int = (
@@ -278,7 +280,7 @@ class Trainer:
             "off_canvas_loss": off_canvas_hinge(f),
             "offset_smooth": offset_smoothness(f.flatten(0, 1), clips.flatten(0, 1)),
             "fold_loss": fold_hinge(f),
-            "distortion": distortion(f),
+            "distortion": distortion(f.flatten(0, 1), clips.flatten(0, 1)),
         }
         if smooth:
             flow = fields[:, Fr] - fields[:, 0]  # (B, H, W, 2): flow from frame t0 to t0 + 1

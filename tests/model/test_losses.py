@@ -130,6 +130,26 @@ def test_distortion_is_zero_for_rigid_maps_and_hand_computed_for_stretch_and_she
     assert 0 < distortion(bent[None]).item() < distortion((grid * torch.tensor([0.5, 1.0]))[None]).item()
 
 
+def test_distortion_with_frames_counts_only_where_the_frame_shows_something():
+    H, W = 16, 16
+    grid = identity_grid(H, W)
+    squeezed = (grid * torch.tensor([0.5, 1.0]))[None]  # 0.75 at every point
+    flat = torch.zeros(1, 3, H, W)
+    assert distortion(squeezed, flat).item() < 1e-6  # nothing to see: no weight anywhere, 0
+    striped = flat.clone()
+    striped[..., ::2] = (
+        1.0  # texture everywhere: every weight 1 - exp(-1), the weighted mean is the plain one
+    )
+    assert abs(distortion(squeezed, striped).item() - 0.75) < 1e-5
+    # a map bent only in the left half, the frame textured only in the right half: no distortion where it is seen
+    bent = grid.clone()
+    bent[:, :6, 0] = bent[:, :6, 0] * 0.5  # columns 0-5 squeezed toward the middle
+    right = flat.clone()
+    right[..., 10:] = striped[..., 10:]
+    assert distortion(bent[None], right).item() < 1e-5
+    assert distortion(bent[None], striped).item() > 0.1  # the same bend under texture is seen
+
+
 def test_field_health_of_a_fixed_lens_and_of_pure_motion():
     H, W, T = 8, 8, 4
     lens = (identity_grid(H, W) + torch.tensor([0.25, 0.0])).expand(1, T, H, W, 2)  # 1 px right, every frame
