@@ -49,6 +49,7 @@ NO_FIELD_REG = {
     "off_canvas_weight": 0.0,
     "offset_smooth_weight": 0.0,
     "fold_weight": 0.0,
+    "distortion_weight": 0.0,
 }
 FIRST_RECIPE_TRAINING = NO_FIELD_REG | {
     "deform_lr_mult": 1.0,

@@ -117,12 +117,10 @@ class TrainConfig:
     smooth_normalize: bool = False  # mean-normalise the flow before the smoothness term
     # field regularisers (stage 2), each a mean in pixels: see model.losses
     offset_weight: float = 0.02  # mean offset length
-    off_canvas_weight: float = 0.5  # distance read outside the canonical image
+    off_canvas_weight: float = 10.0  # distance read outside the canonical image
     offset_smooth_weight: float = 0.5  # edge-aware spatial smoothness of the offsets
     fold_weight: float = 5.0  # hinge on the Jacobian determinant of the map
-    distortion_weight: float = (
-        0.0  # the map's local departure from a rotation where the frame shows something
-    )
+    distortion_weight: float = 4.0  # the map's departure from a rotation where the frame shows something
     deform_lr_mult: float = 0.5  # learning rate of the deformation generator and motion encoder, times g_lr
     canonical_lr_mult: float = 0.1  # stage 2 learning rate of the canonical generator, times g_lr
     canonical_freeze_steps: int = (
