@@ -199,9 +199,8 @@ def decompose(
     start = F.pad(frames[T // 2][None], (pad_w, pad_w, pad_h, pad_h), mode="replicate")[0]  # (3, Hc, Wc)
     canonical = start.clone().requires_grad_(True)
     sizes = levels_for(config, max(H, W))
-    strides = [*config.time_strides[: len(sizes) - 1], *[1] * len(sizes)][
-        : len(sizes)
-    ]  # the finest: every frame
+    # the coarse levels' strides, then every frame (always at the finest level)
+    strides = [*config.time_strides[: len(sizes) - 1], *[1] * len(sizes)][: len(sizes)]
     grids = [
         frames.new_zeros(keyframes(T, stride), 2, *level_shape(size, H, W)).requires_grad_(True)
         for size, stride in zip(sizes, strides, strict=True)

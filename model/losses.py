@@ -7,8 +7,8 @@ the canonical image), ``offset_smoothness`` (edge-aware spatial smoothness of th
 part of the field that is fixed over time, which the flow smoothness never sees), ``fold_hinge`` (where the map
 pixel -> canonical point turns over) and ``distortion`` (how far the map's local shape is from a rotation: it
 stretches, squeezes or shears; the edge-aware smoothness lets offsets change at an object's edges, so without it
-the fields bend objects instead of moving them). Offsets are measured in pixels of the frame, so weights read the same at
-every resolution.
+the fields bend objects instead of moving them). Offsets are measured in pixels of the frame, so weights read the
+same at every resolution.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from model.metrics import jacobian_determinant, offsets_of, to_pixels
+from model.metrics import jacobian_columns, jacobian_determinant, offsets_of, to_pixels
 
 
 def edge_aware_smoothness(flow: torch.Tensor, image: torch.Tensor, normalize: bool = False) -> torch.Tensor:
@@ -72,9 +72,7 @@ def distortion(fields: torch.Tensor, frames: torch.Tensor | None = None) -> torc
     Without frames: the mean over points. With the frames the fields make (N, C, H, W): the mean weighted by
     ``content_weights`` (where the frame has edges or texture), so a map may stretch empty background, where no
     one sees it (two digits moving apart stretch the black between them), but not the objects on it. Scalar."""
-    c = to_pixels(fields)
-    dx = c[..., :-1, 1:, :] - c[..., :-1, :-1, :]  # (..., H-1, W-1, 2): first column of J
-    dy = c[..., 1:, :-1, :] - c[..., :-1, :-1, :]  # (..., H-1, W-1, 2): second column of J
+    dx, dy = jacobian_columns(fields)  # (..., H-1, W-1, 2) each
     a = dx.square().sum(dim=-1) - 1  # (J^T J - I)[0, 0]
     d = dy.square().sum(dim=-1) - 1  # (J^T J - I)[1, 1]
     b = (dx * dy).sum(dim=-1)  # off-diagonal, twice in the Frobenius norm

@@ -187,12 +187,17 @@ def off_canvas_fraction(fields: torch.Tensor) -> float:
     return float((fields.abs() > 1).any(dim=-1).float().mean())
 
 
-def jacobian_determinant(fields: torch.Tensor) -> torch.Tensor:
-    """det d(c)/d(p) of the map pixel -> canonical point, in pixels per pixel (1 for the identity), by forward
-    differences: fields (..., H, W, 2) -> (..., H - 1, W - 1)."""
+def jacobian_columns(fields: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Jacobian d(c)/d(p) of the map pixel -> canonical point, in pixels per pixel, by forward differences:
+    fields (..., H, W, 2) -> its columns d(u, v)/dx and d(u, v)/dy, each (..., H - 1, W - 1, 2)."""
     c = to_pixels(fields)
-    dx = c[..., :-1, 1:, :] - c[..., :-1, :-1, :]  # (..., H-1, W-1, 2): d(u, v) / dx
-    dy = c[..., 1:, :-1, :] - c[..., :-1, :-1, :]  # (..., H-1, W-1, 2): d(u, v) / dy
+    return c[..., :-1, 1:, :] - c[..., :-1, :-1, :], c[..., 1:, :-1, :] - c[..., :-1, :-1, :]
+
+
+def jacobian_determinant(fields: torch.Tensor) -> torch.Tensor:
+    """det d(c)/d(p) of the map pixel -> canonical point (1 for the identity): fields (..., H, W, 2) ->
+    (..., H - 1, W - 1)."""
+    dx, dy = jacobian_columns(fields)
     return dx[..., 0] * dy[..., 1] - dy[..., 0] * dx[..., 1]
 
 
