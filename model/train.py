@@ -51,7 +51,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from model.checkpoint import resolve_device, save_checkpoint
+from model.checkpoint import load_checkpoint, resolve_device, save_checkpoint
 from model.config import PRESETS, GenDeFConfig, preset
 from model.data import MovingMNIST, sample_offsets, training_data
 from model.digits import load_digit_classifier
@@ -127,6 +127,10 @@ class TrainConfig:
         200  # stage 2 starts with the canonical generator frozen for this many steps
     )
     image_weight: float = 0.5  # stage 2: single-image adversarial term on the canonical image (0: off)
+    # a checkpoint folder of the same architecture whose deformation generator and motion encoder stage 2 starts
+    # from (its canonical generator is not used): motion learnt with other canonical images carries over, so a new
+    # stage 1 need not learn motion from the identity again; None: stage 2 starts from the identity warp
+    motion_init: str | None = None
     health_every: int = 100  # steps between field-health (stage 2) or convergence (stage 1) checks
     max_folds: float = 0.05  # stop the run when the folds pass this at two checks in a row (stage 2)
     stage1_max_share: float = 0.5  # with minutes: stage 1 ends by this share of the budget at the latest
@@ -245,6 +249,21 @@ class Trainer:
             },
         ]
         return torch.optim.Adam(groups, betas=(0.0, 0.99))
+
+    def _init_motion(self, path: Path) -> None:
+        """Copy the deformation generator and the motion encoder of the checkpoint at path into G and G_ema."""
+        source = load_checkpoint(path)
+        for part in ("deformation", "motion"):
+            weights = getattr(source, part).state_dict()
+            for G in (self.G, self.G_ema):
+                try:
+                    getattr(G, part).load_state_dict(weights)
+                except RuntimeError as e:
+                    raise ValueError(
+                        f"motion_init {path}: its {part} does not fit this run's model config; use a checkpoint "
+                        f"of the same preset ({str(e).splitlines()[0]})"
+                    ) from None
+        log.info("stage 2 starts from the deformation generator and motion encoder of %s", path)
 
     def _frames_per_clip(self) -> int:
         return 1 if self.stage == 1 else self.cfg.frames_per_clip
@@ -460,6 +479,8 @@ class Trainer:
             if self.stage == 1 and self._stage_done():
                 log.info("stage 1 done after %d steps; stage 2 (video) starts", self.stage_step)
                 self.stage, self.stage_step = 2, 0
+                if cfg.motion_init:
+                    self._init_motion(Path(cfg.motion_init))
                 self.opt_G = self._generator_optimizer()
                 bar.reset(total=self.step + cfg.stage2_steps)
                 bar.update(self.step)
@@ -627,6 +648,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         kind = {bool: lambda s: s.lower() in ("1", "true", "yes"), type(None): float}.get(
             type(default), type(default)
         )
+        if default is None and str(f.type).startswith("str"):
+            kind = str
         p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None, help=f"default: {default}")
     return p.parse_args(argv)
 

@@ -3,6 +3,7 @@
 import csv
 import dataclasses
 
+import pytest
 import torch
 from PIL import Image
 
@@ -179,3 +180,29 @@ def test_stage1_convergence_on_moving_mnist_is_measured_in_the_digit_classifiers
     trainer.stage_step += trainer.cfg.health_every  # the same weights again: no 2 % better, one stale check
     trainer.check_health(images=32)
     assert trainer.stale_checks == 1
+
+
+def test_stage2_can_start_from_the_motion_of_another_checkpoint(tmp_path):
+    donor = main(["--preset", "tiny", "--data", CARPHONE, "--out", str(tmp_path / "donor"), "--batch", "2",
+                  "--stage1-steps", "1", "--stage2-steps", "2", "--seed", "1"])  # fmt: skip
+    donor_model = load_checkpoint(donor)
+    # a new run (its own stage 1) whose stage 2 starts from the donor's deformation generator and motion encoder
+    run = main(["--preset", "tiny", "--data", CARPHONE, "--out", str(tmp_path / "new"), "--batch", "2",
+                "--stage1-steps", "1", "--stage2-steps", "0", "--motion-init", str(donor)])  # fmt: skip
+    new = load_checkpoint(run)
+    for part in ("deformation", "motion"):
+        a, b = getattr(donor_model, part).state_dict(), getattr(new, part).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), part
+    a, b = donor_model.canonical.state_dict(), new.canonical.state_dict()
+    assert not all(torch.equal(a[k], b[k]) for k in a)  # the content is the new run's own
+    fields = new.sample_motion([0], [0], 4)
+    assert (fields[:, 1:] - fields[:, :1]).abs().max() > 0
+
+
+def test_motion_init_from_another_architecture_says_which(tmp_path):
+    donor = main(["--preset", "tiny", "--data", CARPHONE, "--out", str(tmp_path / "donor"), "--batch", "2",
+                  "--stage1-steps", "1", "--stage2-steps", "0"])  # fmt: skip
+    trainer = Trainer(tiny_config(model="mnist", data="mnist", stage1_steps=0, stage2_steps=0,
+                                  motion_init=str(donor)), tmp_path / "new")  # fmt: skip
+    with pytest.raises(ValueError, match="does not fit this run's model config"):
+        trainer.run()
