@@ -4,7 +4,7 @@ It reads one 64x64 frame (grey, [-1, 1]; a colour frame is averaged to grey) and
 10 independent logits, trained with binary cross-entropy on frames of Moving MNIST clips made from the *training*
 digits (model.data), so the two digits of a frame are the two highest scores. Its 128-d penultimate features
 define the Fréchet distance of model.evaluate for Moving MNIST; ``content_kept`` asks whether the digits it sees
-in a video's first frame are those it sees in its last.
+in a video's first frame are those it sees in its last; ``digit_coverage`` how evenly the ten digits occur.
 
 Training is fixed by its seed; ``python -m model.digits`` trains it (a few minutes on one CPU core) and writes
 the weights the project ships, model/digit_classifier.safetensors, which model.evaluate loads.
@@ -89,6 +89,17 @@ def content_kept(classifier: DigitClassifier, videos: torch.Tensor) -> float:
     """Fraction of videos (N, T, 3, H, W) whose first and last frames show the same two digits to the classifier."""
     first, last = classifier.digits(videos[:, 0]), classifier.digits(videos[:, -1])  # (N, 2) each
     return float((first == last).all(dim=1).float().mean())
+
+
+@torch.no_grad()
+def digit_coverage(classifier: DigitClassifier, frames: torch.Tensor) -> float:
+    """How evenly the ten digits occur in frames (N, 3, H, W), as the classifier reads them: the entropy of the
+    labels it sees (two a frame), divided by log(10). 1 when every digit is as frequent as every other (real
+    Moving MNIST), 0 for one digit; a generator that makes mostly 0s scores low whatever its strokes look like."""
+    labels = classifier.digits(frames).flatten()  # (2N,)
+    p = torch.bincount(labels, minlength=10).float() / labels.numel()  # (10,)
+    p = p[p > 0]
+    return float(-(p * p.log()).sum() / torch.log(torch.tensor(10.0)))
 
 
 @torch.no_grad()

@@ -16,8 +16,9 @@ training videos, consecutive frames). Reports (formulas in model/metrics.py):
 With ``--data mnist`` the real clips are Moving MNIST clips of the held-out digits, and the report adds, in the
 feature space of the project's digit classifier (model.digits, trained on the training digits): the Fréchet
 distance of frames to real frames, beside the real-vs-real floor and blurred real frames (a reference that
-should score worse than the floor), and "content kept": the share of videos whose first and last frames show the
-classifier the same two digits, for the model and for real clips.
+should score worse than the floor), "content kept": the share of videos whose first and last frames show the
+classifier the same two digits, and "digit coverage": how evenly the ten digits occur in first frames (entropy of
+the labels read / log 10; 1 for real clips), for the model and for real clips.
 
 FID and FVD run only when the user gives the detector files (nothing is downloaded): ``--inception FILE`` is the
 TorchScript Inception-v3 of StyleGAN2-ADA's metrics (inception-2015-12-05.pt, called ``(images uint8 (N, 3, H,
@@ -43,7 +44,7 @@ from core import video
 from model import metrics
 from model.checkpoint import load_checkpoint, resolve_device
 from model.data import MovingMNIST, VideoClips, video_paths
-from model.digits import content_kept, load_digit_classifier
+from model.digits import content_kept, digit_coverage, load_digit_classifier
 from model.gendef import GenDeF, Sample
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,8 @@ def video_stats(frames: torch.Tensor, sample: Sample | None) -> dict[str, float]
 
 def digit_stats(sets: dict[str, torch.Tensor], reference: torch.Tensor) -> dict[str, dict[str, float]]:
     """Moving MNIST: Fréchet distance of each set's frames to the reference frames in the digit classifier's
-    feature space and content kept (first vs last frame), plus blurred reference-like frames as a check."""
+    feature space, content kept (first vs last frame) and digit coverage (of first frames), plus blurred
+    reference-like frames as a check."""
     classifier = load_digit_classifier()
 
     def features(videos: torch.Tensor) -> torch.Tensor:
@@ -121,6 +123,7 @@ def digit_stats(sets: dict[str, torch.Tensor], reference: torch.Tensor) -> dict[
         name: {
             "frechet_digit_classifier": metrics.frechet_distance(features(v), ref),
             "content_kept": content_kept(classifier, v),
+            "digit_coverage": digit_coverage(classifier, v[:, 0]),
         }
         for name, v in sets.items()
     }
@@ -128,6 +131,7 @@ def digit_stats(sets: dict[str, torch.Tensor], reference: torch.Tensor) -> dict[
     out["real blurred"] = {
         "frechet_digit_classifier": metrics.frechet_distance(features(blurred), ref),
         "content_kept": content_kept(classifier, blurred),
+        "digit_coverage": digit_coverage(classifier, blurred[:, 0]),
     }
     return out
 

@@ -1,6 +1,7 @@
 """Offline evaluation: the weight-free metrics on hand-made cases, the evaluate CLI, and the shipped weights."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -224,10 +225,28 @@ def test_digit_metrics_are_zero_for_identical_sets_and_worse_for_blurred_frames(
     assert floor["content_kept"] > 0.6  # real clips keep their digits (0.72 measured: overlaps, misreadings)
 
 
+def test_digit_coverage_is_near_one_for_real_clips_and_low_when_one_pair_repeats(heldout_clips):
+    from model.digits import digit_coverage, load_digit_classifier
+
+    classifier = load_digit_classifier()
+    first = heldout_clips[:, 0]  # (64, 3, 64, 64): every pair of distinct labels about equally likely
+    assert digit_coverage(classifier, first) > 0.9
+    same = first[:1].expand(64, -1, -1, -1)  # one frame 64 times: two digits at most
+    assert digit_coverage(classifier, same) <= math.log(2) / math.log(10) + 1e-6
+    mostly = torch.cat([same[:48], first[:16]])  # a generator that makes that pair three times in four
+    assert (
+        digit_coverage(classifier, same)
+        < digit_coverage(classifier, mostly)
+        < digit_coverage(classifier, first)
+    )
+
+
 def test_cli_on_moving_mnist_reports_the_digit_metrics(tiny_checkpoint, tmp_path):
     report = main(
         [str(tiny_checkpoint), "--data", "mnist", "--out", str(tmp_path), "--videos", "4", "--frames", "4"]
     )
     assert set(report["digits"]) == {"real (floor)", "model", "untrained", "real blurred"}
-    assert all(0 <= d["content_kept"] <= 1 for d in report["digits"].values())
+    assert all(
+        0 <= d["content_kept"] <= 1 and 0 <= d["digit_coverage"] <= 1 for d in report["digits"].values()
+    )
     assert report["video"]["model"]["folds"] >= 0 and "static_share" in report["video"]["model"]
