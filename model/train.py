@@ -54,7 +54,7 @@ from tqdm import tqdm
 from model.checkpoint import load_checkpoint, resolve_device, save_checkpoint
 from model.config import PRESETS, GenDeFConfig, preset
 from model.data import MovingMNIST, sample_offsets, training_data
-from model.digits import load_digit_classifier
+from model.digits import digit_coverage, load_digit_classifier
 from model.discriminator import Discriminator, augment
 from model.gendef import GenDeF
 from model.losses import (
@@ -85,7 +85,16 @@ LOSSES = [
     "fold_loss",
     "distortion",
 ]
-HEALTH = ["fd_image", "folds", "off_canvas", "mean_offset", "static_share", "frame0_offset", "motion"]
+HEALTH = [
+    "fd_image",
+    "folds",
+    "off_canvas",
+    "mean_offset",
+    "static_share",
+    "frame0_offset",
+    "motion",
+    "digit_coverage",
+]
 METRICS = ["step", "stage", "kimg", "seconds", *LOSSES, "logit_real", "logit_fake", *HEALTH]
 
 
@@ -418,7 +427,7 @@ class Trainer:
     @torch.no_grad()
     def check_health(self, images: int = 128, videos: int = 8, frames: int = 16) -> dict[str, float]:
         """Stage 1: the Fréchet distance (random conv features) of EMA canonical images to real frames, and whether
-        it improved by 2 %. Stage 2: the EMA generator's field health (model.metrics.field_health); warns past
+        it improved by 2 % (Moving MNIST: in the digit classifier's features, and the images' digit coverage). Stage 2: the EMA generator's field health (model.metrics.field_health); warns past
         max_folds and raises FoldsExceeded at the second check in a row."""
         cfg = self.cfg
         seeds = list(range(10_000, 10_000 + (images if self.stage == 1 else videos)))
@@ -439,6 +448,10 @@ class Trainer:
                     self.best_fd, self.stale_checks = fd, 0
                 else:
                     self.stale_checks += 1
+            if isinstance(
+                self.data, MovingMNIST
+            ):  # mode collapse shows here first (model.digits.digit_coverage)
+                return {"fd_image": fd, "digit_coverage": digit_coverage(load_digit_classifier(), fake.cpu())}
             return {"fd_image": fd}
         health = field_health(self.G_ema.sample(seeds, seeds, frames).fields)
         if health["folds"] > cfg.max_folds:

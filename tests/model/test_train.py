@@ -175,8 +175,10 @@ def test_the_field_regularisers_lower_folds_and_off_canvas_against_the_same_run_
 def test_stage1_convergence_on_moving_mnist_is_measured_in_the_digit_classifiers_features(tmp_path):
     trainer = Trainer(tiny_config(data="mnist"), tmp_path)
     trainer.stage_step = trainer.cfg.stage1_min_steps  # the first check that counts
-    fd = trainer.check_health(images=32)["fd_image"]
+    health = trainer.check_health(images=32)
+    fd = health["fd_image"]
     assert fd > 0 and trainer.best_fd == fd and trainer.stale_checks == 0
+    assert 0 <= health["digit_coverage"] <= 1
     trainer.stage_step += trainer.cfg.health_every  # the same weights again: no 2 % better, one stale check
     trainer.check_health(images=32)
     assert trainer.stale_checks == 1
