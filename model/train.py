@@ -427,8 +427,9 @@ class Trainer:
     @torch.no_grad()
     def check_health(self, images: int = 128, videos: int = 8, frames: int = 16) -> dict[str, float]:
         """Stage 1: the Fréchet distance (random conv features) of EMA canonical images to real frames, and whether
-        it improved by 2 % (Moving MNIST: in the digit classifier's features, and the images' digit coverage). Stage 2: the EMA generator's field health (model.metrics.field_health); warns past
-        max_folds and raises FoldsExceeded at the second check in a row."""
+        it improved by 2 % (Moving MNIST: in the digit classifier's features, and the images' digit coverage).
+        Stage 2: the EMA generator's field health (model.metrics.field_health); warns past max_folds and raises
+        FoldsExceeded at the second check in a row."""
         cfg = self.cfg
         seeds = list(range(10_000, 10_000 + (images if self.stage == 1 else videos)))
         if self.stage == 1:
