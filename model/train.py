@@ -417,14 +417,6 @@ class Trainer:
         return self.cfg.minutes is not None and self.seconds >= self.cfg.minutes * 60 * share
 
     @torch.no_grad()
-    def _image_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Features of images (N, 3, H, W) for stage 1's convergence check: the digit classifier's on Moving MNIST
-        (random conv features plateau there while the images are still not digits), else random conv features."""
-        if isinstance(self.data, MovingMNIST):
-            return load_digit_classifier().features(images.cpu())
-        return RandomFeatures()(images)
-
-    @torch.no_grad()
     def check_health(self, images: int = 128, videos: int = 8, frames: int = 16) -> dict[str, float]:
         """Stage 1: the Fréchet distance (random conv features) of EMA canonical images to real frames, and whether
         it improved by 2 % (Moving MNIST: in the digit classifier's features, and the images' digit coverage).
@@ -440,7 +432,11 @@ class Trainer:
                     for i in range(0, images, 32)
                 ]
             )
-            fd = frechet_distance(self._image_features(fake), self._image_features(real))
+            # the digit classifier's features on Moving MNIST (random conv features plateau there while the images
+            # are still not digits), else random conv features
+            classifier = load_digit_classifier() if isinstance(self.data, MovingMNIST) else None
+            features = RandomFeatures() if classifier is None else lambda x: classifier.features(x.cpu())
+            fd = frechet_distance(features(fake), features(real))
             # only checks from stage1_min_steps on count: early images (e.g. all black for Moving MNIST) can
             # score deceptively well; the first counted check sets the best
             first_counted = self.stage_step < cfg.stage1_min_steps + cfg.health_every
@@ -449,11 +445,10 @@ class Trainer:
                     self.best_fd, self.stale_checks = fd, 0
                 else:
                     self.stale_checks += 1
-            if isinstance(
-                self.data, MovingMNIST
-            ):  # mode collapse shows here first (model.digits.digit_coverage)
-                return {"fd_image": fd, "digit_coverage": digit_coverage(load_digit_classifier(), fake.cpu())}
-            return {"fd_image": fd}
+            if classifier is None:
+                return {"fd_image": fd}
+            # mode collapse shows here first (model.digits.digit_coverage)
+            return {"fd_image": fd, "digit_coverage": digit_coverage(classifier, fake.cpu())}
         health = field_health(self.G_ema.sample(seeds, seeds, frames).fields)
         if health["folds"] > cfg.max_folds:
             self.fold_checks += 1
