@@ -244,7 +244,12 @@ def test_digit_coverage_is_near_one_for_real_clips_and_low_when_one_pair_repeats
 def test_cli_on_moving_mnist_reports_the_digit_metrics(tiny_checkpoint, tmp_path):
     report = main(
         [str(tiny_checkpoint), "--data", "mnist", "--out", str(tmp_path), "--videos", "4", "--frames", "4"]
+        + ["--canonical-images", "64"]
     )
+    canonical = report["canonical_digits"]  # the test weights' canonical images are not digits
+    assert canonical["images"] == 64 and sum(canonical["digit_counts"]) == 2 * 64
+    assert canonical["frechet_digit_classifier"] > 2 * canonical["floor"]
+    assert Image.open(tmp_path / "canonical.png").size == (8 * 32, 8 * 32)  # 64 images, 8 a row
     assert set(report["digits"]) == {"real (floor)", "model", "untrained", "real blurred"}
     assert all(
         0 <= d["content_kept"] <= 1 and 0 <= d["digit_coverage"] <= 1 for d in report["digits"].values()
