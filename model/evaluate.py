@@ -49,7 +49,7 @@ from core import video
 from model import metrics
 from model.checkpoint import load_checkpoint, resolve_device
 from model.data import MovingMNIST, VideoClips, video_paths
-from model.digits import content_kept, digit_coverage, load_digit_classifier
+from model.digits import content_kept, digit_coverage, kept_under_translation, load_digit_classifier
 from model.gendef import GenDeF, Sample
 
 log = logging.getLogger(__name__)
@@ -162,6 +162,10 @@ def canonical_digit_stats(model: GenDeF, images: int, seed: int) -> tuple[dict[s
             "floor": metrics.frechet_distance(classifier.features(real2), ref),
             "digit_coverage": digit_coverage(classifier, canonical),
             "digit_counts": counts.tolist(),
+            # content kept if the fields moved the canonical images rigidly: how far the glyphs, not the fields,
+            # bound content kept
+            "kept_under_translation": kept_under_translation(classifier, canonical, seed=seed),
+            "real_kept_under_translation": kept_under_translation(classifier, real, seed=seed),
         }
     return stats, canonical
 

@@ -241,6 +241,32 @@ def test_digit_coverage_is_near_one_for_real_clips_and_low_when_one_pair_repeats
     )
 
 
+def test_shift_images_moves_by_whole_pixels_and_fills_what_moves_in():
+    from model.digits import shift_images
+
+    image = torch.full((1, 1, 4, 5), -1.0)
+    image[0, 0, 1, 2] = 1.0  # one bright pixel at row 1, column 2
+    image[0, 0, 3, 4] = 0.5  # one at the bottom-right corner: it moves out
+    moved = shift_images(image, torch.tensor([[2, -1]]))  # 2 right, 1 up
+    expected = torch.full((1, 1, 4, 5), -1.0)
+    expected[0, 0, 0, 4] = 1.0
+    assert torch.equal(moved, expected)
+    assert torch.equal(shift_images(image, torch.zeros(1, 2, dtype=torch.long)), image)
+
+
+def test_real_frames_keep_their_digits_under_translation_and_glyphs_between_digits_do_not(heldout_clips):
+    from model.digits import kept_under_translation, load_digit_classifier
+
+    classifier = load_digit_classifier()
+    first = heldout_clips[:, 0]  # (64, 3, 64, 64)
+    real = kept_under_translation(classifier, first)
+    assert real > 0.75  # about 0.9 measured: the classifier reads a digit wherever it is
+    assert kept_under_translation(classifier, first, max_shift=0) == 1.0
+    # glyphs between digits: two real frames laid over each other (four digits, read as some two of them)
+    overlaid = torch.maximum(first, first.roll(1, dims=0))
+    assert kept_under_translation(classifier, overlaid) < real - 0.1
+
+
 def test_cli_on_moving_mnist_reports_the_digit_metrics(tiny_checkpoint, tmp_path):
     report = main(
         [str(tiny_checkpoint), "--data", "mnist", "--out", str(tmp_path), "--videos", "4", "--frames", "4"]
@@ -250,6 +276,9 @@ def test_cli_on_moving_mnist_reports_the_digit_metrics(tiny_checkpoint, tmp_path
     assert canonical["images"] == 64 and sum(canonical["digit_counts"]) == 2 * 64
     assert canonical["frechet_digit_classifier"] > 2 * canonical["floor"]
     assert Image.open(tmp_path / "canonical.png").size == (8 * 32, 8 * 32)  # 64 images, 8 a row
+    assert (
+        0 <= canonical["kept_under_translation"] <= 1 and 0 <= canonical["real_kept_under_translation"] <= 1
+    )
     assert set(report["digits"]) == {"real (floor)", "model", "untrained", "real blurred"}
     assert all(
         0 <= d["content_kept"] <= 1 and 0 <= d["digit_coverage"] <= 1 for d in report["digits"].values()
