@@ -145,12 +145,9 @@ def canonical_digit_stats(model: GenDeF, images: int, seed: int) -> tuple[dict[s
     """Moving MNIST: the digit classifier on images canonical images (seeds seed, seed + 1, ...) against as many
     first frames of held-out clips, and a second such set for the floor. Returns the numbers and the images."""
     classifier = load_digit_classifier()
-    canonical = torch.cat(
-        [
-            model.sample(seeds, seeds, 1).canonical.cpu()
-            for seeds in (list(range(s, min(s + 64, seed + images))) for s in range(seed, seed + images, 64))
-        ]
-    )  # (N, 3, H, W)
+    seeds = list(range(seed, seed + images))
+    chunks = (seeds[i : i + 64] for i in range(0, images, 64))
+    canonical = torch.cat([model.sample(c, c, 1).canonical.cpu() for c in chunks])  # (N, 3, H, W)
     mnist, gen = MovingMNIST(model.config.resolution, split="heldout"), torch.Generator().manual_seed(seed)
     real, real2 = (mnist.draw(torch.zeros(images, 1), gen)[0][:, 0] for _ in range(2))
     with torch.no_grad():
