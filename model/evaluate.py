@@ -23,7 +23,8 @@ the labels read / log 10; 1 for real clips), for the model and for real clips. I
 (``canonical_digits``: Fréchet distance, its real-vs-real floor at that size, coverage, how often each digit is
 read; a grid canonical.png): the frames of 64 videos are few independent samples, so their Fréchet distance
 carries a large bias that depends on how much the frames of a video differ (a model whose frames do not move
-scores far worse there than with many videos), while independent images rank canonical generators reliably.
+scores far worse there than with many videos), while independent images carry far less of it (two sets of 512
+seeds still differ by up to 10).
 
 FID and FVD run only when the user gives the detector files (nothing is downloaded): ``--inception FILE`` is the
 TorchScript Inception-v3 of StyleGAN2-ADA's metrics (inception-2015-12-05.pt, called ``(images uint8 (N, 3, H,
