@@ -260,13 +260,26 @@ class Trainer:
         return torch.optim.Adam(groups, betas=(0.0, 0.99))
 
     def _init_motion(self, path: Path) -> None:
-        """Copy the deformation generator and the motion encoder of the checkpoint at path into G and G_ema."""
+        """Copy the deformation generator and the motion encoder of the checkpoint at path into G and G_ema. The
+        projections of the canonical features (``cond_proj``) are copied where their shapes fit; where this run's
+        canonical generator is wider or narrower at full resolution they keep this run's init (the donor's
+        projected other features anyway: its canonical generator is not used)."""
         source = load_checkpoint(path)
         for part in ("deformation", "motion"):
             weights = getattr(source, part).state_dict()
             for G in (self.G, self.G_ema):
+                own = getattr(G, part).state_dict()
+                kept = {
+                    k: v
+                    for k, v in own.items()
+                    if k.startswith("cond_proj.") and k in weights and v.shape != weights[k].shape
+                }
+                if kept and G is self.G:
+                    log.info(
+                        "motion_init: %d cond_proj tensors keep this run's init (other widths)", len(kept)
+                    )
                 try:
-                    getattr(G, part).load_state_dict(weights)
+                    getattr(G, part).load_state_dict(weights | kept)
                 except RuntimeError as e:
                     raise ValueError(
                         f"motion_init {path}: its {part} does not fit this run's model config; use a checkpoint "

