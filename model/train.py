@@ -267,19 +267,18 @@ class Trainer:
         source = load_checkpoint(path)
         for part in ("deformation", "motion"):
             weights = getattr(source, part).state_dict()
+            own = getattr(self.G, part).state_dict()
+            other = {
+                k
+                for k, v in own.items()
+                if k.startswith("cond_proj.") and k in weights and v.shape != weights[k].shape
+            }
+            if other:
+                log.info("motion_init: %d cond_proj tensors keep this run's init (other widths)", len(other))
             for G in (self.G, self.G_ema):
-                own = getattr(G, part).state_dict()
-                kept = {
-                    k: v
-                    for k, v in own.items()
-                    if k.startswith("cond_proj.") and k in weights and v.shape != weights[k].shape
-                }
-                if kept and G is self.G:
-                    log.info(
-                        "motion_init: %d cond_proj tensors keep this run's init (other widths)", len(kept)
-                    )
+                mine = getattr(G, part).state_dict()
                 try:
-                    getattr(G, part).load_state_dict(weights | kept)
+                    getattr(G, part).load_state_dict(weights | {k: mine[k] for k in other})
                 except RuntimeError as e:
                     raise ValueError(
                         f"motion_init {path}: its {part} does not fit this run's model config; use a checkpoint "
