@@ -155,11 +155,12 @@ PRESETS: dict[str, GenDeFConfig] = {
         ),
         discriminator=DiscriminatorConfig(channel_base=2048, channel_max=128, fuse_res=16, time_dim=32),
     ),
-    # Moving MNIST (64x64, two bouncing digits): slimmer than small, a field at 32x32 whose offsets may cross
-    # the whole canvas (digits travel from edge to edge).
+    # Moving MNIST (64x64, two bouncing digits): a canonical generator as wide as small's (at half that width
+    # its strokes were thin scribbles, docs/TRAINING.md), a slimmer discriminator (twice as wide, it won
+    # outright), a field at 32x32 whose offsets may cross the whole canvas (digits travel from edge to edge).
     "mnist": GenDeFConfig(
         resolution=64,
-        canonical=CanonicalConfig(z_dim=64, w_dim=128, mapping_layers=4, channel_base=1024, channel_max=128),
+        canonical=CanonicalConfig(z_dim=64, w_dim=128, mapping_layers=4, channel_base=2048, channel_max=128),
         motion=MotionConfig(z_dim=64, kernel_size=5, num_freqs=32, max_period=512.0),
         deformation=DeformationConfig(
             w_dim=128,
