@@ -78,6 +78,17 @@ def test_stage2_trains_the_deformation_path_from_the_identity_warp(tmp_path):
     assert (fields[:, 1:] - fields[:, :1]).abs().max() > 0  # no longer the identity for every frame
 
 
+def test_the_fold_margin_sets_the_area_scale_below_which_the_map_is_penalised(tmp_path):
+    """At the identity warp every area scale is 1: a margin of 0.2 leaves it alone, a margin of 1.5 does not."""
+    losses = {}
+    for margin in (0.2, 1.5):
+        trainer = Trainer(tiny_config(stage1_steps=0, fold_margin=margin), tmp_path / str(margin))
+        trainer.stage = 2
+        trainer.opt_G = trainer._generator_optimizer()
+        losses[margin] = trainer.train_step()["fold_loss"]
+    assert losses[0.2] == 0 and abs(losses[1.5] - 0.5) < 0.05
+
+
 def test_resuming_from_saved_state_continues_exactly(tmp_path):
     straight = Trainer(tiny_config(), tmp_path / "a")
     straight.run()
