@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     max_render_frames: int = Field(512, ge=1)
 
     # The models served (core/models.py): each subfolder of models_dir holding a checkpoint is one model, named by
-    # its folder. default_model: the model of requests that name none; empty: `small` when served, else the first
+    # its folder. default_model: the model of requests that name none; empty: `mnist` when served, else the first
     # by name. Read by the API (GET /models, checks) and the workers (loading).
     models_dir: Path = DEFAULT_MODELS_DIR
     default_model: str = ""

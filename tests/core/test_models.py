@@ -77,9 +77,9 @@ def test_trained_on_reads_the_data_line_or_the_data_section():
     ("names", "setting", "default"),
     [
         (["only"], "", "only"),
-        (["mnist", "small"], "", "small"),
+        (["mnist", "small"], "", "mnist"),
         (["b", "a"], "", "a"),
-        (["mnist", "small"], "mnist", "mnist"),
+        (["mnist", "small"], "small", "small"),
         (["small"], "gone", None),
         ([], "", None),
     ],

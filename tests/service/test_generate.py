@@ -50,8 +50,8 @@ def test_generate_answers_202_with_location_and_queues_the_job_by_id(
     assert r.headers["location"] == f"/jobs/{job['id']}"
     assert set(job) == DOCUMENT_FIELDS
     assert job["kind"] == "generate" and job["status"] == "queued" and job["progress"] == 0.0
-    # the default model (the shipped `small`) and the version of its weights
-    made_by = {"model": "small", "version": job["params"]["version"]}
+    # the default model (the shipped `mnist`) and the version of its weights
+    made_by = {"model": "mnist", "version": job["params"]["version"]}
     assert job["params"] == made_by | {"seed": 1, "motion_seed": 2, "num_frames": 16, "fps": 8}
     assert job["parent_id"] is None and job["error"] is None and job["artifacts"] == {}
     assert job["started_at"] is None and job["finished_at"] is None and job["created_at"].endswith("+00:00")
