@@ -129,7 +129,7 @@ class TrainConfig:
     off_canvas_weight: float = 10.0  # distance read outside the canonical image
     offset_smooth_weight: float = 0.5  # edge-aware spatial smoothness of the offsets
     fold_weight: float = 5.0  # hinge on the Jacobian determinant of the map
-    fold_margin: float = 0.2  # the hinge penalises area scales (det J) below this, everywhere on the canvas
+    fold_margin: float = 0.6  # the hinge penalises area scales (det J) below this, everywhere on the canvas
     distortion_weight: float = 4.0  # the map's departure from a rotation where the frame shows something
     deform_lr_mult: float = 0.5  # learning rate of the deformation generator and motion encoder, times g_lr
     canonical_lr_mult: float = 0.1  # stage 2 learning rate of the canonical generator, times g_lr
