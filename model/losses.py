@@ -5,9 +5,10 @@ The field regularisers keep a field a warp of the canonical image rather than a 
 ``offset_magnitude`` (how far points move from where they are), ``off_canvas_hinge`` (how far they read outside
 the canonical image), ``offset_smoothness`` (edge-aware spatial smoothness of the offsets themselves, so also the
 part of the field that is fixed over time, which the flow smoothness never sees), ``fold_hinge`` (where the map
-pixel -> canonical point turns over) and ``distortion`` (how far the map's local shape is from a rotation: it
-stretches, squeezes or shears; the edge-aware smoothness lets offsets change at an object's edges, so without it
-the fields bend objects instead of moving them). Offsets are measured in pixels of the frame, so weights read the
+pixel -> canonical point turns over, or squeezes an area below a margin, anywhere on the canvas) and
+``distortion`` (how far the map's local shape is from a rotation: it stretches, squeezes or shears; the
+edge-aware smoothness lets offsets change at an object's edges, so without it the fields bend objects instead
+of moving them). Offsets are measured in pixels of the frame, so weights read the
 same at every resolution.
 """
 
@@ -58,7 +59,7 @@ def offset_smoothness(fields: torch.Tensor, frames: torch.Tensor) -> torch.Tenso
     return edge_aware_smoothness(offsets_of(fields), frames)
 
 
-def fold_hinge(fields: torch.Tensor, margin: float = 0.2) -> torch.Tensor:
+def fold_hinge(fields: torch.Tensor, margin: float) -> torch.Tensor:
     """Mean of relu(margin - det J) over the Jacobian of pixel -> canonical point (pixels per pixel; 1 for the
     identity, <= 0 where the map folds): fields (..., H, W, 2). Scalar."""
     return F.relu(margin - jacobian_determinant(fields)).mean()

@@ -23,6 +23,13 @@ def tiny_config(**overrides) -> TrainConfig:
     return TrainConfig(**(base | overrides))
 
 
+def enter_stage2(trainer: Trainer) -> Trainer:
+    """Skip stage 1: the trainer's next step is a video step with the stage-2 optimizer."""
+    trainer.stage = 2
+    trainer.opt_G = trainer._generator_optimizer()
+    return trainer
+
+
 def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
@@ -55,9 +62,7 @@ def test_stage1_trains_the_canonical_generator_and_the_discriminator(tmp_path):
 
 
 def test_stage2_trains_the_deformation_path_from_the_identity_warp(tmp_path):
-    trainer = Trainer(tiny_config(stage1_steps=0, canonical_freeze_steps=2), tmp_path)
-    trainer.stage = 2
-    trainer.opt_G = trainer._generator_optimizer()
+    trainer = enter_stage2(Trainer(tiny_config(stage1_steps=0, canonical_freeze_steps=2), tmp_path))
     G0 = snapshot(trainer.G)
     for step in range(3):
         metrics = trainer.train_step()
@@ -82,9 +87,9 @@ def test_the_fold_margin_sets_the_area_scale_below_which_the_map_is_penalised(tm
     """At the identity warp every area scale is 1: a margin of 0.2 leaves it alone, a margin of 1.5 does not."""
     losses = {}
     for margin in (0.2, 1.5):
-        trainer = Trainer(tiny_config(stage1_steps=0, fold_margin=margin), tmp_path / str(margin))
-        trainer.stage = 2
-        trainer.opt_G = trainer._generator_optimizer()
+        trainer = enter_stage2(
+            Trainer(tiny_config(stage1_steps=0, fold_margin=margin), tmp_path / str(margin))
+        )
         losses[margin] = trainer.train_step()["fold_loss"]
     assert losses[0.2] == 0 and abs(losses[1.5] - 0.5) < 0.05
 
@@ -166,8 +171,7 @@ def _stage2_health(tmp_path, **overrides) -> tuple[dict[str, float], dict[str, f
     seeds = list(range(8))
     start = field_health(trainer.G.eval().sample(seeds, seeds, 8).fields)
     trainer.G.train()
-    trainer.stage = 2
-    trainer.opt_G = trainer._generator_optimizer()
+    enter_stage2(trainer)
     for _ in range(20):
         trainer.train_step()
     return start, field_health(trainer.G.eval().sample(seeds, seeds, 8).fields)
