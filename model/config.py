@@ -76,6 +76,9 @@ class DiscriminatorConfig:
     # temporal shift module (GenDeF's stage-2 discriminator): in every per-frame block before the fusion, 1/8 of
     # the channels are shifted one frame forward and 1/8 one frame back, so frame blocks compare neighbours
     temporal_shift: bool = True
+    # frame differences: each frame's departure from its clip's mean frame is a second input beside its pixels
+    # (its own 1x1 conv, added to the pixels' one), so a clip that does not move is told apart at the first layer
+    frame_diff: bool = False
 
 
 @dataclass
@@ -126,7 +129,7 @@ class GenDeFConfig:
 FIRST_RECIPE: dict[str, dict[str, Any]] = {
     "motion": {"stylegan_v_phases": False},
     "deformation": {"max_offset": None, "field_res": None},
-    "discriminator": {"temporal_shift": False},
+    "discriminator": {"temporal_shift": False, "frame_diff": False},
 }
 
 

@@ -1,5 +1,6 @@
 """Video discriminator (StyleGAN-V / GenDeF): 2-D residual blocks on every frame (with a temporal shift of 1/4
-of the channels between neighbouring frames before each block, GenDeF's TSM), features averaged over the
+of the channels between neighbouring frames before each block, GenDeF's TSM; optionally each frame's difference
+from its clip's mean frame as a second input, ``frame_diff``), features averaged over the
 sampled frames at ``fuse_res``, 2-D blocks down to 4x4, minibatch stddev, then a projection on an embedding of
 the time gaps between the sampled frames (StyleGAN-V sparse training). Also the video-consistent augmentation.
 """
@@ -85,13 +86,18 @@ class Discriminator(nn.Module):
         self.time_embed = (
             EqualLinear((frames_per_clip - 1) * cfg.time_dim, ch[4]) if frames_per_clip > 1 else None
         )
+        # registered last, so a saved state without it keeps its parameter order (see Trainer._load_state)
+        self.from_diff = EqualConv2d(3, ch[resolution], 1, bias=False) if cfg.frame_diff else None
 
     def forward(self, clips: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
         """clips: (B, F, 3, H, W) in [-1, 1]; times: (B, F) increasing frame times -> logits (B,).
 
         F = 1 (single images, stage 1) is unconditional; F = frames_per_clip adds the projection on the gaps."""
         B, Fr = clips.shape[:2]
-        x = lrelu(self.from_rgb(clips.flatten(0, 1)))  # (B*F, C, H, W)
+        x = self.from_rgb(clips.flatten(0, 1))  # (B*F, C, H, W)
+        if self.from_diff is not None:  # zero for single images and for clips that do not move
+            x = x + self.from_diff((clips - clips.mean(dim=1, keepdim=True)).flatten(0, 1))
+        x = lrelu(x)
         for block in self.frame_blocks:
             x = block(temporal_shift(x, Fr) if self.cfg.temporal_shift else x)  # (B*F, C', r / 2, r / 2)
         # x: (B*F, C, fuse_res, fuse_res)

@@ -620,9 +620,17 @@ class Trainer:
                 "the saved state has no RNG state of process %d: it draws from a fresh stream", self.rank
             )
         for name, module in (("G", self.G), ("G_ema", self.G_ema), ("D", self.D)):
-            module.load_state_dict(
-                {k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")}
-            )
+            weights = {k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")}
+            if name == "D" and self.D.from_diff is not None and "from_diff.weight" not in weights:
+                # frame_diff turned on for a run saved without it: the new input starts at zero weight, so the
+                # discriminator first computes what was saved, and learns to use the differences from there
+                log.info("the discriminator gains its frame-difference input (zero weights)")
+                weights["from_diff.weight"] = torch.zeros_like(self.D.from_diff.weight)
+                groups = meta["opt_D"]
+                groups[-1]["params"] += list(
+                    range(sum(len(g["params"]) for g in groups), len(list(self.D.parameters())))
+                )
+            module.load_state_dict(weights)
         self.opt_G = self._generator_optimizer()
         for name, opt in (("opt_G", self.opt_G), ("opt_D", self.opt_D)):
             rates = [group["lr"] for group in opt.param_groups]  # the config's: a resumed run takes new rates

@@ -1,5 +1,7 @@
 """Discriminator: shapes, the time-gap conditioning, video-consistent augmentation."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -29,6 +31,21 @@ def test_time_gaps_condition_the_logits(disc):
     shifted = disc(clips, torch.tensor([[7.0, 8, 9]] * 2))  # same gaps as `near`: only gaps matter
     assert (near - far).abs().max() > 1e-4
     torch.testing.assert_close(near, shifted)
+
+
+def test_frame_differences_leave_still_clips_as_they_were_and_tell_moving_ones_apart():
+    cfg = preset("tiny").discriminator
+    torch.manual_seed(0)
+    plain = Discriminator(cfg, 32)
+    torch.manual_seed(0)
+    with_diff = Discriminator(dataclasses.replace(cfg, frame_diff=True), 32)  # same weights, plus from_diff
+    times = torch.tensor([[0.0, 2, 5]] * 2)
+    still = (torch.rand(2, 1, 3, 32, 32) * 2 - 1).expand(2, 3, 3, 32, 32)
+    torch.testing.assert_close(with_diff(still, times), plain(still, times))  # no difference: no extra input
+    moving = torch.stack([still[:, 0], still[:, 0].roll(3, -1), still[:, 0].roll(6, -1)], dim=1)
+    assert (with_diff(moving, times) - plain(moving, times)).abs().min() > 1e-3
+    images = still[:, :1]
+    torch.testing.assert_close(with_diff(images, times[:, :1]), plain(images, times[:, :1]))
 
 
 def test_minibatch_stddev_of_identical_samples_is_zero_and_of_spread_samples_positive():

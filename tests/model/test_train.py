@@ -122,6 +122,20 @@ def test_a_resumed_run_takes_the_learning_rates_of_its_new_config(tmp_path):
     assert resumed.opt_G.state  # the optimizer's moments were loaded, not started afresh
 
 
+def test_a_run_resumed_with_frame_differences_starts_from_the_saved_discriminator(tmp_path):
+    Trainer(tiny_config(stage2_steps=1), tmp_path).run()  # saved without the frame-difference input
+    model = preset("tiny")
+    model.discriminator.frame_diff = True
+    saved = Trainer(tiny_config(), tmp_path, resume=True)
+    resumed = Trainer(tiny_config(model=model.to_dict()), tmp_path, resume=True)
+    assert torch.equal(resumed.D.from_diff.weight, torch.zeros_like(resumed.D.from_diff.weight))
+    clips, times = saved.data.sample(4, 3, 8, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(resumed.D(clips, times), saved.D(clips, times))  # what was saved, at first
+    assert len(resumed.opt_D.state) == len(saved.opt_D.state)  # the saved moments loaded
+    resumed.run()
+    assert resumed.D.from_diff.weight.abs().sum() > 0  # ...then it learns to use the differences
+
+
 def test_a_run_logged_before_a_loss_existed_resumes_with_that_column_added(tmp_path):
     Trainer(tiny_config(stage2_steps=1), tmp_path).run()
     path = tmp_path / "metrics.csv"
