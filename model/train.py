@@ -261,10 +261,11 @@ class Trainer:
         return torch.optim.Adam(groups, betas=(0.0, 0.99))
 
     def _init_motion(self, path: Path) -> None:
-        """Copy the deformation generator and the motion encoder of the checkpoint at path into G and G_ema. The
-        projections of the canonical features (``cond_proj``) are copied where their shapes fit; where this run's
-        canonical generator is wider or narrower at full resolution they keep this run's init (the donor's
-        projected other features anyway: its canonical generator is not used)."""
+        """Copy the deformation generator and the motion encoder of the checkpoint at path into G and G_ema. Two
+        kinds of tensor follow the canonical generator, which the donor does not lend: the projections of the
+        canonical features (``cond_proj``, whose shape follows its width at full resolution) and the first layer
+        of the deformation mapping (which takes its z). Where their shapes differ from the donor's they keep this
+        run's init; every other tensor must fit."""
         source = load_checkpoint(path)
         for part in ("deformation", "motion"):
             weights = getattr(source, part).state_dict()
@@ -272,10 +273,12 @@ class Trainer:
             other = {
                 k
                 for k, v in own.items()
-                if k.startswith("cond_proj.") and k in weights and v.shape != weights[k].shape
+                if k.startswith(("cond_proj.", "mapping.layers.0."))
+                and k in weights
+                and v.shape != weights[k].shape
             }
             if other:
-                log.info("motion_init: %d cond_proj tensors keep this run's init (other widths)", len(other))
+                log.info("motion_init: %s keep this run's init (another canonical generator)", sorted(other))
             for G in (self.G, self.G_ema):
                 mine = getattr(G, part).state_dict()
                 try:
