@@ -307,7 +307,9 @@ class Trainer:
             self._init_motion(Path(self.cfg.motion_init))
         self.stage_step, self.fold_checks = 0, 0
         self.opt_G = self._generator_optimizer()
-        log.info("stage 2 starts over at step %d from the identity warp", self.step)
+        log.info(
+            "stage 2 starts over at step %d from %s", self.step, self.cfg.motion_init or "the identity warp"
+        )
 
     def _frames_per_clip(self) -> int:
         return 1 if self.stage == 1 else self.cfg.frames_per_clip
