@@ -156,7 +156,10 @@ PRESETS: dict[str, GenDeFConfig] = {
         deformation=DeformationConfig(
             w_dim=128, mapping_layers=4, channel_base=1024, channel_max=64, cond_dim=16, field_res=32
         ),
-        discriminator=DiscriminatorConfig(channel_base=2048, channel_max=128, fuse_res=16, time_dim=32),
+        # frame differences: without them the discriminator's reward for motion was weak (docs/TRAINING.md, `small3`)
+        discriminator=DiscriminatorConfig(
+            channel_base=2048, channel_max=128, fuse_res=16, time_dim=32, frame_diff=True
+        ),
     ),
     # Moving MNIST (64x64, two bouncing digits): a canonical generator as wide as small's (at half that width
     # its strokes were thin scribbles, docs/TRAINING.md), a slimmer discriminator (twice as wide, it won
