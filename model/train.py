@@ -294,8 +294,8 @@ class Trainer:
         """Start stage 2 over from this state: the deformation generator and the motion encoder (and their EMA
         copies) go back to their initialisation (the identity warp, or ``motion_init``), the generator optimizer
         starts afresh and the stage counts its steps from 0; the canonical generator and the discriminator keep
-        what they learnt. For a stage 2 that settled into fields that do not move, once the discriminator has been
-        changed to ask for motion (e.g. ``frame_diff``)."""
+        what they learnt. For a stage 2 that settled into fields that do not move; give it ``motion_init``, as from
+        the identity natural footage did not move again (docs/TRAINING.md, ``small3``)."""
         if self.stage != 2:
             raise ValueError(f"restart_stage2: {self.run_dir} is in stage {self.stage}, not in stage 2")
         torch.manual_seed(self.cfg.seed)  # the weights a run of this config starts from
