@@ -8,7 +8,7 @@ part of the field that is fixed over time, which the flow smoothness never sees)
 pixel -> canonical point turns over, or squeezes an area below a margin, anywhere on the canvas) and
 ``distortion`` (how far the map's local shape is from a rotation: it stretches, squeezes or shears; the
 edge-aware smoothness lets offsets change at an object's edges, so without it the fields bend objects instead
-of moving them). Offsets are measured in pixels of the frame, so weights read the
+of moving them). ``acceleration`` keeps motion at a steady velocity over consecutive frames. Offsets are measured in pixels of the frame, so weights read the
 same at every resolution.
 """
 
@@ -40,6 +40,12 @@ def edge_aware_smoothness(flow: torch.Tensor, image: torch.Tensor, normalize: bo
     ix = (image[..., :, 1:] - image[..., :, :-1]).abs().mean(dim=1, keepdim=True)  # (N, 1, H, W-1)
     iy = (image[..., 1:, :] - image[..., :-1, :]).abs().mean(dim=1, keepdim=True)  # (N, 1, H-1, W)
     return (fx * torch.exp(-ix)).mean() + (fy * torch.exp(-iy)).mean()
+
+
+def acceleration(c0: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor) -> torch.Tensor:
+    """Mean length in pixels of c2 - 2 c1 + c0, the fields (..., H, W, 2) of three consecutive frames: 0 for
+    motion at constant velocity (GenDeF's "2to3" extrapolation, as a penalty on the fields). Scalar."""
+    return to_pixels(c2 - 2 * c1 + c0).norm(dim=-1).mean()
 
 
 def offset_magnitude(fields: torch.Tensor) -> torch.Tensor:

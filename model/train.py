@@ -58,6 +58,7 @@ from model.digits import digit_coverage, load_digit_classifier
 from model.discriminator import Discriminator, augment
 from model.gendef import GenDeF
 from model.losses import (
+    acceleration,
     discriminator_loss,
     distortion,
     edge_aware_smoothness,
@@ -84,6 +85,7 @@ LOSSES = [
     "offset_smooth",
     "fold_loss",
     "distortion",
+    "accel",
 ]
 HEALTH = [
     "fd_image",
@@ -124,6 +126,7 @@ class TrainConfig:
     r1_every: int = 4  # lazy R1: every N steps, weighted by N
     smooth_weight: float = 1.0  # edge-aware smoothness of the flow between consecutive frames (stage 2)
     smooth_normalize: bool = False  # mean-normalise the flow before the smoothness term
+    accel_weight: float = 0.0  # mean |c_t+2 - 2 c_t+1 + c_t| in pixels over 3 consecutive frames (stage 2)
     # field regularisers (stage 2), each a mean in pixels: see model.losses
     offset_weight: float = 0.02  # mean offset length
     off_canvas_weight: float = 10.0  # distance read outside the canonical image
@@ -331,9 +334,10 @@ class Trainer:
         t0 = torch.randint(0, G.max_frames - cfg.max_gap - 1, (B, 1), generator=self.rng)  # (B, 1)
         times = (t0 + offsets).float().to(dev)  # (B, F)
         smooth = with_reg and cfg.smooth_weight > 0
-        if smooth:  # one more frame right after the first: the flow between consecutive frames
-            times = torch.cat([times, times[:, :1] + 1], dim=1)  # (B, F + 1)
-        fields = G.fields(z, features, motion_z, times)  # (B, F [+ 1], H, W, 2)
+        accel = with_reg and cfg.accel_weight > 0
+        if smooth or accel:  # the frames right after the first: the flow between consecutive frames
+            times = torch.cat([times, times[:, :1] + 1, times[:, :1] + 2][: 3 if accel else 2], dim=1)
+        fields = G.fields(z, features, motion_z, times)  # (B, F [+ 1 or 2], H, W, 2)
         clips = render(canonical, fields[:, :Fr])  # (B, F, 3, H, W)
         if not with_reg:
             return clips, times[:, :Fr], canonical, {}
@@ -348,6 +352,8 @@ class Trainer:
         if smooth:
             flow = fields[:, Fr] - fields[:, 0]  # (B, H, W, 2): flow from frame t0 to t0 + 1
             reg["smooth"] = edge_aware_smoothness(flow, clips[:, 0], normalize=cfg.smooth_normalize)
+        if accel:
+            reg["accel"] = acceleration(fields[:, 0], fields[:, Fr], fields[:, Fr + 1])
         return clips, times[:, :Fr], canonical, reg
 
     def _reg_weights(self) -> dict[str, float]:
@@ -359,6 +365,7 @@ class Trainer:
             "offset_smooth": c.offset_smooth_weight,
             "fold_loss": c.fold_weight,
             "distortion": c.distortion_weight,
+            "accel": c.accel_weight,
         }
 
     def train_step(self) -> dict[str, float]:

@@ -84,6 +84,16 @@ def test_stage2_trains_the_deformation_path_from_the_identity_warp(tmp_path):
     assert (fields[:, 1:] - fields[:, :1]).abs().max() > 0  # no longer the identity for every frame
 
 
+def test_the_acceleration_term_is_logged_only_when_weighted_and_trains_the_motion(tmp_path):
+    off = enter_stage2(Trainer(tiny_config(stage1_steps=0), tmp_path / "off")).train_step()
+    assert off["accel"] == 0  # not computed: no third frame is made
+    trainer = enter_stage2(Trainer(tiny_config(stage1_steps=0, accel_weight=1.0), tmp_path / "on"))
+    randomise_fields(trainer.G, std=0.3, bias_std=0.05)  # fields that move, so that their velocity changes
+    G0 = snapshot(trainer.G)
+    metrics = trainer.train_step()
+    assert metrics["accel"] > 0 and changed(G0, trainer.G, "motion.")
+
+
 def test_the_fold_margin_sets_the_area_scale_below_which_the_map_is_penalised(tmp_path):
     """At the identity warp every area scale is 1: a margin of 0.2 leaves it alone, a margin of 1.5 does not."""
     losses = {}
