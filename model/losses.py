@@ -8,8 +8,8 @@ part of the field that is fixed over time, which the flow smoothness never sees)
 pixel -> canonical point turns over, or squeezes an area below a margin, anywhere on the canvas) and
 ``distortion`` (how far the map's local shape is from a rotation: it stretches, squeezes or shears; the
 edge-aware smoothness lets offsets change at an object's edges, so without it the fields bend objects instead
-of moving them). ``acceleration`` keeps motion at a steady velocity over consecutive frames. Offsets are measured in pixels of the frame, so weights read the
-same at every resolution.
+of moving them). ``acceleration`` keeps motion at a steady velocity over consecutive frames. Offsets are
+measured in pixels of the frame, so weights read the same at every resolution.
 """
 
 from __future__ import annotations

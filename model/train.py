@@ -335,9 +335,12 @@ class Trainer:
         times = (t0 + offsets).float().to(dev)  # (B, F)
         smooth = with_reg and cfg.smooth_weight > 0
         accel = with_reg and cfg.accel_weight > 0
-        if smooth or accel:  # the frames right after the first: the flow between consecutive frames
-            times = torch.cat([times, times[:, :1] + 1, times[:, :1] + 2][: 3 if accel else 2], dim=1)
-        fields = G.fields(z, features, motion_z, times)  # (B, F [+ 1 or 2], H, W, 2)
+        # consecutive frames after the first: t0 + 1 for the flow, and t0 + 2 for the acceleration
+        after = 2 if accel else int(smooth)
+        times = torch.cat(
+            [times, times[:, :1] + torch.arange(1, after + 1, device=dev)], dim=1
+        )  # (B, F + after)
+        fields = G.fields(z, features, motion_z, times)  # (B, F + after, H, W, 2)
         clips = render(canonical, fields[:, :Fr])  # (B, F, 3, H, W)
         if not with_reg:
             return clips, times[:, :Fr], canonical, {}
