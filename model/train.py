@@ -293,26 +293,33 @@ class Trainer:
                     ) from None
         log.info("stage 2 starts from the deformation generator and motion encoder of %s", path)
 
-    def restart_stage2(self) -> None:
-        """Start stage 2 over from this state: the deformation generator and the motion encoder (and their EMA
-        copies) go back to their initialisation (the identity warp, or ``motion_init``), the generator optimizer
-        starts afresh and the stage counts its steps from 0; the canonical generator and the discriminator keep
-        what they learnt. For a stage 2 that settled into fields that do not move; give it ``motion_init``, as from
-        the identity natural footage did not move again (docs/TRAINING.md, ``small3``)."""
-        if self.stage != 2:
-            raise ValueError(f"restart_stage2: {self.run_dir} is in stage {self.stage}, not in stage 2")
+    def restart(self, stage: int) -> None:
+        """Start a stage over from this state, which must be in stage 2. The deformation generator and the motion
+        encoder (and their EMA copies) go back to their initialisation, the generator optimizer starts afresh and
+        the stage counts its steps from 0; the canonical generator and the discriminator keep what they learnt.
+
+        - stage 2: the fields start from the identity warp, or from ``motion_init``. For a stage 2 that settled
+          into fields that do not move; give it ``motion_init``, as from the identity natural footage did not move
+          again (docs/TRAINING.md, ``small3``).
+        - stage 1: back to single images for up to ``stage1_steps`` more steps, its convergence judged afresh; then
+          stage 2 starts as in a new run. For a canonical generator that needed more than its stage 1 gave it."""
+        if self.stage != 2 or stage not in (1, 2):
+            raise ValueError(
+                f"restart stage {stage}: {self.run_dir} is in stage {self.stage}; only a run in stage 2 restarts "
+                "stage 1 or 2"
+            )
         torch.manual_seed(self.cfg.seed)  # the weights a run of this config starts from
         fresh = GenDeF(self.G.config)
         for G in (self.G, self.G_ema):
             for part in ("deformation", "motion"):
                 getattr(G, part).load_state_dict(getattr(fresh, part).state_dict())
-        if self.cfg.motion_init:
+        if stage == 2 and self.cfg.motion_init:
             self._init_motion(Path(self.cfg.motion_init))
-        self.stage_step, self.fold_checks = 0, 0
+        self.stage, self.stage_step, self.fold_checks = stage, 0, 0
+        self.best_fd, self.stale_checks = float("inf"), 0
         self.opt_G = self._generator_optimizer()
-        log.info(
-            "stage 2 starts over at step %d from %s", self.step, self.cfg.motion_init or "the identity warp"
-        )
+        start = "single images" if stage == 1 else self.cfg.motion_init or "the identity warp"
+        log.info("stage %d starts over at step %d from %s", stage, self.step, start)
 
     def _frames_per_clip(self) -> int:
         return 1 if self.stage == 1 else self.cfg.frames_per_clip
@@ -700,10 +707,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m model.train", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its saved state")
-    p.add_argument(
+    restart = p.add_mutually_exclusive_group()
+    restart.add_argument(
+        "--restart-stage1",
+        action="store_true",
+        help="with --resume, a run in stage 2: more single-image steps, then stage 2 afresh (Trainer.restart)",
+    )
+    restart.add_argument(
         "--restart-stage2",
         action="store_true",
-        help="with --resume: start stage 2 over from the identity warp (canonical generator and discriminator kept)",
+        help="with --resume: start stage 2 over from the identity warp or --motion-init (Trainer.restart)",
     )
     p.add_argument("--preset", choices=sorted(PRESETS), help="model preset (default: small)")
     p.add_argument(
@@ -739,14 +752,15 @@ def main(argv: list[str] | None = None) -> Path:
         base = json.loads(args.config.read_text())
     else:
         base = {}
-    if args.restart_stage2 and not args.resume:
-        raise SystemExit("--restart-stage2 restarts a saved run's stage 2: give --resume with it")
+    restart = 1 if args.restart_stage1 else 2 if args.restart_stage2 else None
+    if restart and not args.resume:
+        raise SystemExit(f"--restart-stage{restart} restarts a stage of a saved run: give --resume with it")
     cfg = TrainConfig(**(base | overrides))
     init_distributed()
     try:
         trainer = Trainer(cfg, args.out, resume=args.resume)
-        if args.restart_stage2:
-            trainer.restart_stage2()
+        if restart:
+            trainer.restart(restart)
         checkpoint = trainer.run()
     finally:
         if dist.is_initialized():

@@ -152,7 +152,7 @@ def test_restarting_stage2_resets_the_fields_to_the_identity_and_keeps_the_rest(
     trainer = Trainer(tiny_config(stage2_steps=2), tmp_path, resume=True)
     G0, D0 = snapshot(trainer.G), snapshot(trainer.D)
     assert offsets_of(trainer.G.eval().sample_motion([0], [0], 4)).abs().max() > 0  # stage 2 moved the fields
-    trainer.restart_stage2()
+    trainer.restart(2)
     for G in (trainer.G, trainer.G_ema):
         assert offsets_of(G.eval().sample_motion([0], [0], 4)).abs().max() == 0  # the identity warp again
     assert not changed(G0, trainer.G, "canonical.") and not changed(D0, trainer.D, "")
@@ -161,8 +161,24 @@ def test_restarting_stage2_resets_the_fields_to_the_identity_and_keeps_the_rest(
     assert trainer.step == 6
     with pytest.raises(SystemExit, match="give --resume"):
         main(["--out", str(tmp_path), "--restart-stage2"])
-    with pytest.raises(ValueError, match="not in stage 2"):
-        Trainer(tiny_config(stage1_steps=5), tmp_path / "new").restart_stage2()
+    with pytest.raises(ValueError, match="is in stage 1"):
+        Trainer(tiny_config(stage1_steps=5), tmp_path / "new").restart(2)
+
+
+def test_restarting_stage1_trains_the_canonical_generator_on_images_then_stage2_afresh(tmp_path):
+    Trainer(tiny_config(stage2_steps=2), tmp_path).run()
+    main(
+        ["--out", str(tmp_path), "--resume", "--restart-stage1", "--stage1-steps", "3", "--stage2-steps", "1"]
+    )
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert [(r["step"], r["stage"]) for r in rows] == [
+        ("1", "1"), ("2", "1"), ("3", "2"), ("4", "2"),  # the first run
+        ("5", "1"), ("6", "1"), ("7", "1"), ("8", "2"),  # three more image steps, then a new stage 2
+    ]  # fmt: skip
+    resumed = Trainer(tiny_config(), tmp_path, resume=True)
+    assert (resumed.stage, resumed.stage_step, resumed.step) == (2, 1, 8)
+    with pytest.raises(SystemExit, match="give --resume"):
+        main(["--out", str(tmp_path), "--restart-stage1"])
 
 
 def test_a_run_logged_before_a_loss_existed_resumes_with_that_column_added(tmp_path):
