@@ -303,10 +303,11 @@ class Trainer:
           again (docs/TRAINING.md, ``small3``).
         - stage 1: back to single images for up to ``stage1_steps`` more steps, its convergence judged afresh; then
           stage 2 starts as in a new run. For a canonical generator that needed more than its stage 1 gave it."""
-        if self.stage != 2 or stage not in (1, 2):
+        if stage not in (1, 2):
+            raise ValueError(f"restart: there is no stage {stage}; training has stages 1 and 2")
+        if self.stage != 2:
             raise ValueError(
-                f"restart stage {stage}: {self.run_dir} is in stage {self.stage}; only a run in stage 2 restarts "
-                "stage 1 or 2"
+                f"restart stage {stage}: {self.run_dir} is in stage {self.stage}; only a run in stage 2 restarts one"
             )
         torch.manual_seed(self.cfg.seed)  # the weights a run of this config starts from
         fresh = GenDeF(self.G.config)

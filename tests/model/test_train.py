@@ -167,6 +167,16 @@ def test_restarting_stage2_resets_the_fields_to_the_identity_and_keeps_the_rest(
 
 def test_restarting_stage1_trains_the_canonical_generator_on_images_then_stage2_afresh(tmp_path):
     Trainer(tiny_config(stage2_steps=2), tmp_path).run()
+    trainer = Trainer(tiny_config(), tmp_path, resume=True)
+    trainer.restart(1)
+    assert (trainer.stage, trainer.stage_step) == (1, 0)
+    assert offsets_of(trainer.G_ema.eval().sample_motion([0], [0], 4)).abs().max() == 0  # fields start over
+    only_canonical = {id(p) for group in trainer.opt_G.param_groups for p in group["params"]}
+    assert only_canonical == {
+        id(p) for p in trainer.G.canonical.parameters()
+    }  # an image step trains no field
+    with pytest.raises(ValueError, match="no stage 3"):
+        trainer.restart(3)
     main(
         ["--out", str(tmp_path), "--resume", "--restart-stage1", "--stage1-steps", "3", "--stage2-steps", "1"]
     )
