@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from model.metrics import jacobian_columns, jacobian_determinant, offsets_of, to_pixels
+from model.metrics import jacobian_columns, jacobian_determinant, offsets_of, to_pixels, velocity_change
 
 
 def edge_aware_smoothness(flow: torch.Tensor, image: torch.Tensor, normalize: bool = False) -> torch.Tensor:
@@ -42,10 +42,11 @@ def edge_aware_smoothness(flow: torch.Tensor, image: torch.Tensor, normalize: bo
     return (fx * torch.exp(-ix)).mean() + (fy * torch.exp(-iy)).mean()
 
 
-def acceleration(c0: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor) -> torch.Tensor:
-    """Mean length in pixels of c2 - 2 c1 + c0, the fields (..., H, W, 2) of three consecutive frames: 0 for
-    motion at constant velocity (GenDeF's "2to3" extrapolation, as a penalty on the fields). Scalar."""
-    return to_pixels(c2 - 2 * c1 + c0).norm(dim=-1).mean()
+def acceleration(fields: torch.Tensor) -> torch.Tensor:
+    """Mean length in pixels of c_{t+2} - 2 c_{t+1} + c_t over fields (..., T, H, W, 2) of consecutive frames,
+    T >= 3: 0 for motion at constant velocity (GenDeF's "2to3" extrapolation, as a penalty on the fields; the
+    evaluation's jitter as a loss). Scalar."""
+    return velocity_change(fields).mean()
 
 
 def offset_magnitude(fields: torch.Tensor) -> torch.Tensor:

@@ -176,10 +176,16 @@ def motion_magnitude(fields: torch.Tensor) -> float:
     return float(step.norm(dim=-1).mean())
 
 
+def velocity_change(fields: torch.Tensor) -> torch.Tensor:
+    """Length in pixels of c_{t+2} - 2 c_{t+1} + c_t at every point of fields (..., T, H, W, 2) of consecutive
+    frames, T >= 3 -> (..., T-2, H, W): 0 for motion at constant velocity. Differentiable (losses.acceleration)."""
+    c = fields
+    return to_pixels(c[..., 2:, :, :, :] - 2 * c[..., 1:-1, :, :, :] + c[..., :-2, :, :, :]).norm(dim=-1)
+
+
 def jitter(fields: torch.Tensor) -> float:
     """Mean length in pixels of c_{t+2} - 2 c_{t+1} + c_t (0 for motion at constant velocity); T >= 3."""
-    accel = to_pixels(fields[:, 2:] - 2 * fields[:, 1:-1] + fields[:, :-2])  # (B, T-2, H, W, 2)
-    return float(accel.norm(dim=-1).mean())
+    return float(velocity_change(fields).mean())
 
 
 def off_canvas_fraction(fields: torch.Tensor) -> float:

@@ -364,7 +364,7 @@ class Trainer:
             flow = fields[:, Fr] - fields[:, 0]  # (B, H, W, 2): flow from frame t0 to t0 + 1
             reg["smooth"] = edge_aware_smoothness(flow, clips[:, 0], normalize=cfg.smooth_normalize)
         if accel:
-            reg["accel"] = acceleration(fields[:, 0], fields[:, Fr], fields[:, Fr + 1])
+            reg["accel"] = acceleration(fields[:, [0, Fr, Fr + 1]])  # frames t0, t0 + 1, t0 + 2
         return clips, times[:, :Fr], canonical, reg
 
     def _reg_weights(self) -> dict[str, float]:

@@ -77,10 +77,12 @@ def test_acceleration_is_zero_at_constant_velocity_and_the_change_of_velocity_in
     H, W = 4, 8
     px = torch.tensor([2 / W, 0.0])  # one pixel to the right
     c0 = identity_grid(H, W)
-    assert acceleration(c0, c0 + 1.5 * px, c0 + 3 * px) < 1e-6  # 1.5 px a frame, steadily
-    assert abs(acceleration(c0, c0 + 1.5 * px, c0).item() - 3) < 1e-5  # there and back: -1.5 - 1.5
+    assert acceleration(torch.stack([c0, c0 + 1.5 * px, c0 + 3 * px])) < 1e-6  # 1.5 px a frame, steadily
+    assert (
+        abs(acceleration(torch.stack([c0, c0 + 1.5 * px, c0])).item() - 3) < 1e-5
+    )  # there and back: -1.5 - 1.5
     swing = c0 + torch.tensor([0.0, 2 * 2 / H])  # ... and 2 px down at frame 2 only: |(-3, 2)|
-    assert abs(acceleration(c0, c0 + 1.5 * px, swing).item() - math.sqrt(13)) < 1e-5
+    assert abs(acceleration(torch.stack([c0, c0 + 1.5 * px, swing])).item() - math.sqrt(13)) < 1e-5
 
 
 def test_off_canvas_hinge_counts_pixels_outside_only():
