@@ -20,8 +20,13 @@ FIELDS_CONVENTION = (
     "fields[t, y, x] = (u, v) is the point of the canonical image that pixel (x, y) of frame t shows, in "
     "torch.nn.functional.grid_sample's normalized coordinates: order (x, y), u = -1 is the left edge of the "
     "leftmost pixel and u = +1 the right edge of the rightmost (align_corners=False). "
-    "frames = grid_sample(canonical, fields, mode='bilinear', padding_mode='border', align_corners=False)."
+    "frames = grid_sample(canonical, fields, mode=meta['interpolation'], padding_mode='border', "
+    "align_corners=False), clamped to the image's range (bicubic overshoots an edge a little)."
 )
+
+# grid_sample's mode of a file whose meta has no "interpolation": what every file was rendered with before the
+# model's frames went bicubic (2026-12-06), so that their edits, tracks and renders read them as they were made.
+LEGACY_INTERPOLATION = "bilinear"
 
 VIDEO_CONTENT_TYPE = "video/mp4"
 PNG_CONTENT_TYPE = "image/png"
@@ -60,6 +65,7 @@ def decode_fields(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
         raise ArtifactError(f"not a deformation .npz: {e}") from e
     if fields.ndim != 4 or fields.shape[-1] != 2:
         raise ArtifactError(f"deformation fields must be (T, H, W, 2), got {tuple(fields.shape)}")
+    interpolation_of(meta)  # a file that says how to read it says something render knows
     return fields, meta
 
 
@@ -81,6 +87,14 @@ def fields_meta(data: bytes) -> dict[str, Any]:
             return json.loads(str(npz["meta"]))
     except (OSError, ValueError, KeyError) as e:
         raise ArtifactError(f"not a deformation .npz: {e}") from e
+
+
+def interpolation_of(meta: dict[str, Any]) -> str:
+    """grid_sample's mode that renders these fields: "bicubic" or "bilinear" (core's own check: no torch here)."""
+    mode = meta.get("interpolation", LEGACY_INTERPOLATION)
+    if mode not in ("bilinear", "bicubic"):
+        raise ArtifactError(f"unknown interpolation {mode!r} in the deformation meta (bilinear or bicubic)")
+    return mode
 
 
 def shots_of(meta: dict[str, Any], num_frames: int, canonical_width: int) -> list[dict[str, int]]:

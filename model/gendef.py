@@ -43,7 +43,7 @@ STACK_TOLERANCE = {"fields": 1e-4, "canonical": 2 / 255}
 class Sample:
     canonical: torch.Tensor  # (B, 3, H, W) in [-1, 1]
     fields: torch.Tensor  # (B, T, H, W, 2) sampling coordinates, model.warp convention
-    frames: torch.Tensor  # (B, T, 3, H, W) in [-1, 1] == render(canonical, fields)
+    frames: torch.Tensor  # (B, T, 3, H, W) in [-1, 1] == render(canonical, fields).clamp(-1, 1)
 
 
 class GenDeF(nn.Module):
@@ -91,7 +91,7 @@ class GenDeF(nn.Module):
         stack: the B videos in one forward pass (faster; each video within STACK_TOLERANCE of its own pass)."""
         pairs = self._check(seeds, motion_seeds, num_frames)
         canonical, fields = self._videos(pairs, torch.arange(num_frames, dtype=torch.float32), True, stack)
-        return Sample(canonical=canonical, fields=fields, frames=render(canonical, fields))
+        return Sample(canonical=canonical, fields=fields, frames=render(canonical, fields).clamp(-1, 1))
 
     @torch.no_grad()
     def sample_motion(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from model.warp import render
+from model.warp import INTERPOLATION, render
 
 
 def upsample_fields(fields: torch.Tensor, scale: int) -> torch.Tensor:
@@ -58,7 +58,9 @@ def interpolate_fields(fields: torch.Tensor, factor: int, shots: list[tuple[int,
     return torch.stack(out)
 
 
-def rerender(canonical: torch.Tensor, fields: torch.Tensor, scale: int) -> torch.Tensor:
+def rerender(
+    canonical: torch.Tensor, fields: torch.Tensor, scale: int, interpolation: str = INTERPOLATION
+) -> torch.Tensor:
     """Frames (T, 3, scale H, scale W) of a canonical image (3, Hc', Wc') of any size, by fields (T, H, W, 2)
-    upsampled `scale` times."""
-    return render(canonical[None], upsample_fields(fields, scale)[None])[0]
+    upsampled `scale` times, in [-1, 1] (the bicubic warp's overshoot clamped)."""
+    return render(canonical[None], upsample_fields(fields, scale)[None], interpolation)[0].clamp(-1, 1)

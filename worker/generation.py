@@ -7,12 +7,12 @@ from typing import Any
 
 import torch
 
-from core.artifacts import FIELDS_CONVENTION, ArtifactError
+from core.artifacts import FIELDS_CONVENTION, ArtifactError, interpolation_of
 from core.images import ImageError
 from core.jobs import Artifact, JobRecord
 from core.models import ModelInfo
 from model.gendef import SEED_RANGE, GenDeF
-from model.warp import render
+from model.warp import INTERPOLATION, render
 from worker import media
 from worker.execution import Draw, JobRun
 from worker.runtime import JobFailure
@@ -23,6 +23,7 @@ def fields_meta(job: JobRecord, model: ModelInfo, fields: torch.Tensor) -> dict[
     num_frames, height, width, _ = fields.shape  # (T, H, W, 2)
     return {
         "convention": FIELDS_CONVENTION,
+        "interpolation": INTERPOLATION,
         "layout": "fields: float32 (T, H, W, 2)",
         "model": model.name,
         "version": model.version,
@@ -120,7 +121,7 @@ def do_edit(run: JobRun) -> dict[str, Artifact]:
             ) from e
         whole[:, :, shot["x"] : shot["x"] + shot["width"]] = image
         image = whole
-    frames = render(image[None], fields[None])[0]  # (T, 3, H, W)
+    frames = render(image[None], fields[None], interpolation_of(meta))[0]  # (T, 3, H, W)
     run.stage("encoding")
     files = {
         "canonical": media.encode_png(image),

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from core.artifacts import interpolation_of
 from core.jobs import Artifact
 from model.tracking import propagate_mask
 from model.warp import render
@@ -43,7 +44,9 @@ def do_segment(run: JobRun) -> dict[str, Artifact]:
         labels, fields = tiled, fields[shot["start"] : shot["start"] + shot["frames"]]
     masks = propagate_mask(torch.from_numpy(labels.astype(np.uint8)), fields).numpy()  # (T, H, W)
     run.stage("encoding")
-    frames = media.to_uint8(render(canonical[None], fields[None])[0]).astype(np.float32)  # (T, H, W, 3)
+    frames = media.to_uint8(render(canonical[None], fields[None], interpolation_of(meta))[0]).astype(
+        np.float32
+    )  # (T, H, W, 3)
     colours = palette(256).astype(np.float32)  # (256, 3)
     labelled = (masks > 0)[..., None]  # (T, H, W, 1)
     overlay = np.where(labelled, (1 - OVERLAY_ALPHA) * frames + OVERLAY_ALPHA * colours[masks], frames)

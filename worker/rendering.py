@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from core import video
-from core.artifacts import shots_of
+from core.artifacts import interpolation_of, shots_of
 from core.images import ImageError
 from core.jobs import Artifact
 from model.rerender import frame_times, interpolate_fields, rerender, upscale_image
@@ -67,7 +67,10 @@ def do_render(run: JobRun) -> dict[str, Artifact]:
     run.report("warping", 1 / 4, {"frames": T, "width": W * scale, "height": H * scale, "fps": fps})
     chunk = max(1, CHUNK_PIXELS // (H * W * scale * scale))
     frames = np.concatenate(
-        [media.to_uint8(rerender(canonical, fields[i : i + chunk], scale)) for i in range(0, T, chunk)]
+        [
+            media.to_uint8(rerender(canonical, fields[i : i + chunk], scale, interpolation_of(meta)))
+            for i in range(0, T, chunk)
+        ]
     )  # (T, sH, sW, 3)
     run.stage("encoding")
     factor = int(params["fps_factor"])

@@ -67,6 +67,11 @@ def fields_of(files: dict[str, bytes]) -> torch.Tensor:
     return media.decode_fields(files["deformation"])[0]  # (T, H, W, 2)
 
 
+def mode_of(files: dict[str, bytes]) -> str:
+    """grid_sample's mode the fields' meta names (API.md: deformation.npz)."""
+    return media.decode_fields(files["deformation"])[1]["interpolation"]
+
+
 @pytest.fixture(scope="module")
 def generated(api_url: str) -> tuple[dict, dict[str, bytes], list[float]]:
     """Scenarios 1-2: POST /generate, poll to success: the document, its artifacts, the progress values seen."""
@@ -90,7 +95,8 @@ def test_generate_delivers_the_canonical_warped_by_the_fields(generated):
     fields, meta = media.decode_fields(files["deformation"])
     assert fields.shape == (FRAMES, 32, 32, 2)
     assert (meta["seed"], meta["motion_seed"], meta["num_frames"]) == (1, 2, FRAMES)
-    warped, still = video_psnr(files["video"], files["canonical"], fields)
+    assert meta["interpolation"] == "bicubic"
+    warped, still = video_psnr(files["video"], files["canonical"], files["deformation"])
     assert warped > MIN_PSNR_DB and still < warped - 5
 
 
@@ -105,12 +111,12 @@ def test_edit_carries_the_paint_into_every_frame(http, generated):
     assert files["deformation"] == parent_files["deformation"]  # the parent's fields, byte for byte
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(files["canonical"]))), painted)
     fields = fields_of(files)
-    warped, _ = video_psnr(files["video"], files["canonical"], fields)
+    warped, _ = video_psnr(files["video"], files["canonical"], files["deformation"])
     assert warped > MIN_PSNR_DB
     # every frame is red where the warped square lands
     square = torch.zeros(3, 32, 32)
     square[:, 8:20, 8:20] = 1.0
-    inside = warp(square, fields)[:, 0] > 0.99  # (T, H, W)
+    inside = warp(square, fields, mode_of(files))[:, 0] > 0.99  # (T, H, W)
     frames, _ = decode_video(files["video"])
     for t in range(FRAMES):
         assert inside[t].sum() > 20
@@ -128,7 +134,7 @@ def test_resample_keeps_the_canonical_and_draws_new_motion(http, generated):
     job, files = succeeded(http, job["id"])
     assert files["canonical"] == parent_files["canonical"]  # byte for byte
     assert not torch.equal(fields_of(files), fields_of(parent_files))
-    warped, still = video_psnr(files["video"], files["canonical"], fields_of(files))
+    warped, still = video_psnr(files["video"], files["canonical"], files["deformation"])
     assert warped > MIN_PSNR_DB and still < warped - 5
 
 

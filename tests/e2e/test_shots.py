@@ -17,7 +17,7 @@ from core import video
 from model.rerender import upsample_fields, upscale_image
 from tests.e2e.conftest import MAX_RENDER_FRAMES, MAX_RENDER_PIXELS
 from tests.e2e.test_apps import canonical_px
-from tests.e2e.test_jobs import FRAMES, fields_of, png, submit, succeeded, wait_done
+from tests.e2e.test_jobs import FRAMES, fields_of, mode_of, png, submit, succeeded, wait_done
 from tests.model.test_decompose import warped_shot
 from tests.worker.video_checks import MIN_PSNR_DB, decode_video, psnr, warp, yuv420
 from worker import media
@@ -65,7 +65,7 @@ def test_a_clip_with_a_cut_is_decomposed_into_its_shots(decomposed: tuple[dict, 
     assert [s["x"] for s in shots] == [0, width] and canonical.shape[2] == 2 * width
     assert meta["shots"] == shots and job["result"]["shot_count"] == 2
     decoded, _ = decode_video(files["video"])
-    assert psnr(decoded, yuv420(media.to_uint8(warp(canonical, fields)))) >= MIN_PSNR_DB
+    assert psnr(decoded, yuv420(media.to_uint8(warp(canonical, fields, mode_of(files))))) >= MIN_PSNR_DB
 
 
 def test_an_edit_of_one_shot_changes_only_that_shot(
@@ -88,7 +88,7 @@ def test_an_edit_of_one_shot_changes_only_that_shot(
     edited, _ = media.decode_image(out["canonical"])
     assert torch.equal(edited[:, :, :width], canonical[:, :, :width])  # shot 0's canonical image is untouched
     decoded, _ = decode_video(out["video"])
-    before = yuv420(media.to_uint8(warp(canonical, fields)))
+    before = yuv420(media.to_uint8(warp(canonical, fields, mode_of(files))))
     assert psnr(decoded[:SHOT], before[:SHOT]) >= MIN_PSNR_DB  # shot 0 as it was
     assert (decoded[SHOT:, ..., 0] > 200).all() and (decoded[SHOT:, ..., 2] < 60).all()  # shot 1 is red
 
@@ -182,7 +182,7 @@ def test_render_twice_the_size_is_the_upsampled_warp(
     canonical, _ = media.decode_image(files["canonical"])
     big, _ = media.decode_image(out["canonical"])
     assert big.shape == (3, 64, 64) and job["result"]["width"] == 64
-    expected = warp(upscale_image(canonical, 2), upsample_fields(fields_of(files), 2))
+    expected = warp(upscale_image(canonical, 2), upsample_fields(fields_of(files), 2), mode_of(files))
     decoded, _ = decode_video(out["video"])
     assert decoded.shape == (FRAMES, 64, 64, 3)
     assert psnr(decoded, yuv420(media.to_uint8(expected))) >= MIN_PSNR_DB
@@ -197,7 +197,7 @@ def test_render_twice_the_size_is_the_upsampled_warp(
         files={"image": ("big.png", png(painted), "image/png")},
     )
     _, out = succeeded(http, job["id"])
-    expected = warp(media.from_uint8(painted), upsample_fields(fields_of(files), 2))
+    expected = warp(media.from_uint8(painted), upsample_fields(fields_of(files), 2), mode_of(files))
     decoded, _ = decode_video(out["video"])
     assert psnr(decoded, yuv420(media.to_uint8(expected))) >= MIN_PSNR_DB - 10  # stripes survive x264 poorly
     assert decoded.std() > 40  # the stripes, not grey

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core.artifacts import FIELDS_CONVENTION, ArtifactError
+from core.artifacts import FIELDS_CONVENTION, ArtifactError, interpolation_of
 from core.images import ImageError
 from worker import media
 
@@ -96,6 +96,17 @@ def test_decode_fields_refuses_other_arrays():
         media.decode_fields(out.getvalue())
     with pytest.raises(ArtifactError):
         media.decode_fields(b"PK not a zip")
+
+
+def test_the_meta_says_how_to_read_the_fields_and_older_files_read_bilinear():
+    fields = torch.zeros(2, 4, 4, 2)
+    for meta, mode in (
+        ({"interpolation": "bicubic"}, "bicubic"),
+        ({}, "bilinear"),
+    ):  # {}: written before bicubic
+        assert interpolation_of(media.decode_fields(media.encode_fields(fields, meta))[1]) == mode
+    with pytest.raises(ArtifactError, match="unknown interpolation 'nearest'"):
+        media.decode_fields(media.encode_fields(fields, {"interpolation": "nearest"}))
 
 
 def test_the_same_frames_always_encode_to_the_same_mp4(tiny_checkpoint):

@@ -17,7 +17,7 @@ from core.storage import input_key
 from model.checkpoint import load_checkpoint
 from model.inference import prepare
 from tests.redis_server import redis_url
-from tests.worker.video_checks import MIN_PSNR_DB, decode_video, video_psnr
+from tests.worker.video_checks import MIN_PSNR_DB, decode_video, psnr, video_psnr, warp, yuv420
 from worker import media
 from worker.runtime import Runtime
 from worker.tasks import run_job
@@ -100,8 +100,11 @@ def test_generate_stores_the_models_sample_as_png_npz_and_mp4(rt, tiny_checkpoin
         32,
     )
     assert "align_corners=False" in meta["convention"] and meta["model"] == "tiny"
+    assert meta["interpolation"] == "bicubic"  # the model's frames (model/warp.py)
 
-    warped, still = video_psnr(blob(rt, job, "video"), blob(rt, job, "canonical"), fields)
+    warped, still = video_psnr(
+        blob(rt, job, "video"), blob(rt, job, "canonical"), blob(rt, job, "deformation")
+    )
     assert warped > MIN_PSNR_DB and still < warped - 5
 
 
@@ -141,7 +144,9 @@ def test_resample_keeps_the_canonical_bytes_and_samples_new_motion(rt, tiny_chec
     assert torch.equal(fields, prepare(load_checkpoint(tiny_checkpoint)).sample_motion([5], [60], 8)[0])
     assert not torch.equal(fields, media.decode_fields(blob(rt, parent, "deformation"))[0])
     assert meta["canonical_from"] == parent.id and meta["motion_seed"] == 60
-    warped, still = video_psnr(blob(rt, job, "video"), blob(rt, job, "canonical"), fields)
+    warped, still = video_psnr(
+        blob(rt, job, "video"), blob(rt, job, "canonical"), blob(rt, job, "deformation")
+    )
     assert warped > MIN_PSNR_DB and still < warped - 5
 
 
@@ -160,12 +165,32 @@ def test_edit_warps_the_upload_by_the_parents_fields_without_the_model(tmp_path,
     assert blob(rt, job, "deformation") == blob(rt, parent, "deformation")
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(blob(rt, job, "canonical")))), painted)
     fields, _ = media.decode_fields(blob(rt, job, "deformation"))
-    warped, _ = video_psnr(blob(rt, job, "video"), blob(rt, job, "canonical"), fields)
+    warped, _ = video_psnr(blob(rt, job, "video"), blob(rt, job, "canonical"), blob(rt, job, "deformation"))
     assert warped > MIN_PSNR_DB
     # the edit is in the video: it differs from the parent's where the square went
     edited_frames, _ = decode_video(blob(rt, job, "video"))
     parent_frames, _ = decode_video(blob(rt, parent, "video"))
     assert (edited_frames[..., 0].astype(int) - parent_frames[..., 0]).max() > 100
+
+
+def test_an_edit_of_fields_stored_before_bicubic_reads_them_as_their_video_was_made(rt):
+    """A deformation.npz without meta["interpolation"] (written before 2026-12-06) was rendered bilinear: its edit
+    is too, so a stored job's edit looks as its video did (docs/API.md)."""
+    parent = generate(rt)
+    fields, meta = media.decode_fields(blob(rt, parent, "deformation"))
+    del meta["interpolation"]
+    legacy = parent.artifacts["deformation"]
+    rt.blobs.put(legacy.key, media.encode_fields(fields, meta), legacy.content_type)
+    stripes = np.zeros((32, 32, 3), dtype=np.uint8)
+    stripes[:, ::2] = 255  # one-pixel stripes: where the two modes differ most
+    job = edit(rt, parent, Image.fromarray(stripes))
+    assert job.status == "succeeded", job.error
+    decoded, _ = decode_video(blob(rt, job, "video"))
+    image = media.from_uint8(stripes)
+    bilinear, bicubic = (
+        yuv420(media.to_uint8(warp(image, fields, mode))) for mode in ("bilinear", "bicubic")
+    )
+    assert psnr(decoded, bilinear) > psnr(decoded, bicubic) + 3
 
 
 def test_edit_resizes_an_upload_of_another_size(rt):

@@ -26,16 +26,17 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
-def warp(canonical: torch.Tensor, fields: torch.Tensor) -> torch.Tensor:
-    """The convention of API.md, written here independently of model/: (3, H, W), (T, H, W, 2) -> (T, 3, H, W)."""
+def warp(canonical: torch.Tensor, fields: torch.Tensor, interpolation: str) -> torch.Tensor:
+    """The convention of API.md, written here independently of model/: (3, H, W), (T, H, W, 2) read with the mode
+    their meta names -> (T, 3, H, W), clamped to [-1, 1]."""
     num_frames = fields.shape[0]
     return F.grid_sample(
         canonical[None].expand(num_frames, -1, -1, -1),
         fields,
-        mode="bilinear",
+        mode=interpolation,
         padding_mode="border",
         align_corners=False,
-    )  # (T, 3, H, W)
+    ).clamp(-1, 1)  # (T, 3, H, W)
 
 
 def yuv420(frames: np.ndarray) -> np.ndarray:
@@ -50,12 +51,13 @@ def yuv420(frames: np.ndarray) -> np.ndarray:
     )
 
 
-def video_psnr(mp4: bytes, canonical_png: bytes, fields: torch.Tensor) -> tuple[float, float]:
+def video_psnr(mp4: bytes, canonical_png: bytes, deformation_npz: bytes) -> tuple[float, float]:
     """(PSNR of the decoded video vs grid_sample(canonical, fields), PSNR vs the unwarped canonical repeated):
     the first must be high and the second clearly lower, or the test would not notice a missing warp."""
     decoded, _ = decode_video(mp4)  # (T, H, W, 3)
     canonical, _ = media.decode_image(canonical_png)  # (3, H, W)
-    expected = yuv420(media.to_uint8(warp(canonical, fields)))  # (T, H, W, 3)
+    fields, meta = media.decode_fields(deformation_npz)  # (T, H, W, 2)
+    expected = yuv420(media.to_uint8(warp(canonical, fields, meta["interpolation"])))  # (T, H, W, 3)
     still = yuv420(media.to_uint8(canonical[None].expand(fields.shape[0], -1, -1, -1)))
     assert decoded.shape == expected.shape, (decoded.shape, expected.shape)
     return psnr(decoded, expected), psnr(decoded, still)
