@@ -100,10 +100,8 @@ def test_decode_fields_refuses_other_arrays():
 
 def test_the_meta_says_how_to_read_the_fields_and_older_files_read_bilinear():
     fields = torch.zeros(2, 4, 4, 2)
-    for meta, mode in (
-        ({"interpolation": "bicubic"}, "bicubic"),
-        ({}, "bilinear"),
-    ):  # {}: written before bicubic
+    written_before_bicubic = {}
+    for meta, mode in (({"interpolation": "bicubic"}, "bicubic"), (written_before_bicubic, "bilinear")):
         assert interpolation_of(media.decode_fields(media.encode_fields(fields, meta))[1]) == mode
     with pytest.raises(ArtifactError, match="unknown interpolation 'nearest'"):
         media.decode_fields(media.encode_fields(fields, {"interpolation": "nearest"}))
