@@ -18,9 +18,9 @@ The returned fields follow API.md's convention relative to the returned canonica
 A clip with cuts is split into shots first (``find_cuts``: a frame that differs from the one before far more than
 its neighbours do); each shot gets its own canonical image and fields, and ``decompose_video`` lays the shots'
 canonical images side by side in one image (the atlas) with each shot's fields pointing into its own tile, so
-``grid_sample(atlas, fields)`` is still the whole video. Read bilinearly (``INTERPOLATION``, what the stored meta
-says): clamped to a tile's pixel centres, a bilinear read stays in its tile, where bicubic's outer taps would reach
-the next shot's.
+``grid_sample(atlas, fields)`` is still the whole video. Read bilinearly (``ATLAS_INTERPOLATION``, what the stored
+meta says): clamped to a tile's pixel centres, a bilinear read stays in its tile, where bicubic's outer taps would
+reach the next shot's.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from model.losses import edge_aware_smoothness
 from model.warp import identity_grid, render
 
-INTERPOLATION = "bilinear"  # how decomposed fields are read (module doc)
+ATLAS_INTERPOLATION = "bilinear"  # how decomposed fields are read (module doc)
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ def fill_unseen(canonical: torch.Tensor, fields: torch.Tensor, seen_weight: floa
     the canonical image come from pixels that other frames do use: this does not remove them.)"""
     probe = canonical.clone().requires_grad_(True)
     with torch.enable_grad():
-        render(probe[None], fields[None], INTERPOLATION).sum().backward()
+        render(probe[None], fields[None], ATLAS_INTERPOLATION).sum().backward()
     seen = (probe.grad[0] >= seen_weight).float()[
         None
     ]  # (1, Hc, Wc): the weight is the same in every channel
@@ -229,7 +229,7 @@ def decompose(
             group["lr"] = lr * (config.lr_decay + (1 - config.lr_decay) * fraction)
         fields, offsets = fields_at(step)
         # Clamped as the stored 8-bit image will be, so values past [-1, 1] cannot help the fit.
-        recon = render(canonical.clamp(-1, 1)[None], fields[None], INTERPOLATION)[0]  # (T, 3, H, W)
+        recon = render(canonical.clamp(-1, 1)[None], fields[None], ATLAS_INTERPOLATION)[0]  # (T, 3, H, W)
         loss = (recon - frames).square().mean()
         loss = loss + config.grad_weight * (
             (recon.diff(dim=3) - target_dx).square().mean() + (recon.diff(dim=2) - target_dy).square().mean()
@@ -245,7 +245,7 @@ def decompose(
         fields, _ = fields_at(config.steps)
     result = quantize(fill_unseen(canonical.detach().clamp(-1, 1), fields))
     with torch.no_grad():
-        score = psnr(render(result[None], fields[None], INTERPOLATION)[0], frames)
+        score = psnr(render(result[None], fields[None], ATLAS_INTERPOLATION)[0], frames)
     if on_progress is not None:
         on_progress(config.steps, score)
     return Decomposition(canonical=result, fields=fields.contiguous(), psnr_db=score)
@@ -329,5 +329,5 @@ def decompose_video(
         fields.append(fields_into_tile(part.fields, index, len(bounds), width))
     canonical, all_fields = torch.cat(canonicals, dim=2), torch.cat(fields)  # (3, Hc, S Wc), (T, H, W, 2)
     with torch.no_grad():
-        score = psnr(render(canonical[None], all_fields[None], INTERPOLATION)[0], frames.float())
+        score = psnr(render(canonical[None], all_fields[None], ATLAS_INTERPOLATION)[0], frames.float())
     return VideoDecomposition(canonical=canonical, fields=all_fields, shots=shots, psnr_db=score)

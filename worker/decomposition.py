@@ -12,7 +12,7 @@ from core.artifacts import FIELDS_CONVENTION
 from core.errors import DomainError
 from core.jobs import Artifact
 from core.settings import video_limits
-from model.decompose import INTERPOLATION, DecomposeConfig, decompose_video, find_cuts, shot_bounds
+from model.decompose import ATLAS_INTERPOLATION, DecomposeConfig, decompose_video, find_cuts, shot_bounds
 from model.warp import render
 from worker import media
 from worker.execution import JobRun
@@ -75,7 +75,7 @@ def do_decompose(run: JobRun) -> dict[str, Artifact]:
     run.report("encoding", FITTING_SHARE, dict(figures))
     meta = {
         "convention": FIELDS_CONVENTION,
-        "interpolation": INTERPOLATION,
+        "interpolation": ATLAS_INTERPOLATION,
         "layout": "fields: float32 (T, H, W, 2), relative to the canonical image (canonical_height x "
         "canonical_width): the shots' canonical images side by side, each larger than the frames; shots[i] "
         "says which frames (start, frames) use the tile at x (width wide)",
@@ -95,7 +95,7 @@ def do_decompose(run: JobRun) -> dict[str, Artifact]:
         "canonical": media.encode_png(canonical),
         "deformation": media.encode_fields(fields, meta),
         "video": media.encode_video(
-            render(canonical[None], fields[None], INTERPOLATION)[0], int(params["fps"])
+            render(canonical[None], fields[None], ATLAS_INTERPOLATION)[0], int(params["fps"])
         ),
     }
     run.report("uploading", (1 + FITTING_SHARE) / 2, dict(figures))
