@@ -26,7 +26,7 @@ def tiny_config(**overrides) -> TrainConfig:
 
 def enter_stage2(trainer: Trainer) -> Trainer:
     """Skip stage 1: the trainer's next step is a video step with the stage-2 optimizer."""
-    trainer.stage = 2
+    trainer.stage, trainer.stage_step = 2, 0
     trainer.opt_G = trainer._generator_optimizer()
     return trainer
 
@@ -82,6 +82,21 @@ def test_stage2_trains_the_deformation_path_from_the_identity_warp(tmp_path):
         assert changed(G0, trainer.G, part), part
     fields = trainer.G.eval().sample_motion([0], [0], 4)
     assert (fields[:, 1:] - fields[:, :1]).abs().max() > 0  # no longer the identity for every frame
+
+
+def test_a_frozen_canonical_generator_is_frozen_at_its_ema_weights(tmp_path):
+    """The exported model is the EMA: the fields train against its canonical images, and it does not drift."""
+    trainer = Trainer(tiny_config(stage1_steps=2, canonical_freeze_steps=2), tmp_path)
+    for _ in range(2):
+        trainer.train_step()
+    ema = snapshot(trainer.G_ema.canonical)
+    assert changed(ema, trainer.G.canonical, "")  # after stage 1 the raw weights are not the EMA's
+    enter_stage2(trainer)
+    for _ in range(2):
+        trainer.train_step()
+        assert not changed(ema, trainer.G.canonical, "") and not changed(ema, trainer.G_ema.canonical, "")
+    trainer.train_step()  # the freeze is over: both move again
+    assert changed(ema, trainer.G.canonical, "") and changed(ema, trainer.G_ema.canonical, "")
 
 
 def test_the_acceleration_term_is_logged_only_when_weighted_and_trains_the_motion(tmp_path):
