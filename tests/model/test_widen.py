@@ -1,0 +1,70 @@
+"""Widening a saved run's canonical generator: the same model to float rounding, then it trains on."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from model.checkpoint import load_checkpoint
+from model.train import TrainConfig, Trainer
+from model.widen import main as widen_main
+from model.widen import widen_run
+from tests.model.test_train import CARPHONE, enter_stage2
+
+
+def saved_run(tmp_path, stage: int):
+    """A run folder saved after 2 image steps (stage 1) or 2 more video steps (stage 2)."""
+    config = TrainConfig(model="tiny", data=CARPHONE, batch=4, stage1_steps=2, stage2_steps=2,
+                         canonical_freeze_steps=0, device="cpu")  # fmt: skip
+    run = tmp_path / "run"
+    trainer = Trainer(config, run)
+    for _ in range(2):
+        trainer.train_step()
+    if stage == 2:
+        enter_stage2(trainer)
+        for _ in range(2):
+            trainer.train_step()
+    trainer.save_state()
+    saved = dataclasses.asdict(config) | {"model": trainer.G.config.to_dict()}
+    (run / "train_config.json").write_text(json.dumps(saved))
+    return run
+
+
+def outputs(run):
+    model = load_checkpoint(run / "checkpoint")
+    sample = model.sample([1, 2], [3, 4], num_frames=4)
+    return model, sample
+
+
+# saved in stage 1 the generator optimizer holds the canonical generator; in stage 2 all of G
+@pytest.mark.parametrize("stage", [1, 2])
+def test_a_widened_run_makes_what_it_made_and_trains_its_new_channels(tmp_path, stage):
+    run = saved_run(tmp_path, stage)
+    narrow, before = outputs(run)
+    wide_run = widen_run(run, tmp_path / "wide", channel_base=512)  # tiny: 256, so 16x16 and 32x32 double
+    trainer = Trainer(TrainConfig(**json.loads((wide_run / "train_config.json").read_text())), wide_run, True)
+    trainer.export()
+    wide, after = outputs(wide_run)
+
+    def size(model):
+        return sum(p.numel() for p in model.canonical.parameters())
+
+    assert size(wide) > size(narrow)
+    assert wide.canonical.feature_channels == 2 * narrow.canonical.feature_channels
+    for field in ("canonical", "fields", "frames"):
+        torch.testing.assert_close(getattr(after, field), getattr(before, field), rtol=0, atol=1e-5)
+    new_out = trainer.G.canonical.to_rgb[-1].conv.weight[:, narrow.canonical.feature_channels :].clone()
+    assert torch.equal(new_out, torch.zeros_like(new_out))  # no use yet...
+    trainer.train_step()
+    assert trainer.G.canonical.to_rgb[-1].conv.weight[:, narrow.canonical.feature_channels :].abs().sum() > 0
+
+
+def test_widening_refuses_a_narrower_width_and_an_existing_folder(tmp_path, capsys):
+    run = saved_run(tmp_path, 1)
+    with pytest.raises(ValueError, match="not wider"):
+        widen_run(run, tmp_path / "wide", channel_base=128)
+    widen_main([str(run), "--out", str(tmp_path / "wide"), "--canonical-channel-base", "512"])
+    assert json.loads(capsys.readouterr().out)["canonical_channel_base"] == 512
+    with pytest.raises(FileExistsError):
+        widen_run(run, tmp_path / "wide", channel_base=512)
