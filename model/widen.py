@@ -1,17 +1,20 @@
-"""Widen the canonical generator of a saved run without changing what it computes (``python -m model.widen``).
+"""Widen the canonical generator or the discriminator of a saved run without changing what it computes
+(``python -m model.widen``).
 
-A new run folder is written beside the saved one: the same state (discriminator, fields, motion, optimizers,
-counters, metrics.csv) with the canonical generator at a larger ``channel_base``, so it resumes with more
-channels at the resolutions the old width capped (``channels(res) = min(channel_max, channel_base // res)``).
-The wider generator and its EMA copy make the same images and features as before, to float rounding, as in
-Net2Net with zero fan-in: every new channel gets fresh initial weights into it, and zero weights out of it into
-the old channels, the RGB skips and the deformation generator's projections of the canonical features. So the
-new channels change nothing until training gives them a use, and the run keeps every step it had.
+A new run folder is written beside the saved one: the same state (fields, motion, optimizers, counters,
+metrics.csv) with a larger ``channel_base`` for the canonical generator and/or the discriminator, so the run
+resumes with more channels at the resolutions the old width capped (``channels(res) = min(channel_max,
+channel_base // res)``) and keeps every step it had. As in Net2Net with zero fan-in: every new channel gets fresh
+initial weights into it and zero weights out of it, so the widened networks compute what they did, to float
+rounding, until training gives the new channels a use.
 
-- A modulated convolution's demodulation divides out the fan-in gain, so its old weights carry over unchanged;
-  the RGB skips are not demodulated, and their old weights are scaled by sqrt(new fan-in / old fan-in) to undo
-  the smaller equalized-learning-rate gain.
-- The optimizer's moments of a widened tensor are its old moments, zero for the new entries.
+- Equalized learning rate scales a weight by 1/sqrt(fan-in), which widening lowers. A modulated convolution's
+  demodulation divides that gain out, so its weights carry over as they are; every other weight (the canonical
+  generator's RGB skips, every discriminator convolution) is scaled by sqrt(new fan-in / old fan-in).
+- The discriminator's temporal shift moves its first 1/8 of the channels from the previous frame and the next
+  1/8 from the next frame (model.discriminator.temporal_shift). Widening moves those boundaries, so the old
+  channels are laid out in the wider tensors where the same shift moves the same channels.
+- The optimizers' moments of a widened tensor are its old moments where the old weights went, zero elsewhere.
 """
 
 from __future__ import annotations
@@ -21,68 +24,122 @@ import json
 import math
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from model.config import GenDeFConfig
+from model.discriminator import Discriminator
 from model.gendef import GenDeF
 
-WIDENED = ("canonical.", "deformation.cond_proj.")  # what the canonical generator's width reaches
+Index = tuple[torch.Tensor | None, torch.Tensor | None]  # where a tensor's old outputs and old inputs go
 
 
-def widen_tensor(name: str, old: torch.Tensor, fresh: torch.Tensor) -> torch.Tensor:
-    """The wider tensor (fresh's shape) that computes what old did: old in the leading slice, fresh initial
-    values for new outputs, zero weights from new inputs (dim 1 of a convolution)."""
-    if fresh.shape == old.shape:
+def widen_tensor(
+    old: torch.Tensor, fresh: torch.Tensor, index: Index = (None, None), gain: float = 1.0
+) -> torch.Tensor:
+    """The wider tensor (fresh's shape, fresh's initial values for new outputs) that computes what old did: old
+    (times gain) at index (per dimension, out and in; None: the leading positions), zero from new inputs."""
+    if fresh.shape == old.shape and index[0] is None and index[1] is None:
         return old
     if old.dim() != fresh.dim() or any(o > f for o, f in zip(old.shape, fresh.shape, strict=True)):
-        raise ValueError(f"{name}: cannot widen {tuple(old.shape)} to {tuple(fresh.shape)}")
+        raise ValueError(f"cannot widen {tuple(old.shape)} to {tuple(fresh.shape)}")
+    out_index = torch.arange(old.shape[0]) if index[0] is None else index[0]
     new = fresh.clone()
-    if old.dim() == 4:  # (out, in, k, k)
-        new[:, old.shape[1] :] = 0
-        gain = math.sqrt(fresh.shape[1] / old.shape[1]) if ".to_rgb." in f".{name}" else 1.0
-        old = old * gain
-    new[tuple(slice(0, s) for s in old.shape)] = old
+    if old.dim() == 1:
+        new[out_index] = old
+        return new
+    in_index = torch.arange(old.shape[1]) if index[1] is None else index[1]
+    new_inputs = torch.ones(fresh.shape[1], dtype=torch.bool)
+    new_inputs[in_index] = False
+    new[:, new_inputs] = 0
+    new[out_index[:, None], in_index[None, :]] = old * gain
     return new
 
 
-def widen_state(
-    tensors: dict[str, torch.Tensor], model: GenDeF, opt_g_names: list[str]
-) -> dict[str, torch.Tensor]:
-    """A saved training state's tensors with G and G_ema widened to model's (freshly initialised) shapes, and
-    the generator optimizer's moments (parameter i is opt_g_names[i]) padded with zeros."""
-    fresh = model.state_dict()
-    out = dict(tensors)
-    for key, value in tensors.items():
-        prefix, _, name = key.partition(".")
-        if prefix in ("G", "G_ema") and name.startswith(WIDENED):
-            out[key] = widen_tensor(name, value, fresh[name])
-        elif prefix == "opt_G":
-            idx, _, field = name.partition(".")
-            shape = fresh[opt_g_names[int(idx)]].shape
-            if field in ("exp_avg", "exp_avg_sq") and value.shape != shape:
-                out[key] = torch.zeros(shape, dtype=value.dtype)
-                out[key][tuple(slice(0, s) for s in value.shape)] = value
-    return out
+def shift_order(old: int, new: int) -> torch.Tensor:
+    """Where each of old channels goes among new, so that the temporal shift moves the same channels."""
+    j, k, k_new = torch.arange(old), old // 8, new // 8
+    return torch.where(j < k, j, torch.where(j < 2 * k, j - k + k_new, j - 2 * k + 2 * k_new))
 
 
-def widen_run(source: Path, out: Path, channel_base: int, seed: int = 0) -> Path:
-    """Write out/ (a new run folder) from the saved run source/ with the canonical generator's channel_base."""
+def discriminator_index(old: Discriminator, new: Discriminator) -> dict[str, Index]:
+    """The layout of the old channels in the wider discriminator's tensors, by parameter name (others: leading)."""
+    blocks = len(old.frame_blocks)
+    if not old.cfg.temporal_shift or blocks == 0:
+        return {}
+
+    def shifted(i: int) -> torch.Tensor:  # the channels that enter frame block i, which shifts them
+        return shift_order(
+            old.frame_blocks[i].conv0.weight.shape[1], new.frame_blocks[i].conv0.weight.shape[1]
+        )
+
+    index: dict[str, Index] = {
+        "from_rgb.weight": (shifted(0), None),
+        "from_rgb.bias": (shifted(0), None),
+        "from_diff.weight": (shifted(0), None),
+    }
+    for i in range(blocks):
+        out = shifted(i + 1) if i + 1 < blocks else None
+        index[f"frame_blocks.{i}.conv0.weight"] = (None, shifted(i))
+        index[f"frame_blocks.{i}.skip.weight"] = (out, shifted(i))
+        index[f"frame_blocks.{i}.conv1.weight"] = (out, None)
+        index[f"frame_blocks.{i}.conv1.bias"] = (out, None)
+    return index
+
+
+def widen_run(
+    source: Path,
+    out: Path,
+    canonical_channel_base: int | None = None,
+    discriminator_channel_base: int | None = None,
+    seed: int = 0,
+) -> Path:
+    """Write out/ (a new run folder) from the saved run source/ with the wider channel_base(s) given."""
     if out.exists():
         raise FileExistsError(f"{out} exists: give a new run folder")
     config = json.loads((source / "train_config.json").read_text())
-    old_base = config["model"]["canonical"]["channel_base"]
-    if channel_base <= old_base:
-        raise ValueError(f"channel_base {channel_base} is not wider than the run's {old_base}")
+    old_cfg = GenDeFConfig.from_dict(config["model"])
+    for part, base in (("canonical", canonical_channel_base), ("discriminator", discriminator_channel_base)):
+        if base is not None:
+            if base <= config["model"][part]["channel_base"]:
+                raise ValueError(
+                    f"{part} channel_base {base} is not wider than the run's {config['model'][part]['channel_base']}"
+                )
+            config["model"][part]["channel_base"] = base
+    new_cfg = GenDeFConfig.from_dict(config["model"])
     meta = json.loads((source / "state" / "state.json").read_text())
-    config["model"]["canonical"]["channel_base"] = channel_base
+    frames = config.get("frames_per_clip", 3)
     torch.manual_seed(seed)  # the new channels' initial weights
-    model = GenDeF(GenDeFConfig.from_dict(config["model"]))
-    # the generator optimizer's parameter order: stage 1 the canonical generator's, stage 2 then the fields'
+    G, D = GenDeF(new_cfg), Discriminator(new_cfg.discriminator, new_cfg.resolution, frames)
+    old_D = Discriminator(old_cfg.discriminator, old_cfg.resolution, frames)
+    if D.fc.weight.shape != old_D.fc.weight.shape:
+        raise ValueError("the discriminator's 4x4 layers would widen too; raise its channel_max less")
+    d_index = discriminator_index(old_D, D)
+    # the optimizers' parameter order: stage 1 trains the canonical generator, stage 2 all of G
     parts = ("canonical",) if meta["stage"] == 1 else ("canonical", "deformation", "motion")
-    names = [f"{p}.{n}" for p in parts for n, _ in getattr(model, p).named_parameters()]
-    tensors = widen_state(load_file(source / "state" / "state.safetensors"), model, names)
+    order = {
+        "opt_G": [f"{p}.{n}" for p in parts for n, _ in getattr(G, p).named_parameters()],
+        "opt_D": [n for n, _ in D.named_parameters()],
+    }
+    fresh = {"G": G.state_dict(), "D": D.state_dict()}
+    tensors = load_file(source / "state" / "state.safetensors")
+    for key, value in list(tensors.items()):
+        prefix, _, name = key.partition(".")
+        if prefix in ("G", "G_ema") and name.startswith(("canonical.", "deformation.cond_proj.")):
+            gain = _gain(value, fresh["G"][name]) if ".to_rgb." in name else 1.0  # the others demodulate
+            tensors[key] = widen_tensor(value, fresh["G"][name], gain=gain)
+        elif prefix == "D":
+            like = fresh["D"][name]
+            tensors[key] = widen_tensor(value, like, d_index.get(name, (None, None)), _gain(value, like))
+        elif prefix in order:
+            idx, _, field = name.partition(".")
+            param = order[prefix][int(idx)]
+            like = fresh["G" if prefix == "opt_G" else "D"][param]
+            if field in ("exp_avg", "exp_avg_sq") and value.shape != like.shape:
+                index = d_index.get(param, (None, None)) if prefix == "opt_D" else (None, None)
+                tensors[key] = widen_tensor(value, torch.zeros_like(like), index)
     # the exported checkpoint is the narrow model until the resumed run saves again
     shutil.copytree(source, out, ignore=shutil.ignore_patterns("checkpoint"))
     save_file({k: v.contiguous() for k, v in tensors.items()}, out / "state" / "state.safetensors")
@@ -90,14 +147,24 @@ def widen_run(source: Path, out: Path, channel_base: int, seed: int = 0) -> Path
     return out
 
 
+def _gain(old: torch.Tensor, fresh: torch.Tensor) -> float:
+    """An equalized-learning-rate weight (out, in, ...) keeps its effective value: sqrt(new fan-in / old)."""
+    return math.sqrt(fresh.shape[1] / old.shape[1]) if old.dim() > 1 else 1.0
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m model.widen", description=__doc__.splitlines()[0])
     p.add_argument("run", type=Path, help="a run folder with a saved state (python -m model.train --out)")
     p.add_argument("--out", type=Path, required=True, help="the new run folder; resume it with model.train")
-    p.add_argument("--canonical-channel-base", type=int, required=True)
+    p.add_argument("--canonical-channel-base", type=int)
+    p.add_argument("--discriminator-channel-base", type=int)
     args = p.parse_args(argv)
-    out = widen_run(args.run, args.out, args.canonical_channel_base)
-    print(json.dumps({"out": str(out), "canonical_channel_base": args.canonical_channel_base}))
+    if args.canonical_channel_base is None and args.discriminator_channel_base is None:
+        p.error("give --canonical-channel-base, --discriminator-channel-base or both")
+    out = widen_run(args.run, args.out, args.canonical_channel_base, args.discriminator_channel_base)
+    report: dict[str, Any] = {"out": str(out)}
+    report |= {k: v for k, v in vars(args).items() if k.endswith("channel_base") and v is not None}
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":

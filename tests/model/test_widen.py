@@ -1,4 +1,5 @@
-"""Widening a saved run's canonical generator: the same model to float rounding, then it trains on."""
+"""Widening a saved run's canonical generator and discriminator: the same networks to float rounding, then they
+train on."""
 
 import dataclasses
 import json
@@ -37,23 +38,40 @@ def outputs(run):
     return model, sample
 
 
+def logits(trainer: Trainer) -> list[torch.Tensor]:
+    """The discriminator's logits for fixed single images and 3-frame clips (the temporal shift at work)."""
+    gen = torch.Generator().manual_seed(5)
+    images, clips = torch.rand(4, 1, 3, 32, 32, generator=gen), torch.rand(4, 3, 3, 32, 32, generator=gen)
+    times = torch.tensor([[0.0, 3.0, 7.0]]).expand(4, -1)
+    with torch.no_grad():
+        return [trainer.D(images * 2 - 1, times[:, :1]), trainer.D(clips * 2 - 1, times)]
+
+
+def resume(run) -> Trainer:
+    return Trainer(TrainConfig(**json.loads((run / "train_config.json").read_text())), run, resume=True)
+
+
 # saved in stage 1 the generator optimizer holds the canonical generator; in stage 2 all of G
 @pytest.mark.parametrize("stage", [1, 2])
-def test_a_widened_run_makes_what_it_made_and_trains_its_new_channels(tmp_path, stage):
+def test_a_widened_run_computes_what_it_did_and_trains_its_new_channels(tmp_path, stage):
     run = saved_run(tmp_path, stage)
     narrow, before = outputs(run)
-    wide_run = widen_run(run, tmp_path / "wide", channel_base=512)  # tiny: 256, so 16x16 and 32x32 double
-    trainer = Trainer(TrainConfig(**json.loads((wide_run / "train_config.json").read_text())), wide_run, True)
+    before_logits = logits(resume(run))
+    # tiny: 256 each, so the canonical generator's 16x16 and 32x32 layers double, and the discriminator's
+    wide_run = widen_run(run, tmp_path / "wide", canonical_channel_base=512, discriminator_channel_base=512)
+    trainer = resume(wide_run)
     trainer.export()
     wide, after = outputs(wide_run)
 
-    def size(model):
-        return sum(p.numel() for p in model.canonical.parameters())
+    def size(module):
+        return sum(p.numel() for p in module.parameters())
 
-    assert size(wide) > size(narrow)
-    assert wide.canonical.feature_channels == 2 * narrow.canonical.feature_channels
+    assert size(wide.canonical) > size(narrow.canonical)
+    assert trainer.D.from_rgb.weight.shape[0] == 2 * resume(run).D.from_rgb.weight.shape[0]
     for field in ("canonical", "fields", "frames"):
         torch.testing.assert_close(getattr(after, field), getattr(before, field), rtol=0, atol=1e-5)
+    for b, a in zip(before_logits, logits(trainer), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
     new_out = trainer.G.canonical.to_rgb[-1].conv.weight[:, narrow.canonical.feature_channels :].clone()
     assert torch.equal(new_out, torch.zeros_like(new_out))  # no use yet...
     trainer.train_step()
@@ -63,8 +81,8 @@ def test_a_widened_run_makes_what_it_made_and_trains_its_new_channels(tmp_path, 
 def test_widening_refuses_a_narrower_width_and_an_existing_folder(tmp_path, capsys):
     run = saved_run(tmp_path, 1)
     with pytest.raises(ValueError, match="not wider"):
-        widen_run(run, tmp_path / "wide", channel_base=128)
-    widen_main([str(run), "--out", str(tmp_path / "wide"), "--canonical-channel-base", "512"])
-    assert json.loads(capsys.readouterr().out)["canonical_channel_base"] == 512
+        widen_run(run, tmp_path / "wide", canonical_channel_base=128)
+    widen_main([str(run), "--out", str(tmp_path / "wide"), "--discriminator-channel-base", "512"])
+    assert json.loads(capsys.readouterr().out)["discriminator_channel_base"] == 512
     with pytest.raises(FileExistsError):
-        widen_run(run, tmp_path / "wide", channel_base=512)
+        widen_run(run, tmp_path / "wide", canonical_channel_base=512)
