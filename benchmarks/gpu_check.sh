@@ -11,6 +11,7 @@
 #   benchmarks/gpu_check.sh --fetch         # on a machine with PyPI: the wheels of step 1 into .whl/ (Python 3.12)
 #   DEVICE=cpu PRESET=tiny BATCHES="1 2" TRAIN_BATCH=2 benchmarks/gpu_check.sh   # the same steps on a CPU
 #
+# The machine receives the repository's tracked files, at most 64 MiB of them (tests/test_repository.py checks it).
 # Offline machines: carry .whl/ (made with --fetch) beside the tree; its wheels install into /tmp/gendef-site. The
 # wheels are ~60 MB (PyAV 35, botocore 17): where the tree and what it carries are capped, fetch fewer (without PyAV
 # the training step and the job cannot run; the sampling rows need only torch).

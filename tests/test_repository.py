@@ -108,6 +108,13 @@ def test_no_file_points_outside_the_repository():
     assert not bad, "\n".join(bad)
 
 
+def test_the_repository_fits_the_gpu_machine_it_is_sent_to():
+    """benchmarks/gpu_check.sh and GPU training run on a lent machine that receives the repository's files, at
+    most 64 MiB of them; what grows is training_state/ (docs/TRAINING.md, "Resuming the runs in progress")."""
+    size = sum(path.stat().st_size for path in _tracked())
+    assert size < 64 * 2**20, f"the tracked files are {size / 2**20:.1f} MiB: a lent GPU machine takes 64 MiB"
+
+
 def _schema(spec: dict, ref_or_schema: dict) -> dict:
     ref = ref_or_schema.get("$ref")
     return spec["components"]["schemas"][ref.rsplit("/", 1)[1]] if ref else ref_or_schema
