@@ -19,8 +19,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core import video
-
 log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm"}
@@ -66,6 +64,8 @@ def video_paths(source: str | Path) -> list[Path]:
 
 def decode(path: Path, short_side: int) -> torch.Tensor:
     """All frames of a video, scaled so the shorter side is short_side (never upscaled): (T, 3, h, w) uint8."""
+    from core import video  # PyAV: imported here, so Moving-MNIST training runs where it is not installed
+
     clip = video.read(path, short_side=short_side).frames  # (T, h, w, 3)
     return torch.from_numpy(clip).permute(0, 3, 1, 2).contiguous()  # (T, 3, h, w)
 

@@ -148,3 +148,13 @@ def test_core_and_the_api_never_load_torch(package: str):
     code += "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'model', 'worker'))\nassert not bad, bad\n"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
+
+
+def test_moving_mnist_training_needs_neither_pyav_nor_imageio():
+    """A lent GPU machine receives at most 64 MiB: PyAV's wheel (35 MB) does not fit beside the repository, so
+    Moving-MNIST training must import without it (only video files need it: model.data.decode)."""
+    code = "import sys, model.train, model.widen\n"
+    code += "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('av', 'imageio'))\n"
+    code += "assert not bad, bad\n"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
