@@ -115,7 +115,10 @@ def widen_run(
     G, D = GenDeF(new_cfg), Discriminator(new_cfg.discriminator, new_cfg.resolution, frames)
     old_D = Discriminator(old_cfg.discriminator, old_cfg.resolution, frames)
     if D.fc.weight.shape != old_D.fc.weight.shape:
-        raise ValueError("the discriminator's 4x4 layers would widen too; raise its channel_max less")
+        raise ValueError(
+            "this would widen the discriminator's 4x4 layers (its channel_base / 4 is below its channel_max), "
+            "which model.widen does not do"
+        )
     d_index = discriminator_index(old_D, D)
     # the optimizers' parameter order: stage 1 trains the canonical generator, stage 2 all of G
     parts = ("canonical",) if meta["stage"] == 1 else ("canonical", "deformation", "motion")
