@@ -142,19 +142,21 @@ def test_config_md_documents_every_setting():
     assert not missing, f"docs/CONFIG.md lacks: {missing}"
 
 
-@pytest.mark.parametrize("package", ["core", "service"])
-def test_core_and_the_api_never_load_torch(package: str):
-    code = f"import sys, {package}.{'video, core.jobs, core.queues, core.documents' if package == 'core' else 'app'}\n"
-    code += "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'model', 'worker'))\nassert not bad, bad\n"
+def _assert_loads_none_of(modules: str, forbidden: tuple[str, ...]) -> None:
+    """Importing modules (comma-separated) in a fresh interpreter loads no package named in forbidden."""
+    code = f"import sys, {modules}\n"
+    code += f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {forbidden!r})\nassert not bad, bad\n"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("package", ["core", "service"])
+def test_core_and_the_api_never_load_torch(package: str):
+    modules = "core.video, core.jobs, core.queues, core.documents" if package == "core" else "service.app"
+    _assert_loads_none_of(modules, ("torch", "model", "worker"))
 
 
 def test_moving_mnist_training_needs_neither_pyav_nor_imageio():
     """A lent GPU machine receives at most 64 MiB: PyAV's wheel (35 MB) does not fit beside the repository, so
     Moving-MNIST training must import without it (only video files need it: model.data.decode)."""
-    code = "import sys, model.train, model.widen\n"
-    code += "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('av', 'imageio'))\n"
-    code += "assert not bad, bad\n"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert result.returncode == 0, result.stderr
+    _assert_loads_none_of("model.train, model.widen", ("av", "imageio"))
