@@ -532,10 +532,7 @@ class Trainer:
         """Train until both stages are done (or the time budget is spent); return the exported checkpoint."""
         cfg, writer = self.cfg, self.rank == 0
         if writer:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            # the model as resolved now, so that a later change to a preset does not break resuming this run
-            saved = dataclasses.asdict(cfg) | {"model": self.G.config.to_dict()}
-            (self.run_dir / "train_config.json").write_text(json.dumps(saved, indent=2) + "\n")
+            self.save_config()
         bar = tqdm(
             total=cfg.stage1_steps + cfg.stage2_steps,
             initial=self.step,
@@ -617,6 +614,13 @@ class Trainer:
         return save_checkpoint(self.G_ema, self.run_dir / "checkpoint", card)
 
     # ---- exact resume --------------------------------------------------------------------------------------------
+
+    def save_config(self) -> None:
+        """Write train_config.json with the model as resolved now, so that a later change to a preset does not break
+        resuming this run."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        saved = dataclasses.asdict(self.cfg) | {"model": self.G.config.to_dict()}
+        (self.run_dir / "train_config.json").write_text(json.dumps(saved, indent=2) + "\n")
 
     def save_state(self) -> None:
         """Write state/ (weights, optimizers, every process's RNG, counters) atomically: a new folder swapped in,

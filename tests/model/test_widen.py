@@ -1,7 +1,6 @@
 """Widening a saved run's canonical generator and discriminator: the same networks to float rounding, then they
 train on."""
 
-import dataclasses
 import json
 
 import pytest
@@ -26,9 +25,8 @@ def saved_run(tmp_path, stage: int):
         enter_stage2(trainer)
         for _ in range(2):
             trainer.train_step()
+    trainer.save_config()
     trainer.save_state()
-    saved = dataclasses.asdict(config) | {"model": trainer.G.config.to_dict()}
-    (run / "train_config.json").write_text(json.dumps(saved))
     return run
 
 
