@@ -1,5 +1,6 @@
-"""Canonical image generator: z -> w -> StyleGAN2 synthesis (learned 4x4 constant, modulated convs, per-layer
-noise, skip toRGB) -> the canonical image and the last full-resolution feature map (conditions the fields)."""
+"""Canonical image generator: z (and, for a conditional model, class labels) -> w -> StyleGAN2 synthesis (learned
+4x4 constant, modulated convs, per-layer noise, skip toRGB) -> the canonical image and the last full-resolution
+feature map (conditions the fields)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ class CanonicalGenerator(nn.Module):
         super().__init__()
         self.resolution = resolution
         self.z_dim = cfg.z_dim
-        self.mapping = MappingNetwork(cfg.z_dim, cfg.w_dim, cfg.mapping_layers)
+        self.classes, self.labels_per_image = cfg.classes, cfg.labels_per_image
+        self.mapping = MappingNetwork(cfg.z_dim, cfg.w_dim, cfg.mapping_layers, c_dim=cfg.classes)
         self.resolutions = [2**i for i in range(2, resolution.bit_length())]  # 4, 8, ..., resolution
         ch = {r: channels(r, cfg.channel_base, cfg.channel_max) for r in self.resolutions}
         self.feature_channels = ch[resolution]
@@ -35,16 +37,30 @@ class CanonicalGenerator(nn.Module):
         """Shape of one video's noise map for each layer, in the order forward() consumes them."""
         return [(1, r, r) for r in self.layer_res]
 
+    def random_labels(self, batch: int, generator: torch.Generator) -> torch.Tensor | None:
+        """Labels to condition batch images on, from generator (CPU): (batch, classes) multi-hot with
+        labels_per_image distinct classes each, uniformly; None for an unconditional generator (draws nothing)."""
+        if not self.classes:
+            return None
+        picks = torch.rand(batch, self.classes, generator=generator).argsort(dim=1)[
+            :, : self.labels_per_image
+        ]
+        return torch.zeros(batch, self.classes).scatter_(1, picks, 1.0)
+
     def forward(
-        self, z: torch.Tensor, noise: list[torch.Tensor], with_image: bool = True
+        self,
+        z: torch.Tensor,
+        noise: list[torch.Tensor],
+        labels: torch.Tensor | None = None,
+        with_image: bool = True,
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """z: (B, z_dim); noise: per layer (B, 1, r, r).
+        """z: (B, z_dim); noise: per layer (B, 1, r, r); labels: (B, classes) multi-hot, for a conditional model.
 
         Returns the image (B, 3, H, W) (None when with_image is False: only the features are needed) and the
         penultimate full-resolution features (B, C, H, W). The image is the raw synthesis output, roughly in
         [-1, 1]; GenDeF.sample clamps it.
         """
-        w = self.mapping(z)  # (B, w_dim)
+        w = self.mapping(z, labels)  # (B, w_dim)
         x = self.const[None].expand(z.shape[0], -1, -1, -1)  # (B, C4, 4, 4)
         img = None
         for i, (layer, n) in enumerate(zip(self.layers, noise, strict=True)):

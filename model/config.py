@@ -24,6 +24,11 @@ class CanonicalConfig:
         16384  # channels(res) = min(channel_max, channel_base // res); 16384 = the paper's fmaps 0.5
     )
     channel_max: int = 512
+    # class labels the image is conditioned on (StyleGAN2-ADA's conditional generator and projection discriminator):
+    # 0 = unconditional; Moving MNIST: 10, the digits, ``labels_per_image`` distinct ones in each image. A video's
+    # labels are drawn from its seed like z (model.canonical.random_labels).
+    classes: int = 0
+    labels_per_image: int = 1
 
 
 @dataclass
@@ -101,6 +106,12 @@ class GenDeFConfig:
         fr = self.deformation.field_res
         if fr is not None and (fr < 4 or fr > r or fr & (fr - 1)):
             raise ValueError(f"deformation.field_res must be a power of 2 in [4, {r}] or null, got {fr}")
+        c = self.canonical
+        if c.classes < 0 or (c.classes and not 1 <= c.labels_per_image <= c.classes):
+            raise ValueError(
+                f"canonical.classes must be >= 0 and labels_per_image in [1, classes], got {c.classes} and "
+                f"{c.labels_per_image}"
+            )
         if self.deformation.max_offset is not None and self.deformation.max_offset <= 0:
             raise ValueError(f"deformation.max_offset must be > 0 or null, got {self.deformation.max_offset}")
 

@@ -166,7 +166,7 @@ class MovingMNIST:
     """Two digits (distinct labels) at random positions and velocities on a black 64x64 canvas, bouncing off the
     edges; frames are grey RGB in [-1, 1], resized to ``resolution`` when it is not 64."""
 
-    CANVAS, DIGIT = 64, 28
+    CANVAS, DIGIT, CLASSES = 64, 28, 10
 
     def __init__(
         self,
@@ -224,7 +224,14 @@ class MovingMNIST:
         self, batch: int, num_frames: int, max_gap: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """As VideoClips.sample: (B, F, 3, R, R) in [-1, 1], frame times (B, F) starting at 0 within max_gap."""
+        return self.sample_labelled(batch, num_frames, max_gap, generator)[:2]
+
+    def sample_labelled(
+        self, batch: int, num_frames: int, max_gap: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """As sample, plus which digits each clip shows: (B, CLASSES) multi-hot (a conditional model's labels)."""
         times = torch.stack(
             [sample_offsets(num_frames, max_gap, generator) for _ in range(batch)]
         ).float()  # (B, F)
-        return self.draw(times, generator)[0], times
+        frames, labels = self.draw(times, generator)
+        return frames, times, torch.zeros(batch, self.CLASSES).scatter_(1, labels, 1.0)

@@ -2,7 +2,8 @@
 of the channels between neighbouring frames before each block, GenDeF's TSM; optionally each frame's difference
 from its clip's mean frame as a second input, ``frame_diff``), features averaged over the
 sampled frames at ``fuse_res``, 2-D blocks down to 4x4, minibatch stddev, then a projection on an embedding of
-the time gaps between the sampled frames (StyleGAN-V sparse training). Also the video-consistent augmentation.
+the time gaps between the sampled frames (StyleGAN-V sparse training) and, for a conditional model, one on an
+embedding of the class labels (StyleGAN2-ADA's cmap). Also the video-consistent augmentation.
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ def temporal_shift(x: torch.Tensor, frames: int) -> torch.Tensor:
 
 
 class Discriminator(nn.Module):
-    def __init__(self, cfg: DiscriminatorConfig, resolution: int, frames_per_clip: int = 3) -> None:
+    def __init__(
+        self, cfg: DiscriminatorConfig, resolution: int, frames_per_clip: int = 3, classes: int = 0
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.frames_per_clip = (
@@ -88,11 +91,20 @@ class Discriminator(nn.Module):
         )
         # registered last, so a saved state without it keeps its parameter order (see Trainer._load_state)
         self.from_diff = EqualConv2d(3, ch[resolution], 1, bias=False) if cfg.frame_diff else None
+        # the projection on the labels starts at zero, as the conditional mapping does (model.layers.MappingNetwork)
+        self.label_embed = EqualLinear(classes, ch[4], bias=False) if classes else None
+        if self.label_embed is not None:
+            nn.init.zeros_(self.label_embed.weight)
 
-    def forward(self, clips: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
-        """clips: (B, F, 3, H, W) in [-1, 1]; times: (B, F) increasing frame times -> logits (B,).
+    def forward(
+        self, clips: torch.Tensor, times: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """clips: (B, F, 3, H, W) in [-1, 1]; times: (B, F) increasing frame times; labels: (B, classes) multi-hot,
+        exactly when the discriminator is conditional -> logits (B,).
 
-        F = 1 (single images, stage 1) is unconditional; F = frames_per_clip adds the projection on the gaps."""
+        F = 1 (single images, stage 1) has no time condition; F = frames_per_clip adds the projection on the gaps."""
+        if (labels is None) != (self.label_embed is None):
+            raise ValueError("a conditional discriminator takes labels and an unconditional one none")
         B, Fr = clips.shape[:2]
         x = self.from_rgb(clips.flatten(0, 1))  # (B*F, C, H, W)
         if self.from_diff is not None:  # zero for single images and for clips that do not move
@@ -114,6 +126,8 @@ class Discriminator(nn.Module):
             gaps = fourier_time(times[:, 1:] - times[:, :-1], self.cfg.time_dim)  # (B, F - 1, time_dim)
             cond = self.time_embed(gaps.flatten(1))  # (B, C4)
             logits = logits + (h * cond).sum(dim=1) / math.sqrt(h.shape[1])  # projection discriminator
+        if self.label_embed is not None:
+            logits = logits + (h * self.label_embed(labels.to(h.dtype))).sum(dim=1) / math.sqrt(h.shape[1])
         return logits
 
 

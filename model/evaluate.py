@@ -21,7 +21,8 @@ classifier the same two digits, and "digit coverage": how evenly the ten digits 
 the labels read / log 10; 1 for real clips), for the model and for real clips. It also reads
 ``--canonical-images`` (512) independent canonical images against as many first frames of held-out clips
 (``canonical_digits``: Fréchet distance, its real-vs-real floor at that size, coverage, how often each digit is
-read; a grid canonical.png): the frames of 64 videos are few independent samples, so their Fréchet distance
+read, and for a conditional model ``labels_read``: the share of images whose two digits the classifier reads
+are the two labels the image was drawn with; a grid canonical.png): the frames of 64 videos are few independent samples, so their Fréchet distance
 carries a large bias that depends on how much the frames of a video differ (a model whose frames do not move
 scores far worse there than with many videos), while independent images carry far less of it (two sets of 512
 seeds still differ by up to 10).
@@ -50,7 +51,13 @@ from core import video
 from model import metrics
 from model.checkpoint import load_checkpoint, resolve_device
 from model.data import MovingMNIST, VideoClips, video_paths
-from model.digits import content_kept, digit_coverage, kept_under_translation, load_digit_classifier
+from model.digits import (
+    accuracy,
+    content_kept,
+    digit_coverage,
+    kept_under_translation,
+    load_digit_classifier,
+)
 from model.gendef import GenDeF, Sample
 
 log = logging.getLogger(__name__)
@@ -165,6 +172,10 @@ def canonical_digit_stats(model: GenDeF, images: int, seed: int) -> tuple[dict[s
             "kept_under_translation": kept_under_translation(classifier, canonical, seed=seed),
             "real_kept_under_translation": kept_under_translation(classifier, real, seed=seed),
         }
+        labels = model.labels(seeds)
+        if labels is not None:  # a conditional model: does it draw the digits it is asked for?
+            asked = labels.topk(model.canonical.labels_per_image, dim=1).indices
+            stats["labels_read"] = accuracy(classifier, canonical, asked)
     return stats, canonical
 
 

@@ -141,9 +141,11 @@ class GenDeF(nn.Module):
             videos = [self._videos([pair], times, with_image, True) for pair in pairs]
             images = [image for image, _ in videos]
             return (torch.cat(images) if with_image else None), torch.cat([f for _, f in videos])
-        z, noise, motion_z = self._draws(pairs)
+        z, noise, labels, motion_z = self._draws(pairs)
         with self._autocast():
-            image, features = self.canonical(z, noise, with_image=with_image)  # (B, 3, H, W), (B, C, H, W)
+            image, features = self.canonical(
+                z, noise, labels, with_image=with_image
+            )  # (B, 3, H, W), (B, C, H, W)
             t = times.to(self.device)[None].expand(len(pairs), -1)  # (B, T)
             num_frames = t.shape[1]
             chunk = max(1, self.config.deformation.frame_chunk // len(pairs))  # frames of each video per pass
@@ -156,19 +158,36 @@ class GenDeF(nn.Module):
             )  # (B, T, H, W, 2)
         return (image.float().clamp(-1, 1) if image is not None else None), fields
 
-    def _draws(self, pairs: list[tuple[int, int]]) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    def labels(self, seeds: Sequence[int]) -> torch.Tensor | None:
+        """The class labels each seed's canonical image is conditioned on: (B, classes) multi-hot on the CPU, None
+        for an unconditional model."""
+        self._check(list(seeds), list(seeds), 1)
+        if not self.canonical.classes:
+            return None
+        return torch.cat([self._content(seed)[2] for seed in seeds])
+
+    def _content(self, seed: int) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
+        """One video's content draws from its seed, on the CPU: z (1, z_dim), noise maps (per layer (1, 1, r, r))
+        and, for a conditional model, its labels (1, classes), drawn last so an unconditional model's draws are
+        the same."""
+        content = torch.Generator("cpu").manual_seed(seed)  # CPU draws (whatever torch's default device)
+        z = torch.randn(1, self.canonical.z_dim, generator=content, device="cpu")
+        noise = [torch.randn(1, *shape, generator=content) for shape in self.canonical.noise_shapes()]
+        return z, noise, self.canonical.random_labels(1, content)
+
+    def _draws(
+        self, pairs: list[tuple[int, int]]
+    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None, torch.Tensor]:
         """Each video's random draws from its own seeds, stacked on the model's device: z (B, z_dim), noise maps
-        (per layer (B, 1, r, r)), motion trajectory (B, R, Zm)."""
-        zs, noises, motion_zs = [], [], []
-        for seed, motion_seed in pairs:
-            content = torch.Generator("cpu").manual_seed(seed)  # CPU draws (whatever torch's default device)
-            zs.append(torch.randn(1, self.canonical.z_dim, generator=content, device="cpu"))
-            noise_shapes = self.canonical.noise_shapes()
-            noises.append([torch.randn(1, *shape, generator=content, device="cpu") for shape in noise_shapes])
+        (per layer (B, 1, r, r)), labels (B, classes) or None (see _content), motion trajectory (B, R, Zm)."""
+        contents, motion_zs = [self._content(seed) for seed, _ in pairs], []
+        for _, motion_seed in pairs:
             motion = torch.Generator("cpu").manual_seed(motion_seed ^ _MOTION_STREAM)
             motion_zs.append(torch.randn(1, *self.motion.raw_code_shape(), generator=motion, device="cpu"))
+        zs, noises, labels = zip(*contents, strict=True)
         noise = [torch.cat(layer).to(self.device) for layer in zip(*noises, strict=True)]
-        return torch.cat(zs).to(self.device), noise, torch.cat(motion_zs).to(self.device)
+        label = torch.cat(labels).to(self.device) if self.canonical.classes else None
+        return torch.cat(zs).to(self.device), noise, label, torch.cat(motion_zs).to(self.device)
 
     @contextmanager
     def _autocast(self) -> Iterator[None]:

@@ -68,9 +68,13 @@ def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
 
 
 class MappingNetwork(nn.Module):
-    """z -> w: an MLP with a 100x lower learning rate (StyleGAN's lr_mult 0.01)."""
+    """z (and class labels) -> w: an MLP with a 100x lower learning rate (StyleGAN's lr_mult 0.01). With c_dim,
+    w gains a learnt offset per label, ``embed(c)`` at the full rate, starting at zero: a conditional mapping that
+    first computes what the unconditional one did (so a trained network can take labels on, model.widen)."""
 
-    def __init__(self, z_dim: int, w_dim: int, num_layers: int, lr_mult: float = 0.01) -> None:
+    def __init__(
+        self, z_dim: int, w_dim: int, num_layers: int, lr_mult: float = 0.01, c_dim: int = 0
+    ) -> None:
         super().__init__()
         dims = [z_dim] + [w_dim] * num_layers
         self.layers = nn.Sequential(
@@ -79,10 +83,16 @@ class MappingNetwork(nn.Module):
                 for a, b in zip(dims[:-1], dims[1:], strict=True)
             ]
         )
+        self.embed = EqualLinear(c_dim, w_dim, bias=False) if c_dim else None
+        if self.embed is not None:
+            nn.init.zeros_(self.embed.weight)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        # z: (N, z_dim) -> w: (N, w_dim)
-        return self.layers(normalize_2nd_moment(z))
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        # z: (N, z_dim), labels: (N, c_dim) multi-hot (given exactly when c_dim > 0) -> w: (N, w_dim)
+        if (labels is None) != (self.embed is None):
+            raise ValueError("a conditional mapping takes labels and an unconditional one none")
+        w = self.layers(normalize_2nd_moment(z))
+        return w if self.embed is None else w + self.embed(labels.to(w.dtype))
 
 
 class ModulatedConv2d(nn.Module):

@@ -194,14 +194,20 @@ class Trainer:
         model_cfg = cfg.model_config()
         torch.manual_seed(cfg.seed)  # weight initialisation only; training draws from self.rng
         self.G = GenDeF(model_cfg).to(self.device)
-        self.D = Discriminator(model_cfg.discriminator, model_cfg.resolution, cfg.frames_per_clip).to(
-            self.device
-        )
+        self.D = Discriminator(
+            model_cfg.discriminator, model_cfg.resolution, cfg.frames_per_clip, model_cfg.canonical.classes
+        ).to(self.device)
         for module in (self.G, self.D):  # every process starts from process 0's weights
             self._broadcast(module)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.rng = torch.Generator().manual_seed(_rank_seed(cfg.seed, self.rank))
         self.data = training_data(cfg.data, model_cfg.resolution, cfg.min_crop)
+        labels = (model_cfg.canonical.classes, model_cfg.canonical.labels_per_image)
+        if labels[0] and (not isinstance(self.data, MovingMNIST) or labels != (10, self.data.digits)):
+            raise ValueError(
+                f"a conditional model (canonical.classes {labels[0]}, labels_per_image {labels[1]}) trains on "
+                f"labelled data: Moving MNIST (--data mnist) with classes 10 and labels_per_image 2"
+            )
         self.step, self.stage, self.stage_step, self.nimg, self.seconds = 0, 1, 0, 0, 0.0
         # convergence of stage 1 and field health of stage 2: the best Fréchet distance so far, checks since it
         # improved, and checks in a row with too many folds
@@ -326,17 +332,29 @@ class Trainer:
     def _frames_per_clip(self) -> int:
         return 1 if self.stage == 1 else self.cfg.frames_per_clip
 
+    def _real(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Real clips (B, F, 3, H, W), their times (B, F) and, for a conditional model, their labels (B, classes)."""
+        args = (self.micro_batch, self._frames_per_clip(), self.cfg.max_gap, self.rng)
+        if self.G.canonical.classes:
+            real, times, labels = self.data.sample_labelled(*args)
+            return real.to(self.device), times.to(self.device), labels.to(self.device)
+        real, times = self.data.sample(*args)
+        return real.to(self.device), times.to(self.device), None
+
     def _generate(
         self, with_reg: bool
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """Fake clips (B, F, 3, H, W), their times (B, F), the canonical images (B, 3, H, W) and, when asked (stage
-        2), the unweighted regularisers of the fields (see model.losses)."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
+        """Fake clips (B, F, 3, H, W), their times (B, F), the canonical images (B, 3, H, W), their labels (B,
+        classes) for a conditional model and, when asked (stage 2), the unweighted regularisers of the fields (see
+        model.losses)."""
         B, G, dev, cfg = self.micro_batch, self.G, self.device, self.cfg
         z = torch.randn(B, G.canonical.z_dim, generator=self.rng).to(dev)  # (B, z_dim)
         noise = [torch.randn(B, *s, generator=self.rng).to(dev) for s in G.canonical.noise_shapes()]
-        canonical, features = G.canonical(z, noise)  # (B, 3, H, W), (B, C, H, W)
+        labels = G.canonical.random_labels(B, self.rng)
+        labels = None if labels is None else labels.to(dev)
+        canonical, features = G.canonical(z, noise, labels)  # (B, 3, H, W), (B, C, H, W)
         if self.stage == 1:
-            return canonical[:, None], torch.zeros(B, 1, device=dev), canonical, {}
+            return canonical[:, None], torch.zeros(B, 1, device=dev), canonical, labels, {}
         Fr = cfg.frames_per_clip
         motion_z = torch.randn(B, *G.motion.raw_code_shape(), generator=self.rng).to(dev)  # (B, R, Zm)
         offsets = torch.stack([sample_offsets(Fr, cfg.max_gap, self.rng) for _ in range(B)])  # (B, F)
@@ -352,7 +370,7 @@ class Trainer:
         fields = G.fields(z, features, motion_z, times)  # (B, F + after, H, W, 2)
         clips = render(canonical, fields[:, :Fr])  # (B, F, 3, H, W)
         if not with_reg:
-            return clips, times[:, :Fr], canonical, {}
+            return clips, times[:, :Fr], canonical, labels, {}
         f = fields[:, :Fr]
         reg = {
             "offset": offset_magnitude(f),
@@ -366,7 +384,7 @@ class Trainer:
             reg["smooth"] = edge_aware_smoothness(flow, clips[:, 0], normalize=cfg.smooth_normalize)
         if accel:
             reg["accel"] = acceleration(fields[:, [0, Fr, Fr + 1]])  # frames t0, t0 + 1, t0 + 2
-        return clips, times[:, :Fr], canonical, reg
+        return clips, times[:, :Fr], canonical, labels, reg
 
     def _reg_weights(self) -> dict[str, float]:
         c = self.cfg
@@ -382,7 +400,7 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         """One optimizer step of D, then of G, each over cfg.accum micro-batches on every process."""
-        cfg, Fr, n = self.cfg, self._frames_per_clip(), self.cfg.accum
+        cfg, n = self.cfg, self.cfg.accum
         image_term = self.stage == 2 and cfg.image_weight > 0  # the single-image adversarial term of stage 2
         sums = dict.fromkeys((*LOSSES, "logit_real", "logit_fake"), 0.0)
         zero = torch.zeros((), device=self.device)
@@ -392,24 +410,21 @@ class Trainer:
         do_r1 = cfg.r1_gamma > 0 and self.step % cfg.r1_every == 0
         self.opt_D.zero_grad(set_to_none=True)
         for _ in range(n):
-            real, t_real = self.data.sample(
-                self.micro_batch, Fr, cfg.max_gap, self.rng
-            )  # (B, F, 3, H, W), (B, F)
-            real, t_real = real.to(self.device), t_real.to(self.device)
+            real, t_real, c_real = self._real()  # (B, F, 3, H, W), (B, F), (B, classes) or None
             with torch.no_grad(), self._autocast():
-                fake, t_fake, canonical, _ = self._generate(with_reg=False)
+                fake, t_fake, canonical, c_fake, _ = self._generate(with_reg=False)
             real_aug = augment(real, cfg.aug_p, self.rng)
             real_aug.requires_grad_(do_r1)
             with self._autocast():
-                logit_real = self.D(real_aug, t_real)  # (B,)
-                logit_fake = self.D(augment(fake, cfg.aug_p, self.rng), t_fake)  # (B,)
+                logit_real = self.D(real_aug, t_real, c_real)  # (B,)
+                logit_fake = self.D(augment(fake, cfg.aug_p, self.rng), t_fake, c_fake)  # (B,)
                 loss_d = discriminator_loss(logit_real, logit_fake)
                 r1 = r1_penalty(logit_real, real_aug) if do_r1 else zero
                 if image_term:  # real single frames against canonical images
                     still = torch.zeros(self.micro_batch, 1, device=self.device)
                     loss_d = loss_d + cfg.image_weight * discriminator_loss(
-                        self.D(augment(real[:, :1], cfg.aug_p, self.rng), still),
-                        self.D(augment(canonical[:, None], cfg.aug_p, self.rng), still),
+                        self.D(augment(real[:, :1], cfg.aug_p, self.rng), still, c_real),
+                        self.D(augment(canonical[:, None], cfg.aug_p, self.rng), still, c_fake),
                     )
             ((loss_d + r1 * (cfg.r1_gamma / 2 * cfg.r1_every)) / n).backward()
             for k, v in (
@@ -434,12 +449,14 @@ class Trainer:
         weights = self._reg_weights()
         for _ in range(n):
             with self._autocast():
-                fake, t_fake, canonical, reg = self._generate(with_reg=self.stage == 2)
-                loss_g = generator_loss(self.D(augment(fake, cfg.aug_p, self.rng), t_fake))
+                fake, t_fake, canonical, c_fake, reg = self._generate(with_reg=self.stage == 2)
+                loss_g = generator_loss(self.D(augment(fake, cfg.aug_p, self.rng), t_fake, c_fake))
                 loss_img = zero
                 if image_term and not frozen:
                     still = torch.zeros(self.micro_batch, 1, device=self.device)
-                    loss_img = generator_loss(self.D(augment(canonical[:, None], cfg.aug_p, self.rng), still))
+                    loss_img = generator_loss(
+                        self.D(augment(canonical[:, None], cfg.aug_p, self.rng), still, c_fake)
+                    )
             total = loss_g + cfg.image_weight * loss_img + sum(weights[k] * v for k, v in reg.items())
             (total / n).backward()
             sums["loss_g"] += loss_g.item()

@@ -1,5 +1,5 @@
-"""Widen the canonical generator or the discriminator of a saved run without changing what it computes
-(``python -m model.widen``).
+"""Widen the canonical generator or the discriminator of a saved run, or give both class labels, without changing
+what they compute (``python -m model.widen``).
 
 A new run folder is written beside the saved one: the same state (fields, motion, optimizers, counters,
 metrics.csv) with a larger ``channel_base`` for the canonical generator and/or the discriminator, so the run
@@ -15,6 +15,9 @@ rounding, until training gives the new channels a use.
   1/8 from the next frame (model.discriminator.temporal_shift). Widening moves those boundaries, so the old
   channels are laid out in the wider tensors where the same shift moves the same channels.
 - The optimizers' moments of a widened tensor are its old moments where the old weights went, zero elsewhere.
+- ``classes``: an unconditional run becomes a conditional one (model.config.CanonicalConfig.classes): the label
+  embeddings of the mapping and of the discriminator's projection are new tensors that start at zero, so the run
+  first computes what it did and learns to use the labels as it trains. Their optimizer state starts empty.
 """
 
 from __future__ import annotations
@@ -95,8 +98,10 @@ def widen_run(
     canonical_channel_base: int | None = None,
     discriminator_channel_base: int | None = None,
     seed: int = 0,
+    classes: tuple[int, int] | None = None,
 ) -> Path:
-    """Write out/ (a new run folder) from the saved run source/ with the wider channel_base(s) given."""
+    """Write out/ (a new run folder) from the saved run source/ with the wider channel_base(s) given and, with
+    classes = (classes, labels_per_image), conditioned on class labels."""
     if out.exists():
         raise FileExistsError(f"{out} exists: give a new run folder")
     config = json.loads((source / "train_config.json").read_text())
@@ -108,46 +113,72 @@ def widen_run(
                     f"{part} channel_base {base} is not wider than the run's {config['model'][part]['channel_base']}"
                 )
             config["model"][part]["channel_base"] = base
+    if classes is not None:
+        if old_cfg.canonical.classes:
+            raise ValueError(f"the run is already conditioned on {old_cfg.canonical.classes} classes")
+        config["model"]["canonical"] |= {"classes": classes[0], "labels_per_image": classes[1]}
     new_cfg = GenDeFConfig.from_dict(config["model"])
     meta = json.loads((source / "state" / "state.json").read_text())
     frames = config.get("frames_per_clip", 3)
     torch.manual_seed(seed)  # the new channels' initial weights
-    G, D = GenDeF(new_cfg), Discriminator(new_cfg.discriminator, new_cfg.resolution, frames)
-    old_D = Discriminator(old_cfg.discriminator, old_cfg.resolution, frames)
+    G = GenDeF(new_cfg)
+    D = Discriminator(new_cfg.discriminator, new_cfg.resolution, frames, new_cfg.canonical.classes)
+    old_G = GenDeF(old_cfg)
+    old_D = Discriminator(old_cfg.discriminator, old_cfg.resolution, frames, old_cfg.canonical.classes)
     if D.fc.weight.shape != old_D.fc.weight.shape:
         raise ValueError(
             "this would widen the discriminator's 4x4 layers (its channel_base / 4 is below its channel_max), "
             "which model.widen does not do"
         )
     d_index = discriminator_index(old_D, D)
-    # the optimizers' parameter order: stage 1 trains the canonical generator, stage 2 all of G
-    parts = ("canonical",) if meta["stage"] == 1 else ("canonical", "deformation", "motion")
-    order = {
-        "opt_G": [f"{p}.{n}" for p in parts for n, _ in getattr(G, p).named_parameters()],
-        "opt_D": [n for n, _ in D.named_parameters()],
+    # the optimizers' parameters by name, in their order before and after: stage 1 trains the canonical
+    # generator, stage 2 all of G (in two groups: the canonical generator, then the fields and motion)
+    parts = [("canonical",)] if meta["stage"] == 1 else [("canonical",), ("deformation", "motion")]
+    orders = {
+        "opt_G": ([n for g in _groups(old_G, parts) for n in g], [n for g in _groups(G, parts) for n in g]),
+        "opt_D": ([n for n, _ in old_D.named_parameters()], [n for n, _ in D.named_parameters()]),
     }
     fresh = {"G": G.state_dict(), "D": D.state_dict()}
-    tensors = load_file(source / "state" / "state.safetensors")
-    for key, value in list(tensors.items()):
+    tensors, renamed = load_file(source / "state" / "state.safetensors"), {}
+    for key, value in tensors.items():
         prefix, _, name = key.partition(".")
         if prefix in ("G", "G_ema") and name.startswith(("canonical.", "deformation.cond_proj.")):
             gain = _gain(value, fresh["G"][name]) if ".to_rgb." in name else 1.0  # the others demodulate
-            tensors[key] = widen_tensor(value, fresh["G"][name], gain=gain)
+            value = widen_tensor(value, fresh["G"][name], gain=gain)
         elif prefix == "D":
             like = fresh["D"][name]
-            tensors[key] = widen_tensor(value, like, d_index.get(name, (None, None)), _gain(value, like))
-        elif prefix in order:
+            value = widen_tensor(value, like, d_index.get(name, (None, None)), _gain(value, like))
+        elif prefix in orders:
             idx, _, field = name.partition(".")
-            param = order[prefix][int(idx)]
+            old_order, new_order = orders[prefix]
+            param = old_order[int(idx)]
             like = fresh["G" if prefix == "opt_G" else "D"][param]
             if field in ("exp_avg", "exp_avg_sq") and value.shape != like.shape:
                 index = d_index.get(param, (None, None)) if prefix == "opt_D" else (None, None)
-                tensors[key] = widen_tensor(value, torch.zeros_like(like), index)
-    # the exported checkpoint is the narrow model until the resumed run saves again
+                value = widen_tensor(value, torch.zeros_like(like), index)
+            key = f"{prefix}.{new_order.index(param)}.{field}"
+        renamed[key] = value
+    for prefix, model in (("G", "G"), ("G_ema", "G"), ("D", "D")):  # tensors new to the run: their init
+        renamed |= {
+            f"{prefix}.{n}": v.clone() for n, v in fresh[model].items() if f"{prefix}.{n}" not in renamed
+        }
+    # the optimizers' parameter groups list their parameters' positions, which new tensors move
+    new_groups = {"opt_G": _groups(G, parts), "opt_D": [[n for n, _ in D.named_parameters()]]}
+    for name, group_names in new_groups.items():
+        order = orders[name][1]
+        for group, names in zip(meta[name], group_names, strict=True):
+            group["params"] = [order.index(n) for n in names]
+    # the exported checkpoint is the old model until the resumed run saves again
     shutil.copytree(source, out, ignore=shutil.ignore_patterns("checkpoint"))
-    save_file({k: v.contiguous() for k, v in tensors.items()}, out / "state" / "state.safetensors")
+    save_file({k: v.contiguous() for k, v in renamed.items()}, out / "state" / "state.safetensors")
+    (out / "state" / "state.json").write_text(json.dumps(meta, indent=2) + "\n")
     (out / "train_config.json").write_text(json.dumps(config, indent=2) + "\n")
     return out
+
+
+def _groups(G: GenDeF, parts: list[tuple[str, ...]]) -> list[list[str]]:
+    """The names of G's parameters in each optimizer group (one group per tuple of parts), in their order."""
+    return [[f"{p}.{n}" for p in group for n, _ in getattr(G, p).named_parameters()] for group in parts]
 
 
 def _gain(old: torch.Tensor, fresh: torch.Tensor) -> float:
@@ -161,12 +192,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, required=True, help="the new run folder; resume it with model.train")
     p.add_argument("--canonical-channel-base", type=int)
     p.add_argument("--discriminator-channel-base", type=int)
+    p.add_argument(
+        "--classes", type=int, help="condition the run on this many class labels (Moving MNIST: 10)"
+    )
+    p.add_argument("--labels-per-image", type=int, default=2, help="with --classes (default 2: two digits)")
     args = p.parse_args(argv)
-    if args.canonical_channel_base is None and args.discriminator_channel_base is None:
-        p.error("give --canonical-channel-base, --discriminator-channel-base or both")
-    out = widen_run(args.run, args.out, args.canonical_channel_base, args.discriminator_channel_base)
+    if (
+        args.canonical_channel_base is None
+        and args.discriminator_channel_base is None
+        and args.classes is None
+    ):
+        p.error("give --canonical-channel-base, --discriminator-channel-base, --classes or several")
+    classes = None if args.classes is None else (args.classes, args.labels_per_image)
+    out = widen_run(
+        args.run, args.out, args.canonical_channel_base, args.discriminator_channel_base, 0, classes
+    )
     report: dict[str, Any] = {"out": str(out)}
-    report |= {k: v for k, v in vars(args).items() if k.endswith("channel_base") and v is not None}
+    report |= {
+        k: v for k, v in vars(args).items() if k.endswith(("channel_base", "classes")) and v is not None
+    }
     print(json.dumps(report))
 
 

@@ -10,8 +10,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from model import metrics
-from model.checkpoint import load_checkpoint
+from model.checkpoint import load_checkpoint, save_checkpoint
+from model.config import preset
 from model.evaluate import main
+from model.gendef import GenDeF
 from model.warp import identity_grid, render
 
 REPO = Path(__file__).resolve().parents[2]
@@ -284,3 +286,25 @@ def test_cli_on_moving_mnist_reports_the_digit_metrics(tiny_checkpoint, tmp_path
         0 <= d["content_kept"] <= 1 and 0 <= d["digit_coverage"] <= 1 for d in report["digits"].values()
     )
     assert report["video"]["model"]["folds"] >= 0 and "static_share" in report["video"]["model"]
+    assert "labels_read" not in canonical  # an unconditional model is asked for no digits
+
+
+def test_a_conditional_model_is_credited_only_for_the_digits_it_was_asked_for(tmp_path):
+    cfg = preset("tiny")
+    cfg.canonical.classes, cfg.canonical.labels_per_image = 10, 2
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(GenDeF(cfg), tmp_path / "conditional", card={"status": "test weights"})
+    args = [
+        str(checkpoint),
+        "--data",
+        "mnist",
+        "--out",
+        str(tmp_path / "eval"),
+        "--videos",
+        "2",
+        "--frames",
+        "3",
+    ]
+    report = main(args + ["--canonical-images", "64"])
+    # untrained images are not digits: the two read are the two asked for about as often as chance (1 in 45)
+    assert report["canonical_digits"]["labels_read"] < 0.15

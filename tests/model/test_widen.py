@@ -1,5 +1,5 @@
-"""Widening a saved run's canonical generator and discriminator: the same networks to float rounding, then they
-train on."""
+"""Widening a saved run's canonical generator and discriminator, or giving it class labels: the same networks to
+float rounding, then they train on."""
 
 import json
 
@@ -13,9 +13,9 @@ from model.widen import widen_run
 from tests.model.test_train import CARPHONE, enter_stage2
 
 
-def saved_run(tmp_path, stage: int):
+def saved_run(tmp_path, stage: int, data: str = CARPHONE):
     """A run folder saved after 2 image steps (stage 1) or 2 more video steps (stage 2)."""
-    config = TrainConfig(model="tiny", data=CARPHONE, batch=4, stage1_steps=2, stage2_steps=2,
+    config = TrainConfig(model="tiny", data=data, batch=4, stage1_steps=2, stage2_steps=2,
                          canonical_freeze_steps=0, device="cpu")  # fmt: skip
     run = tmp_path / "run"
     trainer = Trainer(config, run)
@@ -41,8 +41,9 @@ def logits(trainer: Trainer) -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(5)
     images, clips = torch.rand(4, 1, 3, 32, 32, generator=gen), torch.rand(4, 3, 3, 32, 32, generator=gen)
     times = torch.tensor([[0.0, 3.0, 7.0]]).expand(4, -1)
+    labels = trainer.G.canonical.random_labels(4, gen)  # None for an unconditional run
     with torch.no_grad():
-        return [trainer.D(images * 2 - 1, times[:, :1]), trainer.D(clips * 2 - 1, times)]
+        return [trainer.D(images * 2 - 1, times[:, :1], labels), trainer.D(clips * 2 - 1, times, labels)]
 
 
 def resume(run) -> Trainer:
@@ -74,6 +75,30 @@ def test_a_widened_run_computes_what_it_did_and_trains_its_new_channels(tmp_path
     assert torch.equal(new_out, torch.zeros_like(new_out))  # no use yet...
     trainer.train_step()
     assert trainer.G.canonical.to_rgb[-1].conv.weight[:, narrow.canonical.feature_channels :].abs().sum() > 0
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_a_run_given_labels_computes_what_it_did_then_learns_them(tmp_path, stage):
+    run = saved_run(tmp_path, stage, data="mnist")
+    _, before = outputs(run)
+    before_logits = logits(resume(run))
+    trainer = resume(widen_run(run, tmp_path / "labelled", classes=(10, 2)))
+    trainer.export()
+    model, after = outputs(tmp_path / "labelled")
+    assert model.labels([1]).sum() == 2
+    for field in ("canonical", "fields", "frames"):
+        torch.testing.assert_close(getattr(after, field), getattr(before, field), rtol=0, atol=1e-5)
+    for b, a in zip(before_logits, logits(trainer), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    step = trainer.step
+    trainer.train_step()  # the optimizers' states were moved to the parameters' new positions
+    assert trainer.step == step + 1
+    assert (
+        trainer.G.canonical.mapping.embed.weight.abs().sum() > 0
+        and trainer.D.label_embed.weight.abs().sum() > 0
+    )
+    with pytest.raises(ValueError, match="already conditioned"):
+        widen_run(tmp_path / "labelled", tmp_path / "again", classes=(10, 2))
 
 
 def test_widening_refuses_a_narrower_width_and_an_existing_folder(tmp_path, capsys):
