@@ -3,7 +3,8 @@ of the channels between neighbouring frames before each block, GenDeF's TSM; opt
 from its clip's mean frame as a second input, ``frame_diff``), features averaged over the
 sampled frames at ``fuse_res``, 2-D blocks down to 4x4, minibatch stddev, then a projection on an embedding of
 the time gaps between the sampled frames (StyleGAN-V sparse training) and, for a conditional model, one on an
-embedding of the class labels (StyleGAN2-ADA's cmap). Also the video-consistent augmentation.
+embedding of the class labels (StyleGAN2-ADA's cmap) and a head that reads the labels (AC-GAN's auxiliary
+classifier). Also the video-consistent augmentation.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.config import DiscriminatorConfig, channels
-from model.layers import EqualConv2d, EqualLinear, lrelu
+from model.layers import LABEL_LR_MULT, EqualConv2d, EqualLinear, lrelu
 
 
 class ResBlock(nn.Module):
@@ -92,15 +93,21 @@ class Discriminator(nn.Module):
         # registered last, so a saved state without it keeps its parameter order (see Trainer._load_state)
         self.from_diff = EqualConv2d(3, ch[resolution], 1, bias=False) if cfg.frame_diff else None
         # the projection on the labels starts at zero, as the conditional mapping does (model.layers.MappingNetwork)
-        self.label_embed = EqualLinear(classes, ch[4], bias=False) if classes else None
+        self.label_embed = EqualLinear(classes, ch[4], bias=False, lr_mult=LABEL_LR_MULT) if classes else None
         if self.label_embed is not None:
             nn.init.zeros_(self.label_embed.weight)
+        self.classifier = EqualLinear(ch[4], classes) if classes else None  # label logits (AC-GAN)
 
     def forward(
-        self, clips: torch.Tensor, times: torch.Tensor, labels: torch.Tensor | None = None
-    ) -> torch.Tensor:
+        self,
+        clips: torch.Tensor,
+        times: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        classify: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """clips: (B, F, 3, H, W) in [-1, 1]; times: (B, F) increasing frame times; labels: (B, classes) multi-hot,
-        exactly when the discriminator is conditional -> logits (B,).
+        exactly when the discriminator is conditional -> logits (B,); with classify (a conditional discriminator)
+        also the logits of each label (B, classes), read from the same features.
 
         F = 1 (single images, stage 1) has no time condition; F = frames_per_clip adds the projection on the gaps."""
         if (labels is None) != (self.label_embed is None):
@@ -128,6 +135,10 @@ class Discriminator(nn.Module):
             logits = logits + (h * cond).sum(dim=1) / math.sqrt(h.shape[1])  # projection discriminator
         if self.label_embed is not None:
             logits = logits + (h * self.label_embed(labels.to(h.dtype))).sum(dim=1) / math.sqrt(h.shape[1])
+        if classify:
+            if self.classifier is None:
+                raise ValueError("only a conditional discriminator reads labels")
+            return logits, self.classifier(h)
         return logits
 
 

@@ -113,6 +113,11 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> 
     return F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
 
 
+def label_loss(label_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """AC-GAN's auxiliary term: binary cross-entropy of label logits (B, classes) against multi-hot labels."""
+    return F.binary_cross_entropy_with_logits(label_logits.float(), labels.float())
+
+
 def r1_penalty(real_logits: torch.Tensor, real_inputs: torch.Tensor) -> torch.Tensor:
     """R1: ||d D(x) / dx||^2 at real clips (B, F, C, H, W) (which must require grad), summed over each frame's
     pixels and averaged over frames and samples, so clips of F frames weigh as single images; scale by gamma / 2."""

@@ -65,6 +65,7 @@ from model.losses import (
     edge_aware_smoothness,
     fold_hinge,
     generator_loss,
+    label_loss,
     off_canvas_hinge,
     offset_magnitude,
     offset_smoothness,
@@ -87,6 +88,8 @@ LOSSES = [
     "fold_loss",
     "distortion",
     "accel",
+    "label_d",
+    "label_g",
 ]
 HEALTH = [
     "fd_image",
@@ -141,6 +144,9 @@ class TrainConfig:
         200  # stage 2 starts with the canonical generator frozen for this many steps
     )
     image_weight: float = 0.5  # stage 2: single-image adversarial term on the canonical image (0: off)
+    # a conditional model (canonical.classes): weight of the discriminator's label head (AC-GAN), which learns to
+    # read real images' labels and asks canonical images to show theirs (stage 1, and the image term of stage 2)
+    label_weight: float = 1.0
     # a checkpoint folder of the same architecture whose deformation generator and motion encoder stage 2 starts
     # from (its canonical generator is not used): motion learnt with other canonical images carries over, so a new
     # stage 1 need not learn motion from the identity again; None: stage 2 starts from the identity warp
@@ -416,7 +422,7 @@ class Trainer:
             real_aug = augment(real, cfg.aug_p, self.rng)
             real_aug.requires_grad_(do_r1)
             with self._autocast():
-                logit_real = self.D(real_aug, t_real, c_real)  # (B,)
+                logit_real, label_d = self._judge(real_aug, t_real, c_real)  # (B,), its label head's loss
                 logit_fake = self.D(augment(fake, cfg.aug_p, self.rng), t_fake, c_fake)  # (B,)
                 loss_d = discriminator_loss(logit_real, logit_fake)
                 r1 = r1_penalty(logit_real, real_aug) if do_r1 else zero
@@ -426,9 +432,10 @@ class Trainer:
                         self.D(augment(real[:, :1], cfg.aug_p, self.rng), still, c_real),
                         self.D(augment(canonical[:, None], cfg.aug_p, self.rng), still, c_fake),
                     )
-            ((loss_d + r1 * (cfg.r1_gamma / 2 * cfg.r1_every)) / n).backward()
+            ((loss_d + cfg.label_weight * label_d + r1 * (cfg.r1_gamma / 2 * cfg.r1_every)) / n).backward()
             for k, v in (
                 ("loss_d", loss_d),
+                ("label_d", label_d),
                 ("r1", r1),
                 ("logit_real", logit_real),
                 ("logit_fake", logit_fake),
@@ -450,17 +457,24 @@ class Trainer:
         for _ in range(n):
             with self._autocast():
                 fake, t_fake, canonical, c_fake, reg = self._generate(with_reg=self.stage == 2)
-                loss_g = generator_loss(self.D(augment(fake, cfg.aug_p, self.rng), t_fake, c_fake))
-                loss_img = zero
+                # stage 1's clips are the canonical images: the label head reads them; stage 2's, the image term
+                logits, label_g = self._judge(
+                    augment(fake, cfg.aug_p, self.rng), t_fake, c_fake, self.stage == 1
+                )
+                loss_g, loss_img = generator_loss(logits), zero
                 if image_term and not frozen:
                     still = torch.zeros(self.micro_batch, 1, device=self.device)
-                    loss_img = generator_loss(
-                        self.D(augment(canonical[:, None], cfg.aug_p, self.rng), still, c_fake)
+                    logits, label_g = self._judge(
+                        augment(canonical[:, None], cfg.aug_p, self.rng), still, c_fake
                     )
-            total = loss_g + cfg.image_weight * loss_img + sum(weights[k] * v for k, v in reg.items())
+                    loss_img = generator_loss(logits)
+                    label_g = label_g * cfg.image_weight
+            total = loss_g + cfg.image_weight * loss_img + cfg.label_weight * label_g
+            total = total + sum(weights[k] * v for k, v in reg.items())
             (total / n).backward()
             sums["loss_g"] += loss_g.item()
             sums["loss_img"] += loss_img.item()
+            sums["label_g"] += label_g.item()
             for k, v in reg.items():
                 sums[k] += v.item()
         self._average_grads(self.G)
@@ -472,6 +486,16 @@ class Trainer:
         if not do_r1:
             self.last["r1"] = last_r1  # lazy: the last computed value
         return self.last
+
+    def _judge(
+        self, clips: torch.Tensor, times: torch.Tensor, labels: torch.Tensor | None, read: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The discriminator's logits (B,) for clips and, for a conditional model asked to read them (label_weight
+        > 0), the loss of its label head against labels; else 0."""
+        if labels is None or not read or self.cfg.label_weight <= 0:
+            return self.D(clips, times, labels), torch.zeros((), device=self.device)
+        logits, label_logits = self.D(clips, times, labels, classify=True)
+        return logits, label_loss(label_logits, labels)
 
     @torch.no_grad()
     def _update_ema(self) -> None:

@@ -1,5 +1,5 @@
 """Class-conditional canonical generators (canonical.classes): labels drawn from each video's seed, the projection
-on them in the discriminator, and training on labelled Moving MNIST."""
+on them and the label head in the discriminator, and training on labelled Moving MNIST."""
 
 import pytest
 import torch
@@ -8,7 +8,7 @@ from model.config import preset
 from model.discriminator import Discriminator
 from model.gendef import GenDeF
 from model.train import Trainer
-from tests.model.test_train import CARPHONE, enter_stage2, snapshot, tiny_config
+from tests.model.test_train import CARPHONE, changed, enter_stage2, snapshot, tiny_config
 
 
 def conditional(classes: int = 10, per_image: int = 2):
@@ -66,19 +66,29 @@ def test_a_zero_projection_computes_the_unconditional_logits_and_labels_are_requ
         cond(clips, times)
     with pytest.raises(ValueError, match="takes labels"):
         plain(clips, times, labels)
+    with pytest.raises(ValueError, match="reads labels"):
+        plain(clips, times, classify=True)
+    logits, read = cond(clips, times, labels, classify=True)
+    assert logits.shape == (4,) and read.shape == (4, 10)
 
 
 def test_conditional_training_on_moving_mnist_learns_the_label_embeddings_in_both_stages(tmp_path):
     trainer = Trainer(tiny_config(data="mnist", model=conditional().to_dict()), tmp_path)
+    head = snapshot(trainer.D.classifier)
     for _ in range(2):
-        trainer.train_step()
+        metrics = trainer.train_step()
     assert trainer.G.canonical.mapping.embed.weight.abs().sum() > 0
     assert trainer.D.label_embed.weight.abs().sum() > 0
+    assert changed(head, trainer.D.classifier, "")  # the label head learns to read real images' labels
+    assert metrics["label_d"] > 0 and metrics["label_g"] > 0  # ... and asks the canonical images for theirs
     before = snapshot(trainer.G)
     enter_stage2(trainer).cfg.canonical_freeze_steps = 0
     metrics = trainer.train_step()  # clips, the single-image term and R1 with labels
-    assert metrics["loss_img"] > 0
+    assert metrics["loss_img"] > 0 and metrics["label_g"] > 0
     assert not torch.equal(before["canonical.mapping.embed.weight"], trainer.G.canonical.mapping.embed.weight)
+    trainer.cfg.label_weight = 0  # the label head off: nothing reads labels, the projection still conditions
+    metrics = trainer.train_step()
+    assert metrics["label_d"] == 0 and metrics["label_g"] == 0
 
 
 def test_a_conditional_model_trains_only_on_labelled_data(tmp_path):
