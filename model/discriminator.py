@@ -96,7 +96,11 @@ class Discriminator(nn.Module):
         self.label_embed = EqualLinear(classes, ch[4], bias=False, lr_mult=LABEL_LR_MULT) if classes else None
         if self.label_embed is not None:
             nn.init.zeros_(self.label_embed.weight)
-        self.classifier = EqualLinear(ch[4], classes) if classes else None  # label logits (AC-GAN)
+        # label logits (AC-GAN) from the features entering the last block (8x8), averaged over space (a digit may be
+        # anywhere) and standardised over the batch (as AC-GAN's batch-normalised discriminator): those averages
+        # differ between images by about a tenth of their size, which a linear head took thousands of steps to scale
+        c8 = ch[8 if cfg.fuse_res >= 8 else 4]
+        self.classifier = EqualLinear(c8, classes, lr_mult=LABEL_LR_MULT) if classes else None
 
     def forward(
         self,
@@ -121,7 +125,11 @@ class Discriminator(nn.Module):
             x = block(temporal_shift(x, Fr) if self.cfg.temporal_shift else x)  # (B*F, C', r / 2, r / 2)
         # x: (B*F, C, fuse_res, fuse_res)
         x = x.reshape(B, Fr, *x.shape[1:]).mean(dim=1)  # (B, C, fuse_res, fuse_res): fused over time
-        x = self.video_blocks(x)  # (B, C4, 4, 4)
+        for block in self.video_blocks[:-1]:
+            x = block(x)  # (B, C8, 8, 8) after the last of these
+        pooled = x.mean(dim=(2, 3))  # (B, C8): what the label head reads
+        if len(self.video_blocks):
+            x = self.video_blocks[-1](x)  # (B, C4, 4, 4)
         x = lrelu(self.conv(minibatch_stddev(x, self.cfg.mbstd_group)))  # (B, C4, 4, 4)
         h = self.fc(x.flatten(1))  # (B, C4)
         logits = self.out(h)[:, 0]  # (B,)
@@ -138,7 +146,10 @@ class Discriminator(nn.Module):
         if classify:
             if self.classifier is None:
                 raise ValueError("only a conditional discriminator reads labels")
-            return logits, self.classifier(h)
+            if B < 2:
+                raise ValueError("the label head standardises over the batch: give it at least 2 clips")
+            standard = (pooled - pooled.mean(dim=0)) / (pooled.std(dim=0) + 1e-4)  # (B, C8)
+            return logits, self.classifier(standard)
         return logits
 
 

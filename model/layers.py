@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 LRELU_GAIN = math.sqrt(2.0)  # keeps the activation variance of leaky ReLU(0.2) close to 1
-# learning-rate multiplier of the label embeddings (the mapping's and the discriminator's projection): they start at
-# zero, and at 1 they had barely moved after 300 steps of a trained run given labels (docs/TRAINING.md)
-LABEL_LR_MULT = 10.0
+# learning-rate multiplier of the label layers (the mapping's embedding, the discriminator's projection and label
+# head): new to a trained run, at 1 they had barely moved after 300 steps (docs/TRAINING.md)
+LABEL_LR_MULT = 30.0
 
 
 def upsample2x(x: torch.Tensor) -> torch.Tensor:

@@ -70,6 +70,8 @@ def test_a_zero_projection_computes_the_unconditional_logits_and_labels_are_requ
         plain(clips, times, classify=True)
     logits, read = cond(clips, times, labels, classify=True)
     assert logits.shape == (4,) and read.shape == (4, 10)
+    with pytest.raises(ValueError, match="at least 2"):  # it standardises its features over the batch
+        cond(clips[:1], times[:1], labels[:1], classify=True)
 
 
 def test_conditional_training_on_moving_mnist_learns_the_label_embeddings_in_both_stages(tmp_path):
