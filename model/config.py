@@ -173,11 +173,21 @@ PRESETS: dict[str, GenDeFConfig] = {
         ),
     ),
     # Moving MNIST (64x64, two bouncing digits): a canonical generator as wide as small's (at half that width
-    # its strokes were thin scribbles, docs/TRAINING.md), a slimmer discriminator (twice as wide, it won
-    # outright), a field at 32x32 whose offsets may cross the whole canvas (digits travel from edge to edge).
+    # its strokes were thin scribbles, docs/TRAINING.md) and conditioned on the frame's two digits (unconditional,
+    # its glyphs were a third less varied than real digits, and often between two digits), a slimmer
+    # discriminator (twice as wide, it won outright), a field at 32x32 whose offsets may cross the whole canvas
+    # (digits travel from edge to edge).
     "mnist": GenDeFConfig(
         resolution=64,
-        canonical=CanonicalConfig(z_dim=64, w_dim=128, mapping_layers=4, channel_base=2048, channel_max=128),
+        canonical=CanonicalConfig(
+            z_dim=64,
+            w_dim=128,
+            mapping_layers=4,
+            channel_base=2048,
+            channel_max=128,
+            classes=10,
+            labels_per_image=2,
+        ),
         motion=MotionConfig(z_dim=64, kernel_size=5, num_freqs=32, max_period=512.0),
         deformation=DeformationConfig(
             w_dim=128,
