@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from model.config import CanonicalConfig, channels
+from model.data import multi_hot
 from model.layers import MappingNetwork, SynthesisLayer, ToImage, upsample2x
 
 
@@ -45,7 +46,7 @@ class CanonicalGenerator(nn.Module):
         picks = torch.rand(batch, self.classes, generator=generator).argsort(dim=1)[
             :, : self.labels_per_image
         ]
-        return torch.zeros(batch, self.classes).scatter_(1, picks, 1.0)
+        return multi_hot(picks, self.classes)
 
     def forward(
         self,

@@ -162,6 +162,11 @@ def bounce(start: torch.Tensor, velocity: torch.Tensor, t: torch.Tensor, room: f
     return torch.where(m > room, 2 * room - m, m)
 
 
+def multi_hot(indices: torch.Tensor, classes: int) -> torch.Tensor:
+    """Class indices (B, k) -> (B, classes) float with a 1 at each: the labels a conditional model takes."""
+    return torch.zeros(len(indices), classes).scatter_(1, indices, 1.0)
+
+
 class MovingMNIST:
     """Two digits (distinct labels) at random positions and velocities on a black 64x64 canvas, bouncing off the
     edges; frames are grey RGB in [-1, 1], resized to ``resolution`` when it is not 64."""
@@ -234,4 +239,4 @@ class MovingMNIST:
             [sample_offsets(num_frames, max_gap, generator) for _ in range(batch)]
         ).float()  # (B, F)
         frames, labels = self.draw(times, generator)
-        return frames, times, torch.zeros(batch, self.CLASSES).scatter_(1, labels, 1.0)
+        return frames, times, multi_hot(labels, self.CLASSES)

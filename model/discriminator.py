@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.config import DiscriminatorConfig, channels
-from model.layers import LABEL_LR_MULT, EqualConv2d, EqualLinear, lrelu
+from model.layers import LABEL_LR_MULT, EqualConv2d, EqualLinear, label_embedding, lrelu
 
 
 class ResBlock(nn.Module):
@@ -93,9 +93,7 @@ class Discriminator(nn.Module):
         # registered last, so a saved state without it keeps its parameter order (see Trainer._load_state)
         self.from_diff = EqualConv2d(3, ch[resolution], 1, bias=False) if cfg.frame_diff else None
         # the projection on the labels starts at zero, as the conditional mapping does (model.layers.MappingNetwork)
-        self.label_embed = EqualLinear(classes, ch[4], bias=False, lr_mult=LABEL_LR_MULT) if classes else None
-        if self.label_embed is not None:
-            nn.init.zeros_(self.label_embed.weight)
+        self.label_embed = label_embedding(classes, ch[4]) if classes else None
         # label logits (AC-GAN) from the features entering the last block (8x8), averaged over space (a digit may be
         # anywhere) and standardised over the batch (as AC-GAN's batch-normalised discriminator): those averages
         # differ between images by about a tenth of their size, which a linear head took thousands of steps to scale

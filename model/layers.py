@@ -70,6 +70,14 @@ def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
 
 
+def label_embedding(classes: int, out_features: int) -> EqualLinear:
+    """A linear embedding of multi-hot labels at LABEL_LR_MULT that starts at zero: added to a trained network,
+    it changes nothing until training gives the labels a use."""
+    layer = EqualLinear(classes, out_features, bias=False, lr_mult=LABEL_LR_MULT)
+    nn.init.zeros_(layer.weight)
+    return layer
+
+
 class MappingNetwork(nn.Module):
     """z (and class labels) -> w: an MLP with a 100x lower learning rate (StyleGAN's lr_mult 0.01). With c_dim,
     w gains a learnt offset per label, ``embed(c)`` at the full rate, starting at zero: a conditional mapping that
@@ -86,9 +94,7 @@ class MappingNetwork(nn.Module):
                 for a, b in zip(dims[:-1], dims[1:], strict=True)
             ]
         )
-        self.embed = EqualLinear(c_dim, w_dim, bias=False, lr_mult=LABEL_LR_MULT) if c_dim else None
-        if self.embed is not None:
-            nn.init.zeros_(self.embed.weight)
+        self.embed = label_embedding(c_dim, w_dim) if c_dim else None
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         # z: (N, z_dim), labels: (N, c_dim) multi-hot (given exactly when c_dim > 0) -> w: (N, w_dim)

@@ -209,10 +209,12 @@ class Trainer:
         self.rng = torch.Generator().manual_seed(_rank_seed(cfg.seed, self.rank))
         self.data = training_data(cfg.data, model_cfg.resolution, cfg.min_crop)
         labels = (model_cfg.canonical.classes, model_cfg.canonical.labels_per_image)
-        if labels[0] and (not isinstance(self.data, MovingMNIST) or labels != (10, self.data.digits)):
+        mnist = (MovingMNIST.CLASSES, self.data.digits) if isinstance(self.data, MovingMNIST) else None
+        if labels[0] and labels != mnist:
             raise ValueError(
                 f"a conditional model (canonical.classes {labels[0]}, labels_per_image {labels[1]}) trains on "
-                f"labelled data: Moving MNIST (--data mnist) with classes 10 and labels_per_image 2"
+                f"labelled data: Moving MNIST (--data mnist) with classes {MovingMNIST.CLASSES} and "
+                "labels_per_image 2 (its two digits)"
             )
         self.step, self.stage, self.stage_step, self.nimg, self.seconds = 0, 1, 0, 0, 0.0
         # convergence of stage 1 and field health of stage 2: the best Fréchet distance so far, checks since it

@@ -134,10 +134,11 @@ def widen_run(
     # the optimizers' parameters by name, in their order before and after: stage 1 trains the canonical
     # generator, stage 2 all of G (in two groups: the canonical generator, then the fields and motion)
     parts = [("canonical",)] if meta["stage"] == 1 else [("canonical",), ("deformation", "motion")]
-    orders = {
-        "opt_G": ([n for g in _groups(old_G, parts) for n in g], [n for g in _groups(G, parts) for n in g]),
-        "opt_D": ([n for n, _ in old_D.named_parameters()], [n for n, _ in D.named_parameters()]),
+    groups = {  # each optimizer's parameter names, group by group: (before, after)
+        "opt_G": (_groups(old_G, parts), _groups(G, parts)),
+        "opt_D": ([[n for n, _ in old_D.named_parameters()]], [[n for n, _ in D.named_parameters()]]),
     }
+    orders = {k: tuple([n for g in side for n in g] for side in v) for k, v in groups.items()}
     fresh = {"G": G.state_dict(), "D": D.state_dict()}
     tensors, renamed = load_file(source / "state" / "state.safetensors"), {}
     for key, value in tensors.items():
@@ -163,10 +164,9 @@ def widen_run(
             f"{prefix}.{n}": v.clone() for n, v in fresh[model].items() if f"{prefix}.{n}" not in renamed
         }
     # the optimizers' parameter groups list their parameters' positions, which new tensors move
-    new_groups = {"opt_G": _groups(G, parts), "opt_D": [[n for n, _ in D.named_parameters()]]}
-    for name, group_names in new_groups.items():
+    for name, (_, new_groups) in groups.items():
         order = orders[name][1]
-        for group, names in zip(meta[name], group_names, strict=True):
+        for group, names in zip(meta[name], new_groups, strict=True):
             group["params"] = [order.index(n) for n in names]
     # the exported checkpoint is the old model until the resumed run saves again
     shutil.copytree(source, out, ignore=shutil.ignore_patterns("checkpoint"))
