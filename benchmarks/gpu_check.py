@@ -4,7 +4,7 @@
   pass (`GenDeF.sample(..., stack=True)`, the worker's stacked batches) for each of `--batches` (1 8 32): videos/s
   and the counted FLOP/s as a share of a large matmul's in the same precision, measured in this run (the device's
   practical peak);
-- training: one step of model.train's Trainer (`--train-batch` clips of the preset, stage 1, on a synthetic clip):
+- training: one step of model.training.train's Trainer (`--train-batch` clips of the preset, stage 1, on a synthetic clip):
   seconds per step and clips/s (after warm-up steps);
 - one job end to end: a redis-server, a Celery worker process on the device (shipped model `small`, GENDEF_DEVICE),
   one generate job recorded and queued as the API does: seconds from queueing to succeeded, its run time, its
@@ -69,7 +69,7 @@ def sampling(args: argparse.Namespace, device: torch.device) -> list[Row]:
 
 def training(args: argparse.Namespace, device: torch.device, folder: Path) -> list[Row]:
     from core.video import encode_mp4
-    from model.train import TrainConfig, Trainer
+    from model.training.train import TrainConfig, Trainer
 
     resolution = preset(args.preset).resolution
     t = np.arange(48)[:, None, None, None]

@@ -58,8 +58,8 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 step "tests/model on $DEVICE"
 tests=passed
 # not the training tests: they name the CPU themselves (and take minutes there); the training step runs below
-$PY -m pytest -q -p benchmarks.default_device tests/model --timeout 120 --ignore tests/model/test_ddp.py \
-    --ignore tests/model/test_train.py --ignore tests/model/test_ablation.py || tests=FAILED
+$PY -m pytest -q -p benchmarks.default_device tests/model --timeout 120 --ignore tests/model/training/test_ddp.py \
+    --ignore tests/model/training/test_train.py --ignore tests/model/training/test_ablation.py || tests=FAILED
 
 step "sampling, a training step, one job"
 $PY benchmarks/gpu_check.py --device "$DEVICE" --preset "$PRESET" --batches $BATCHES --train-batch "$TRAIN_BATCH" \

@@ -58,7 +58,7 @@ def weights_version(path: Path) -> str:
 
 
 def trained_on(card: str) -> str | None:
-    """What a model card says the model was trained on: its ``- data:`` line (model.train writes one), else the
+    """What a model card says the model was trained on: its ``- data:`` line (model.training.train writes one), else the
     first paragraph of its ``## Data`` section; None when it says neither."""
     line = re.search(r"^- data: *(.+)$", card, re.MULTILINE)
     if line:

@@ -1,7 +1,7 @@
 """Video I/O: the project's one decoder and one encoder: PyAV (FFmpeg), reading through imageio.v3's pyav plugin.
 
 Used by the API (uploads for /decompose), the worker (the decompose input, every mp4 artifact), training data
-(model/data.py) and evaluation GIFs (model/evaluate.py). No torch: frames are (T, H, W, 3) uint8 RGB arrays.
+(model/data.py) and evaluation GIFs (model/evaluation/evaluate.py). No torch: frames are (T, H, W, 3) uint8 RGB arrays.
 
 - ``read`` decodes a clip and checks every frame as it arrives against ``Limits`` (frame size, total decoded
   pixels, frame count, time), stopping at the first frame over one with VideoTooLarge: a stream header that

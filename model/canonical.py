@@ -8,8 +8,7 @@ import torch
 from torch import nn
 
 from model.config import CanonicalConfig, channels
-from model.data import multi_hot
-from model.layers import MappingNetwork, SynthesisLayer, ToImage, upsample2x
+from model.layers import MappingNetwork, SynthesisLayer, ToImage, multi_hot, upsample2x
 
 
 class CanonicalGenerator(nn.Module):

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from model.layers import multi_hot
+
 log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm"}
@@ -160,11 +162,6 @@ def bounce(start: torch.Tensor, velocity: torch.Tensor, t: torch.Tensor, room: f
     p = start[..., None, :] + velocity[..., None, :] * t[..., None]  # (..., T, 2)
     m = torch.remainder(p, 2 * room)
     return torch.where(m > room, 2 * room - m, m)
-
-
-def multi_hot(indices: torch.Tensor, classes: int) -> torch.Tensor:
-    """Class indices (B, k) -> (B, classes) float with a 1 at each: the labels a conditional model takes."""
-    return torch.zeros(len(indices), classes).scatter_(1, indices, 1.0)
 
 
 class MovingMNIST:

@@ -81,7 +81,7 @@ def label_embedding(classes: int, out_features: int) -> EqualLinear:
 class MappingNetwork(nn.Module):
     """z (and class labels) -> w: an MLP with a 100x lower learning rate (StyleGAN's lr_mult 0.01). With c_dim,
     w gains a learnt offset per label, ``embed(c)`` at the full rate, starting at zero: a conditional mapping that
-    first computes what the unconditional one did (so a trained network can take labels on, model.widen)."""
+    first computes what the unconditional one did (so a trained network can take labels on, model.training.widen)."""
 
     def __init__(
         self, z_dim: int, w_dim: int, num_layers: int, lr_mult: float = 0.01, c_dim: int = 0
@@ -229,3 +229,8 @@ class ToImage(nn.Module):
         if not torch.is_grad_enabled():
             return grouped_conv(x, self.conv.fused_weights(w), self.bias)
         return self.conv(x, per_group(w, x.shape[0])) + self.bias[None, :, None, None]
+
+
+def multi_hot(indices: torch.Tensor, classes: int) -> torch.Tensor:
+    """Class indices (B, k) -> (B, classes) float with a 1 at each: the labels a conditional model takes."""
+    return torch.zeros(len(indices), classes).scatter_(1, indices, 1.0)

@@ -82,6 +82,34 @@ def test_the_import_graph_is_service_to_core_from_worker_to_model():
     assert not wrong, "\n".join(wrong)
 
 
+# model/'s rooms (docs/DESIGN.md): the networks and what sampling needs at the top, the rooms above them. A room
+# may import the rooms named here and nothing else of model/: imports run downward, so the networks never import
+# training, evaluation or decomposition, and the decomposition needs nothing of the GAN's training.
+ROOMS = {
+    "model": {"model"},
+    "model.evaluation": {"model", "model.evaluation"},
+    "model.training": {"model", "model.evaluation", "model.training"},
+    "model.decomposition": {"model", "model.decomposition"},
+}
+
+
+def _room(module: str) -> str:
+    parts = module.split(".")
+    return ".".join(parts[:2]) if len(parts) > 2 or f"{parts[0]}.{parts[-1]}" in ROOMS else parts[0]
+
+
+def test_model_rooms_import_downward_only():
+    graph = _modules()
+    wrong = [
+        f"{module} imports {name}"
+        for module, names in graph.items()
+        if module.startswith("model")
+        for name in sorted(_first_party(names, graph))
+        if name.startswith("model") and _room(name) not in ROOMS[_room(module)]
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
 def test_core_video_needs_nothing_else_of_core():
     graph, seen, todo = _modules(), set(), ["core.video"]
     while todo:
@@ -159,4 +187,13 @@ def test_core_and_the_api_never_load_torch(package: str):
 def test_moving_mnist_training_needs_neither_pyav_nor_imageio():
     """A lent GPU machine receives at most 64 MiB: PyAV's wheel (35 MB) does not fit beside the repository, so
     Moving-MNIST training must import without it (only video files need it: model.data.decode)."""
-    _assert_loads_none_of("model.train, model.widen", ("av", "imageio"))
+    _assert_loads_none_of("model.training.train, model.training.widen", ("av", "imageio"))
+
+
+def test_the_worker_never_loads_training_or_evaluation_code():
+    """A worker samples, warps, fits clips and encodes; the GAN's training and evaluation stay out of its process."""
+    code = "import sys, worker.tasks\n"
+    code += "bad = sorted(m for m in sys.modules if m.startswith(('model.training', 'model.evaluation')))\n"
+    code += "assert not bad, bad\nassert 'model.gendef' in sys.modules\n"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr

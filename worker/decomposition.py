@@ -1,4 +1,4 @@
-"""gendef.decompose: a canonical image and fields fitted to an uploaded video (model/decompose.py), reporting
+"""gendef.decompose: a canonical image and fields fitted to an uploaded video (model/decomposition/fit.py), reporting
 progress and PSNR as the fit goes; its artifacts are those of a generate job."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from core.artifacts import FIELDS_CONVENTION
 from core.errors import DomainError
 from core.jobs import Artifact
 from core.settings import video_limits
-from model.decompose import ATLAS_INTERPOLATION, DecomposeConfig, decompose_video, find_cuts, shot_bounds
+from model.decomposition.fit import ATLAS_INTERPOLATION, DecomposeConfig, decompose_video
+from model.decomposition.shots import find_cuts, shot_bounds
 from model.warp import render
 from worker import media
 from worker.execution import JobRun
@@ -79,7 +80,7 @@ def do_decompose(run: JobRun) -> dict[str, Artifact]:
         "layout": "fields: float32 (T, H, W, 2), relative to the canonical image (canonical_height x "
         "canonical_width): the shots' canonical images side by side, each larger than the frames; shots[i] "
         "says which frames (start, frames) use the tile at x (width wide)",
-        "model": "decompose (optimisation, model/decompose.py)",
+        "model": "decompose (optimisation, model/decomposition/fit.py)",
         "job_id": job.id,
         "kind": job.kind,
         "num_frames": T,

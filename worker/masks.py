@@ -11,7 +11,7 @@ from PIL import Image
 
 from core.artifacts import interpolation_of
 from core.jobs import Artifact
-from model.tracking import propagate_mask
+from model.decomposition.tracking import propagate_mask
 from model.warp import render
 from worker import media
 from worker.execution import JobRun

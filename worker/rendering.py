@@ -1,8 +1,8 @@
-"""gendef.render: a finished job's canonical image and fields rendered beyond their grid (model/rerender.py): `scale`
+"""gendef.render: a finished job's canonical image and fields rendered beyond their grid (model/decomposition/upsampling.py): `scale`
 times the pixels (the canonical upscaled, or the larger one uploaded), `fps_factor` times the frames (a generated
 video's motion sampled between its frames, a decomposed one's fields interpolated within each shot). Its
 deformation.npz holds the fields at the new frame times on the source's grid (the video's are those upsampled by
-model.rerender.upsample_fields)."""
+model.decomposition.upsampling.upsample_fields)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from core import video
 from core.artifacts import interpolation_of, shots_of
 from core.images import ImageError
 from core.jobs import Artifact
-from model.rerender import frame_times, interpolate_fields, rerender, upscale_image
+from model.decomposition.upsampling import frame_times, interpolate_fields, rerender, upscale_image
 from worker import media
 from worker.execution import JobRun, run_model
 from worker.runtime import JobFailure

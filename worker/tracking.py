@@ -1,5 +1,5 @@
 """gendef.track: where points of a job's canonical image (or of one of its frames) are in every frame; the video
-with the tracks drawn. model/tracking.py does the work."""
+with the tracks drawn. model/decomposition/tracking.py does the work."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 
 from core.artifacts import interpolation_of
 from core.jobs import Artifact
-from model.tracking import frame_points_to_canonical, track_points
+from model.decomposition.tracking import frame_points_to_canonical, track_points
 from model.warp import render
 from worker import media
 from worker.execution import JobRun

@@ -19,7 +19,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from core import video
 from tests.browser.conftest import API_KEY
-from tests.model.test_decompose import warped_shot
+from tests.model.decomposition.test_fit import warped_shot
 from worker import media
 
 JOB_TIMEOUT_MS = 120_000

@@ -119,7 +119,7 @@ def test_decompose_a_real_clip_then_edit_and_track_it(http: httpx.Client) -> Non
     assert (result["canonical_height"], result["canonical_width"]) == tuple(canonical.shape[1:])
     # The three artifacts follow API.md: the video is grid_sample(canonical, fields) up to compression.
     decoded, _ = decode_video(files["video"])
-    # decomposed fields are read bilinearly: each shot's tile on its own (model/decompose.py)
+    # decomposed fields are read bilinearly: each shot's tile on its own (model/decomposition/fit.py)
     mode = mode_of(files)
     assert mode == "bilinear"
     assert psnr(decoded, yuv420(media.to_uint8(warp(canonical, fields, mode)))) >= MIN_PSNR_DB

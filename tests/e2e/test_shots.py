@@ -14,11 +14,11 @@ import torch
 
 from client.api import Client
 from core import video
-from model.rerender import upsample_fields, upscale_image
+from model.decomposition.upsampling import upsample_fields, upscale_image
 from tests.e2e.conftest import MAX_RENDER_FRAMES, MAX_RENDER_PIXELS
 from tests.e2e.test_apps import canonical_px
 from tests.e2e.test_jobs import FRAMES, fields_of, mode_of, png, submit, succeeded, wait_done
-from tests.model.test_decompose import warped_shot
+from tests.model.decomposition.test_fit import warped_shot
 from tests.worker.video_checks import MIN_PSNR_DB, decode_video, psnr, warp, yuv420
 from worker import media
 

@@ -1,15 +1,8 @@
-"""Losses: the edge-aware smoothness of flows, the field regularisers, the non-saturating logistic GAN losses and
-the R1 penalty.
+"""Geometry of deformation fields, in pixels of the frame, and the regularisers that keep a field a motion.
 
-The field regularisers keep a field a warp of the canonical image rather than a new picture made by folding it:
-``offset_magnitude`` (how far points move from where they are), ``off_canvas_hinge`` (how far they read outside
-the canonical image), ``offset_smoothness`` (edge-aware spatial smoothness of the offsets themselves, so also the
-part of the field that is fixed over time, which the flow smoothness never sees), ``fold_hinge`` (where the map
-pixel -> canonical point turns over, or squeezes an area below a margin, anywhere on the canvas) and
-``distortion`` (how far the map's local shape is from a rotation: it stretches, squeezes or shears; the
-edge-aware smoothness lets offsets change at an object's edges, so without it the fields bend objects instead
-of moving them). ``acceleration`` keeps motion at a steady velocity over consecutive frames. Offsets are
-measured in pixels of the frame, so weights read the same at every resolution.
+Fields follow ``model.warp``'s convention: (..., H, W, 2), the canonical point each pixel shows, in grid_sample's
+normalized units (one pixel is 2 / W in x, 2 / H in y). Pure functions, shared by the GAN's losses
+(model/training), the evaluation (model/evaluation) and the fitting of a user's clip (model/decomposition).
 """
 
 from __future__ import annotations
@@ -17,7 +10,40 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from model.metrics import jacobian_columns, jacobian_determinant, offsets_of, to_pixels, velocity_change
+from model.warp import identity_grid
+
+
+def to_pixels(v: torch.Tensor) -> torch.Tensor:
+    """(..., H, W, 2) field differences -> pixels of the frame (x scaled by W / 2, y by H / 2)."""
+    H, W = v.shape[-3], v.shape[-2]
+    return v * torch.tensor([W / 2, H / 2], dtype=v.dtype, device=v.device)
+
+
+def velocity_change(fields: torch.Tensor) -> torch.Tensor:
+    """Length in pixels of c_{t+2} - 2 c_{t+1} + c_t at every point of fields (..., T, H, W, 2) of consecutive
+    frames, T >= 3 -> (..., T-2, H, W): 0 for motion at constant velocity. Differentiable (losses.acceleration)."""
+    c = fields
+    return to_pixels(c[..., 2:, :, :, :] - 2 * c[..., 1:-1, :, :, :] + c[..., :-2, :, :, :]).norm(dim=-1)
+
+
+def jacobian_columns(fields: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Jacobian d(c)/d(p) of the map pixel -> canonical point, in pixels per pixel, by forward differences:
+    fields (..., H, W, 2) -> its columns d(u, v)/dx and d(u, v)/dy, each (..., H - 1, W - 1, 2)."""
+    c = to_pixels(fields)
+    return c[..., :-1, 1:, :] - c[..., :-1, :-1, :], c[..., 1:, :-1, :] - c[..., :-1, :-1, :]
+
+
+def jacobian_determinant(fields: torch.Tensor) -> torch.Tensor:
+    """det d(c)/d(p) of the map pixel -> canonical point (1 for the identity): fields (..., H, W, 2) ->
+    (..., H - 1, W - 1)."""
+    dx, dy = jacobian_columns(fields)
+    return dx[..., 0] * dy[..., 1] - dy[..., 0] * dx[..., 1]
+
+
+def field_offsets(fields: torch.Tensor) -> torch.Tensor:
+    """fields (..., H, W, 2) -> offsets from the identity, in pixels of the frame (..., H, W, 2)."""
+    H, W = fields.shape[-3:-1]
+    return to_pixels(fields - identity_grid(H, W, device=fields.device))
 
 
 def edge_aware_smoothness(flow: torch.Tensor, image: torch.Tensor, normalize: bool = False) -> torch.Tensor:
@@ -40,30 +66,6 @@ def edge_aware_smoothness(flow: torch.Tensor, image: torch.Tensor, normalize: bo
     ix = (image[..., :, 1:] - image[..., :, :-1]).abs().mean(dim=1, keepdim=True)  # (N, 1, H, W-1)
     iy = (image[..., 1:, :] - image[..., :-1, :]).abs().mean(dim=1, keepdim=True)  # (N, 1, H-1, W)
     return (fx * torch.exp(-ix)).mean() + (fy * torch.exp(-iy)).mean()
-
-
-def acceleration(fields: torch.Tensor) -> torch.Tensor:
-    """Mean length in pixels of c_{t+2} - 2 c_{t+1} + c_t over fields (..., T, H, W, 2) of consecutive frames,
-    T >= 3: 0 for motion at constant velocity (GenDeF's "2to3" extrapolation, as a penalty on the fields; the
-    evaluation's jitter as a loss). Scalar."""
-    return velocity_change(fields).mean()
-
-
-def offset_magnitude(fields: torch.Tensor) -> torch.Tensor:
-    """Mean length in pixels of the offsets of fields (..., H, W, 2): 0 for the identity warp. Scalar."""
-    return offsets_of(fields).norm(dim=-1).mean()
-
-
-def off_canvas_hinge(fields: torch.Tensor) -> torch.Tensor:
-    """Mean distance in pixels by which sample points lie outside the canonical image (0 inside); fields
-    (..., H, W, 2). Scalar."""
-    return to_pixels(F.relu(fields.abs() - 1)).sum(dim=-1).mean()
-
-
-def offset_smoothness(fields: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-    """Edge-aware smoothness of the offsets in pixels per pixel: fields (N, H, W, 2), the frames they make
-    (N, C, H, W) giving the edges where the offsets may change. Scalar."""
-    return edge_aware_smoothness(offsets_of(fields), frames)
 
 
 def fold_hinge(fields: torch.Tensor, margin: float) -> torch.Tensor:
@@ -101,25 +103,3 @@ def content_weights(frames: torch.Tensor) -> torch.Tensor:
     g = (gx + gy).mean(dim=1, keepdim=True)  # (N, 1, H-1, W-1)
     g = F.avg_pool2d(F.pad(g, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
     return 1 - torch.exp(-g[:, 0])
-
-
-def generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
-    """Non-saturating logistic loss of the generator: mean softplus(-D(G(z)))."""
-    return F.softplus(-fake_logits).mean()
-
-
-def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    """Logistic loss of the discriminator: mean softplus(D(G(z))) + mean softplus(-D(x))."""
-    return F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
-
-
-def label_loss(label_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """AC-GAN's auxiliary term: binary cross-entropy of label logits (B, classes) against multi-hot labels."""
-    return F.binary_cross_entropy_with_logits(label_logits.float(), labels.float())
-
-
-def r1_penalty(real_logits: torch.Tensor, real_inputs: torch.Tensor) -> torch.Tensor:
-    """R1: ||d D(x) / dx||^2 at real clips (B, F, C, H, W) (which must require grad), summed over each frame's
-    pixels and averaged over frames and samples, so clips of F frames weigh as single images; scale by gamma / 2."""
-    (grad,) = torch.autograd.grad(real_logits.sum(), real_inputs, create_graph=True)
-    return grad.square().flatten(2).sum(dim=2).mean()

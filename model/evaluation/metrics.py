@@ -1,4 +1,4 @@
-"""Weight-free quality measures of generated videos (pure functions; model.evaluate runs them on a checkpoint).
+"""Weight-free quality measures of generated videos (pure functions; model.evaluation.evaluate runs them on a checkpoint).
 
 Distribution distances (no pretrained network needed):
 - ``frechet_distance`` of feature sets, used on the features of ``RandomFeatures``: a randomly initialised conv
@@ -24,6 +24,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from model.fields import field_offsets, jacobian_determinant, to_pixels, velocity_change
 from model.warp import identity_grid
 
 
@@ -164,23 +165,10 @@ def sliced_wasserstein(
 # ---- motion and field statistics -----------------------------------------------------------------------------
 
 
-def to_pixels(v: torch.Tensor) -> torch.Tensor:
-    """(..., H, W, 2) field differences -> pixels of the frame (x scaled by W / 2, y by H / 2)."""
-    H, W = v.shape[-3], v.shape[-2]
-    return v * torch.tensor([W / 2, H / 2], dtype=v.dtype, device=v.device)
-
-
 def motion_magnitude(fields: torch.Tensor) -> float:
     """Mean length in pixels of c_{t+1} - c_t over every pixel and frame pair; fields (B, T, H, W, 2), T >= 2."""
     step = to_pixels(fields[:, 1:] - fields[:, :-1])  # (B, T-1, H, W, 2)
     return float(step.norm(dim=-1).mean())
-
-
-def velocity_change(fields: torch.Tensor) -> torch.Tensor:
-    """Length in pixels of c_{t+2} - 2 c_{t+1} + c_t at every point of fields (..., T, H, W, 2) of consecutive
-    frames, T >= 3 -> (..., T-2, H, W): 0 for motion at constant velocity. Differentiable (losses.acceleration)."""
-    c = fields
-    return to_pixels(c[..., 2:, :, :, :] - 2 * c[..., 1:-1, :, :, :] + c[..., :-2, :, :, :]).norm(dim=-1)
 
 
 def jitter(fields: torch.Tensor) -> float:
@@ -193,29 +181,9 @@ def off_canvas_fraction(fields: torch.Tensor) -> float:
     return float((fields.abs() > 1).any(dim=-1).float().mean())
 
 
-def jacobian_columns(fields: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The Jacobian d(c)/d(p) of the map pixel -> canonical point, in pixels per pixel, by forward differences:
-    fields (..., H, W, 2) -> its columns d(u, v)/dx and d(u, v)/dy, each (..., H - 1, W - 1, 2)."""
-    c = to_pixels(fields)
-    return c[..., :-1, 1:, :] - c[..., :-1, :-1, :], c[..., 1:, :-1, :] - c[..., :-1, :-1, :]
-
-
-def jacobian_determinant(fields: torch.Tensor) -> torch.Tensor:
-    """det d(c)/d(p) of the map pixel -> canonical point (1 for the identity): fields (..., H, W, 2) ->
-    (..., H - 1, W - 1)."""
-    dx, dy = jacobian_columns(fields)
-    return dx[..., 0] * dy[..., 1] - dy[..., 0] * dx[..., 1]
-
-
 def fold_fraction(fields: torch.Tensor) -> float:
     """Fraction of points where the map folds over (Jacobian determinant <= 0); fields (..., H, W, 2)."""
     return float((jacobian_determinant(fields) <= 0).float().mean())
-
-
-def offsets_of(fields: torch.Tensor) -> torch.Tensor:
-    """fields (..., H, W, 2) -> offsets from the identity, in pixels of the frame (..., H, W, 2)."""
-    H, W = fields.shape[-3:-1]
-    return to_pixels(fields - identity_grid(H, W, device=fields.device))
 
 
 def field_health(fields: torch.Tensor) -> dict[str, float]:
@@ -224,7 +192,7 @@ def field_health(fields: torch.Tensor) -> dict[str, float]:
     folds and off_canvas (fractions), mean_offset (pixels from the identity), static_share (share of the offset
     energy fixed over time: 1 = a fixed lens, 0 = no fixed part), frame0_offset (mean offset of the first frame,
     pixels) and motion (pixels per frame)."""
-    offset = offsets_of(fields)  # (B, T, H, W, 2)
+    offset = field_offsets(fields)  # (B, T, H, W, 2)
     energy = offset.square().sum(dim=(1, 2, 3, 4))  # (B,)
     static = offset.mean(dim=1).square().sum(dim=(1, 2, 3)) * offset.shape[1]  # (B,)
     return {

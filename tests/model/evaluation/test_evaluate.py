@@ -9,14 +9,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from model import metrics
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import preset
-from model.evaluate import main
+from model.evaluation import metrics
+from model.evaluation.evaluate import main
 from model.gendef import GenDeF
 from model.warp import identity_grid, render
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def smooth_images(n: int, seed: int, size: int = 32) -> torch.Tensor:
@@ -210,13 +210,13 @@ def heldout_clips() -> torch.Tensor:
 
 
 def test_the_shipped_digit_classifier_reads_held_out_digits():
-    from model.digits import heldout_accuracy, load_digit_classifier
+    from model.evaluation.digits import heldout_accuracy, load_digit_classifier
 
     assert heldout_accuracy(load_digit_classifier()) > 0.8  # both digits of a frame right (85 % measured)
 
 
 def test_digit_metrics_are_zero_for_identical_sets_and_worse_for_blurred_frames(heldout_clips):
-    from model.evaluate import digit_stats
+    from model.evaluation.evaluate import digit_stats
 
     half = len(heldout_clips) // 2
     stats = digit_stats({"real (floor)": heldout_clips[:half]}, heldout_clips[:half])
@@ -228,7 +228,7 @@ def test_digit_metrics_are_zero_for_identical_sets_and_worse_for_blurred_frames(
 
 
 def test_digit_coverage_is_near_one_for_real_clips_and_low_when_one_pair_repeats(heldout_clips):
-    from model.digits import digit_coverage, load_digit_classifier
+    from model.evaluation.digits import digit_coverage, load_digit_classifier
 
     classifier = load_digit_classifier()
     first = heldout_clips[:, 0]  # (64, 3, 64, 64): every pair of distinct labels about equally likely
@@ -244,7 +244,7 @@ def test_digit_coverage_is_near_one_for_real_clips_and_low_when_one_pair_repeats
 
 
 def test_shift_images_moves_by_whole_pixels_and_fills_what_moves_in():
-    from model.digits import shift_images
+    from model.evaluation.digits import shift_images
 
     image = torch.full((1, 1, 4, 5), -1.0)
     image[0, 0, 1, 2] = 1.0  # one bright pixel at row 1, column 2
@@ -257,7 +257,7 @@ def test_shift_images_moves_by_whole_pixels_and_fills_what_moves_in():
 
 
 def test_real_frames_keep_their_digits_under_translation_and_glyphs_between_digits_do_not(heldout_clips):
-    from model.digits import kept_under_translation, load_digit_classifier
+    from model.evaluation.digits import kept_under_translation, load_digit_classifier
 
     classifier = load_digit_classifier()
     first = heldout_clips[:, 0]  # (64, 3, 64, 64)

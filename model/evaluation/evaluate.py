@@ -1,10 +1,10 @@
 """Offline evaluation of a checkpoint against real video, with no downloaded weights:
 
-    python -m model.evaluate model/weights/small --out runs/eval/small          # writes metrics.json + PNGs
+    python -m model.evaluation.evaluate model/weights/small --out runs/eval/small          # writes metrics.json + PNGs
 
 Samples ``--videos`` videos of ``--frames`` frames from the checkpoint, from the same architecture with its
 initial (untrained) weights, and two independent sets of real clips (random crops and time windows of the
-training videos, consecutive frames). Reports (formulas in model/metrics.py):
+training videos, consecutive frames). Reports (formulas in model/evaluation/metrics.py):
 
 - distribution distances of frames to the first real set: Fréchet distance in a fixed random-feature space and
   sliced Wasserstein distance on patches, for the second real set (the floor: what two samples of real video
@@ -14,7 +14,7 @@ training videos, consecutive frames). Reports (formulas in model/metrics.py):
   model and untrained), frame difference and diversity (also for real clips, as references).
 
 With ``--data mnist`` the real clips are Moving MNIST clips of the held-out digits, and the report adds, in the
-feature space of the project's digit classifier (model.digits, trained on the training digits): the Fréchet
+feature space of the project's digit classifier (model.evaluation.digits, trained on the training digits): the Fréchet
 distance of frames to real frames, beside the real-vs-real floor and blurred real frames (a reference that
 should score worse than the floor), "content kept": the share of videos whose first and last frames show the
 classifier the same two digits, and "digit coverage": how evenly the ten digits occur in first frames (entropy of
@@ -48,10 +48,10 @@ import torch
 from PIL import Image
 
 from core import video
-from model import metrics
 from model.checkpoint import load_checkpoint, resolve_device
 from model.data import MovingMNIST, VideoClips, video_paths
-from model.digits import (
+from model.evaluation import metrics
+from model.evaluation.digits import (
     accuracy,
     content_kept,
     digit_coverage,
@@ -335,7 +335,9 @@ def write_outputs(report: dict[str, Any], shown: dict[str, torch.Tensor], out: P
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(prog="python -m model.evaluate", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m model.evaluation.evaluate", description=__doc__.splitlines()[0]
+    )
     p.add_argument("checkpoint", type=Path, help="checkpoint folder (model.safetensors + config.json)")
     p.add_argument("--out", type=Path, help="output folder (default: runs/eval/<checkpoint folder name>)")
     p.add_argument(

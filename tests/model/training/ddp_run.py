@@ -1,6 +1,6 @@
 """Run under torchrun by test_ddp.py: a short data-parallel training, then each process dumps its weights.
 
-torchrun --standalone --nproc_per_node 2 tests/model/ddp_run.py RUN_DIR DATA
+torchrun --standalone --nproc_per_node 2 tests/model/training/ddp_run.py RUN_DIR DATA
 """
 
 import sys
@@ -9,7 +9,7 @@ from pathlib import Path
 import torch.distributed as dist
 from safetensors.torch import save_file
 
-from model.train import TrainConfig, Trainer, init_distributed
+from model.training.train import TrainConfig, Trainer, init_distributed
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ The video is explained as GenDeF explains its own: ``frames = grid_sample(canoni
   one grid per frame. Finer levels switch on progressively (coarse-to-fine, Nerfies-style cosine annealing), so
   large and slow motions are found before details and fast ones.
 - Loss: reconstruction (MSE) + image-gradient loss (CoDeF's) + the edge-aware smoothness of the offsets
-  (model/losses.py), Adam on everything.
+  (model/training/losses.py), Adam on everything.
 
 The returned fields follow API.md's convention relative to the returned canonical image, whatever its size.
 
@@ -32,7 +32,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from model.losses import edge_aware_smoothness
+from model.decomposition.shots import find_cuts, shot_bounds
+from model.fields import edge_aware_smoothness
 from model.warp import identity_grid, render
 
 ATLAS_INTERPOLATION = "bilinear"  # how decomposed fields are read (module doc)
@@ -56,14 +57,6 @@ class DecomposeConfig:
     grad_weight: float = 0.1  # image-gradient loss
     smooth_weight: float = 0.002  # edge-aware smoothness of the offsets (in pixels)
     lr_decay: float = 0.1  # the learning rates fall to this fraction by the last step (cosine)
-
-
-@dataclass(frozen=True)
-class CutConfig:
-    thumbnail: int = 16  # frames are compared as thumbnails this many pixels square (area averaging)
-    min_diff: float = 0.15  # a cut's mean absolute thumbnail difference (values in [-1, 1]) is at least this
-    ratio: float = 2.5  # ... and at least this many times the median difference of the frames around it
-    window: int = 8  # frames on each side whose differences make that median
 
 
 @dataclass
@@ -157,7 +150,7 @@ def fill_unseen(canonical: torch.Tensor, fields: torch.Tensor, seen_weight: floa
     """canonical (3, Hc, Wc) with the pixels that no frame pixel reads through fields (T, H, W, 2) (their bilinear
     weights summed over all frames below seen_weight) replaced by the mean of the seen pixels nearest them
     (normalized 3x3 averaging, grown ring by ring). The fit never moves such pixels, so they hold whatever it
-    started from (the middle frame, its edges stretched); a render at a finer grid (model/rerender.py) reads
+    started from (the middle frame, its edges stretched); a render at a finer grid (model/decomposition/upsampling.py) reads
     between the frames' sample points and would show that content. (The seams of renders where a fit stretches
     the canonical image come from pixels that other frames do use: this does not remove them.)"""
     probe = canonical.clone().requires_grad_(True)
@@ -249,31 +242,6 @@ def decompose(
     if on_progress is not None:
         on_progress(config.steps, score)
     return Decomposition(canonical=result, fields=fields.contiguous(), psnr_db=score)
-
-
-def frame_differences(frames: torch.Tensor, thumbnail: int) -> torch.Tensor:
-    """(T, 3, H, W) -> (T - 1,): mean absolute difference of each frame's thumbnail to the previous frame's."""
-    small = F.adaptive_avg_pool2d(frames.float(), thumbnail)  # (T, 3, s, s)
-    return (small[1:] - small[:-1]).abs().mean(dim=(1, 2, 3))
-
-
-def find_cuts(frames: torch.Tensor, config: CutConfig = CutConfig()) -> list[int]:
-    """The frames (T, 3, H, W) that start a new shot (never 0), in order: a frame whose change from the previous
-    one is large (`min_diff`) and much larger (`ratio`) than the changes around it, so fast motion is no cut."""
-    diffs = frame_differences(frames, config.thumbnail)  # (T - 1,)
-    cuts = []
-    for i, d in enumerate(diffs.tolist()):
-        around = torch.cat([diffs[max(0, i - config.window) : i], diffs[i + 1 : i + 1 + config.window]])
-        typical = float(around.median()) if around.numel() else 0.0
-        if d >= config.min_diff and d >= config.ratio * typical:
-            cuts.append(i + 1)
-    return cuts
-
-
-def shot_bounds(num_frames: int, cuts: list[int]) -> list[tuple[int, int]]:
-    """[(start, end)] frame ranges (end exclusive) of the shots that cuts make of num_frames frames."""
-    edges = [0, *cuts, num_frames]
-    return list(zip(edges[:-1], edges[1:], strict=True))
 
 
 def fields_into_tile(fields: torch.Tensor, tile: int, tiles: int, tile_width: int) -> torch.Tensor:

@@ -7,8 +7,8 @@ import torch
 from model.config import preset
 from model.discriminator import Discriminator
 from model.gendef import GenDeF
-from model.train import Trainer
-from tests.model.test_train import CARPHONE, changed, enter_stage2, snapshot, tiny_config
+from model.training.train import Trainer
+from tests.model.training.test_train import CARPHONE, changed, enter_stage2, snapshot, tiny_config
 
 
 def conditional(classes: int = 10, per_image: int = 2):

@@ -1,5 +1,5 @@
 """Widen the canonical generator or the discriminator of a saved run, or give both class labels, without changing
-what they compute (``python -m model.widen``).
+what they compute (``python -m model.training.widen``).
 
 A new run folder is written beside the saved one: the same state (fields, motion, optimizers, counters,
 metrics.csv) with a larger ``channel_base`` for the canonical generator and/or the discriminator, so the run
@@ -128,7 +128,7 @@ def widen_run(
     if D.fc.weight.shape != old_D.fc.weight.shape:
         raise ValueError(
             "this would widen the discriminator's 4x4 layers (its channel_base / 4 is below its channel_max), "
-            "which model.widen does not do"
+            "which model.training.widen does not do"
         )
     d_index = discriminator_index(old_D, D)
     # the optimizers' parameters by name, in their order before and after: stage 1 trains the canonical
@@ -187,9 +187,13 @@ def _gain(old: torch.Tensor, fresh: torch.Tensor) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m model.widen", description=__doc__.splitlines()[0])
-    p.add_argument("run", type=Path, help="a run folder with a saved state (python -m model.train --out)")
-    p.add_argument("--out", type=Path, required=True, help="the new run folder; resume it with model.train")
+    p = argparse.ArgumentParser(prog="python -m model.training.widen", description=__doc__.splitlines()[0])
+    p.add_argument(
+        "run", type=Path, help="a run folder with a saved state (python -m model.training.train --out)"
+    )
+    p.add_argument(
+        "--out", type=Path, required=True, help="the new run folder; resume it with model.training.train"
+    )
     p.add_argument("--canonical-channel-base", type=int)
     p.add_argument("--discriminator-channel-base", type=int)
     p.add_argument(

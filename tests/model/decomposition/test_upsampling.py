@@ -4,8 +4,14 @@ frames (fields interpolated within shots); the source frames are always reproduc
 import torch
 import torch.nn.functional as F
 
-from model.decompose import base_fields
-from model.rerender import frame_times, interpolate_fields, rerender, upsample_fields, upscale_image
+from model.decomposition.fit import base_fields
+from model.decomposition.upsampling import (
+    frame_times,
+    interpolate_fields,
+    rerender,
+    upsample_fields,
+    upscale_image,
+)
 from model.warp import identity_grid, render
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.decompose import (
+from model.decomposition.fit import (
     ATLAS_INTERPOLATION,
     DecomposeConfig,
     base_fields,
@@ -16,15 +16,14 @@ from model.decompose import (
     decompose_video,
     fields_into_tile,
     fill_unseen,
-    find_cuts,
     in_time,
     keyframes,
     level_weights,
     levels_for,
     psnr,
-    shot_bounds,
 )
-from model.tracking import to_field_units, to_pixels
+from model.decomposition.shots import find_cuts, shot_bounds
+from model.decomposition.tracking import to_field_units, to_pixels
 from model.warp import render
 
 H = W = 32

@@ -1,9 +1,9 @@
 """The GenDeF ablation at our scale: stage 2 from one stage-1 training state, three ways, the same budget each.
 
-    python -m model.ablation --run runs/small --state runs/ablation/stage1_state --out runs/ablation \\
+    python -m model.training.ablation --run runs/small --state runs/ablation/stage1_state --out runs/ablation \\
         --stage2-steps 300 --minutes 20 [--arms full no_field_reg first_recipe] [--train]
 
-Arms (each a run folder under --out that ``python -m model.train --out DIR --resume`` trains):
+Arms (each a run folder under --out that ``python -m model.training.train --out DIR --resume`` trains):
 - ``full``: the run's own training config;
 - ``no_field_reg``: the same without the field regularisers (offset magnitude, off-canvas, offset smoothness and
   fold weights 0);
@@ -39,7 +39,7 @@ from safetensors.torch import load_file, save_file
 
 from model.config import FIRST_RECIPE, GenDeFConfig, preset
 from model.gendef import GenDeF
-from model.train import TrainConfig
+from model.training.train import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def prepare(
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m model.ablation", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m model.training.ablation", description=__doc__.splitlines()[0])
     p.add_argument("--run", type=Path, required=True, help="the run whose train_config.json the arms share")
     p.add_argument("--state", type=Path, required=True, help="a stage-1 state/ folder of that run")
     p.add_argument("--out", type=Path, required=True)
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         procs = []
         for d in dirs:
             with (d / "train.log").open("w") as logfile:
-                cmd = [sys.executable, "-m", "model.train", "--out", str(d), "--resume"]
+                cmd = [sys.executable, "-m", "model.training.train", "--out", str(d), "--resume"]
                 procs.append(subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT, env=env))
         failed = [str(d) for d, proc in zip(dirs, procs, strict=True) if proc.wait() != 0]
         if failed:

@@ -4,19 +4,17 @@ import math
 
 import torch
 
-from model.losses import (
+from model.evaluation.metrics import field_health
+from model.fields import distortion, edge_aware_smoothness, fold_hinge
+from model.training.losses import (
     acceleration,
     discriminator_loss,
-    distortion,
-    edge_aware_smoothness,
-    fold_hinge,
     generator_loss,
     off_canvas_hinge,
     offset_magnitude,
     offset_smoothness,
     r1_penalty,
 )
-from model.metrics import field_health
 from model.warp import flow_from_fields, identity_grid
 
 

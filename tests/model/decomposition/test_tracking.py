@@ -2,7 +2,7 @@
 
 import torch
 
-from model.tracking import frame_points_to_canonical, propagate_mask, track_points
+from model.decomposition.tracking import frame_points_to_canonical, propagate_mask, track_points
 from model.warp import identity_grid
 
 

