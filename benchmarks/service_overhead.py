@@ -36,7 +36,7 @@ import torch
 
 from core.settings import DEFAULT_MODELS_DIR
 from model.checkpoint import load_checkpoint
-from model.warp import render
+from model.warp import warp
 from worker import media
 
 log = logging.getLogger("service_overhead")
@@ -86,7 +86,7 @@ def bare_generate(model, seed: int, frames: int) -> None:
 
 
 def bare_edit(canonical: torch.Tensor, fields: torch.Tensor) -> None:
-    frames = render(canonical[None], fields[None])[0]  # (T, 3, H, W)
+    frames = warp(canonical[None], fields[None])[0]  # (T, 3, H, W)
     media.encode_png(canonical)
     media.encode_video(frames, 8)
 

@@ -1,6 +1,6 @@
 """GenDeF: a canonical image + per-frame deformation fields; frames = canonical warped by the fields.
 
-Inference (what the worker calls) is ``sample`` / ``sample_motion`` (and ``model.warp.render`` for the edit
+Inference (what the worker calls) is ``sample`` / ``sample_motion`` (and ``model.warp.warp`` for the edit
 path). Training uses the same pieces with its own random draws: ``canonical``, ``fields``; it sees the raw
 synthesis output (as StyleGAN2), which ``sample`` clamps to [-1, 1] (so the warped frames stay in range too).
 
@@ -29,7 +29,7 @@ from model.canonical import CanonicalGenerator
 from model.config import GenDeFConfig
 from model.deformation import DeformationGenerator
 from model.motion import MotionEncoder
-from model.warp import identity_grid, render
+from model.warp import identity_grid, warp
 
 SEED_RANGE = 2**32  # torch's CPU generator keeps only the low 32 bits of a seed: larger seeds would collide
 _MOTION_STREAM = 0x9E3779B9  # xor-ed into motion seeds so that seed == motion_seed draws unrelated numbers
@@ -43,7 +43,7 @@ STACK_TOLERANCE = {"fields": 1e-4, "canonical": 2 / 255}
 class Sample:
     canonical: torch.Tensor  # (B, 3, H, W) in [-1, 1]
     fields: torch.Tensor  # (B, T, H, W, 2) sampling coordinates, model.warp convention
-    frames: torch.Tensor  # (B, T, 3, H, W) in [-1, 1] == render(canonical, fields).clamp(-1, 1)
+    frames: torch.Tensor  # (B, T, 3, H, W) in [-1, 1] == warp(canonical, fields).clamp(-1, 1)
 
 
 class GenDeF(nn.Module):
@@ -91,7 +91,7 @@ class GenDeF(nn.Module):
         stack: the B videos in one forward pass (faster; each video within STACK_TOLERANCE of its own pass)."""
         pairs = self._check(seeds, motion_seeds, num_frames)
         canonical, fields = self._videos(pairs, torch.arange(num_frames, dtype=torch.float32), True, stack)
-        return Sample(canonical=canonical, fields=fields, frames=render(canonical, fields).clamp(-1, 1))
+        return Sample(canonical=canonical, fields=fields, frames=warp(canonical, fields).clamp(-1, 1))
 
     @torch.no_grad()
     def sample_motion(

@@ -10,7 +10,7 @@ does (at half a pixel it averages neighbours: Moving MNIST's sharp 3 px strokes 
 classifier reads in them; docs/TRAINING.md). Each of the 4x4 taps is clamped to the image (border padding), so a
 point outside the canonical image reads its nearest edge pixels (zero padding read mid-grey in [-1, 1] images and
 drew grey blobs wherever a field left the image; the edge is what a camera panning past it would most nearly see).
-Bicubic overshoots a hard edge by up to about 10 % of its step: ``render`` returns the raw values (training needs
+Bicubic overshoots a hard edge by up to about 10 % of its step: ``warp`` returns the raw values (training needs
 them), and what turns frames into pixels clamps them (``GenDeF.sample``, the worker's 8-bit conversion).
 Stored fields say how they are read (deformation.npz's ``meta["interpolation"]``, core/artifacts.py): the model's
 are bicubic; a decomposed clip's are bilinear (its canonical image holds one tile per shot side by side, and bicubic
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 INTERPOLATION = "bicubic"  # grid_sample's mode of the model's frames: see the module doc
-INTERPOLATIONS = ("bilinear", "bicubic")  # what render takes (bilinear: decomposed clips, older artifacts)
+INTERPOLATIONS = ("bilinear", "bicubic")  # what warp takes (bilinear: decomposed clips, older artifacts)
 
 
 def identity_grid(height: int, width: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -36,7 +36,7 @@ def identity_grid(height: int, width: int, device: torch.device | str | None = N
     return torch.stack([gx, gy], dim=-1)  # (H, W, 2)
 
 
-def render(canonical: torch.Tensor, fields: torch.Tensor, interpolation: str = INTERPOLATION) -> torch.Tensor:
+def warp(canonical: torch.Tensor, fields: torch.Tensor, interpolation: str = INTERPOLATION) -> torch.Tensor:
     """Warp canonical images by their fields: (B, C, H, W), (B, T, h, w, 2) -> frames (B, T, C, h, w), read with
     grid_sample's mode `interpolation` (the model's frames: bicubic; an artifact's: its meta says)."""
     if interpolation not in INTERPOLATIONS:
@@ -48,7 +48,7 @@ def render(canonical: torch.Tensor, fields: torch.Tensor, interpolation: str = I
         or fields.shape[0] != canonical.shape[0]
     ):
         raise ValueError(
-            f"render expects canonical (B, C, H, W) and fields (B, T, H, W, 2) with the same B; "
+            f"warp expects canonical (B, C, H, W) and fields (B, T, H, W, 2) with the same B; "
             f"got {tuple(canonical.shape)} and {tuple(fields.shape)}"
         )
     B, T, h, w, _ = fields.shape

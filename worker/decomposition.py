@@ -14,7 +14,7 @@ from core.jobs import Artifact
 from core.settings import video_limits
 from model.decomposition.fit import ATLAS_INTERPOLATION, DecomposeConfig, decompose_video
 from model.decomposition.shots import find_cuts, shot_bounds
-from model.warp import render
+from model.warp import warp
 from worker import media
 from worker.execution import JobRun
 from worker.runtime import JobFailure
@@ -96,7 +96,7 @@ def do_decompose(run: JobRun) -> dict[str, Artifact]:
         "canonical": media.encode_png(canonical),
         "deformation": media.encode_fields(fields, meta),
         "video": media.encode_video(
-            render(canonical[None], fields[None], ATLAS_INTERPOLATION)[0], int(params["fps"])
+            warp(canonical[None], fields[None], ATLAS_INTERPOLATION)[0], int(params["fps"])
         ),
     }
     run.report("uploading", (1 + FITTING_SHARE) / 2, dict(figures))

@@ -12,7 +12,7 @@ from core.images import ImageError
 from core.jobs import Artifact, JobRecord
 from core.models import ModelInfo
 from model.gendef import SEED_RANGE, GenDeF
-from model.warp import INTERPOLATION, render
+from model.warp import INTERPOLATION, warp
 from worker import media
 from worker.execution import Draw, JobRun
 from worker.runtime import JobFailure
@@ -81,7 +81,7 @@ def do_resample(run: JobRun) -> dict[str, Artifact]:
     _, fields, _ = run.sample(Draw(model, seed, motion_seed, num_frames, image=False))  # (T, H, W, 2)
     run.stage("warping")
     canonical, _ = media.decode_image(canonical_png)  # (3, H, W)
-    frames = render(canonical[None].to(fields.device), fields[None])[0]  # (T, 3, H, W)
+    frames = warp(canonical[None].to(fields.device), fields[None])[0]  # (T, 3, H, W)
     run.stage("encoding")
     files = {
         "canonical": canonical_png,
@@ -121,7 +121,7 @@ def do_edit(run: JobRun) -> dict[str, Artifact]:
             ) from e
         whole[:, :, shot["x"] : shot["x"] + shot["width"]] = image
         image = whole
-    frames = render(image[None], fields[None], interpolation_of(meta))[0]  # (T, 3, H, W)
+    frames = warp(image[None], fields[None], interpolation_of(meta))[0]  # (T, 3, H, W)
     run.stage("encoding")
     files = {
         "canonical": media.encode_png(image),

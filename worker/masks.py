@@ -12,7 +12,7 @@ from PIL import Image
 from core.artifacts import interpolation_of
 from core.jobs import Artifact
 from model.decomposition.tracking import propagate_mask
-from model.warp import render
+from model.warp import warp
 from worker import media
 from worker.execution import JobRun
 from worker.runtime import JobFailure
@@ -44,7 +44,7 @@ def do_segment(run: JobRun) -> dict[str, Artifact]:
         labels, fields = tiled, fields[shot["start"] : shot["start"] + shot["frames"]]
     masks = propagate_mask(torch.from_numpy(labels.astype(np.uint8)), fields).numpy()  # (T, H, W)
     run.stage("encoding")
-    frames = media.to_uint8(render(canonical[None], fields[None], interpolation_of(meta))[0]).astype(
+    frames = media.to_uint8(warp(canonical[None], fields[None], interpolation_of(meta))[0]).astype(
         np.float32
     )  # (T, H, W, 3)
     colours = palette(256).astype(np.float32)  # (256, 3)

@@ -15,7 +15,7 @@ from core import video
 from core.artifacts import interpolation_of, shots_of
 from core.images import ImageError
 from core.jobs import Artifact
-from model.decomposition.upsampling import frame_times, interpolate_fields, rerender, upscale_image
+from model.decomposition.upsampling import frame_times, interpolate_fields, upscale_image, warp_upsampled
 from worker import media
 from worker.execution import JobRun, run_model
 from worker.runtime import JobFailure
@@ -68,7 +68,7 @@ def do_render(run: JobRun) -> dict[str, Artifact]:
     chunk = max(1, CHUNK_PIXELS // (H * W * scale * scale))
     frames = np.concatenate(
         [
-            media.to_uint8(rerender(canonical, fields[i : i + chunk], scale, interpolation_of(meta)))
+            media.to_uint8(warp_upsampled(canonical, fields[i : i + chunk], scale, interpolation_of(meta)))
             for i in range(0, T, chunk)
         ]
     )  # (T, sH, sW, 3)

@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 from core.artifacts import interpolation_of
 from core.jobs import Artifact
 from model.decomposition.tracking import frame_points_to_canonical, track_points
-from model.warp import render
+from model.warp import warp
 from worker import media
 from worker.execution import JobRun
 from worker.runtime import JobFailure
@@ -53,7 +53,7 @@ def do_track(run: JobRun) -> dict[str, Artifact]:
         for pos, vis in zip(positions, visible, strict=True)
     ]
     run.stage("encoding")
-    frames = media.to_uint8(render(canonical[None], fields[None], interpolation_of(meta))[0])  # (T, H, W, 3)
+    frames = media.to_uint8(warp(canonical[None], fields[None], interpolation_of(meta))[0])  # (T, H, W, 3)
     colours = palette(points.shape[0])
     radius = max(1.5, frames.shape[2] / 64)
     drawn = []

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from model.decomposition.shots import find_cuts, shot_bounds
 from model.fields import edge_aware_smoothness
-from model.warp import identity_grid, render
+from model.warp import identity_grid, warp
 
 ATLAS_INTERPOLATION = "bilinear"  # how decomposed fields are read (module doc)
 
@@ -155,7 +155,7 @@ def fill_unseen(canonical: torch.Tensor, fields: torch.Tensor, seen_weight: floa
     the canonical image come from pixels that other frames do use: this does not remove them.)"""
     probe = canonical.clone().requires_grad_(True)
     with torch.enable_grad():
-        render(probe[None], fields[None], ATLAS_INTERPOLATION).sum().backward()
+        warp(probe[None], fields[None], ATLAS_INTERPOLATION).sum().backward()
     seen = (probe.grad[0] >= seen_weight).float()[
         None
     ]  # (1, Hc, Wc): the weight is the same in every channel
@@ -222,7 +222,7 @@ def decompose(
             group["lr"] = lr * (config.lr_decay + (1 - config.lr_decay) * fraction)
         fields, offsets = fields_at(step)
         # Clamped as the stored 8-bit image will be, so values past [-1, 1] cannot help the fit.
-        recon = render(canonical.clamp(-1, 1)[None], fields[None], ATLAS_INTERPOLATION)[0]  # (T, 3, H, W)
+        recon = warp(canonical.clamp(-1, 1)[None], fields[None], ATLAS_INTERPOLATION)[0]  # (T, 3, H, W)
         loss = (recon - frames).square().mean()
         loss = loss + config.grad_weight * (
             (recon.diff(dim=3) - target_dx).square().mean() + (recon.diff(dim=2) - target_dy).square().mean()
@@ -238,7 +238,7 @@ def decompose(
         fields, _ = fields_at(config.steps)
     result = quantize(fill_unseen(canonical.detach().clamp(-1, 1), fields))
     with torch.no_grad():
-        score = psnr(render(result[None], fields[None], ATLAS_INTERPOLATION)[0], frames)
+        score = psnr(warp(result[None], fields[None], ATLAS_INTERPOLATION)[0], frames)
     if on_progress is not None:
         on_progress(config.steps, score)
     return Decomposition(canonical=result, fields=fields.contiguous(), psnr_db=score)
@@ -297,5 +297,5 @@ def decompose_video(
         fields.append(fields_into_tile(part.fields, index, len(bounds), width))
     canonical, all_fields = torch.cat(canonicals, dim=2), torch.cat(fields)  # (3, Hc, S Wc), (T, H, W, 2)
     with torch.no_grad():
-        score = psnr(render(canonical[None], all_fields[None], ATLAS_INTERPOLATION)[0], frames.float())
+        score = psnr(warp(canonical[None], all_fields[None], ATLAS_INTERPOLATION)[0], frames.float())
     return VideoDecomposition(canonical=canonical, fields=all_fields, shots=shots, psnr_db=score)

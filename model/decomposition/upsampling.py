@@ -1,4 +1,5 @@
-"""Rendering a job's canonical image and fields beyond their grid: more pixels per frame, more frames per second.
+"""Warping a job's canonical image by its fields beyond their grid (what a /render job makes): more pixels per frame,
+more frames per second.
 
 - Space: the fields are upsampled (bilinear, after a one-pixel linear extrapolation on each side, so a field that
   is affine in the pixel coordinates, as a pan or a zoom is, stays exactly that at the larger size); the canonical
@@ -14,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from model.warp import INTERPOLATION, render
+from model.warp import INTERPOLATION, warp
 
 
 def upsample_fields(fields: torch.Tensor, scale: int) -> torch.Tensor:
@@ -58,9 +59,9 @@ def interpolate_fields(fields: torch.Tensor, factor: int, shots: list[tuple[int,
     return torch.stack(out)
 
 
-def rerender(
+def warp_upsampled(
     canonical: torch.Tensor, fields: torch.Tensor, scale: int, interpolation: str = INTERPOLATION
 ) -> torch.Tensor:
     """Frames (T, 3, scale H, scale W) of a canonical image (3, Hc', Wc') of any size, by fields (T, H, W, 2)
     upsampled `scale` times, in [-1, 1] (the bicubic warp's overshoot clamped)."""
-    return render(canonical[None], upsample_fields(fields, scale)[None], interpolation)[0].clamp(-1, 1)
+    return warp(canonical[None], upsample_fields(fields, scale)[None], interpolation)[0].clamp(-1, 1)

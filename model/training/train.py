@@ -70,7 +70,7 @@ from model.training.losses import (
     offset_smoothness,
     r1_penalty,
 )
-from model.warp import render
+from model.warp import warp
 
 log = logging.getLogger(__name__)
 
@@ -374,7 +374,7 @@ class Trainer:
             [times, times[:, :1] + torch.arange(1, after + 1, device=dev)], dim=1
         )  # (B, F + after)
         fields = G.fields(z, features, motion_z, times)  # (B, F + after, H, W, 2)
-        clips = render(canonical, fields[:, :Fr])  # (B, F, 3, H, W)
+        clips = warp(canonical, fields[:, :Fr])  # (B, F, 3, H, W)
         if not with_reg:
             return clips, times[:, :Fr], canonical, labels, {}
         f = fields[:, :Fr]

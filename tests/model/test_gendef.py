@@ -7,7 +7,7 @@ from core.settings import DEFAULT_MODELS_DIR
 from model.checkpoint import load_checkpoint
 from model.config import preset
 from model.gendef import STACK_TOLERANCE, GenDeF
-from model.warp import identity_grid, render
+from model.warp import identity_grid, warp
 from tests.model.conftest import make_tiny
 
 
@@ -30,7 +30,7 @@ def test_shapes_and_ranges(tiny, num_frames):
     assert out.frames.shape == (2, num_frames, 3, 32, 32)
     assert out.canonical.abs().max() <= 1 and out.frames.abs().max() <= 1
     assert torch.isfinite(out.fields).all()
-    assert torch.equal(out.frames, render(out.canonical, out.fields).clamp(-1, 1))
+    assert torch.equal(out.frames, warp(out.canonical, out.fields).clamp(-1, 1))
     assert out.canonical.std() > 0.05  # an image, not a constant
 
 

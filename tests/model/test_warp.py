@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.warp import flow_from_fields, identity_grid, render
+from model.warp import flow_from_fields, identity_grid, warp
 
 
 def test_identity_grid_values_are_pixel_centres_in_x_y_order():
@@ -21,7 +21,7 @@ def test_identity_grid_values_are_pixel_centres_in_x_y_order():
 def test_identity_field_reproduces_the_canonical_image():
     canonical = torch.rand(2, 3, 5, 7) * 2 - 1
     fields = identity_grid(5, 7).expand(2, 4, 5, 7, 2)  # (B, T, H, W, 2)
-    frames = render(canonical, fields)
+    frames = warp(canonical, fields)
     assert frames.shape == (2, 4, 3, 5, 7)
     for t in range(4):
         torch.testing.assert_close(frames[:, t], canonical, rtol=0, atol=1e-6)
@@ -32,7 +32,7 @@ def test_constant_translation_shifts_by_the_expected_number_of_pixels():
     canonical = torch.arange(H * W, dtype=torch.float32).reshape(1, 1, H, W)
     # pixel (x, y) shows canonical pixel (x + dx, y + dy): one pixel is 2 / W in u and 2 / H in v
     fields = identity_grid(H, W) + torch.tensor([2 * dx / W, 2 * dy / H])
-    frame = render(canonical, fields[None, None])[0, 0, 0]  # (H, W)
+    frame = warp(canonical, fields[None, None])[0, 0, 0]  # (H, W)
     expected = torch.zeros(H, W)
     for y in range(H):
         for x in range(W):  # outside the canonical image: its nearest edge pixel (border padding)
@@ -73,7 +73,7 @@ def test_affine_field_matches_an_independent_bicubic_sampler():
     A = scale * np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
     grid = identity_grid(H, W).numpy().astype(np.float64)  # (H, W, 2)
     coords = grid @ A.T + shift  # (H, W, 2): an affine map of the identity field, partly outside the image
-    frame = render(
+    frame = warp(
         torch.tensor(image, dtype=torch.float32)[None], torch.tensor(coords, dtype=torch.float32)[None, None]
     )
     expected = np.stack(
@@ -94,7 +94,7 @@ def test_a_half_pixel_shift_keeps_more_of_a_strokes_edges_than_bilinear_would():
     stroke = torch.zeros(1, 1, 1, 12)
     stroke[..., 4:7] = 1.0  # a stroke 3 px wide
     fields = identity_grid(1, 12) + torch.tensor([2 * 0.5 / 12, 0.0])  # every pixel reads half a pixel right
-    frame = render(stroke, fields[None, None])[0, 0, 0, 0]  # (12,)
+    frame = warp(stroke, fields[None, None])[0, 0, 0, 0]  # (12,)
     torch.testing.assert_close(
         frame[2:8], torch.tensor([-0.09375, 0.5, 1.09375, 1.09375, 0.5, -0.09375]), rtol=0, atol=1e-5
     )
@@ -117,6 +117,6 @@ def test_flow_of_a_constant_velocity_translation_equals_the_velocity():
     torch.testing.assert_close(flow, velocity.expand(1, 4, 4, 6, 2), rtol=0, atol=1e-6)
 
 
-def test_render_rejects_mismatched_shapes_with_a_clear_message():
+def test_warp_rejects_mismatched_shapes_with_a_clear_message():
     with pytest.raises(ValueError, match=r"canonical \(B, C, H, W\) and fields \(B, T, H, W, 2\)"):
-        render(torch.zeros(2, 3, 4, 4), torch.zeros(1, 3, 4, 4, 2))
+        warp(torch.zeros(2, 3, 4, 4), torch.zeros(1, 3, 4, 4, 2))

@@ -24,7 +24,7 @@ from model.decomposition.fit import (
 )
 from model.decomposition.shots import find_cuts, shot_bounds
 from model.decomposition.tracking import to_field_units, to_pixels
-from model.warp import render
+from model.warp import warp
 
 H = W = 32
 FRAMES = 6
@@ -83,7 +83,7 @@ def test_decomposition_of_a_warped_image_recovers_frames_and_motion(one_thread: 
     xs, ys = torch.arange(W, dtype=torch.float32), torch.arange(H, dtype=torch.float32)
     pixels = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (H, W, 2): (x, y) of each pixel
     true_fields = to_field_units(pixels + 8 + motion, big, big)  # (T, H, W, 2) into the 48 px image
-    frames = render(image[None], true_fields[None], ATLAS_INTERPOLATION)[0]  # (T, 3, H, W)
+    frames = warp(image[None], true_fields[None], ATLAS_INTERPOLATION)[0]  # (T, 3, H, W)
 
     result = decompose(frames, DecomposeConfig(steps=200))
 
@@ -91,7 +91,7 @@ def test_decomposition_of_a_warped_image_recovers_frames_and_motion(one_thread: 
     assert result.fields.shape == (FRAMES, H, W, 2)
     assert result.psnr_db >= 30.0
     # The stored pair follows the convention: grid_sample(canonical, fields) is the reconstruction it reports.
-    stored = render(result.canonical[None], result.fields[None], ATLAS_INTERPOLATION)[0]
+    stored = warp(result.canonical[None], result.fields[None], ATLAS_INTERPOLATION)[0]
     assert abs(psnr(stored, frames) - result.psnr_db) < 1e-6
     # Motion relative to the middle frame, in pixels (1 canonical px = 1 frame px), away from the borders where
     # content came in from outside the middle frame.
@@ -111,7 +111,7 @@ def warped_shot(seed: int, pan: float) -> torch.Tensor:
     xs, ys = torch.arange(W, dtype=torch.float32), torch.arange(H, dtype=torch.float32)
     pixels = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (H, W, 2)
     motion = true_motion_px() * torch.tensor([pan / 2, 1.0])
-    return render(image[None], to_field_units(pixels + 8 + motion, 48, 48)[None], ATLAS_INTERPOLATION)[0]
+    return warp(image[None], to_field_units(pixels + 8 + motion, 48, 48)[None], ATLAS_INTERPOLATION)[0]
 
 
 def test_a_clip_with_a_cut_is_split_there_and_each_shot_recovered(one_thread: None) -> None:
@@ -136,13 +136,13 @@ def test_a_clip_with_a_cut_is_split_there_and_each_shot_recovered(one_thread: No
     # each shot's frames read only its own tile: the same frames as from that tile alone.
     Hc, Wc = canonical_size(H, W, DecomposeConfig.margin)
     assert result.canonical.shape == (3, Hc, 2 * Wc) and result.fields.shape == (2 * FRAMES, H, W, 2)
-    frames = render(result.canonical[None], result.fields[None], ATLAS_INTERPOLATION)[0]
+    frames = warp(result.canonical[None], result.fields[None], ATLAS_INTERPOLATION)[0]
     assert abs(psnr(frames, clip) - result.psnr_db) < 1e-6
     for k, shot in enumerate(result.shots):
         tile = result.canonical[:, :, k * Wc : (k + 1) * Wc]
         pixels = to_pixels(result.fields[shot.start : shot.end], Hc, 2 * Wc) - torch.tensor([k * Wc, 0])
         own = to_field_units(pixels, Hc, Wc)  # the same points, relative to the tile
-        alone = render(tile[None], own[None], ATLAS_INTERPOLATION)[0]
+        alone = warp(tile[None], own[None], ATLAS_INTERPOLATION)[0]
         torch.testing.assert_close(alone, frames[shot.start : shot.end], rtol=0, atol=1e-5)
 
 
@@ -157,9 +157,9 @@ def test_fast_motion_is_no_cut() -> None:
 def test_fields_into_tile_reproduce_border_padding_of_the_tile() -> None:
     tile = texture(16)
     fields = torch.rand(2, 8, 8, 2, generator=torch.Generator().manual_seed(1)) * 3 - 1.5  # also far outside
-    alone = render(tile[None], fields[None], ATLAS_INTERPOLATION)[0]
+    alone = warp(tile[None], fields[None], ATLAS_INTERPOLATION)[0]
     atlas = torch.cat([torch.zeros_like(tile), tile, torch.ones_like(tile)], dim=2)  # the tile in the middle
-    inside = render(atlas[None], fields_into_tile(fields, 1, 3, 16)[None], ATLAS_INTERPOLATION)[0]
+    inside = warp(atlas[None], fields_into_tile(fields, 1, 3, 16)[None], ATLAS_INTERPOLATION)[0]
     torch.testing.assert_close(inside, alone, rtol=0, atol=1e-5)
 
 
@@ -176,8 +176,8 @@ def test_canonical_pixels_no_frame_reads_are_filled_from_their_seen_neighbours()
     torch.testing.assert_close(filled[:, :, 1:6:2], (canonical[:, :, 0:5:2] + canonical[:, :, 2:7:2]) / 2)
     torch.testing.assert_close(filled[:, :, 7], canonical[:, :, 6])  # the edge: its one seen neighbour
     torch.testing.assert_close(
-        render(filled[None], fields[None], ATLAS_INTERPOLATION),
-        render(canonical[None], fields[None], ATLAS_INTERPOLATION),
+        warp(filled[None], fields[None], ATLAS_INTERPOLATION),
+        warp(canonical[None], fields[None], ATLAS_INTERPOLATION),
     )
 
 

@@ -8,11 +8,11 @@ from model.decomposition.fit import base_fields
 from model.decomposition.upsampling import (
     frame_times,
     interpolate_fields,
-    rerender,
     upsample_fields,
     upscale_image,
+    warp_upsampled,
 )
-from model.warp import identity_grid, render
+from model.warp import identity_grid, warp
 
 
 def smooth_fields(T: int, H: int, W: int) -> torch.Tensor:
@@ -44,19 +44,19 @@ def test_a_render_at_twice_the_size_is_the_upscaled_canonical_warped_by_the_upsa
     canonical = torch.rand(3, 14, 18, generator=torch.Generator().manual_seed(2)) * 2 - 1
     fields = smooth_fields(3, 12, 16)
     big = upscale_image(canonical, 2)
-    frames = rerender(big, fields, 2)  # (T, 3, 24, 32)
+    frames = warp_upsampled(big, fields, 2)  # (T, 3, 24, 32)
     assert frames.shape == (3, 3, 24, 32)
-    torch.testing.assert_close(frames, render(big[None], upsample_fields(fields, 2)[None])[0].clamp(-1, 1))
+    torch.testing.assert_close(frames, warp(big[None], upsample_fields(fields, 2)[None])[0].clamp(-1, 1))
     # and it is the source video, seen sharper: averaged back down it is close to the source frames
     small = F.avg_pool2d(frames, 2)
-    assert (small - render(canonical[None], fields[None])[0]).abs().mean() < 0.1
+    assert (small - warp(canonical[None], fields[None])[0]).abs().mean() < 0.1
     # A canonical image painted at four times the size renders at its own detail (any size works).
     painted = torch.zeros(3, 56, 72)
     painted[:, 20:22] = 1.0  # a line two pixels thick at 4x: a half pixel at the source size
     torch.testing.assert_close(
-        rerender(painted, fields, 1), render(painted[None], fields[None])[0].clamp(-1, 1)
+        warp_upsampled(painted, fields, 1), warp(painted[None], fields[None])[0].clamp(-1, 1)
     )
-    assert rerender(painted, fields, 4).amax() == 1.0  # the thin line reaches full intensity somewhere
+    assert warp_upsampled(painted, fields, 4).amax() == 1.0  # the thin line reaches full intensity somewhere
 
 
 def test_twice_the_frame_rate_reproduces_the_even_frames_exactly_and_never_blends_across_a_cut() -> None:

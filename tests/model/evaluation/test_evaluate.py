@@ -14,7 +14,7 @@ from model.config import preset
 from model.evaluation import metrics
 from model.evaluation.evaluate import main
 from model.gendef import GenDeF
-from model.warp import identity_grid, render
+from model.warp import identity_grid, warp
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -79,7 +79,7 @@ def test_laplacian_pyramid_bands_add_up_to_the_image_detail():
 
 def test_a_static_video_has_no_motion_no_jitter_and_no_warping_error():
     fields = translating_fields(2, 5, 16, lambda t: 0)
-    frames = render(smooth_images(2, seed=0, size=16), fields)
+    frames = warp(smooth_images(2, seed=0, size=16), fields)
     assert metrics.motion_magnitude(fields) == 0 and metrics.jitter(fields) == 0
     assert metrics.frame_difference(frames) == 0
     assert metrics.warping_error(frames, fields) == (0.0, 1.0)
@@ -115,7 +115,7 @@ def test_fold_fraction_counts_a_known_fold():
 
 def test_warping_error_follows_the_motion_of_the_fields():
     fields = translating_fields(2, 4, 16, lambda t: t)
-    frames = render(smooth_images(2, seed=0, size=16), fields)
+    frames = warp(smooth_images(2, seed=0, size=16), fields)
     error, valid = metrics.warping_error(frames, fields)
     assert metrics.frame_difference(frames) > 0.01  # the frames do change...
     assert error < 1e-5  # ...but frame t+1, warped back one pixel, is frame t
