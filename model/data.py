@@ -186,6 +186,14 @@ class MovingMNIST:
     def draw(self, times: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """One random clip per row of times (B, T) (frame times, may be fractional or sparse): frames
         (B, T, 3, R, R) in [-1, 1] and the digits' labels (B, digits)."""
+        frames, labels, _ = self.draw_tracked(times, generator)
+        return frames, labels
+
+    def draw_tracked(
+        self, times: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """As draw (the same clips for the same generator state), plus each digit drawn alone: (B, digits, T, R, R)
+        in [0, 1], so that how each digit moves is known (model.evaluation.motion)."""
         B, n = times.shape[0], len(self.labels)
         picks = torch.zeros(B, self.digits, dtype=torch.long)
         for b in range(
@@ -207,20 +215,22 @@ class MovingMNIST:
             bounce(start, velocity, times[:, None, :].expand(-1, self.digits, -1), room).round().long()
         )  # (B, D, T, 2)
         T = times.shape[1]
-        canvas = torch.zeros(B, T, self.CANVAS, self.CANVAS, dtype=torch.uint8)
+        alone = torch.zeros(B, self.digits, T, self.CANVAS, self.CANVAS, dtype=torch.uint8)
         for b in range(B):
             for d in range(self.digits):
-                digit = self.images[picks[b, d]]  # (28, 28)
                 for t in range(T):
                     x, y = pos[b, d, t].tolist()
-                    window = canvas[b, t, y : y + self.DIGIT, x : x + self.DIGIT]
-                    torch.maximum(window, digit, out=window)  # overlapping digits: the brighter stroke
-        frames = canvas.float() / 127.5 - 1  # (B, T, 64, 64)
+                    alone[b, d, t, y : y + self.DIGIT, x : x + self.DIGIT] = self.images[picks[b, d]]
+        canvas = alone.amax(dim=1)  # (B, T, 64, 64): overlapping digits show the brighter stroke
+        frames, digits = canvas.float() / 127.5 - 1, alone.float() / 255  # (B, T, 64, 64), (B, D, T, 64, 64)
         if self.resolution != self.CANVAS:
-            frames = F.interpolate(
-                frames, size=(self.resolution,) * 2, mode="area" if self.resolution < 64 else "bilinear"
+            mode = "area" if self.resolution < 64 else "bilinear"
+            frames = F.interpolate(frames, size=(self.resolution,) * 2, mode=mode)
+            digits = F.interpolate(digits.flatten(1, 2), size=(self.resolution,) * 2, mode=mode).unflatten(
+                1, (self.digits, T)
             )
-        return frames[:, :, None].expand(-1, -1, 3, -1, -1).contiguous(), self.labels[picks]
+        frames = frames[:, :, None].expand(-1, -1, 3, -1, -1).contiguous()  # (B, T, 3, R, R)
+        return frames, self.labels[picks], digits
 
     def sample(
         self, batch: int, num_frames: int, max_gap: int, generator: torch.Generator

@@ -12,6 +12,10 @@ training videos, consecutive frames). Reports (formulas in model/evaluation/metr
 - per-video numbers: motion magnitude, jitter, field health (folds, off-canvas, mean offset, share of the offset
   fixed over time, offset of frame 0), frame 0 against the canonical image (PSNR), warping error (fields only:
   model and untrained), frame difference and diversity (also for real clips, as references).
+- how things move (``motion``; model/evaluation/motion.py), real clips and samples measured alike: on Moving MNIST
+  each digit's trajectory (the two digits' relative and common displacement over the clip, their speed, the share
+  of videos where one bounces off a wall); on natural footage the share of the motion that one affine map per
+  frame pair does not explain (optical flow over 8 frames; for samples also their fields' own motion).
 
 With ``--data mnist`` the real clips are Moving MNIST clips of the held-out digits, and the report adds, in the
 feature space of the project's digit classifier (model.evaluation.digits, trained on the training digits): the Fréchet
@@ -50,7 +54,7 @@ from PIL import Image
 from core import video
 from model.checkpoint import load_checkpoint, resolve_device
 from model.data import MovingMNIST, VideoClips, video_paths
-from model.evaluation import metrics
+from model.evaluation import metrics, motion
 from model.evaluation.digits import (
     accuracy,
     content_kept,
@@ -118,6 +122,35 @@ def video_stats(frames: torch.Tensor, sample: Sample | None) -> dict[str, float]
             "warping_valid": warp_valid,
         }
     return stats
+
+
+FLOW_GAP = 8  # natural footage: optical flow from frame t to t + 8 (real clips move about 2 px in that time)
+
+
+def motion_stats(
+    data: str | Path, samples: dict[str, Sample], real: torch.Tensor, seed: int
+) -> dict[str, dict[str, Any]]:
+    """How things move (model.evaluation.motion), for real clips and each sample, measured alike. Moving MNIST: the
+    two digits' relative and common displacement, speed and bounce share (real: the digits of real_clips' first
+    set, drawn alone). Natural footage: the share of the motion one affine map per frame pair does not explain, in
+    DIS flow over FLOW_GAP frames (real and generated frames), and in the fields' own motion (generated)."""
+    if str(data) == "mnist":
+        B, T = real.shape[:2]
+        # the same generator state as real_clips' first draw: these are the digits of the "real" set
+        digits = MovingMNIST(real.shape[-1], split="heldout").draw_tracked(
+            torch.arange(float(T)).expand(B, -1), torch.Generator().manual_seed(seed)
+        )[2]
+        out = {"real": motion.trajectory_stats(digits)}
+        for name, s in samples.items():
+            out[name] = motion.trajectory_stats(motion.generated_digits(s.canonical, s.fields))
+        return out
+    gap = min(FLOW_GAP, real.shape[1] - 1)
+    out = {"flow_gap": {"frames": gap}, "real": motion.independent_motion(motion.dis_flow(real, gap), real)}
+    for name, s in samples.items():
+        out[name] = motion.independent_motion(motion.dis_flow(s.frames, gap), s.frames) | {
+            "fields": motion.independent_motion(motion.field_flow(s.fields, gap), s.frames)
+        }
+    return out
 
 
 def digit_stats(sets: dict[str, torch.Tensor], reference: torch.Tensor) -> dict[str, dict[str, float]]:
@@ -290,6 +323,8 @@ def evaluate(
         "distance_to_real": distances,
         "video": per_video,
     }
+    log.info("how things move: trajectories (Moving MNIST) or independent motion (natural footage)")
+    report["motion"] = motion_stats(data, samples, real["real"], seed)
     if str(data) == "mnist":
         log.info("digit classifier: Fréchet distance and content kept")
         report["digits"] = digit_stats(sets, real["real_reference"])

@@ -170,6 +170,9 @@ def test_cli_writes_metrics_and_sample_strips(tiny_checkpoint, tmp_path):
         "motion_px" not in video["real"] and video["real"]["frame_difference"] > 0
     )  # no fields in real video
     assert video["untrained"]["motion_px"] == 0  # initial weights: the identity warp, a still video
+    moves = report["motion"]  # DIS flow over 3 frames (4 frames a video), fields for the samples too
+    assert moves["flow_gap"]["frames"] == 3 and 0 < moves["real"]["non_affine_share"] < 1
+    assert moves["untrained"]["fields"]["flow_px"] == 0 and moves["model"]["fields"]["flow_px"] > 0
     assert video["model"]["motion_px"] > 0  # this test checkpoint's fields move
     # one row per video (4 of them, 32 px); columns: the canonical then every other frame (model), frames (real)
     assert Image.open(out / "model.png").size == (3 * 32, 4 * 32)
@@ -286,6 +289,14 @@ def test_cli_on_moving_mnist_reports_the_digit_metrics(tiny_checkpoint, tmp_path
         0 <= d["content_kept"] <= 1 and 0 <= d["digit_coverage"] <= 1 for d in report["digits"].values()
     )
     assert report["video"]["model"]["folds"] >= 0 and "static_share" in report["video"]["model"]
+    moves = report[
+        "motion"
+    ]  # each digit followed: real clips' move on their own, the untrained model's not at all
+    assert (
+        moves["real"]["relative_displacement_px"]["mean"] > 0
+        and moves["real"]["speed_px_per_frame"]["mean"] > 0
+    )
+    assert moves["untrained"]["speed_px_per_frame"]["mean"] == 0
     assert "labels_read" not in canonical  # an unconditional model is asked for no digits
 
 
