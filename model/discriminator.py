@@ -90,7 +90,7 @@ class Discriminator(nn.Module):
         self.time_embed = (
             EqualLinear((frames_per_clip - 1) * cfg.time_dim, ch[4]) if frames_per_clip > 1 else None
         )
-        # registered last, so a saved state without it keeps its parameter order (see Trainer._load_state)
+        # registered last, so a saved state without it keeps its parameter order (model.training.state.add_frame_differences)
         self.from_diff = EqualConv2d(3, ch[resolution], 1, bias=False) if cfg.frame_diff else None
         # the projection on the labels starts at zero, as the conditional mapping does (model.layers.MappingNetwork)
         self.label_embed = label_embedding(classes, ch[4]) if classes else None

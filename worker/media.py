@@ -14,12 +14,12 @@ import numpy as np
 import torch
 
 from core import artifacts, images, video
+from model import pixels as model_pixels
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """(..., 3, H, W) float in [-1, 1] -> (..., H, W, 3) uint8 (round to nearest, clipped)."""
-    scaled = ((images.detach().float().cpu() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    return scaled.movedim(-3, -1).numpy()  # (..., H, W, 3)
+    return model_pixels.to_uint8(images.detach().float().cpu()).movedim(-3, -1).numpy()  # (..., H, W, 3)
 
 
 def from_uint8(pixels: np.ndarray) -> torch.Tensor:

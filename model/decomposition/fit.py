@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from model.decomposition.shots import find_cuts, shot_bounds
 from model.fields import edge_aware_smoothness
+from model.pixels import to_uint8
 from model.warp import identity_grid, warp
 
 ATLAS_INTERPOLATION = "bilinear"  # how decomposed fields are read (module doc)
@@ -74,7 +75,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def quantize(image: torch.Tensor) -> torch.Tensor:
     """Round [-1, 1] values to the 256 levels an 8-bit PNG stores."""
-    return ((image.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
+    return to_uint8(image).float() / 127.5 - 1
 
 
 def canonical_size(height: int, width: int, margin: float) -> tuple[int, int]:

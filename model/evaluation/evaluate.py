@@ -63,6 +63,7 @@ from model.evaluation.digits import (
     load_digit_classifier,
 )
 from model.gendef import GenDeF, Sample
+from model.pixels import frame_strip, to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +217,7 @@ def image_grid(images: torch.Tensor, columns: int = 8) -> np.ndarray:
     """images (N, 3, H, W) in [-1, 1] -> uint8 (rows * H, columns * W, 3): the first N // columns full rows."""
     columns = min(columns, len(images))
     rows, (_, _, H, W) = len(images) // columns, images.shape
-    grid = _uint8(images[: rows * columns]).reshape(rows, columns, 3, H, W).permute(0, 3, 1, 4, 2)
+    grid = to_uint8(images[: rows * columns]).reshape(rows, columns, 3, H, W).permute(0, 3, 1, 4, 2)
     return grid.reshape(rows * H, columns * W, 3).numpy()
 
 
@@ -245,7 +246,7 @@ def pretrained_distances(
         detector = torch.jit.load(str(inception), map_location="cpu").eval()
 
         def image_features(videos: torch.Tensor) -> torch.Tensor:
-            images = _uint8(videos.flatten(0, 1))  # (N*T, 3, H, W)
+            images = to_uint8(videos.flatten(0, 1))  # (N*T, 3, H, W)
             with torch.no_grad():
                 return torch.cat(
                     [detector(images[i : i + 64], return_features=True) for i in range(0, len(images), 64)]
@@ -258,7 +259,7 @@ def pretrained_distances(
         detector = torch.jit.load(str(i3d), map_location="cpu").eval()
 
         def video_features(videos: torch.Tensor) -> torch.Tensor:
-            clips = _uint8(videos).permute(0, 2, 1, 3, 4).float()  # (N, 3, T, H, W) in [0, 255]
+            clips = to_uint8(videos).permute(0, 2, 1, 3, 4).float()  # (N, 3, T, H, W) in [0, 255]
             with torch.no_grad():
                 return torch.cat(
                     [
@@ -339,21 +340,10 @@ def _with_canonical(s: Sample) -> torch.Tensor:
     return torch.cat([s.canonical[:, None], s.frames], dim=1)  # (B, 1 + T, 3, H, W): the canonical first
 
 
-def _uint8(x: torch.Tensor) -> torch.Tensor:
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
-def frame_strip(videos: torch.Tensor, rows: int = 4, every: int = 2) -> np.ndarray:
-    """videos (N, T, 3, H, W) in [-1, 1] -> uint8 (rows * H, cols * W, 3): one video per row, frames 0, every, ..."""
-    v = videos[:rows, ::every]  # (rows, cols, 3, H, W)
-    V, C, _, H, W = v.shape
-    return _uint8(v).permute(0, 3, 1, 4, 2).reshape(V * H, C * W, 3).numpy()
-
-
 def save_gif(videos: torch.Tensor, path: Path, count: int = 4, scale: int = 2, fps: int = 8) -> None:
     """The first count videos (N, T, 3, H, W) side by side as a looping GIF, upscaled (nearest) by scale."""
     v = (
-        _uint8(videos[:count]).repeat_interleave(scale, dim=3).repeat_interleave(scale, dim=4)
+        to_uint8(videos[:count]).repeat_interleave(scale, dim=3).repeat_interleave(scale, dim=4)
     )  # (n, T, 3, sH, sW)
     row = torch.cat(list(v), dim=3)  # (T, 3, sH, n * sW)
     path.write_bytes(video.encode_gif(row.permute(0, 2, 3, 1).numpy(), fps))

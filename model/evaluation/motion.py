@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from model.fields import to_pixels
+from model.pixels import to_uint8
 from model.warp import identity_grid
 
 INK = 0.25  # a pixel is ink when its grey level in [0, 1] is above this
@@ -194,7 +195,7 @@ def generated_digits(canonical: torch.Tensor, fields: torch.Tensor, digits: int 
 
 def _grey_uint8(frames: torch.Tensor) -> np.ndarray:
     """(..., 3, H, W) in [-1, 1] -> (..., H, W) uint8 grey."""
-    return ((frames.float().mean(dim=-3).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+    return to_uint8(frames.float().mean(dim=-3)).cpu().numpy()
 
 
 def dis_flow(frames: torch.Tensor, gap: int) -> torch.Tensor:

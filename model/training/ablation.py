@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from model.config import FIRST_RECIPE, GenDeFConfig, preset
 from model.gendef import GenDeF
-from model.training.train import TrainConfig
+from model.training import state
+from model.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def arm_config(
     base: dict[str, Any], arm: str, stage1: dict[str, Any], steps: int, minutes: float
 ) -> dict[str, Any]:
     """The training config of an arm: base (a run's train_config.json) resumed from the stage-1 state whose
-    counters are stage1 (its state.json), switching to stage 2 at once, for steps steps or minutes of step time."""
+    counters are stage1, switching to stage 2 at once, for steps steps or minutes of step time."""
     cfg = json.loads(json.dumps(base))  # a deep copy
     if isinstance(cfg["model"], str):  # a preset name (runs started before configs were resolved): resolve it
         cfg["model"] = preset(cfg["model"]).to_dict()
@@ -87,43 +87,40 @@ def arm_config(
     return cfg
 
 
-def adapt_state(
-    tensors: dict[str, torch.Tensor], model_config: dict[str, Any], seed: int
-) -> dict[str, torch.Tensor]:
-    """Fit a training state to another generator architecture: generator tensors (prefixes G. and G_ema.) whose
-    name and shape the new architecture shares are kept, the others come from its initial weights (seed)."""
+def adapt_generators(saved: state.TrainingState, model_config: dict[str, Any], seed: int) -> None:
+    """Fit a training state to another generator architecture: generator tensors (of G and G_ema) whose name and
+    shape the new architecture shares are kept, the others come from its initial weights (seed)."""
     torch.manual_seed(seed)  # as Trainer does before building the generator
     fresh = GenDeF(GenDeFConfig.from_dict(model_config)).state_dict()
-    out = {k: v for k, v in tensors.items() if not k.startswith(("G.", "G_ema."))}
-    for prefix in ("G.", "G_ema."):
-        for name, init in fresh.items():
-            saved = tensors.get(prefix + name)
-            out[prefix + name] = saved if saved is not None and saved.shape == init.shape else init.clone()
-    return out
+    for name in ("G", "G_ema"):
+        weights = saved.modules[name]
+        saved.modules[name] = {
+            k: weights[k] if k in weights and weights[k].shape == init.shape else init.clone()
+            for k, init in fresh.items()
+        }
 
 
 def prepare(
-    run: Path, state: Path, out: Path, steps: int, minutes: float, arms: tuple[str, ...] = ARMS
+    run: Path, state_dir: Path, out: Path, steps: int, minutes: float, arms: tuple[str, ...] = ARMS
 ) -> list[Path]:
     """Write one run folder per arm (train_config.json + state/) under out; return them."""
     base = json.loads((run / "train_config.json").read_text())
-    stage1 = json.loads((state / "state.json").read_text())
-    if stage1["stage"] != 1:
+    stage1 = state.load(state_dir)
+    if stage1.counters["stage"] != 1:
         raise ValueError(
-            f"{state} is a stage-{stage1['stage']} state; the ablation starts from a stage-1 state"
+            f"{state_dir} is a stage-{stage1.counters['stage']} state; the ablation starts from a stage-1 state"
         )
     dirs = []
     for arm in arms:
         directory = out / arm
         shutil.rmtree(directory, ignore_errors=True)
-        shutil.copytree(state, directory / "state")
-        cfg = arm_config(base, arm, stage1, steps, minutes)
+        shutil.copytree(state_dir, directory / "state")
+        cfg = arm_config(base, arm, stage1.counters, steps, minutes)
         (directory / "train_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
         if cfg["model"] != TrainConfig(**base).model_config().to_dict():
-            tensors = load_file(state / "state.safetensors")
-            save_file(
-                adapt_state(tensors, cfg["model"], cfg["seed"]), directory / "state" / "state.safetensors"
-            )
+            adapted = state.load(state_dir)
+            adapt_generators(adapted, cfg["model"], cfg["seed"])
+            state.save(adapted, directory / "state")
         dirs.append(directory)
         log.info("prepared %s", directory)
     return dirs

@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from model.config import GenDeFConfig
 from model.discriminator import Discriminator
 from model.gendef import GenDeF
+from model.training import state
 
 Index = tuple[torch.Tensor | None, torch.Tensor | None]  # where a tensor's old outputs and old inputs go
 
@@ -118,7 +118,7 @@ def widen_run(
             raise ValueError(f"the run is already conditioned on {old_cfg.canonical.classes} classes")
         config["model"]["canonical"] |= {"classes": classes[0], "labels_per_image": classes[1]}
     new_cfg = GenDeFConfig.from_dict(config["model"])
-    meta = json.loads((source / "state" / "state.json").read_text())
+    saved = state.load(source / "state")
     frames = config.get("frames_per_clip", 3)
     torch.manual_seed(seed)  # the new channels' initial weights
     G = GenDeF(new_cfg)
@@ -131,54 +131,38 @@ def widen_run(
             "which model.training.widen does not do"
         )
     d_index = discriminator_index(old_D, D)
-    # the optimizers' parameters by name, in their order before and after: stage 1 trains the canonical
-    # generator, stage 2 all of G (in two groups: the canonical generator, then the fields and motion)
-    parts = [("canonical",)] if meta["stage"] == 1 else [("canonical",), ("deformation", "motion")]
-    groups = {  # each optimizer's parameter names, group by group: (before, after)
-        "opt_G": (_groups(old_G, parts), _groups(G, parts)),
-        "opt_D": ([[n for n, _ in old_D.named_parameters()]], [[n for n, _ in D.named_parameters()]]),
-    }
-    orders = {k: tuple([n for g in side for n in g] for side in v) for k, v in groups.items()}
-    fresh = {"G": G.state_dict(), "D": D.state_dict()}
-    tensors, renamed = load_file(source / "state" / "state.safetensors"), {}
-    for key, value in tensors.items():
-        prefix, _, name = key.partition(".")
-        if prefix in ("G", "G_ema") and name.startswith(("canonical.", "deformation.cond_proj.")):
-            gain = _gain(value, fresh["G"][name]) if ".to_rgb." in name else 1.0  # the others demodulate
-            value = widen_tensor(value, fresh["G"][name], gain=gain)
-        elif prefix == "D":
-            like = fresh["D"][name]
-            value = widen_tensor(value, like, d_index.get(name, (None, None)), _gain(value, like))
-        elif prefix in orders:
-            idx, _, field = name.partition(".")
-            old_order, new_order = orders[prefix]
-            param = old_order[int(idx)]
-            like = fresh["G" if prefix == "opt_G" else "D"][param]
-            if field in ("exp_avg", "exp_avg_sq") and value.shape != like.shape:
-                index = d_index.get(param, (None, None)) if prefix == "opt_D" else (None, None)
-                value = widen_tensor(value, torch.zeros_like(like), index)
-            key = f"{prefix}.{new_order.index(param)}.{field}"
-        renamed[key] = value
-    for prefix, model in (("G", "G"), ("G_ema", "G"), ("D", "D")):  # tensors new to the run: their init
-        renamed |= {
-            f"{prefix}.{n}": v.clone() for n, v in fresh[model].items() if f"{prefix}.{n}" not in renamed
-        }
-    # the optimizers' parameter groups list their parameters' positions, which new tensors move
-    for name, (_, new_groups) in groups.items():
-        order = orders[name][1]
-        for group, names in zip(meta[name], new_groups, strict=True):
-            group["params"] = [order.index(n) for n in names]
+    fresh = {"G": G.state_dict(), "G_ema": G.state_dict(), "D": D.state_dict()}
+
+    def widened(module: str, name: str, value: torch.Tensor) -> torch.Tensor:
+        like = fresh[module][name]
+        if module == "D":
+            return widen_tensor(value, like, d_index.get(name, (None, None)), _gain(value, like))
+        if name.startswith(("canonical.", "deformation.cond_proj.")):
+            gain = _gain(value, like) if ".to_rgb." in name else 1.0  # the others demodulate
+            return widen_tensor(value, like, gain=gain)
+        return value
+
+    for module in state.MODULES:  # tensors new to the run take their initial values
+        weights = {k: widened(module, k, v) for k, v in saved.modules[module].items()}
+        saved.modules[module] = weights | {k: v.clone() for k, v in fresh[module].items() if k not in weights}
+    # the optimizers' moments by parameter name: a widened tensor's are its old moments where the old weights went
+    stage = saved.counters["stage"]
+    old_names, new_names = state.parameter_names(old_G, old_D, stage), state.parameter_names(G, D, stage)
+    for optimizer, module in (("opt_G", "G"), ("opt_D", "D")):
+        moments = state.moments_by_name(saved.optimizers[optimizer], old_names[optimizer])
+        for name, fields in moments.items():
+            like = fresh[module][name]
+            index = d_index.get(name, (None, None)) if module == "D" else (None, None)
+            for field in ("exp_avg", "exp_avg_sq"):
+                if fields[field].shape != like.shape:
+                    fields[field] = widen_tensor(fields[field], torch.zeros_like(like), index)
+        param_groups = saved.optimizers[optimizer]["param_groups"]
+        saved.optimizers[optimizer] = state.moments_by_position(moments, new_names[optimizer], param_groups)
     # the exported checkpoint is the old model until the resumed run saves again
     shutil.copytree(source, out, ignore=shutil.ignore_patterns("checkpoint"))
-    save_file({k: v.contiguous() for k, v in renamed.items()}, out / "state" / "state.safetensors")
-    (out / "state" / "state.json").write_text(json.dumps(meta, indent=2) + "\n")
+    state.save(saved, out / "state")
     (out / "train_config.json").write_text(json.dumps(config, indent=2) + "\n")
     return out
-
-
-def _groups(G: GenDeF, parts: list[tuple[str, ...]]) -> list[list[str]]:
-    """The names of G's parameters in each optimizer group (one group per tuple of parts), in their order."""
-    return [[f"{p}.{n}" for p in group for n, _ in getattr(G, p).named_parameters()] for group in parts]
 
 
 def _gain(old: torch.Tensor, fresh: torch.Tensor) -> float:

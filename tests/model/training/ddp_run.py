@@ -9,12 +9,13 @@ from pathlib import Path
 import torch.distributed as dist
 from safetensors.torch import save_file
 
-from model.training.train import TrainConfig, Trainer, init_distributed
+from model.training import distributed
+from model.training.train import TrainConfig, Trainer
 
 
 def main() -> None:
     run_dir, data = Path(sys.argv[1]), sys.argv[2]
-    init_distributed()
+    distributed.init()
     cfg = TrainConfig(model="tiny", data=data, batch=4, accum=2, stage1_steps=1, stage2_steps=2, r1_every=2,
                       ckpt_every=1000, sample_every=1000, log_every=1, device="cpu")  # fmt: skip
     trainer = Trainer(cfg, run_dir)

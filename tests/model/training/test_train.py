@@ -27,7 +27,7 @@ def tiny_config(**overrides) -> TrainConfig:
 def enter_stage2(trainer: Trainer) -> Trainer:
     """Skip stage 1: the trainer's next step is a video step with the stage-2 optimizer."""
     trainer.stage, trainer.stage_step = 2, 0
-    trainer.opt_G = trainer._generator_optimizer()
+    trainer.opt_G = trainer.generator_optimizer()
     return trainer
 
 
@@ -279,11 +279,11 @@ def test_stage1_convergence_on_moving_mnist_is_measured_in_the_digit_classifiers
     trainer.stage_step = trainer.cfg.stage1_min_steps  # the first check that counts
     health = trainer.check_health(images=32)
     fd = health["fd_image"]
-    assert fd > 0 and trainer.best_fd == fd and trainer.stale_checks == 0
+    assert fd > 0 and trainer.convergence.best_fd == fd and trainer.convergence.stale_checks == 0
     assert 0 <= health["digit_coverage"] <= 1
     trainer.stage_step += trainer.cfg.health_every  # the same weights again: no 2 % better, one stale check
     trainer.check_health(images=32)
-    assert trainer.stale_checks == 1
+    assert trainer.convergence.stale_checks == 1
 
 
 def test_stage2_can_start_from_the_motion_of_another_checkpoint(tmp_path):
