@@ -167,16 +167,16 @@ PRESETS: dict[str, GenDeFConfig] = {
         deformation=DeformationConfig(
             w_dim=128, mapping_layers=4, channel_base=1024, channel_max=64, cond_dim=16, field_res=32
         ),
-        # frame differences: without them the discriminator's reward for motion was weak (docs/TRAINING.md, `small3`)
+        # frame differences: a clip that does not move shows zeros there, so the discriminator rewards motion from its
+        # first layer on instead of only through the fusion
         discriminator=DiscriminatorConfig(
             channel_base=2048, channel_max=128, fuse_res=16, time_dim=32, frame_diff=True
         ),
     ),
-    # Moving MNIST (64x64, two bouncing digits): a canonical generator as wide as small's (at half that width
-    # its strokes were thin scribbles, docs/TRAINING.md) and conditioned on the frame's two digits (unconditional,
-    # its glyphs were a third less varied than real digits, and often between two digits), a slimmer
-    # discriminator (twice as wide, it won outright), a field at 32x32 whose offsets may cross the whole canvas
-    # (digits travel from edge to edge).
+    # Moving MNIST (64x64, two bouncing digits): a canonical generator as wide as small's (narrower, it draws thin
+    # scribbles) and conditioned on the frame's two digits (so that its glyphs vary as much as real digits and each
+    # is one digit, not a blend of two), a slimmer discriminator (a wider one wins outright), a field at 32x32 whose
+    # offsets may cross the whole canvas (digits travel from edge to edge). docs/TRAINING.md has the evidence.
     "mnist": GenDeFConfig(
         resolution=64,
         canonical=CanonicalConfig(

@@ -6,10 +6,9 @@ resized to the layer's resolution and projected by a 1x1 conv, is concatenated t
 (``canonical_cond``). The skip outputs (2 channels each) are summed and passed through a 1x1 conv (initialised
 to the identity map). The skip layers start with zero weights, as in the official code, so every offset is
 exactly 0 at initialisation and training starts from the identity warp; each skip layer's gradient is its
-(full-size) features times the loss's gradient, so the fields start moving at once. (A zero 2x2 output conv
-after random skips, the first version, starved the whole network of gradient: 400 stage-2 steps on Moving
-MNIST moved its weights by 5e-4 and the fields by 0.006 px.) The network stops
-at ``field_res`` (the field is bilinearly upsampled to the image) and the offsets are bounded by a scaled tanh,
+(full-size) features times the loss's gradient, so the fields start moving at once. (A zero output conv after
+random skips would instead pass no gradient to any layer before it, and the fields would barely move.) The network
+stops at ``field_res`` (the field is bilinearly upsampled to the image) and the offsets are bounded by a scaled tanh,
 ``max_offset * tanh(x / max_offset)``: a field can neither tear the image apart at pixel scale nor send points
 arbitrarily far off the canvas.
 """

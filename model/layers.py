@@ -14,7 +14,8 @@ from torch import nn
 
 LRELU_GAIN = math.sqrt(2.0)  # keeps the activation variance of leaky ReLU(0.2) close to 1
 # learning-rate multiplier of the label layers (the mapping's embedding, the discriminator's projection and label
-# head): new to a trained run, at 1 they had barely moved after 300 steps (docs/TRAINING.md)
+# head): they start at zero when a trained run is given labels, and at the base rate they move too slowly to catch
+# up with layers that have long been trained
 LABEL_LR_MULT = 30.0
 
 
