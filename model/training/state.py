@@ -49,9 +49,8 @@ Groups = list[list[str]]  # an optimizer's parameter names, group by group
 class TrainingState:
     counters: dict[str, Any]  # COUNTERS and "last"
     modules: dict[str, dict[str, torch.Tensor]]  # each of MODULES' state_dict
-    optimizers: dict[
-        str, dict[str, Any]
-    ]  # each of OPTIMIZERS' state_dict: {"state": {index: {field: tensor}}, "param_groups"}
+    # each of OPTIMIZERS' state_dict: {"state": {index: {field: tensor}}, "param_groups": [...]}
+    optimizers: dict[str, dict[str, Any]]
     rngs: list[torch.Tensor]  # each process's random generator state, by rank
 
 
