@@ -369,8 +369,8 @@ class Client:
         fps: int | None = None,
         image: Upload | None = None,
     ) -> Job:
-        """Queue job `job_id` rendered `scale` times larger (default 2) and at `fps_factor` times the frames
-        (default 1); `image`: a larger canonical image to render instead of the upscaled one."""
+        """Queue job `job_id` rendered `scale` times larger and at `fps_factor` times the frames (None = the API's
+        defaults); `image`: a larger canonical image to render instead of the upscaled one."""
         files = {"image": _upload(image, "image")} if image is not None else None
         data = _form(job_id=job_id, scale=scale, fps_factor=fps_factor, fps=fps)
         return self._submit("/render", data=data, files=files)

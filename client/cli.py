@@ -4,6 +4,10 @@ The job id goes to stdout (as soon as the job is queued), everything meant for a
 `JOB=$(gendef generate --seed 1 -o a.mp4)` works; with --json, stdout is instead the final job document (also
 of a failed job). Exit status: 0 done, 1 any error (server unreachable, request refused, job failed or canceled,
 timeout), 2 bad command line, 130 interrupted while waiting (the job goes on).
+
+An option left out is not sent, so the API applies its own default. The help repeats neither the API's defaults
+nor its bounds, which a server of another version may not share (docs/API.md, or the API's /docs page); a value out
+of bounds is refused with the API's message naming the bound.
 """
 
 from __future__ import annotations
@@ -220,9 +224,9 @@ def _parser() -> argparse.ArgumentParser:
     p = command("generate", _generate, "generate a video from a content seed and a motion seed")
     p.add_argument("--seed", type=int, help="content seed: decides the canonical image (default: random)")
     p.add_argument("--motion-seed", type=int, help="motion seed: decides the motion (default: random)")
-    p.add_argument("--frames", type=int, help="number of frames (default: the API's, 16)")
+    p.add_argument("--frames", type=int, help="number of frames (default: the API's)")
     p.add_argument("--model", help="name of the model (`gendef models`; default: the API's default model)")
-    fps(p, "the API's, 8")
+    fps(p, "the API's")
     output(p, "the video", "JOB_ID.mp4")
     p.add_argument(
         "--canonical", metavar="PNG", help="also save the canonical image here, the start of an edit"
@@ -232,8 +236,8 @@ def _parser() -> argparse.ArgumentParser:
     p = command("resample", _resample, "new motion for the canonical image of a finished job")
     job_id(p, "a finished generate, resample or edit job")
     p.add_argument("--motion-seed", type=int, help="the new motion seed (default: random)")
-    p.add_argument("--frames", type=int, help="number of frames (default: the API's, 16)")
-    fps(p, "the API's, 8")
+    p.add_argument("--frames", type=int, help="number of frames (default: the API's)")
+    fps(p, "the API's")
     output(p, "the video", "JOB_ID.mp4")
     waiting(p)
 
@@ -247,8 +251,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("render", _render, "render a finished job at a larger size and a higher frame rate")
     job_id(p, WITH_FIELDS)
-    p.add_argument("--scale", type=int, help="times the width and height, 1 to 4 (default: the API's, 2)")
-    p.add_argument("--fps-factor", type=int, help="times the frames, 1 to 4 (default: the API's, 1)")
+    p.add_argument("--scale", type=int, help="times the width and height (default: the API's)")
+    p.add_argument("--fps-factor", type=int, help="times the frames (default: the API's)")
     p.add_argument("--image", metavar="IMAGE", help="a larger canonical image to render (PNG or JPEG)")
     fps(p, "the source job's times --fps-factor")
     output(p, "the video", "JOB_ID.mp4")
@@ -256,15 +260,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("decompose", _decompose, "fit a canonical image and deformation fields to your own clip")
     p.add_argument("clip", metavar="CLIP", help="the video (mp4, webm or gif); its first frames are used")
-    p.add_argument(
-        "--frames", type=int, help="frames taken from the start of the clip (default: the API's, 32)"
-    )
-    p.add_argument(
-        "--resolution", type=int, help="long side of the frames in pixels (default: the API's, 128)"
-    )
-    p.add_argument(
-        "--steps", type=int, help="optimisation steps, more: sharper, slower (default: the API's, 600)"
-    )
+    p.add_argument("--frames", type=int, help="frames taken from the start of the clip (default: the API's)")
+    p.add_argument("--resolution", type=int, help="long side of the frames in pixels (default: the API's)")
+    p.add_argument("--steps", type=int, help="optimisation steps, more: sharper, slower (default: the API's)")
     fps(p, "the clip's")
     output(p, "canonical.png, deformation.npz and video.mp4: a folder", "JOB_ID/")
     waiting(p)

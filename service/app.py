@@ -13,12 +13,9 @@ from service.deps import Services
 from service.idempotency import Idempotency
 from service.monitoring import Readiness, metrics_registry
 from service.routes import decomposition, events, files, jobs, models, ops, page, rendering, tracking
-from service.uploads import BodySizeLimit
+from service.uploads import BodySizeLimit, body_limits
 
 log = logging.getLogger(__name__)
-
-JSON_BODY_LIMIT = 64 * 1024  # every body but the uploads' is a small JSON document
-MULTIPART_OVERHEAD = 64 * 1024  # uploads: the form's other fields and part headers, on top of the file
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -33,21 +30,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.services = svc
     app.state.readiness = Readiness(svc)
     app.state.metrics = metrics_registry(svc)
-    # Added first, so it runs inside the body size limit.
-    app.add_middleware(
-        Idempotency,
-        records=IdempotencyRecords(svc.redis, settings.idempotency_ttl_s),
-        api_key_hashes=settings.api_key_hashes,
-    )
-    app.add_middleware(
-        BodySizeLimit,
-        default=JSON_BODY_LIMIT,
-        limits={
-            "/edit": settings.max_upload_bytes + MULTIPART_OVERHEAD,
-            "/segment": settings.max_upload_bytes + MULTIPART_OVERHEAD,
-            "/decompose": settings.max_video_bytes + MULTIPART_OVERHEAD,
-        },
-    )
     errors.install(app)
     app.include_router(jobs.router)
     app.include_router(models.router)
@@ -60,4 +42,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", page.static_files, name="static")
     if settings.storage_backend == "local":
         app.include_router(files.router)
+    # Idempotency is added first, so it runs inside the body size limit (it reads the body); each route's limit is
+    # the one its own fields declare (service/uploads.py).
+    app.add_middleware(
+        Idempotency,
+        records=IdempotencyRecords(svc.redis, settings.idempotency_ttl_s),
+        api_key_hashes=settings.api_key_hashes,
+    )
+    app.add_middleware(BodySizeLimit, limits=body_limits(app.openapi(), settings))
     return app

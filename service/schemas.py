@@ -7,17 +7,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
-MAX_SEED = (
-    2**32 - 1
-)  # the model takes seeds in [0, 2**32): larger ones would collide (model.gendef.SEED_RANGE)
-MIN_FPS, MAX_FPS = 1, 60
-MAX_RENDER_FPS = 240  # a render at a higher frame rate may go past MAX_FPS
-MAX_POINTS = 256  # POST /track
+from service.limits import DEFAULT_FPS, DEFAULT_FRAMES, MAX_FPS, MAX_ID_CHARS, MAX_POINTS, MAX_SEED, MIN_FPS
+
 WebhookEvent = Literal["start", "completed"]  # the job turned running / ended (succeeded, failed or canceled)
 
 
 class GenerateRequest(BaseModel):
-    """POST /generate. The upper bound of num_frames is the deployment's GENDEF_MAX_FRAMES (default 128)."""
+    """POST /generate. The upper bound of num_frames is the deployment's GENDEF_MAX_FRAMES and the model's."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -37,21 +33,28 @@ class GenerateRequest(BaseModel):
         description="motion seed: decides the deformation fields; null draws a random one",
     )
     num_frames: int = Field(
-        default=16, ge=1, strict=True, description="frames in the video (at most the model's max_frames)"
+        default=DEFAULT_FRAMES,
+        ge=1,
+        strict=True,
+        description="frames in the video (at most the model's max_frames)",
     )
     fps: int = Field(
-        default=8, ge=MIN_FPS, le=MAX_FPS, strict=True, description="frame rate of the encoded video"
+        default=DEFAULT_FPS,
+        ge=MIN_FPS,
+        le=MAX_FPS,
+        strict=True,
+        description="frame rate of the encoded video",
     )
     canonical_from: str | None = Field(
         default=None,
         min_length=1,
-        max_length=64,
+        max_length=MAX_ID_CHARS,
         description="id of a finished job: reuse its canonical image, sample new motion only (job kind resample)",
     )
     model: str | None = Field(
         default=None,
         min_length=1,
-        max_length=64,
+        max_length=MAX_ID_CHARS,
         description="name of a model of GET /models; null: the default model (with canonical_from: that job's)",
     )
     webhook: HttpUrl | None = Field(
@@ -73,7 +76,7 @@ class TrackRequest(BaseModel):
 
     job_id: str = Field(
         min_length=1,
-        max_length=64,
+        max_length=MAX_ID_CHARS,
         description="a finished generate, resample, edit or decompose job whose fields are used",
     )
     points: list[tuple[float, float]] = Field(

@@ -17,12 +17,11 @@ from core.queues import enqueue, queue_of
 from core.storage import BlobNotFound, input_key
 from core.webhooks import spec as webhook_spec
 from service.deps import Services
-from service.schemas import MAX_FPS, MAX_RENDER_FPS, MIN_FPS, GenerateRequest, TrackRequest
+from service.limits import ASPECT_TOLERANCE, DEFAULT_FPS, MAX_FPS, MAX_RENDER_FPS, MIN_FPS, RANDOM_SEED_BOUND
+from service.schemas import GenerateRequest, TrackRequest
 from service.uploads import check_video
 
 log = logging.getLogger(__name__)
-
-RANDOM_SEED_BOUND = 2**31  # seeds the API draws are below this (any 0..2**32-1 is accepted)
 CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg"}
 # Jobs whose artifacts are a canonical image and its fields: what edit, track and segment build on.
 FIELD_KINDS = ("generate", "resample", "edit", "decompose")
@@ -40,7 +39,7 @@ class Upload(NamedTuple):
 
 def parent_fps(parent: JobRecord) -> int:
     """The frame rate of the job a new video is made from (a job of another kind: the API's default)."""
-    return parent.params.get("fps", GenerateRequest.model_fields["fps"].default)
+    return parent.params.get("fps", DEFAULT_FPS)
 
 
 def _queue(
@@ -363,7 +362,7 @@ def submit_decompose(
         "num_frames": num_frames,
         "resolution": resolution,
         "steps": steps,
-        "fps": fps if fps is not None else min(MAX_FPS, max(MIN_FPS, round(info.fps or 8))),
+        "fps": fps if fps is not None else min(MAX_FPS, max(MIN_FPS, round(info.fps or DEFAULT_FPS))),
         "source": {
             "container": info.container,
             "width": info.width,
@@ -429,7 +428,7 @@ def submit_render(
             raise TooLarge(f"image is larger than the limit of {svc.settings.max_upload_bytes} bytes")
         info = check_image(image, svc.settings.max_upload_pixels)
         cw, ch = _canonical_size(svc, parent)
-        if abs(info.width * ch - info.height * cw) > 0.02 * cw * ch:
+        if abs(info.width * ch - info.height * cw) > ASPECT_TOLERANCE * cw * ch:
             raise Invalid(
                 f"image is {info.width}x{info.height}; the canonical image of job {parent.id} is {cw}x{ch}: "
                 "upload one of the same shape (any size: e.g. it scaled up and painted on)",

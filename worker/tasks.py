@@ -26,9 +26,9 @@ from worker.celery_app import app
 from worker.decomposition import do_decompose
 from worker.execution import JobCanceled, JobRun, Sampler
 from worker.generation import do_edit, do_generate, do_resample
-from worker.segmentation import do_segment
 from worker.rendering import do_render
 from worker.runtime import JobFailure, Runtime
+from worker.segmentation import do_segment
 from worker.tracking import do_track
 
 log = logging.getLogger(__name__)

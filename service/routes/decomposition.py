@@ -5,39 +5,53 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, Form, Request, Response, UploadFile
 
 from core.documents import JobDocument
 from service.deps import ServicesDep
+from service.limits import (
+    DECOMPOSE_FRAMES,
+    DECOMPOSE_RESOLUTION,
+    DECOMPOSE_STEPS,
+    MAX_DECOMPOSE_STEPS,
+    MAX_FPS,
+    MIN_DECOMPOSE_FRAMES,
+    MIN_DECOMPOSE_RESOLUTION,
+    MIN_FPS,
+)
 from service.routes.jobs import UPLOAD_ERRORS, accepted
-from service.schemas import MAX_FPS, MIN_FPS
 from service.submit import submit_decompose
+from service.uploads import upload_file
 
 router = APIRouter(tags=["applications"])
-
-DECOMPOSE_STEPS = 600  # default optimisation steps: about 30 dB on real clips of 32 frames at 128 px (README)
 
 
 @router.post("/decompose", status_code=202, response_model=JobDocument, responses=UPLOAD_ERRORS)
 def decompose(
     video: Annotated[
-        UploadFile, File(description="an mp4, webm or gif; its first num_frames frames are used")
+        UploadFile,
+        upload_file("max_video_bytes", "an mp4, webm or gif; its first num_frames frames are used"),
     ],
     svc: ServicesDep,
     request: Request,
     response: Response,
     num_frames: Annotated[
-        int, Form(ge=2, description="frames taken from the start (at most GENDEF_MAX_DECOMPOSE_FRAMES)")
-    ] = 32,
+        int,
+        Form(
+            ge=MIN_DECOMPOSE_FRAMES,
+            description="frames taken from the start (at most GENDEF_MAX_DECOMPOSE_FRAMES)",
+        ),
+    ] = DECOMPOSE_FRAMES,
     resolution: Annotated[
         int,
         Form(
-            ge=16, description="long side of the frames, in pixels (at most GENDEF_MAX_DECOMPOSE_RESOLUTION)"
+            ge=MIN_DECOMPOSE_RESOLUTION,
+            description="long side of the frames, in pixels (at most GENDEF_MAX_DECOMPOSE_RESOLUTION)",
         ),
-    ] = 128,
-    steps: Annotated[int, Form(ge=1, le=20000, description="optimisation steps (more: sharper, slower)")] = (
-        DECOMPOSE_STEPS
-    ),
+    ] = DECOMPOSE_RESOLUTION,
+    steps: Annotated[
+        int, Form(ge=1, le=MAX_DECOMPOSE_STEPS, description="optimisation steps (more: sharper, slower)")
+    ] = DECOMPOSE_STEPS,
     fps: Annotated[int | None, Form(ge=MIN_FPS, le=MAX_FPS, description="default: the video's")] = None,
 ) -> JobDocument:
     """Queue the decomposition of your own video into a canonical image and deformation fields, fitted by

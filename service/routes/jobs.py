@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, Form, Request, Response, UploadFile
 from pydantic import HttpUrl
 
 from core.documents import JobDocument
 from core.jobs import JobRecord
 from service.deps import JobDep, ServicesDep
-from service.schemas import MAX_FPS, MIN_FPS, GenerateRequest, Message, WebhookEvent
+from service.limits import MAX_FPS, MAX_ID_CHARS, MIN_FPS
+from service.schemas import GenerateRequest, Message, WebhookEvent
 from service.submit import submit_edit, submit_generate
+from service.uploads import upload_file
 
 router = APIRouter(tags=["jobs"])
 
@@ -66,9 +68,9 @@ def generate(body: GenerateRequest, svc: ServicesDep, request: Request, response
 )
 def edit(
     job_id: Annotated[
-        str, Form(min_length=1, max_length=64, description="a finished job whose fields are reused")
+        str, Form(min_length=1, max_length=MAX_ID_CHARS, description="a finished job whose fields are reused")
     ],
-    image: Annotated[UploadFile, File(description="the edited canonical image, PNG or JPEG")],
+    image: Annotated[UploadFile, upload_file("max_upload_bytes", "the edited canonical image, PNG or JPEG")],
     svc: ServicesDep,
     request: Request,
     response: Response,

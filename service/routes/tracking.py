@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, Form, Request, Response, UploadFile
 
 from core.documents import JobDocument
 from service.deps import ServicesDep
+from service.limits import MAX_ID_CHARS
 from service.routes.jobs import SUBMIT_ERRORS, UPLOAD_ERRORS, accepted
 from service.schemas import TrackRequest
 from service.submit import submit_segment, submit_track
+from service.uploads import upload_file
 
 router = APIRouter(tags=["applications"])
 
@@ -26,13 +28,14 @@ def track(body: TrackRequest, svc: ServicesDep, request: Request, response: Resp
 @router.post("/segment", status_code=202, response_model=JobDocument, responses=UPLOAD_ERRORS)
 def segment(
     job_id: Annotated[
-        str, Form(min_length=1, max_length=64, description="a finished job whose fields are used")
+        str, Form(min_length=1, max_length=MAX_ID_CHARS, description="a finished job whose fields are used")
     ],
     mask: Annotated[
         UploadFile,
-        File(
-            description="PNG label map (grayscale, palette or 1-bit) the size of the "
-            "job's canonical image: 0 background, 1, 2 ... labels"
+        upload_file(
+            "max_upload_bytes",
+            "PNG label map (grayscale, palette or 1-bit) the size of the job's canonical image: 0 background, "
+            "1, 2 ... labels",
         ),
     ],
     svc: ServicesDep,

