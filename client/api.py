@@ -318,10 +318,19 @@ class Client:
         num_frames: int | None = None,
         fps: int | None = None,
         model: str | None = None,
+        labels: Sequence[int] | None = None,
     ) -> Job:
         """Queue a video from a content seed and a motion seed with `model` (a name of models()). None = the API's
-        default (random seeds, the default model)."""
-        body = _given(seed=seed, motion_seed=motion_seed, num_frames=num_frames, fps=fps, model=model)
+        default (random seeds, the default model). `labels`: a conditional model's classes to make, by index in
+        its `classes` (e.g. [3, 7]); None: drawn from the seed (the job's `result["labels"]` says which)."""
+        body = _given(
+            seed=seed,
+            motion_seed=motion_seed,
+            num_frames=num_frames,
+            fps=fps,
+            model=model,
+            labels=None if labels is None else list(labels),
+        )
         return self._submit("/generate", json=body)
 
     def resample(
@@ -389,7 +398,8 @@ class Client:
         return self._submit("/decompose", data=data, files={"video": _upload(video, "video")})
 
     def models(self) -> list[dict[str, Any]]:
-        """The models served: name, version, resolution, max_frames, trained_on, default (docs/API.md)."""
+        """The models served: name, version, resolution, max_frames, trained_on, classes, labels_per_video, default
+        (docs/API.md)."""
         return self.request("GET", "/models").json()
 
     def get(self, job_id: str) -> Job:

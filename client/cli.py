@@ -49,10 +49,10 @@ def _save(job: Job, artifact: str, dest: str | Path) -> None:
 
 
 def _generate(client: Client, args: argparse.Namespace) -> Job:
-    job = client.generate(
-        seed=args.seed, motion_seed=args.motion_seed, num_frames=args.frames, fps=args.fps, model=args.model
-    )
+    job = client.generate(args.seed, args.motion_seed, args.frames, args.fps, args.model, args.labels)
     job = _follow(job, args)
+    if (job.result or {}).get("labels") is not None:
+        print(f"labels: {','.join(map(str, job.result['labels']))}", file=sys.stderr)
     _save(job, "video", args.output or f"{job.id}.mp4")
     if args.canonical:
         _save(job, "canonical", args.canonical)
@@ -95,11 +95,14 @@ def _models(client: Client, args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(models, indent=2))
         return
-    print("NAME\tVERSION\tRESOLUTION\tMAX_FRAMES\tDEFAULT\tTRAINED_ON")
+    print("NAME\tVERSION\tRESOLUTION\tMAX_FRAMES\tLABELS\tDEFAULT\tTRAINED_ON")
     for m in models:
         size = f"{m['resolution']}x{m['resolution']}"
         default = "yes" if m["default"] else ""
-        print(f"{m['name']}\t{m['version']}\t{size}\t{m['max_frames']}\t{default}\t{m['trained_on'] or ''}")
+        labels = f"{m['labels_per_video']} of {','.join(m['classes'])}" if m["classes"] else ""
+        print(
+            f"{m['name']}\t{m['version']}\t{size}\t{m['max_frames']}\t{labels}\t{default}\t{m['trained_on'] or ''}"
+        )
 
 
 def _segment(client: Client, args: argparse.Namespace) -> Job:
@@ -161,6 +164,16 @@ def _cancel(client: Client, args: argparse.Namespace) -> Job:
     if not args.json:
         print(_summary(job))
     return job
+
+
+def _labels(text: str) -> list[int]:
+    """ "3,7" -> [3, 7]."""
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of class indices (e.g. 3,7)"
+        ) from None
 
 
 def _points(text: str) -> list[list[float]]:
@@ -226,6 +239,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--motion-seed", type=int, help="motion seed: decides the motion (default: random)")
     p.add_argument("--frames", type=int, help="number of frames (default: the API's)")
     p.add_argument("--model", help="name of the model (`gendef models`; default: the API's default model)")
+    p.add_argument(
+        "--labels",
+        type=_labels,
+        metavar="I,J",
+        help="a conditional model's classes to make, by index (`gendef models`; mnist: --labels 3,7 makes a 3 and "
+        "a 7); default: drawn from the seed",
+    )
     fps(p, "the API's")
     output(p, "the video", "JOB_ID.mp4")
     p.add_argument(

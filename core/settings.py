@@ -10,10 +10,10 @@ from __future__ import annotations
 import re
 import secrets
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.video import Limits
@@ -72,10 +72,15 @@ class Settings(BaseSettings):
     max_render_frames: int = Field(512, ge=1)
 
     # The models served (core/models.py): each subfolder of models_dir holding a checkpoint is one model, named by
-    # its folder. default_model: the model of requests that name none; empty: `mnist` when served, else the first
-    # by name. Read by the API (GET /models, checks) and the workers (loading).
-    models_dir: Path = DEFAULT_MODELS_DIR
+    # its folder; models_dir is a local folder or s3://bucket/prefix (on the S3 settings above). default_model: the
+    # model of requests that name none; empty: `mnist` when served, else the first by name. Read by the API (GET
+    # /models, checks) and the workers (loading).
+    models_dir: str = str(DEFAULT_MODELS_DIR)
     default_model: str = ""
+    # From a bucket: how long the API reuses its list of the models, and where a worker keeps the models it has
+    # downloaded (a folder per model and version).
+    models_list_cache_s: float = Field(5.0, ge=0)
+    models_cache_dir: Path = Path("var/models")
     # Models whose generate/resample jobs go to a queue of their own, "{generate_queue}-{model}" (comma-separated):
     # workers that consume only such queues (celery -Q) serve only those models. Other models use generate_queue.
     model_queues: str = ""
@@ -140,6 +145,11 @@ class Settings(BaseSettings):
     # GET /jobs/{id}/events: how often the stream reads the job record, and the heartbeat period when idle.
     events_poll_s: float = Field(0.25, gt=0)
     events_heartbeat_s: float = Field(15.0, gt=0)
+
+    @field_validator("models_dir", mode="before")
+    @classmethod
+    def _models_dir(cls, value: object) -> object:
+        return str(value) if isinstance(value, PurePath) else value
 
     @property
     def model_queue_names(self) -> frozenset[str]:

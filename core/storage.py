@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import boto3
@@ -128,7 +128,8 @@ class LocalStore:
 
 
 @contextlib.contextmanager
-def _s3_errors(key: str | None = None) -> Iterator[None]:
+def s3_errors(key: str | None = None) -> Iterator[None]:
+    """botocore's errors as BlobNotFound (no object under ``key``) or StorageUnavailable (anything else)."""
     try:
         yield
     except ClientError as e:
@@ -140,44 +141,48 @@ def _s3_errors(key: str | None = None) -> Iterator[None]:
         raise StorageUnavailable(f"S3 unreachable: {e}") from e
 
 
+def s3_client(settings: Settings, config: Config | None = None, endpoint_url: str | None = None) -> Any:
+    """A boto3 S3 client on the deployment's S3 settings (endpoint, credentials, region): the artifacts' store
+    and a bucket of models use the same. ``config`` replaces the default timeouts and retries."""
+    secret = settings.s3_secret_access_key
+    default = Config(
+        signature_version="s3v4",
+        # MinIO and other self-hosted servers want path-style URLs; AWS picks its own.
+        s3={"addressing_style": "path" if settings.s3_endpoint_url else "auto"},
+        retries={"max_attempts": 3, "mode": "standard"},
+        connect_timeout=3,
+        read_timeout=30,
+    )
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url or settings.s3_endpoint_url,
+        aws_access_key_id=settings.s3_access_key_id,
+        aws_secret_access_key=secret.get_secret_value() if secret else None,
+        region_name=settings.s3_region,
+        config=config or default,
+    )
+
+
 class S3Store:
     def __init__(self, settings: Settings):
         self.bucket = settings.s3_bucket
-        secret = settings.s3_secret_access_key
-        common = dict(
-            aws_access_key_id=settings.s3_access_key_id,
-            aws_secret_access_key=secret.get_secret_value() if secret else None,
-            region_name=settings.s3_region,
-            config=Config(
-                signature_version="s3v4",
-                # MinIO and other self-hosted servers want path-style URLs; AWS picks its own.
-                s3={"addressing_style": "path" if settings.s3_endpoint_url else "auto"},
-                retries={"max_attempts": 3, "mode": "standard"},
-                connect_timeout=3,
-                read_timeout=30,
-            ),
-        )
-        self.client = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, **common)
+        self.client = s3_client(settings)
         # /readyz's check answers within seconds even when S3 hangs: short timeouts, one try.
         quick = Config(
             signature_version="s3v4", connect_timeout=2, read_timeout=2, retries={"total_max_attempts": 1}
         )
-        self.ping_client = boto3.client(
-            "s3", endpoint_url=settings.s3_endpoint_url, **(common | {"config": quick})
-        )
+        self.ping_client = s3_client(settings, quick)
         # Presigning makes no request; the URL names the host clients reach.
-        self.presign_client = boto3.client(
-            "s3", endpoint_url=settings.s3_public_endpoint_url or settings.s3_endpoint_url, **common
-        )
+        self.presign_client = s3_client(settings, endpoint_url=settings.s3_public_endpoint_url)
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
-        with _s3_errors():
+        with s3_errors():
             self.client.put_object(
                 Bucket=self.bucket, Key=validate_key(key), Body=data, ContentType=content_type
             )
 
     def get(self, key: str) -> bytes:
-        with _s3_errors(key):
+        with s3_errors(key):
             return self.client.get_object(Bucket=self.bucket, Key=validate_key(key))["Body"].read()
 
     def presign(self, key: str, expires_s: int) -> str:
@@ -186,7 +191,7 @@ class S3Store:
         )
 
     def ping(self) -> None:
-        with _s3_errors():
+        with s3_errors():
             self.ping_client.head_bucket(Bucket=self.bucket)
 
 

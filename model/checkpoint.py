@@ -1,5 +1,9 @@
 """Checkpoints: a folder with model.safetensors (weights), config.json (architecture) and MODEL_CARD.md.
 
+config.json is the networks' config (model.config.GenDeFConfig) plus ``data``: one line saying what the weights
+were trained on, for a reader that must not parse the card (GET /models' trained_on). A config without it (written
+before it existed) loads all the same.
+
 No pickle anywhere: loading a checkpoint runs no code from it. Also a CLI to write an untrained checkpoint:
 
     python -m model.checkpoint init --preset small --out model/weights/small
@@ -22,6 +26,7 @@ from model.gendef import GenDeF
 log = logging.getLogger(__name__)
 
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "MODEL_CARD.md"
+DATA = "data"  # config.json's key of what the weights were trained on (the card's `data` entry)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -32,12 +37,14 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def save_checkpoint(model: GenDeF, directory: str | Path, card: dict[str, Any] | None = None) -> Path:
-    """Write model's weights, config and a model card (card: e.g. data, steps, metrics) into directory."""
+    """Write model's weights, config and a model card (card: e.g. data, steps, metrics) into directory; the card's
+    ``data`` entry also goes into config.json."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, directory / WEIGHTS, metadata={"format": "pt"})
-    (directory / CONFIG).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
+    data = {DATA: str(card[DATA])} if card and DATA in card else {}
+    (directory / CONFIG).write_text(json.dumps(model.config.to_dict() | data, indent=2) + "\n")
     (directory / CARD).write_text(_model_card(model, card))
     log.info("saved checkpoint to %s", directory)
     return directory
@@ -51,7 +58,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Gen
     missing = [name for name in (WEIGHTS, CONFIG) if not (directory / name).is_file()]
     if missing:
         raise FileNotFoundError(f"{directory} is not a GenDeF checkpoint: missing {', '.join(missing)}")
-    config = GenDeFConfig.from_dict(json.loads((directory / CONFIG).read_text()))
+    saved = json.loads((directory / CONFIG).read_text())
+    config = GenDeFConfig.from_dict({k: v for k, v in saved.items() if k != DATA})
     model = GenDeF(config)
     model.load_state_dict(load_file(directory / WEIGHTS))  # strict: every tensor must match the config
     model.requires_grad_(False)

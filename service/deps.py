@@ -40,7 +40,7 @@ class Services:
             jobs=JobStore(client, ttl_s=settings.job_ttl_s, on_change=Notifier(celery, settings)),
             blobs=make_store(settings),
             celery=celery,
-            models=ModelRegistry(settings),
+            models=ModelRegistry(settings, cache_s=settings.models_list_cache_s),
         )
 
     def presigner(self, request: Request) -> Callable[[str], str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StrictInt
 
 from service.limits import DEFAULT_FPS, DEFAULT_FRAMES, MAX_FPS, MAX_ID_CHARS, MAX_POINTS, MAX_SEED, MIN_FPS
 
@@ -44,6 +44,13 @@ class GenerateRequest(BaseModel):
         le=MAX_FPS,
         strict=True,
         description="frame rate of the encoded video",
+    )
+    labels: list[StrictInt] | None = Field(
+        default=None,
+        min_length=1,
+        description="a conditional model's classes to make, by their indices in GET /models' `classes` (as many "
+        "distinct ones as its `labels_per_video`: [3, 7] on mnist is a 3 and a 7); null: drawn from the seed. The "
+        "seed still decides everything else. Not with canonical_from (the parent's labels are kept)",
     )
     canonical_from: str | None = Field(
         default=None,
@@ -106,7 +113,14 @@ class ModelOut(BaseModel):
     version: str = Field(description="digest of the weights (SHA-256 prefix): a retrained model has another")
     resolution: int = Field(description="width and height of its frames and canonical image, in pixels")
     max_frames: int = Field(description="largest num_frames it makes in this deployment")
-    trained_on: str | None = Field(description="what its model card says it was trained on (null: not said)")
+    trained_on: str | None = Field(
+        description="what it was trained on: its config.json's `data` (null: the checkpoint does not say)"
+    )
+    classes: list[str] = Field(
+        description="the classes a conditional model's videos are made of, by name, in the order of their "
+        "indices (POST /generate's `labels`); [] for an unconditional model"
+    )
+    labels_per_video: int = Field(description="how many distinct classes `labels` names (0: unconditional)")
     default: bool = Field(description="used by requests that name no model")
 
 

@@ -95,8 +95,9 @@ def finished_parent(svc: Services, job_id: str, field: str) -> JobRecord:
     return parent
 
 
-def _content_seed(svc: Services, job: JobRecord) -> int:
-    """The content seed behind a job's canonical image: an edit's comes from the job it edited."""
+def _content(svc: Services, job: JobRecord) -> dict[str, Any]:
+    """What made a job's canonical image: its content ``seed`` and, when they were asked for, its ``labels`` (an
+    edit's come from the job it edited)."""
     while "seed" not in job.params:
         if job.kind not in ("edit", "resample"):
             raise Conflict(
@@ -110,7 +111,7 @@ def _content_seed(svc: Services, job: JobRecord) -> int:
             f"canonical_from: the job that made the canonical image of {job.id} has expired; "
             "generate a new video",
         )
-    return job.params["seed"]
+    return {k: job.params[k] for k in ("seed", "labels") if job.params.get(k) is not None}
 
 
 def _parent(svc: Services, job: JobRecord, expired: str) -> JobRecord:
@@ -156,6 +157,27 @@ def _parent_model(svc: Services, parent: JobRecord, field: str = "canonical_from
     return served
 
 
+def _labels(model: ModelInfo, labels: list[int] | None) -> dict[str, list[int]]:
+    """{"labels": sorted} of labels a request asks the model for ({} for none), or Invalid naming its classes."""
+    if labels is None:
+        return {}
+    classes, count = model.classes, model.labels_per_video
+    if not classes:
+        raise Invalid(
+            f"model {model.name} is unconditional: it takes no labels; leave labels out (GET /models)",
+            ("body", "labels"),
+            labels,
+        )
+    names = ", ".join(f"{i} ({name!r})" if name != str(i) else name for i, name in enumerate(classes))
+    if len(labels) != count or len(set(labels)) != count or not all(0 <= x < len(classes) for x in labels):
+        raise Invalid(
+            f"model {model.name} takes {count} distinct labels, each the index of one of its classes: {names}",
+            ("body", "labels"),
+            labels,
+        )
+    return {"labels": sorted(labels)}
+
+
 def _made_by(model: ModelInfo) -> dict[str, str]:
     return {"model": model.name, "version": model.version}
 
@@ -175,16 +197,18 @@ def submit_generate(svc: Services, req: GenerateRequest) -> JobRecord:
             req.num_frames, model.max_frames, ("body", "num_frames"), f"the frame limit of {model.name}"
         )
         seed = _random_seed() if req.seed is None else req.seed
-        return _queue(svc, "generate", _made_by(model) | {"seed": seed} | params, webhook=webhook)
-    if req.seed is not None:
-        raise Invalid(
-            "seed cannot be combined with canonical_from: a resample keeps the canonical image (and its content "
-            "seed) of that job; leave seed out",
-            ("body", "seed"),
-            req.seed,
-        )
+        params = _made_by(model) | {"seed": seed} | _labels(model, req.labels) | params
+        return _queue(svc, "generate", params, webhook=webhook)
+    for field, value in (("seed", req.seed), ("labels", req.labels)):
+        if value is not None:
+            raise Invalid(
+                f"{field} cannot be combined with canonical_from: a resample keeps the canonical image of that job "
+                f"and the content seed and labels it was made with; leave {field} out",
+                ("body", field),
+                value,
+            )
     parent = finished_parent(svc, req.canonical_from, "canonical_from")
-    seed = _content_seed(svc, parent)
+    content = _content(svc, parent)
     model = _parent_model(svc, parent)
     if req.model is not None and req.model != model.name:
         raise Invalid(
@@ -193,7 +217,7 @@ def submit_generate(svc: Services, req: GenerateRequest) -> JobRecord:
             req.model,
         )
     _frame_limit(req.num_frames, model.max_frames, ("body", "num_frames"), f"the frame limit of {model.name}")
-    params = _made_by(model) | {"seed": seed} | params
+    params = _made_by(model) | content | params
     return _queue(svc, "resample", params, parent_id=parent.id, webhook=webhook)
 
 
@@ -420,7 +444,7 @@ def submit_render(
     if fps_factor > 1 and origin.kind in ("generate", "resample"):
         model = _parent_model(svc, origin, "job_id")
         params |= _made_by(model) | {
-            "motion": {"seed": origin.params["seed"], "motion_seed": origin.params["motion_seed"]}
+            "motion": _content(svc, origin) | {"motion_seed": origin.params["motion_seed"]}
         }
     upload = None
     if image is not None:

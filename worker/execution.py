@@ -40,9 +40,10 @@ class JobRun:
         self.sampler = sampler or sample_locked  # a stacked batch's sampler serves its jobs together
         self._done = 0
 
-    def stage(self, name: str) -> None:
-        """Enter the next stage: stop here if a cancel was asked for, else record the progress so far."""
-        self.report(name, self._done / len(self.stages))
+    def stage(self, name: str, result: dict[str, Any] | None = None) -> None:
+        """Enter the next stage: stop here if a cancel was asked for, else record the progress so far (and the
+        job's figures, when given)."""
+        self.report(name, self._done / len(self.stages), result)
         self._done += 1
 
     def report(self, stage: str, progress: float, result: dict[str, Any] | None = None) -> None:
@@ -137,16 +138,18 @@ class Draw:
     motion_seed: int
     num_frames: int
     image: bool
+    labels: tuple[int, ...] | None = None  # a conditional model's asked labels; None: the seed's
 
 
 def sample_videos(draws: list[Draw], stack: bool = False) -> list[Sampled]:
     """The videos of draws of one model and frame count: each in its own forward pass, or all in one (stack)."""
     model, num_frames, image = draws[0].model, draws[0].num_frames, any(d.image for d in draws)
     seeds, motion_seeds = [d.seed for d in draws], [d.motion_seed for d in draws]
+    labels = [d.labels for d in draws]
     if image:
-        out = model.sample(seeds, motion_seeds, num_frames, stack=stack)
+        out = model.sample(seeds, motion_seeds, num_frames, stack=stack, labels=labels)
         return [(out.canonical[i], out.fields[i], out.frames[i]) for i in range(len(draws))]
-    fields = model.sample_motion(seeds, motion_seeds, num_frames, stack=stack)
+    fields = model.sample_motion(seeds, motion_seeds, num_frames, stack=stack, labels=labels)
     return [(None, f, None) for f in fields]
 
 

@@ -18,7 +18,9 @@ from worker.execution import Draw, JobRun
 from worker.runtime import JobFailure
 
 
-def fields_meta(job: JobRecord, model: ModelInfo, fields: torch.Tensor) -> dict[str, Any]:
+def fields_meta(
+    job: JobRecord, model: ModelInfo, fields: torch.Tensor, labels: list[int] | None
+) -> dict[str, Any]:
     """The `meta` entry of deformation.npz: the convention, the model and what made these fields."""
     num_frames, height, width, _ = fields.shape  # (T, H, W, 2)
     return {
@@ -31,11 +33,19 @@ def fields_meta(job: JobRecord, model: ModelInfo, fields: torch.Tensor) -> dict[
         "kind": job.kind,
         "seed": job.params["seed"],
         "motion_seed": job.params["motion_seed"],
+        "labels": labels,
         "canonical_from": job.parent_id,
         "num_frames": num_frames,
         "height": height,
         "width": width,
     }
+
+
+def labels_used(model: GenDeF, seed: int, asked: tuple[int, ...] | None) -> list[int] | None:
+    """The class labels a conditional model's video is made of: the asked ones, else those its seed draws; None
+    for an unconditional model."""
+    used = model.labels([seed], [asked])  # (1, classes) multi-hot or None
+    return None if used is None else used[0].nonzero().flatten().tolist()
 
 
 def sampling_args(model: GenDeF, params: dict[str, Any]) -> tuple[int, int, int]:
@@ -55,17 +65,34 @@ def sampling_args(model: GenDeF, params: dict[str, Any]) -> tuple[int, int, int]
     return seed, motion_seed, num_frames
 
 
+def asked_labels(model: GenDeF, params: dict[str, Any]) -> tuple[int, ...] | None:
+    """The labels a job asks for (None: its seed's), refused with invalid_input where the loaded model cannot take
+    them (the API checked them against the model's config)."""
+    asked = params.get("labels")
+    if asked is None:
+        return None
+    try:
+        model.labels([0], [asked])
+    except ValueError as e:
+        raise JobFailure("invalid_input", f"labels {asked} do not fit the loaded model: {e}") from e
+    return tuple(asked)
+
+
 def do_generate(run: JobRun) -> dict[str, Artifact]:
     params = run.job.params
     model, info = run.model()
     seed, motion_seed, num_frames = sampling_args(model, params)
+    asked = asked_labels(model, params)
     run.stage("sampling")
-    canonical, fields, frames = run.sample(Draw(model, seed, motion_seed, num_frames, image=True))
+    canonical, fields, frames = run.sample(
+        Draw(model, seed, motion_seed, num_frames, image=True, labels=asked)
+    )
     # (3, H, W), (T, H, W, 2), (T, 3, H, W)
-    run.stage("encoding")
+    labels = labels_used(model, seed, asked)
+    run.stage("encoding", None if labels is None else {"labels": labels})
     files = {
         "canonical": media.encode_png(canonical),
-        "deformation": media.encode_fields(fields, fields_meta(run.job, info, fields)),
+        "deformation": media.encode_fields(fields, fields_meta(run.job, info, fields, labels)),
         "video": media.encode_video(frames, int(params["fps"])),
     }
     run.stage("uploading")
@@ -77,15 +104,19 @@ def do_resample(run: JobRun) -> dict[str, Artifact]:
     canonical_png = run.parent_blob("canonical.png")  # kept byte for byte: same content, new motion
     model, info = run.model()
     seed, motion_seed, num_frames = sampling_args(model, params)
+    asked = asked_labels(model, params)
     run.stage("sampling")
-    _, fields, _ = run.sample(Draw(model, seed, motion_seed, num_frames, image=False))  # (T, H, W, 2)
-    run.stage("warping")
+    _, fields, _ = run.sample(
+        Draw(model, seed, motion_seed, num_frames, image=False, labels=asked)
+    )  # (T, H, W, 2)
+    labels = labels_used(model, seed, asked)
+    run.stage("warping", None if labels is None else {"labels": labels})
     canonical, _ = media.decode_image(canonical_png)  # (3, H, W)
     frames = warp(canonical[None].to(fields.device), fields[None])[0]  # (T, 3, H, W)
     run.stage("encoding")
     files = {
         "canonical": canonical_png,
-        "deformation": media.encode_fields(fields, fields_meta(run.job, info, fields)),
+        "deformation": media.encode_fields(fields, fields_meta(run.job, info, fields, labels)),
         "video": media.encode_video(frames, int(params["fps"])),
     }
     run.stage("uploading")

@@ -38,7 +38,9 @@ def fields_in_time(run: JobRun, fields: torch.Tensor, meta: dict[str, Any], widt
     between = [min(t, model.max_frames - 1) for t in times if t != int(t)]
     sampled = run_model(
         "sampling motion",
-        lambda: model.motion_at(int(motion["seed"]), int(motion["motion_seed"]), between).cpu(),
+        lambda: model.motion_at(
+            int(motion["seed"]), int(motion["motion_seed"]), between, motion.get("labels")
+        ).cpu(),
     )  # (len(between), H, W, 2)
     out = fields.new_empty(len(times), *fields.shape[1:])
     out[::factor] = fields  # the stored fields, bit for bit

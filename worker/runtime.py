@@ -14,10 +14,10 @@ from functools import cached_property
 import torch
 
 from core.jobs import JobStore, connect_redis
-from core.models import ModelInfo, ModelRegistry
+from core.models import ModelChanged, ModelInfo, ModelRegistry
 from core.queues import make_celery
 from core.settings import Settings, get_settings
-from core.storage import Store, make_store
+from core.storage import StorageUnavailable, Store, make_store
 from core.webhooks import Notifier
 from model.checkpoint import load_checkpoint, resolve_device
 from model.gendef import GenDeF
@@ -110,21 +110,32 @@ class Runtime:
             return self._loaded[key]
 
     def _load(self, info: ModelInfo) -> GenDeF:
+        """The model from its checkpoint (from a bucket: downloaded first, and kept in the cache only once it has
+        loaded, so a corrupt upload fails its jobs and is fetched again, never kept)."""
         s = self.settings
         try:
             device = resolve_device(s.device)
             channels_last = {"auto": None, "on": True, "off": False}[s.channels_last]
-            model = prepare(
-                load_checkpoint(info.path, device=device), s.precision, channels_last, s.compile_model
-            )
+            with self.registry.checkpoint(info) as folder:
+                model = prepare(
+                    load_checkpoint(folder, device=device), s.precision, channels_last, s.compile_model
+                )
+        except ModelChanged as e:
+            raise JobFailure(
+                "model_unavailable",
+                f"model {info.name} changed while it was loaded: {e}; submit the job again",
+            ) from e
+        except StorageUnavailable:
+            raise
         except Exception as e:
-            log.exception("loading the checkpoint %s failed", info.path)
+            log.exception("loading the checkpoint %s failed", info.location)
             raise JobFailure(
                 "model_error",
-                f"the worker could not load the checkpoint of model {info.name} ({info.path}) on device "
-                f"{s.device!r} ({type(e).__name__}: {e}); check GENDEF_MODELS_DIR and GENDEF_DEVICE",
+                f"the worker could not load the checkpoint of model {info.name} version {info.version} "
+                f"({info.location}) on device {s.device!r} ({type(e).__name__}: {e}); check that its files are a "
+                "whole checkpoint (publish it again if not), GENDEF_MODELS_DIR and GENDEF_DEVICE",
             ) from e
-        log.info("model %s@%s loaded from %s on %s", info.name, info.version, info.path, device)
+        log.info("model %s@%s loaded from %s on %s", info.name, info.version, info.location, device)
         return model
 
     def preload_model(self, name: str | None = None) -> None:

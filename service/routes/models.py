@@ -22,6 +22,8 @@ def list_models(svc: AnyServicesDep) -> list[ModelOut]:
             resolution=m.resolution,
             max_frames=m.max_frames,
             trained_on=m.trained_on,
+            classes=list(m.classes),
+            labels_per_video=m.labels_per_video,
             default=m.name == default,
         )
         for m in models

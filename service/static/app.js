@@ -58,15 +58,41 @@ function generate(body) {
   submit("generate", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
 }
 
+let models = new Map();  // name -> its entry of GET /models
+
 async function loadModels() {
   const response = await fetch("models");
   if (!response.ok) return showError(`The models could not be listed: ${await errorText(response)}`);
-  $("model").replaceChildren(...(await response.json()).map((m) => {
+  const listed = await response.json();
+  models = new Map(listed.map((m) => [m.name, m]));
+  $("model").replaceChildren(...listed.map((m) => {
     const label = `${m.name} (${m.resolution}×${m.resolution}, up to ${m.max_frames} frames)`;
     const option = new Option(label, m.name, m.default, m.default);
     option.title = m.trained_on ? `version ${m.version}, trained on: ${m.trained_on}` : `version ${m.version}`;
     return option;
   }));
+  showLabels();
+}
+
+function showLabels() {
+  // A conditional model's classes as checkboxes: pick labels_per_video of them, or none for the seed's.
+  const model = models.get($("model").value);
+  const classes = model ? model.classes : [];
+  $("labels").hidden = classes.length === 0;
+  if (!classes.length) return $("label-choices").replaceChildren();
+  $("labels-legend").textContent = `Labels: pick ${model.labels_per_video}, or none for the seed's`;
+  $("label-choices").replaceChildren(...classes.map((name, index) => {
+    const box = Object.assign(document.createElement("input"), {type: "checkbox", value: String(index)});
+    const label = document.createElement("label");
+    label.append(box, ` ${name}`);
+    return label;
+  }));
+}
+
+function pickedLabels() {
+  // The class indices picked, or undefined (not sent: the seed decides them).
+  const picked = [...$("label-choices").querySelectorAll("input:checked")].map((box) => Number(box.value));
+  return picked.length ? picked : undefined;
 }
 
 // The forms' number fields take the API's own defaults and bounds from its OpenAPI document (service/limits.py
@@ -214,7 +240,9 @@ async function show(doc) {
   video.src = doc.artifacts.video.url;
   video.play().catch(() => { /* autoplay refused: the controls are there */ });
   const {model, version} = doc.params;
-  $("made-by").textContent = model ? `model ${model}, version ${version}` : "";
+  const labels = doc.result?.labels;
+  $("made-by").textContent = model
+    ? `model ${model}, version ${version}${labels ? `, labels ${labels.join(", ")}` : ""}` : "";
   if (VIEWS.has(doc.kind)) return;   // tracks or masks drawn over the source's video: the canvas stays
   source = doc;
   const shots = doc.result?.shots || [];   // a decomposed clip's shots: their canonical images side by side
@@ -403,12 +431,13 @@ function init() {
   $("generate-form").addEventListener("submit", (e) => {
     e.preventDefault();
     generate({model: $("model").value || null, seed: intField("seed"), motion_seed: intField("motion-seed"),
-              num_frames: intField("num-frames") ?? undefined, fps: intField("fps") ?? undefined});
+              num_frames: intField("num-frames") ?? undefined, fps: intField("fps") ?? undefined,
+              labels: pickedLabels()});
   });
   $("random").addEventListener("click", () => {
     $("seed").value = $("motion-seed").value = "";
     generate({model: $("model").value || null, num_frames: intField("num-frames") ?? undefined,
-              fps: intField("fps") ?? undefined});
+              fps: intField("fps") ?? undefined, labels: pickedLabels()});
   });
   $("resample").addEventListener("click", () => {
     if (source) generate({canonical_from: source.id, num_frames: source.params.num_frames ?? intField("num-frames") ?? undefined,
@@ -435,6 +464,7 @@ function init() {
   $("track").addEventListener("click", trackPoints);
   $("segment").addEventListener("click", segmentPainted);
   setUpPainting();
+  $("model").addEventListener("change", showLabels);
   loadLimits();
   loadModels();
 }

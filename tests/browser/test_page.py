@@ -131,6 +131,34 @@ def test_the_model_picker_generates_with_the_model_picked(browser: Browser, api_
     page.close()
 
 
+def test_a_conditional_model_offers_its_classes_and_generates_the_ones_picked(
+    browser: Browser, api_url: str, artifacts_dir: Path
+):
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.goto(api_url + "/")
+    expect(page.locator("#model option")).to_have_count(3)
+    expect(page.locator("#labels")).to_be_hidden()  # tiny, the default, is unconditional
+    page.select_option("#model", "digits")
+    expect(page.locator("#labels")).to_be_visible()
+    expect(page.locator("#label-choices input")).to_have_count(10)
+    expect(page.locator("#labels legend")).to_have_text("Labels: pick 2, or none for the seed's")
+    page.check("#label-choices input[value='3']")
+    page.check("#label-choices input[value='7']")
+    page.fill("#num-frames", "8")
+    page.click("#generate")
+    job_id = wait_succeeded(page, "generate")
+    wait_playing(page, job_id)
+    expect(page.locator("#made-by")).to_contain_text("labels 3, 7")
+    assert httpx.get(f"{api_url}/jobs/{job_id}", timeout=30).json()["params"]["labels"] == [3, 7]
+    page.screenshot(path=artifacts_dir / "browser-labels.png", full_page=True)
+    page.check("#label-choices input[value='5']")  # three: the API's message is shown
+    page.click("#generate")
+    expect(page.locator("#error")).to_contain_text("takes 2 distinct labels")
+    page.select_option("#model", "tiny")
+    expect(page.locator("#labels")).to_be_hidden()
+    page.close()
+
+
 def artifact_url(api_url: str, job_id: str, name: str) -> str:
     url = httpx.get(f"{api_url}/jobs/{job_id}", timeout=30).json()["artifacts"][name]["url"]
     return url if url.startswith("http") else f"{api_url}/{url.lstrip('/')}"

@@ -8,6 +8,7 @@ takes another's jobs. The session deletes its queues when it ends."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import secrets
@@ -24,6 +25,7 @@ import httpx
 import pytest
 import redis
 import torch
+from celery import Celery
 
 from model.checkpoint import save_checkpoint
 from model.config import preset
@@ -95,9 +97,10 @@ def e2e_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("e2e-logs")
 
 
-@pytest.fixture(scope="session")
-def queues() -> Iterator[dict[str, str]]:
-    """This session's Celery queue names; deleted from Redis at the end."""
+@contextlib.contextmanager
+def own_queues() -> Iterator[dict[str, str]]:
+    """Celery queue names of one deployment (GENDEF_*_QUEUE), so no other deployment's worker takes its jobs;
+    deleted from Redis at the end."""
     session = secrets.token_hex(4)
     names = {
         "GENDEF_GENERATE_QUEUE": f"e2e-{session}-generate",
@@ -109,6 +112,28 @@ def queues() -> Iterator[dict[str, str]]:
     for name in names.values():
         client.delete(name, *client.keys(f"_kombu.binding.{name}*"))
     client.close()
+
+
+@pytest.fixture(scope="session")
+def queues() -> Iterator[dict[str, str]]:
+    """This session's Celery queue names."""
+    with own_queues() as names:
+        yield names
+
+
+@contextlib.contextmanager
+def consumer_paused(queue: str) -> Iterator[None]:
+    """The one worker that consumes ``queue`` stops taking its jobs until the block ends (jobs sent meanwhile stay
+    queued): a test plays an operator changing the models under queued work."""
+    control = Celery(broker=redis_url(REDIS_DB), set_as_current=False).control
+    active = control.inspect(timeout=5).active_queues() or {}  # every deployment's workers share the broker
+    ours = [worker for worker, taken in active.items() if any(q["name"] == queue for q in taken)]
+    assert len(ours) == 1, active
+    assert control.cancel_consumer(queue, destination=ours, reply=True)
+    try:
+        yield
+    finally:
+        assert control.add_consumer(queue, destination=ours, reply=True)
 
 
 @pytest.fixture(scope="session")
@@ -131,10 +156,14 @@ def s3(s3_endpoint: str):
 
 
 @pytest.fixture(scope="session")
-def models_dir(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Path:
-    """The deployment's models: `tiny` (32x32, the default) and `tiny64` (the tiny preset at 64x64, untrained)."""
+def models_dir(
+    tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, digits_checkpoint: Path
+) -> Path:
+    """The deployment's models: `tiny` (32x32, the default), `tiny64` (the tiny preset at 64x64, untrained) and
+    `digits` (tiny, conditional: 10 classes, 2 labels a video)."""
     folder = tmp_path_factory.mktemp("models")
     shutil.copytree(tiny_checkpoint, folder / "tiny")
+    shutil.copytree(digits_checkpoint, folder / "digits")
     torch.manual_seed(1)
     model = GenDeF(dataclasses.replace(preset("tiny"), resolution=64))
     save_checkpoint(model, folder / "tiny64", card={"data": "nothing: random test weights"})
@@ -179,24 +208,15 @@ def deployment_env(queues: dict[str, str], s3_endpoint: str, models_dir: Path) -
     )
 
 
-@pytest.fixture(scope="session")
-def api_url(deployment_env: dict[str, str], e2e_logs: Path) -> Iterator[str]:
-    """Base URL of the API (uvicorn subprocess) with one Celery worker subprocess (concurrency 1) behind it;
-    yielded once /readyz says the broker, the store and the worker are reachable."""
+@contextlib.contextmanager
+def deployment(env: dict[str, str], logs: Path, prefix: str = "") -> Iterator[str]:
+    """Base URL of an API (uvicorn subprocess) with one Celery worker subprocess (concurrency 1) behind it, both
+    run in ``logs`` and logging to ``{prefix}api.log``, ``{prefix}worker.log`` there; yielded once /readyz says the
+    broker, the store and the worker are reachable."""
     port = free_port()
-    worker_log, api_log = e2e_logs / "worker.log", e2e_logs / "api.log"
-    worker = spawn(
-        embedded.worker_args(f"e2e-{port}@%h"),
-        worker_log,
-        env=deployment_env,
-        cwd=e2e_logs,
-    )
-    api = spawn(
-        embedded.api_args(port),
-        api_log,
-        env=deployment_env,
-        cwd=e2e_logs,
-    )
+    worker_log, api_log = logs / f"{prefix}worker.log", logs / f"{prefix}api.log"
+    worker = spawn(embedded.worker_args(f"e2e-{port}@%h"), worker_log, env=env, cwd=logs)
+    api = spawn(embedded.api_args(port), api_log, env=env, cwd=logs)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(f"{url}/readyz", {api_log: api, worker_log: worker})
@@ -204,6 +224,13 @@ def api_url(deployment_env: dict[str, str], e2e_logs: Path) -> Iterator[str]:
     finally:
         stop(api)
         stop(worker)
+
+
+@pytest.fixture(scope="session")
+def api_url(deployment_env: dict[str, str], e2e_logs: Path) -> Iterator[str]:
+    """The deployment of the e2e tests (deployment_env)."""
+    with deployment(deployment_env, e2e_logs) as url:
+        yield url
 
 
 @pytest.fixture

@@ -260,11 +260,27 @@ def test_models_lists_the_models_and_generate_takes_one(api_url: str, tmp_path: 
     result = gendef("--url", api_url, "models")
     assert result.returncode == 0, result.stderr
     header, *rows = [line.split("\t") for line in result.stdout.splitlines()]
-    assert header[:5] == ["NAME", "VERSION", "RESOLUTION", "MAX_FRAMES", "DEFAULT"]
+    assert header[:6] == ["NAME", "VERSION", "RESOLUTION", "MAX_FRAMES", "LABELS", "DEFAULT"]
     listed = {row[0]: row for row in rows}
-    assert listed["tiny"][2:5] == ["32x32", "128", "yes"] and listed["tiny64"][2] == "64x64"
+    assert listed["tiny"][2:6] == ["32x32", "128", "", "yes"] and listed["tiny64"][2] == "64x64"
+    assert listed["digits"][4] == "2 of 0,1,2,3,4,5,6,7,8,9"
     result = gendef(
         "--url", api_url, "generate", "--model", "tiny64", "--frames", "2", "-o", "w.mp4", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
     assert status(api_url, result.stdout.strip())["params"]["model"] == "tiny64"
+
+
+def test_generate_makes_the_labels_asked_and_says_the_labels_used(api_url: str, tmp_path: Path):
+    base = ("--url", api_url, "generate", "--model", "digits", "--frames", "2", "--seed", "4")
+    result = gendef(*base, "--labels", "7,3", "-o", "a.mp4", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    job = status(api_url, result.stdout.strip())
+    assert job["params"]["labels"] == job["result"]["labels"] == [3, 7] and "labels: 3,7" in result.stderr
+    result = gendef(*base, "-o", "b.mp4", cwd=tmp_path)  # the seed's labels, said on stderr
+    assert result.returncode == 0 and "labels: " in result.stderr, result.stderr
+    assert "labels" not in status(api_url, result.stdout.strip())["params"]
+    result = gendef(*base, "--labels", "3", cwd=tmp_path)
+    assert result.returncode == 1 and "takes 2 distinct labels" in result.stderr, result.stderr
+    result = gendef(*base, "--labels", "three,seven", cwd=tmp_path)
+    assert result.returncode == 2 and "is not a comma-separated list of class indices" in result.stderr

@@ -12,12 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
-from celery import Celery
 from PIL import Image
 
-from tests.e2e.conftest import REDIS_DB
+from tests.e2e.conftest import consumer_paused
 from tests.e2e.test_jobs import fields_of, submit, succeeded, wait_done
-from tests.redis_server import redis_url
 
 FRAMES = 4
 
@@ -124,18 +122,9 @@ def test_a_model_removed_while_its_job_is_queued_fails_that_job_and_the_worker_g
     http, models_dir, extra_model, queues
 ):
     name = extra_model("doomed")
-    control = Celery(broker=redis_url(REDIS_DB), set_as_current=False).control
-    queue = queues["GENDEF_GENERATE_QUEUE"]
-    # this deployment's worker only (another deployment's workers share the broker)
-    active = control.inspect(timeout=5).active_queues() or {}
-    ours = [worker for worker, taken in active.items() if any(q["name"] == queue for q in taken)]
-    assert len(ours) == 1, active
-    assert control.cancel_consumer(queue, destination=ours, reply=True)  # it stops taking generate jobs
-    try:
+    with consumer_paused(queues["GENDEF_GENERATE_QUEUE"]):  # the worker stops taking generate jobs
         job = generate(http, name)
         shutil.rmtree(models_dir / name)
-    finally:
-        assert control.add_consumer(queue, destination=ours, reply=True)
     done, _ = wait_done(http, job["id"])
     assert done["status"] == "failed" and done["error"]["code"] == "model_unavailable"
     assert name in done["error"]["message"]

@@ -23,6 +23,7 @@ def test_save_then_load_gives_bit_identical_outputs(tmp_path, tiny):
     }
     config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
     assert config["resolution"] == 32 and config["max_frames"] == 256 and "deformation" in config
+    assert config["data"] == "none"  # what it was trained on, for a reader of the config (GET /models)
     loaded = load_checkpoint(tmp_path / "ckpt", device="cpu")
     assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
     a, b = tiny.sample([1, 2], [3, 4], 6), loaded.sample([1, 2], [3, 4], 6)
@@ -32,6 +33,9 @@ def test_save_then_load_gives_bit_identical_outputs(tmp_path, tiny):
         and torch.equal(a.frames, b.frames)
     )
     assert "- steps: 0" in (tmp_path / "ckpt" / "MODEL_CARD.md").read_text()
+    del config["data"]  # a config written before it said what the weights were trained on
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(config))
+    assert torch.equal(load_checkpoint(tmp_path / "ckpt").sample([1], [3], 2).fields, a.fields[:1, :2])
 
 
 def test_same_seeds_are_bit_identical_across_processes(tmp_path, tiny):

@@ -149,3 +149,49 @@ def test_motion_at_integer_times_is_the_sampled_motion_and_between_frames_lies_b
     assert (mid - (fields[2] + fields[3]) / 2).abs().max() < step
     with pytest.raises(ValueError, match="times must be in"):
         tiny.motion_at(1, 2, [float(tiny.max_frames)])
+
+
+def test_asked_labels_replace_the_seeds_and_change_nothing_else():
+    """The shipped conditional model: labels asked per video instead of the seed's; everything else (z, noise,
+    motion) still comes from the seeds, and a video whose labels are None is the one without labels, bit for bit."""
+    model = load_checkpoint(DEFAULT_MODELS_DIR / "mnist", device="cpu")
+    plain = model.sample([5], [1], 4)
+    drawn = model.labels([5])[0].nonzero().flatten().tolist()
+    other = [c for c in range(10) if c not in drawn][:2]
+    assert len(drawn) == 2 and model.labels([5], [other])[0].nonzero().flatten().tolist() == other
+    for same in (model.sample([5], [1], 4, labels=[None]), model.sample([5], [1], 4, labels=[drawn[::-1]])):
+        assert torch.equal(same.canonical, plain.canonical) and torch.equal(same.fields, plain.fields)
+    asked = model.sample([5], [1], 4, labels=[other])
+    assert (asked.canonical - plain.canonical).abs().mean() > 0.05  # other digits
+    z, noise, _ = model._content(5)
+    z_asked, noise_asked, _ = model._content(5, other)
+    assert torch.equal(z, z_asked) and all(map(torch.equal, noise, noise_asked))
+    assert torch.equal(model.sample_motion([5], [1], 4, labels=[other]), asked.fields)
+    torch.testing.assert_close(model.motion_at(5, 1, [0, 1, 2, 3], other), asked.fields[0], rtol=0, atol=1e-5)
+    # mixed labels in one stacked pass: each video as alone, within the stacking tolerance
+    both = model.sample([5, 5], [1, 1], 4, stack=True, labels=[None, other])
+    for i, alone in enumerate((plain, asked)):
+        assert (both.canonical[i] - alone.canonical[0]).abs().max() <= STACK_TOLERANCE["canonical"]
+        assert (both.fields[i] - alone.fields[0]).abs().max() <= STACK_TOLERANCE["fields"]
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ([[3]], "2 distinct class indices in \\[0, 9\\]"),
+        ([[3, 3]], "2 distinct"),
+        ([[3, 10]], "2 distinct"),
+        ([[3, True]], "2 distinct"),
+        ([[3, 7], None], "one entry of labels per video"),
+    ],
+)
+def test_labels_that_do_not_fit_the_model_are_refused(labels, message):
+    model = load_checkpoint(DEFAULT_MODELS_DIR / "mnist", device="cpu")
+    with pytest.raises(ValueError, match=message):
+        model.sample([1], [1], 1, labels=labels)
+
+
+def test_an_unconditional_model_takes_no_labels(tiny):
+    with pytest.raises(ValueError, match="unconditional"):
+        tiny.sample([1], [1], 1, labels=[[0]])
+    assert torch.equal(tiny.sample([1], [1], 2, labels=[None]).fields, tiny.sample([1], [1], 2).fields)

@@ -5,6 +5,7 @@ meets the quality targets of that dataset (the digit classifier's Fréchet dista
 two digits as real clips do (each on its own: model.evaluation.motion)."""
 
 import functools
+import itertools
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,8 @@ import torch
 
 from model.checkpoint import load_checkpoint
 from model.data import MovingMNIST
-from model.evaluation.evaluate import Sample, digit_stats, generate, real_clips
+from model.evaluation.digits import accuracy, load_digit_classifier
+from model.evaluation.evaluate import Sample, canonical_digit_stats, digit_stats, generate, real_clips
 from model.evaluation.metrics import field_health
 from model.evaluation.motion import generated_digits, relative_displacement, trajectory_stats
 from model.fields import jacobian_determinant
@@ -121,3 +123,26 @@ def test_resampling_the_motion_moves_the_digits_another_way(name):
         relative = relative_displacement(generated_digits(out.canonical, out.fields))  # (8,)
         spreads.append(float(relative[~relative.isnan()].std()))  # videos that lost a digit left out
     assert sum(spreads) / len(spreads) >= 5, spreads
+
+
+@pytest.mark.parametrize("name", _shipped("asked_labels", "mnist"))
+def test_the_moving_mnist_model_draws_the_digits_asked_for(name):
+    """POST /generate's labels: for 270 content seeds, each of the 45 pairs of digits asked for 6 times, the digit
+    classifier reads the two digits asked in the canonical image at least as often as it reads the seed-drawn ones
+    in the canonical images of the same seeds (evaluate's labels_read), within two standard errors of the
+    difference of the two shares."""
+    model = load_checkpoint(WEIGHTS / name)
+    seeds = list(range(270))
+    pairs = list(itertools.combinations(range(10), 2))
+    asked = [list(pairs[i % len(pairs)]) for i in seeds]
+    canonical = torch.cat(
+        [
+            model.sample(seeds[i : i + 45], seeds[i : i + 45], 1, labels=asked[i : i + 45]).canonical
+            for i in seeds[::45]
+        ]
+    )  # (270, 3, 64, 64)
+    read = accuracy(load_digit_classifier(), canonical, torch.tensor(asked))
+    drawn = canonical_digit_stats(model, len(seeds), seed=0)[0]["labels_read"]
+    error = ((read * (1 - read) + drawn * (1 - drawn)) / len(seeds)) ** 0.5
+    assert read >= drawn - 2 * error, (read, drawn)
+    assert read > 0.5, read  # chance is 1 in 45

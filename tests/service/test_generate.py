@@ -222,6 +222,7 @@ def test_openapi_describes_the_contract(http: httpx.Client):
         "motion_seed",
         "num_frames",
         "fps",
+        "labels",
         "canonical_from",
         "model",
         "webhook",

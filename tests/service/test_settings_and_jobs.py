@@ -18,7 +18,9 @@ def test_defaults_are_the_embedded_mode(monkeypatch: pytest.MonkeyPatch):
         monkeypatch.delenv(name, raising=False)
     a, b = Settings(), Settings()
     assert a.redis_url == "redis://127.0.0.1:6379/0" and a.storage_backend == "local"
-    assert a.models_dir == DEFAULT_MODELS_DIR == Path(__file__).resolve().parents[2] / "model" / "weights"
+    assert (
+        Path(a.models_dir) == DEFAULT_MODELS_DIR == Path(__file__).resolve().parents[2] / "model" / "weights"
+    )
     assert a.default_model == "" and a.max_loaded_models == 2
     assert a.max_frames == 128
     # No secret configured: a random one per process (per Settings object here).

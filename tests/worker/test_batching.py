@@ -222,3 +222,20 @@ def test_batch_mode_off_runs_one_job_per_task(tmp_path, tiny_checkpoint):
     jobs = [queue(rt, seed) for seed in (1, 2)]
     batching.run(rt, jobs[0].id, "generate", run_job)
     assert [rt.jobs.get(j.id).status for j in jobs] == ["succeeded", "queued"]
+
+
+def test_a_batch_of_jobs_with_mixed_labels_gives_each_video_its_own_labels(tmp_path, digits_checkpoint):
+    """Stacked: one forward pass for jobs of the seed's labels and of asked ones; each within the stacking
+    tolerance of the job alone."""
+    rt = Runtime(settings(tmp_path, digits_checkpoint, batch_max=4))
+    asks = [None, [1, 2], None, [7, 8]]
+    jobs = [queue(rt, 3, made_by={} if a is None else {"labels": a}) for a in asks]
+    batching.run(rt, jobs[0].id, "generate", run_job)
+    done = [rt.jobs.get(j.id) for j in jobs]
+    assert [j.status for j in done] == ["succeeded"] * 4
+    assert done[0].result == done[2].result != done[1].result
+    assert [j.result["labels"] for j in done[1::2]] == [[1, 2], [7, 8]]
+    for job in done:
+        alone = rt.jobs.create("generate", job.params)
+        assert run_job(rt, alone.id, "generate") == "succeeded"
+        assert_close_artifacts(rt, job, rt.jobs.get(alone.id))

@@ -303,3 +303,36 @@ def test_a_worker_keeps_its_recent_models_loaded_and_runs_only_the_version_a_job
     assert (
         job.status == "failed" and job.error["code"] == "model_unavailable" and "gone" in job.error["message"]
     )
+
+
+def test_a_conditional_models_jobs_make_the_labels_asked_and_record_the_labels_used(
+    tmp_path, digits_checkpoint
+):
+    rt = Runtime(make_settings(tmp_path, digits_checkpoint.parent))
+    model = prepare(load_checkpoint(digits_checkpoint))
+    params = {"seed": 3, "motion_seed": 4, "num_frames": 4, "fps": 8}
+    drawn = run(rt, "generate", params)
+    seeds_labels = model.labels([3])[0].nonzero().flatten().tolist()
+    assert drawn.result == {"labels": seeds_labels}  # what the seed gave
+    asked = [c for c in range(10) if c not in seeds_labels][:2]
+    job = run(rt, "generate", params | {"labels": asked})
+    assert job.status == "succeeded" and job.result == {"labels": asked}
+    expected = model.sample([3], [4], 4, labels=[asked])
+    canonical, _ = media.decode_image(blob(rt, job, "canonical"))
+    assert np.array_equal(media.to_uint8(canonical), media.to_uint8(expected.canonical[0]))
+    assert blob(rt, job, "canonical") != blob(rt, drawn, "canonical")
+    fields, meta = media.decode_fields(blob(rt, job, "deformation"))
+    assert torch.equal(fields, expected.fields[0]) and meta["labels"] == asked
+
+    # a resample of it samples the motion of that canonical image: the same labels (the API copies them)
+    resampled = run(rt, "resample", params | {"motion_seed": 9, "labels": asked}, parent_id=job.id)
+    assert resampled.status == "succeeded" and resampled.result == {"labels": asked}
+    fields, _ = media.decode_fields(blob(rt, resampled, "deformation"))
+    assert torch.equal(fields, model.sample_motion([3], [9], 4, labels=[asked])[0])
+    assert blob(rt, resampled, "canonical") == blob(rt, job, "canonical")
+
+    # labels the loaded model cannot take (the API checks them against the model's config): invalid_input
+    bad = run(rt, "generate", params | {"labels": [2, 2]})
+    assert (
+        bad.status == "failed" and bad.error["code"] == "invalid_input" and "distinct" in bad.error["message"]
+    )
