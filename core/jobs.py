@@ -9,6 +9,8 @@ Keys (all under ``gendef:``):
 - ``idempotency:{digest}``: string, the first answer to a POST with an Idempotency-Key (service/idempotency.py).
 - ``claimed:{id}``: string, the leader job whose batch runs this job; ``batch:{leader}``: set, the job ids the
   leader's batch claimed (worker/batching.py).
+- ``parts:{id}``: hash, the subtasks of a job fitted on many workers (worker/fanout.py): its plan, each part's
+  state and attempts; expires with the job record (``job_ttl_s`` after its last change, renewed with the record's).
 - ``unsent``: sorted set, the job ids recorded but not yet handed to their Celery queue, scored by creation time:
   written with the record, removed once the task is sent. The workers fail those left behind (the API died or
   Redis failed between the two steps) after GENDEF_SEND_TIMEOUT_S (``fail_unsent``), so no record stays queued
@@ -43,7 +45,7 @@ from core.settings import Settings
 KINDS = ("generate", "resample", "edit", "track", "segment", "decompose", "render")
 STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
 FINAL = frozenset({"succeeded", "failed", "canceled"})
-STAGES = ("loading", "sampling", "warping", "tracking", "fitting", "encoding", "uploading")
+STAGES = ("loading", "sampling", "warping", "tracking", "planning", "fitting", "encoding", "uploading")
 
 KEY_PREFIX = "gendef:job:"  # + job id
 QUEUED_PREFIX = "gendef:queued:"  # + Celery queue name
@@ -52,6 +54,7 @@ ACTIVE_PREFIX = "gendef:active:"  # + owner
 IDEMPOTENCY_PREFIX = "gendef:idempotency:"  # + SHA-256 of caller and key
 CLAIMED_PREFIX = "gendef:claimed:"  # + job id
 BATCH_PREFIX = "gendef:batch:"  # + leader's job id
+PARTS_PREFIX = "gendef:parts:"  # + job id
 UNSENT_KEY = "gendef:unsent"
 NOT_QUEUED = "The job could not be queued (the job queue was unreachable); submit it again."
 RETRY_AFTER_S = 10  # a key at its limit: a tiny job takes seconds, a long one minutes: come back after this
@@ -307,9 +310,15 @@ class JobStore:
         return job if was_queued else None
 
     def set_progress(
-        self, job_id: str, progress: float, stage: str, result: dict[str, Any] | None = None
+        self,
+        job_id: str,
+        progress: float,
+        stage: str,
+        result: dict[str, Any] | None = None,
+        rising: bool = False,
     ) -> None:
-        """Progress of a running job; `result` (when given) replaces the job's reported figures."""
+        """Progress of a running job; `result` (when given) replaces the job's reported figures. ``rising``: never
+        lower the progress recorded (a job whose subtasks report apart, each from its own view of the others)."""
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; one of {STAGES}")
         progress = min(max(float(progress), 0.0), 1.0)
@@ -318,10 +327,11 @@ class JobStore:
             if job.status != "running":
                 return None
             extra = {} if result is None else {"result": result}
+            value = max(progress, job.progress) if rising else progress
             if stage == job.stage:
-                return {"progress": progress} | extra
+                return {"progress": value} | extra
             return {
-                "progress": progress,
+                "progress": value,
                 "stage": stage,
                 "stage_started_at": job.stage_started_at | {stage: utc_now()},
             } | extra

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     # What one /decompose job fits: frames taken from the clip, and the long side they are scaled to (pixels).
     max_decompose_frames: int = Field(256, ge=2)
     max_decompose_resolution: int = Field(512, ge=16)
+    # The most frames one fit subtask of a /decompose job fits (worker/fanout.py): a longer shot is split into
+    # segments of at most this many frames, consecutive ones sharing a few, each fitted on whichever worker is free.
+    decompose_segment_frames: int = Field(64, ge=16)
     # POST /render: the largest frame it makes (width x height, after scaling) and its frames (after the frame-rate
     # multiplier).
     max_render_pixels: int = Field(2048 * 1152, ge=1)

@@ -65,6 +65,8 @@ class Store(Protocol):
 
     def get(self, key: str) -> bytes: ...  # raises BlobNotFound
 
+    def delete(self, key: str) -> None: ...  # a key that holds nothing is no error
+
     def presign(
         self, key: str, expires_s: int
     ) -> str: ...  # a GET URL; the local store's is relative to the API's
@@ -104,6 +106,13 @@ class LocalStore:
             return self.path(key).read_bytes()
         except FileNotFoundError:
             raise BlobNotFound(key) from None
+
+    def delete(self, key: str) -> None:
+        path = self.path(key)
+        path.unlink(missing_ok=True)
+        if path.parent != self.root:
+            with contextlib.suppress(OSError):  # not empty: other files are kept
+                path.parent.rmdir()
 
     def _signature(self, key: str, expires_at: int) -> str:
         return hmac.new(self._secret, f"{key}\n{expires_at}".encode(), hashlib.sha256).hexdigest()
@@ -184,6 +193,10 @@ class S3Store:
     def get(self, key: str) -> bytes:
         with s3_errors(key):
             return self.client.get_object(Bucket=self.bucket, Key=validate_key(key))["Body"].read()
+
+    def delete(self, key: str) -> None:
+        with _s3_errors():
+            self.client.delete_object(Bucket=self.bucket, Key=validate_key(key))
 
     def presign(self, key: str, expires_s: int) -> str:
         return self.presign_client.generate_presigned_url(

@@ -370,8 +370,16 @@ def submit_segment(svc: Services, job_id: str, mask: bytes, shot: int | None = N
 
 
 def submit_decompose(
-    svc: Services, video: bytes, num_frames: int, resolution: int, steps: int, fps: int | None
+    svc: Services,
+    video: bytes,
+    num_frames: int,
+    resolution: int,
+    steps: int,
+    fps: int | None,
+    webhook_url: str | None = None,
+    webhook_events: list[str] | None = None,
 ) -> JobRecord:
+    webhook = webhook_spec(svc.settings, webhook_url, webhook_events, "form")
     limit = svc.settings.max_decompose_frames
     _frame_limit(num_frames, limit, ("body", "num_frames"), "this deployment's limit of frames to decompose")
     if resolution > svc.settings.max_decompose_resolution:
@@ -395,9 +403,8 @@ def submit_decompose(
             "duration_s": info.duration_s,
         },
     }
-    return _queue(
-        svc, "decompose", params, upload=Upload("video", f"video.{info.extension}", video, info.content_type)
-    )
+    upload = Upload("video", f"video.{info.extension}", video, info.content_type)
+    return _queue(svc, "decompose", params, upload=upload, webhook=webhook)
 
 
 def _fields_origin(svc: Services, job: JobRecord) -> JobRecord:

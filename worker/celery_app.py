@@ -31,11 +31,20 @@ def hard_limit_grace_s(job_time_limit_s: int) -> int:
 
 def create_app(settings: Settings) -> Celery:
     hard_limit_s = settings.job_time_limit_s + hard_limit_grace_s(settings.job_time_limit_s)
-    app = Celery("gendef", broker=settings.redis_url, include=["worker.tasks", "worker.webhooks"])
+    app = Celery(
+        "gendef",
+        broker=settings.redis_url,
+        # Only the chord of a decompose job's fit subtasks (worker/fanout.py) uses results: Celery counts there
+        # which subtasks have ended. Every other task's result is ignored: the job record in Redis is the truth.
+        backend=settings.redis_url,
+        include=["worker.tasks", "worker.fanout", "worker.webhooks"],
+    )
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
-        task_ignore_result=True,  # the job record in Redis is the source of truth, no result backend
+        result_serializer="json",
+        task_ignore_result=True,
+        result_expires=settings.job_ttl_s,  # a subtask's result goes with its job's record
         # Long GPU jobs: one job in hand at a time, acknowledged only when done, redelivered if the process dies.
         worker_prefetch_multiplier=1,
         task_acks_late=True,

@@ -9,13 +9,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 import torch
+from celery.exceptions import SoftTimeLimitExceeded
 
 from core.artifacts import ARTIFACT_FILES, ArtifactError, shots_of
 from core.images import ImageError
 from core.jobs import Artifact, JobRecord
 from core.models import ModelInfo
-from core.storage import BlobNotFound, artifact_key
+from core.settings import Settings
+from core.storage import BlobNotFound, StorageUnavailable, artifact_key
 from model.gendef import GenDeF
 from worker import media
 from worker.runtime import JobFailure, Runtime
@@ -24,6 +27,11 @@ log = logging.getLogger(__name__)
 
 
 Sampler = Callable[["Draw"], "Sampled"]
+
+
+# The job store (Redis, also the broker) unreachable: the job cannot be recorded either way, so its task goes back
+# to the queue (or stays unacknowledged until Redis is back) and runs again as its next attempt.
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 class JobCanceled(Exception):
@@ -123,6 +131,34 @@ class JobRun:
                 "invalid_input", f"shot {index} does not exist: the source job has {len(shots)} shot(s)"
             )
         return shots[index]
+
+
+def timeout_failure(settings: Settings) -> JobFailure:
+    return JobFailure(
+        "timeout",
+        f"the job ran longer than the {settings.job_time_limit_s} s limit (GENDEF_JOB_TIME_LIMIT_S); "
+        "ask for fewer frames or raise the limit",
+    )
+
+
+def failure_of(settings: Settings, error: Exception) -> JobFailure:
+    """The failure a job ends with when its work raised ``error`` (not JobCanceled, nor a Redis error: those are
+    the callers'): a JobFailure as it is, the soft time limit, the store out of reach, else an unexpected error."""
+    if isinstance(error, JobFailure):
+        return error
+    if isinstance(error, SoftTimeLimitExceeded):
+        return timeout_failure(settings)
+    if isinstance(error, StorageUnavailable):
+        return JobFailure(
+            "storage_unavailable",
+            f"the artifact store could not be used ({error}); submit the job again later",
+        )
+    log.error("unexpected error in a job", exc_info=error)
+    return JobFailure(
+        "internal_error",
+        f"the worker hit an unexpected {type(error).__name__}; submit the job again, and report the job id "
+        "if it happens again",
+    )
 
 
 # (canonical (3, H, W) or None, fields (T, H, W, 2), frames (T, 3, H, W) or None) of one video

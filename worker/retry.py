@@ -52,6 +52,9 @@ class RetryingStore:
     def get(self, key: str) -> bytes:
         return self._retry(f"reading {key}", lambda: self.store.get(key))
 
+    def delete(self, key: str) -> None:
+        self._retry(f"deleting {key}", lambda: self.store.delete(key))
+
     def presign(self, key: str, expires_s: int) -> str:
         return self.store.presign(key, expires_s)
 

@@ -14,40 +14,34 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import redis
 from celery import Task
 from celery.exceptions import Reject, SoftTimeLimitExceeded, TimeLimitExceeded
 
 from core.jobs import Artifact, JobRecord
 from core.queues import JOB_TASKS
-from core.storage import StorageUnavailable
-from worker import batching, runtime
+from worker import batching, fanout, runtime
 from worker.celery_app import app
-from worker.decomposition import do_decompose
-from worker.execution import JobCanceled, JobRun, Sampler
+from worker.execution import REDIS_ERRORS, JobCanceled, JobRun, Sampler, failure_of, timeout_failure
 from worker.generation import do_edit, do_generate, do_resample
 from worker.rendering import do_render
-from worker.runtime import JobFailure, Runtime
+from worker.runtime import Runtime
 from worker.segmentation import do_segment
 from worker.tracking import do_track
 
 log = logging.getLogger(__name__)
 
-# kind -> (work function, its stages in order); decompose reports progress itself (JobRun.report).
-JOB_KINDS: dict[str, tuple[Callable[[JobRun], dict[str, Artifact]], tuple[str, ...]]] = {
+# kind -> (work function, its stages in order); decompose reports progress itself (JobRun.report) and hands the job
+# on to its subtasks (worker/fanout.py), which end it: its work function returns None.
+JOB_KINDS: dict[str, tuple[Callable[[JobRun], dict[str, Artifact] | None], tuple[str, ...]]] = {
     "generate": (do_generate, ("sampling", "encoding", "uploading")),
     "resample": (do_resample, ("sampling", "warping", "encoding", "uploading")),
     "edit": (do_edit, ("warping", "encoding", "uploading")),
     "track": (do_track, ("tracking", "encoding", "uploading")),
     "segment": (do_segment, ("warping", "encoding", "uploading")),
-    "decompose": (do_decompose, ("fitting", "encoding", "uploading")),
+    "decompose": (fanout.plan, ()),
     "render": (do_render, ("sampling", "warping", "encoding", "uploading")),
 }
 assert JOB_KINDS.keys() == JOB_TASKS.keys()
-
-# The job store (Redis, also the broker) unreachable: the job cannot be recorded either way, so its task goes back
-# to the queue (or stays unacknowledged until Redis is back) and runs again as its next attempt.
-REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 def run_job(
@@ -92,24 +86,14 @@ def run_job(
         rt.jobs.mark_canceled(job_id)
         log.info("job %s canceled", job_id)
         return "canceled"
-    except JobFailure as e:
-        error = e
-    except SoftTimeLimitExceeded:
-        error = timeout_failure(rt)
     except REDIS_ERRORS:
         raise
-    except StorageUnavailable as e:
-        error = JobFailure(
-            "storage_unavailable", f"the artifact store could not be used ({e}); submit the job again later"
-        )
     except Exception as e:
-        log.exception("job %s failed unexpectedly", job_id)
-        error = JobFailure(
-            "internal_error",
-            f"the worker hit an unexpected {type(e).__name__}; submit the job again, and report the job id "
-            "if it happens again",
-        )
+        error = failure_of(rt.settings, e)
     else:
+        if artifacts is None:  # handed on: its subtasks end it (worker/fanout.py)
+            log.info("job %s handed to its subtasks", job_id)
+            return "running"
         rt.jobs.mark_succeeded(job_id, artifacts)
         log.info("job %s succeeded", job_id)
         return "succeeded"
@@ -118,21 +102,13 @@ def run_job(
     return "failed"
 
 
-def timeout_failure(rt: Runtime) -> JobFailure:
-    return JobFailure(
-        "timeout",
-        f"the job ran longer than the {rt.settings.job_time_limit_s} s limit (GENDEF_JOB_TIME_LIMIT_S); "
-        "ask for fewer frames or raise the limit",
-    )
-
-
 class JobTask(Task):
     def on_failure(self, exc: Exception, task_id: str, args: tuple, kwargs: dict, einfo: Any) -> None:
         """A pool process killed at the hard time limit (it ignored the soft one) cannot record its job's end:
         Celery calls this in the worker's main process then."""
         if isinstance(exc, TimeLimitExceeded):
             rt = runtime.get()
-            failure = timeout_failure(rt)
+            failure = timeout_failure(rt.settings)
             for job_id in [args[0], *rt.jobs.batch_members(args[0])]:  # the job and those its batch claimed
                 rt.jobs.mark_failed(job_id, failure.code, failure.message)
 
@@ -147,7 +123,7 @@ def run_task(job_id: str, kind: str) -> None:
         else:
             run_job(rt, job_id, kind)
     except SoftTimeLimitExceeded:  # a batch's time was up (a job alone records its own timeout)
-        failure = timeout_failure(rt)
+        failure = timeout_failure(rt.settings)
         for member in [job_id, *rt.jobs.batch_members(job_id)]:
             rt.jobs.mark_failed(member, failure.code, failure.message)
     except REDIS_ERRORS as e:

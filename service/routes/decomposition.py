@@ -19,7 +19,7 @@ from service.limits import (
     MIN_DECOMPOSE_RESOLUTION,
     MIN_FPS,
 )
-from service.routes.jobs import UPLOAD_ERRORS, accepted
+from service.routes.jobs import UPLOAD_ERRORS, WebhookEventsForm, WebhookForm, accepted
 from service.submit import submit_decompose
 from service.uploads import upload_file
 
@@ -53,11 +53,15 @@ def decompose(
         int, Form(ge=1, le=MAX_DECOMPOSE_STEPS, description="optimisation steps (more: sharper, slower)")
     ] = DECOMPOSE_STEPS,
     fps: Annotated[int | None, Form(ge=MIN_FPS, le=MAX_FPS, description="default: the video's")] = None,
+    webhook: WebhookForm = None,
+    webhook_events: WebhookEventsForm = None,
 ) -> JobDocument:
     """Queue the decomposition of your own video into a canonical image and deformation fields, fitted by
     optimisation. The job reports progress and ``result.psnr_db`` (reconstruction PSNR) as it goes; its
     artifacts are those of /generate, so /edit, /track, /segment and /render work on it. A clip with cuts is
     split into shots, each with its own canonical image (side by side in canonical.png)."""
     data = video.file.read(svc.settings.max_video_bytes + 1)
-    job = submit_decompose(svc, data, num_frames, resolution, steps, fps)
+    job = submit_decompose(
+        svc, data, num_frames, resolution, steps, fps, webhook and str(webhook), webhook_events
+    )
     return accepted(svc, request, response, job)

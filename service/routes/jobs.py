@@ -17,6 +17,12 @@ from service.uploads import upload_file
 
 router = APIRouter(tags=["jobs"])
 
+# The webhook fields of a multipart form (/edit, /decompose); /generate's JSON body has the same two.
+WebhookForm = Annotated[HttpUrl | None, Form(description="http(s) URL POSTed the job document on its events")]
+WebhookEventsForm = Annotated[
+    list[WebhookEvent] | None, Form(description="repeat the field per event (default: completed)")
+]
+
 NOT_FOUND = {404: {"model": Message, "description": "no such job"}}
 UNAVAILABLE = {
     503: {"model": Message, "description": "Redis or the store is unreachable; try again"},
@@ -75,12 +81,8 @@ def edit(
     request: Request,
     response: Response,
     fps: Annotated[int | None, Form(ge=MIN_FPS, le=MAX_FPS, description="default: the source job's")] = None,
-    webhook: Annotated[
-        HttpUrl | None, Form(description="http(s) URL POSTed the job document on its events")
-    ] = None,
-    webhook_events: Annotated[
-        list[WebhookEvent] | None, Form(description="repeat the field per event (default: completed)")
-    ] = None,
+    webhook: WebhookForm = None,
+    webhook_events: WebhookEventsForm = None,
     shot: Annotated[
         int | None,
         Form(
