@@ -93,12 +93,12 @@ def assemble(
     for i in range(len(units) - 1):
         (a, part_a), (b, part_b) = (units[i], parts[i]), (units[i + 1], parts[i + 1])
         if a.shot == b.shot:  # segments of one shot: both fitted frames [b.start, a.end)
-            with torch.no_grad():
+            with torch.no_grad():  # a's renders of frames b.start - 1 .. a.end - 1, b's of b.start .. a.end
                 earlier = warp(
-                    part_a.canonical[None], part_a.fields[None, b.start - a.start :], ATLAS_INTERPOLATION
+                    part_a.canonical[None], part_a.fields[None, b.start - 1 - a.start :], ATLAS_INTERPOLATION
                 )
                 later = warp(
-                    part_b.canonical[None], part_b.fields[None, : a.end - b.start], ATLAS_INTERPOLATION
+                    part_b.canonical[None], part_b.fields[None, : a.end + 1 - b.start], ATLAS_INTERPOLATION
                 )
             switches.append(b.start + segments.switch_frame(earlier[0], later[0]))
     spans = segments.owned([(u.shot, u.start, u.end) for u in units], switches)

