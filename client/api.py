@@ -393,7 +393,8 @@ class Client:
         fps: int | None = None,
     ) -> Job:
         """Queue the fitting of a canonical image and fields to the first frames of a clip (mp4, webm or gif);
-        its artifacts are generate's, and `result` has `psnr_db` and `shots` (one per cut-free stretch)."""
+        its artifacts are generate's, and `result` has `psnr_db` and `shots` (one per cut-free stretch, or per
+        segment of a long one)."""
         data = _form(num_frames=num_frames, resolution=resolution, steps=steps, fps=fps)
         return self._submit("/decompose", data=data, files={"video": _upload(video, "video")})
 

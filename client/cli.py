@@ -125,8 +125,12 @@ def _decompose(client: Client, args: argparse.Namespace) -> Job:
     job = _follow(job, args)
     _download_all(job, args.output)
     shots = job.result.get("shots") or []
+    segmented = {s["shot"] for s in shots if s.get("segment")}  # shots fitted in several segments
     per_shot = ", ".join(
-        f"shot {i}: frames {s['start']}+{s['frames']}, {s['psnr_db']:.2f} dB" for i, s in enumerate(shots)
+        f"shot {s.get('shot', i)}"
+        + (f" segment {s['segment']}" if s.get("shot") in segmented else "")
+        + f": frames {s['start']}+{s['frames']}, {s['psnr_db']:.2f} dB"
+        for i, s in enumerate(shots)
     )
     print(f"reconstruction PSNR {job.result['psnr_db']:.2f} dB ({per_shot})", file=sys.stderr)
     return job

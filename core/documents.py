@@ -77,9 +77,9 @@ class JobDocument(BaseModel):
     )
     result: dict[str, Any] | None = Field(
         default=None,
-        description="figures a job reports: decompose gives psnr_db (reconstruction PSNR, updated "
-        "while fitting), shot, shot_count, step, steps, frames, width, height, then shots, canonical_width, "
-        "canonical_height; render gives frames, width, height, fps; else null",
+        description="figures a job reports: decompose gives frames, width, height, steps, shot_count and "
+        "shots (each unit, a shot or a segment of one, with its step and reconstruction PSNR while fitting), "
+        "then step, psnr_db, canonical_width, canonical_height; render gives frames, width, height, fps; else null",
     )
     queue_position: int | None = Field(
         default=None,

@@ -108,7 +108,9 @@ class Settings(BaseSettings):
     # How a batch runs (worker/batching.py): "stack" (one forward pass for the jobs of a frame count), "pipeline"
     # (one job samples while the one before it encodes and uploads), "off" (no batching); "auto" picks per device.
     batch_mode: Literal["auto", "stack", "pipeline", "off"] = "auto"
-    job_time_limit_s: int = Field(1800, ge=1)  # a 128-frame decompose at 256 px takes ~10 min on 2 CPU cores
+    # Each task's: a decompose job's planning, each of its units' fits (64 frames at 256 px: ~5 min on 2 CPU cores)
+    # and its join are limited apart.
+    job_time_limit_s: int = Field(1800, ge=1)
     # Celery queues: generate and resample need the generator; edit only warps, so it may go to other workers.
     generate_queue: str = "gendef-generate"
     edit_queue: str = "gendef-edit"

@@ -245,9 +245,12 @@ async function show(doc) {
     ? `model ${model}, version ${version}${labels ? `, labels ${labels.join(", ")}` : ""}` : "";
   if (VIEWS.has(doc.kind)) return;   // tracks or masks drawn over the source's video: the canvas stays
   source = doc;
-  const shots = doc.result?.shots || [];   // a decomposed clip's shots: their canonical images side by side
+  // a decomposed clip's tiles: a canonical image per shot, or per segment of a long shot, side by side
+  const shots = doc.result?.shots || [];
+  const count = new Set(shots.map((s, i) => s.shot ?? i)).size;
+  const segmented = shots.length > count ? ` in ${shots.length} segments` : "";
   $("shots").textContent = shots.length > 1
-    ? `${shots.length} shots, their canonical images side by side (frames ${shots.map((s) => `${s.start}–${s.start + s.frames - 1}`).join(" | ")}): paint on any; each shot's frames show only its own.`
+    ? `${count} shots${segmented}, their canonical images side by side (frames ${shots.map((s) => `${s.start}–${s.start + s.frames - 1}`).join(" | ")}): paint on any; each image's frames show only its own.`
     : "";
   points = [];
   const image = new Image();

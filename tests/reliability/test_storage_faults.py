@@ -5,6 +5,7 @@ proxy of their own that the test switches off."""
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -94,8 +95,9 @@ def test_s3_taken_away_during_the_upload_of_running_jobs_back_in_time_or_not(own
     assert stored(direct, job_id) == sorted(a.key for a in record.artifacts.values())  # the three, once each
     assert len(stored(direct, job_id)) == 3
 
-    # 2. Not back in time: a decompose job (its input is in S3) loses S3 while it fits; its upload is tried
-    # STORAGE_ATTEMPTS times, then it fails storage_unavailable and its input stays stored.
+    # 2. Not back in time: a decompose job (its input and its units' frames are in S3) loses S3 while it fits; the
+    # fit of a unit tries the store STORAGE_ATTEMPTS times (to read its frames or write its fit), then the job fails
+    # storage_unavailable naming the unit, and its input stays stored.
     refused = worker_s3.refused
     clip = vp8_webm([(16, 8)])
     r = http.post("/decompose", files={"video": ("clip.webm", clip, "video/webm")}, data={"steps": "400"})
@@ -106,10 +108,13 @@ def test_s3_taken_away_during_the_upload_of_running_jobs_back_in_time_or_not(own
     job = wait_final(http, job_id)
     assert job["status"] == "failed" and job["error"]["code"] == "storage_unavailable", (job, worker.logs())
     assert f"tried {STORAGE_ATTEMPTS} times" in job["error"]["message"]
+    assert re.match(r"shot \d+ segment 0 \(frames \d+-\d+\): ", job["error"]["message"]), job["error"]
     record = api.jobs.get(job_id)
-    assert "uploading" in record.stage_started_at  # it failed in its upload stage
+    assert list(record.stage_started_at)[-1] == "fitting"  # it failed in a unit's fit
     assert worker_s3.refused - refused >= STORAGE_ATTEMPTS  # each try reached for the store again
-    assert stored(direct, job_id) == [record.inputs["video"]]  # the input kept, no artifact
+    # the input kept, no artifact; the units' work files stay while the store is away (docs/DEPLOY.md)
+    work = f"jobs/{job_id}/parts/"
+    assert [k for k in stored(direct, job_id) if not k.startswith(work)] == [record.inputs["video"]]
     assert direct.get_object(Bucket=BUCKET, Key=record.inputs["video"])["Body"].read() == clip
 
     api_s3.down()
