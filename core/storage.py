@@ -195,7 +195,7 @@ class S3Store:
             return self.client.get_object(Bucket=self.bucket, Key=validate_key(key))["Body"].read()
 
     def delete(self, key: str) -> None:
-        with _s3_errors():
+        with s3_errors():
             self.client.delete_object(Bucket=self.bucket, Key=validate_key(key))
 
     def presign(self, key: str, expires_s: int) -> str:

