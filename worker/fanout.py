@@ -276,12 +276,10 @@ def fit_unit(rt: Runtime, parts: Parts, job_id: str, index: int, worker: str) ->
 
 @app.task(name=JOIN_TASK, base=PartTask)
 def join(job_id: str) -> None:
+    """The chord's callback: join the units, or record the job's end; either way, delete the work files (the job
+    has ended: every path of join_units ends it, and a Redis outage sends the join back to its queue first)."""
     in_subtask(job_id, None, lambda rt, parts: join_units(rt, parts, job_id))
-    rt = runtime.get()
-    job = rt.jobs.get(job_id)
-    planned = Parts(rt.jobs, job_id).plan()
-    if (job is None or job.status != "running") and planned is not None:
-        delete_work(rt, job_id, len(planned[0]))
+    in_subtask(job_id, None, lambda rt, parts: delete_work(rt, job_id, len((parts.plan() or ([], {}))[0])))
 
 
 def join_units(rt: Runtime, parts: Parts, job_id: str) -> None:
