@@ -171,11 +171,11 @@ def log_beside(seconds: float = 2.0) -> None:
 
 
 def balance_ceiling(unit_frames: list[int], workers: int) -> float:
-    """The most a job of units of these frame counts can gain from `workers` workers that take the units in the
-    order sent (each worker the next unit when free; fitting time about linear in frames): all frames / the frames
-    of the busiest worker."""
+    """The most a job of units of these frame counts can gain from `workers` workers that take the units as the
+    job sends them, longest first (each worker the next unit when free; fitting time about linear in frames): all
+    frames / the frames of the busiest worker."""
     loads = [0] * workers
-    for frames in unit_frames:
+    for frames in sorted(unit_frames, reverse=True):
         loads[loads.index(min(loads))] += frames
     return sum(unit_frames) / max(loads)
 

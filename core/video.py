@@ -149,6 +149,9 @@ def frames(
         raise VideoError(f"the video is truncated or corrupt: it cannot be decoded ({e})") from e
 
 
+NO_FRAME = "the video has no decodable frame: is it truncated or corrupt?"
+
+
 def read(
     source: bytes | Path,
     first: int | None = None,
@@ -164,8 +167,21 @@ def read(
         if len(decoded) == first:
             return Clip(np.stack(decoded), fps)  # (T, H, W, 3)
     if not decoded:
-        raise VideoError("the video has no decodable frame: is it truncated or corrupt?")
+        raise VideoError(NO_FRAME)
     return Clip(np.stack(decoded), fps)  # (T, H, W, 3)
+
+
+def check(source: bytes | Path, first: int | None = None, limits: Limits = Limits()) -> int:
+    """Decode and check the first ``first`` frames (all when None) as ``read`` does, keeping none (a thousand
+    full-size frames would not fit in memory); how many there are. VideoError when no frame decodes."""
+    count = 0
+    for _ in frames(source, limits):
+        count += 1
+        if count == first:
+            break
+    if not count:
+        raise VideoError(NO_FRAME)
+    return count
 
 
 def _container(data: bytes) -> tuple[str, str, str] | None:

@@ -78,7 +78,7 @@ def check_video(data: bytes, num_frames: int, settings: Settings) -> video.Video
         )
     limits = video_limits(settings)
     info = video.probe(data, limits)
-    video.read(data, num_frames, limits)
+    video.check(data, num_frames, limits)
     return info
 
 

@@ -4,7 +4,8 @@ them (what each step computes is in worker/decomposition.py).
 - **Plan**: the job's own task (gendef.decompose, started by worker/tasks.py as every job is). It decodes the upload
   once, plans the units (shots, and segments of long shots), stores each unit's frames under the job's prefix
   (``jobs/{id}/parts/{k}.frames.npz``: 8-bit, deflated), records the plan and sends
-  ``chord(group(fit(id, k) for each unit), join(id))`` to the generate queue. The job stays ``running``.
+  ``chord(group(fit(id, k) for each unit, longest first), join(id))`` to the generate queue. The job stays
+  ``running``.
 - **Fit** (gendef.decompose.fit): one unit, on whichever worker is free; writes ``jobs/{id}/parts/{k}.fit.npz``.
 - **Join** (gendef.decompose.join): the chord's callback, sent by Celery once every fit has returned: it lays the
   tiles into the atlas, writes the job's artifacts and ends the job; then the work files are deleted.
@@ -176,9 +177,9 @@ def plan(run: JobRun) -> None:
         parts.record_plan(units, figures)
         run.report("fitting", PLAN_SHARE, figures_of(units, [{}] * len(units), figures))
         queue = rt.settings.generate_queue
-        fits = group(
-            fit.si(job.id, k).set(queue=queue, task_id=f"{job.id}-fit-{k}") for k in range(len(units))
-        )
+        # Longest first: the workers that take the last, short units finish about together.
+        order = sorted(range(len(units)), key=lambda k: units[k].start - units[k].end)
+        fits = group(fit.si(job.id, k).set(queue=queue, task_id=f"{job.id}-fit-{k}") for k in order)
         chord(fits, join.si(job.id).set(queue=queue, task_id=f"{job.id}-join")).apply_async()
     except BaseException:
         delete_work(rt, job.id, stored)

@@ -2,6 +2,7 @@
 and with PyAV directly); decoding checks every frame against the limits as it arrives."""
 
 import io
+import tracemalloc
 
 import av
 import pytest
@@ -63,6 +64,20 @@ def test_first_frames_and_scaling():
     assert clip.frames.shape == (3, 16, 24, 3) and clip.fps == 8
     assert video.read(data, short_side=16).frames.shape == (6, 16, 24, 3)
     assert video.read(data, long_side=100).frames.shape == (6, 32, 48, 3)  # never upscaled
+
+
+def test_a_long_upload_is_checked_frame_by_frame_without_keeping_its_frames():
+    # what the API does before it queues a /decompose job of hundreds of full-size frames
+    data = media.encode_video(moving_square(1, 240, 320).repeat(120, 1, 1, 1), fps=25)  # 27 MB decoded
+    tracemalloc.start()
+    assert video.check(data, first=100) == 100 and video.check(data) == 120
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 8 * 240 * 320 * 3, peak  # a few frames at a time, not the 100 or 120
+    with pytest.raises(video.VideoTooLarge, match="more than 50 frames"):
+        video.check(data, first=100, limits=video.Limits(max_frames=50))
+    with pytest.raises(video.VideoError, match="cannot be decoded"):
+        video.check(b"definitely not an mp4")
 
 
 @pytest.mark.parametrize(
