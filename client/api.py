@@ -344,11 +344,16 @@ class Client:
         body = _given(canonical_from=job_id, motion_seed=motion_seed, num_frames=num_frames, fps=fps)
         return self._submit("/generate", json=body)
 
-    def edit(self, job_id: str, image: Upload, fps: int | None = None, shot: int | None = None) -> Job:
+    def edit(
+        self, job_id: str, image: Upload, fps: int | None = None, shot: int | None = None, carry: bool = False
+    ) -> Job:
         """Queue the edited canonical `image` (a PNG or JPEG file, or an array) warped by job `job_id`'s fields;
-        with `shot`, `image` is that shot's canonical image of a decomposed clip and only its frames change."""
+        with `shot`, `image` is that shot's canonical image of a decomposed clip and only its frames change (with
+        `carry`, also the frames of the shot's other segments, the paint carried on to them)."""
         return self._submit(
-            "/edit", data=_form(job_id=job_id, fps=fps, shot=shot), files={"image": _upload(image, "image")}
+            "/edit",
+            data=_form(job_id=job_id, fps=fps, shot=shot, carry="true" if carry else None),
+            files={"image": _upload(image, "image")},
         )
 
     def track(

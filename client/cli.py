@@ -68,7 +68,7 @@ def _resample(client: Client, args: argparse.Namespace) -> Job:
 
 
 def _edit(client: Client, args: argparse.Namespace) -> Job:
-    job = _follow(client.edit(args.job_id, args.image, fps=args.fps, shot=args.shot), args)
+    job = _follow(client.edit(args.job_id, args.image, fps=args.fps, shot=args.shot, carry=args.carry), args)
     _save(job, "video", args.output or f"{job.id}.mp4")
     return job
 
@@ -269,6 +269,11 @@ def _parser() -> argparse.ArgumentParser:
     job_id(p, WITH_FIELDS)
     p.add_argument("image", metavar="IMAGE", help="the edited canonical image (PNG or JPEG)")
     p.add_argument("--shot", type=int, help="a decomposed clip's shot: IMAGE is that shot's canonical image")
+    p.add_argument(
+        "--carry",
+        action="store_true",
+        help="with --shot: carry the paint on to the other segments of that shot",
+    )
     fps(p, "the source job's")
     output(p, "the video", "JOB_ID.mp4")
     waiting(p)

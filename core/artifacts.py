@@ -46,12 +46,16 @@ class ArtifactError(ValueError):
     """Bytes that are not the artifact format expected."""
 
 
-def encode_fields(fields: np.ndarray, meta: dict[str, Any]) -> bytes:
-    """(T, H, W, 2) fields + meta -> .npz bytes: `fields` float32 (T, H, W, 2), `meta` a JSON string."""
+def encode_fields(fields: np.ndarray, meta: dict[str, Any], joins: np.ndarray | None = None) -> bytes:
+    """(T, H, W, 2) fields + meta -> .npz bytes: `fields` float32 (T, H, W, 2), `meta` a JSON string, and for a
+    decomposed clip in segments `join_fields` float32 (J, 2, H, W, 2) (meta["joins"] says what they are)."""
     if fields.ndim != 4 or fields.shape[-1] != 2:
         raise ValueError(f"fields must be (T, H, W, 2), got {tuple(fields.shape)}")
+    arrays = {"fields": fields.astype(np.float32), "meta": np.array(json.dumps(meta, sort_keys=True))}
+    if joins is not None and len(joins):
+        arrays["join_fields"] = joins.astype(np.float32)
     out = io.BytesIO()
-    np.savez(out, fields=fields.astype(np.float32), meta=np.array(json.dumps(meta, sort_keys=True)))
+    np.savez(out, **arrays)
     return out.getvalue()
 
 
@@ -67,6 +71,18 @@ def decode_fields(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
         raise ArtifactError(f"deformation fields must be (T, H, W, 2), got {tuple(fields.shape)}")
     interpolation_of(meta)  # a file that says how to read it says something render knows
     return fields, meta
+
+
+def decode_joins(data: bytes) -> np.ndarray:
+    """The join fields (J, 2, H, W, 2) float32 of a deformation .npz (J = 0 when it has none)."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            if "join_fields" not in npz:
+                fields = npz["fields"]
+                return np.zeros((0, 2, *fields.shape[1:]), np.float32)
+            return npz["join_fields"].astype(np.float32)
+    except (OSError, ValueError, KeyError) as e:
+        raise ArtifactError(f"not a deformation .npz: {e}") from e
 
 
 def fields_shape(data: bytes) -> tuple[int, int, int]:

@@ -272,9 +272,16 @@ def submit_edit(
     webhook_url: str | None = None,
     webhook_events: list[str] | None = None,
     shot: int | None = None,
+    carry: bool = False,
 ) -> JobRecord:
     """Check the parent and the upload, store the upload as the job's input, then queue. The worker resizes."""
     webhook = webhook_spec(svc.settings, webhook_url, webhook_events, "form")
+    if carry and shot is None:
+        raise Invalid(
+            "carry takes the paint of one shot's image on to the other segments of that shot: give shot too",
+            ("body", "carry"),
+            carry,
+        )
     parent = finished_parent(svc, job_id, "job_id")
     if len(image) > svc.settings.max_upload_bytes:
         raise TooLarge(f"image is larger than the limit of {svc.settings.max_upload_bytes} bytes")
@@ -285,6 +292,7 @@ def submit_edit(
         "resized": (info.width, info.height) != size,
         "source_size": [info.width, info.height],
         "shot": shot,
+        "carry": carry,
     }
     upload = Upload("image", f"image.{info.extension}", image, CONTENT_TYPES[info.format])
     return _queue(svc, "edit", params, parent_id=parent.id, upload=upload, webhook=webhook)

@@ -84,12 +84,26 @@ def psnr_db(errors: torch.Tensor) -> float:
     return math.inf if mse == 0 else 10 * math.log10(4.0 / mse)
 
 
-def assemble(
-    units: list[Unit], parts: list[Fitted]
-) -> tuple[torch.Tensor, torch.Tensor, list[dict[str, Any]], float]:
-    """The atlas (3, Hc, S Wc) of the units' tiles side by side, the clip's fields (T, H, W, 2) relative to it,
-    `shots` (for each tile the frames it shows, where it is, and their PSNR) and the PSNR of the whole clip."""
-    switches = []
+@dataclass
+class Atlas:
+    """A decomposed clip: its units' tiles side by side and what says which frames show which tile."""
+
+    canonical: torch.Tensor  # (3, Hc, S Wc)
+    fields: torch.Tensor  # (T, H, W, 2) relative to it
+    shots: list[dict[str, Any]]  # per tile: the frames it shows, where it is, their PSNR
+    psnr_db: float  # of the whole clip
+    # Where the video switches from one segment's tile to the next: [{"frame", "earlier", "later"}] (tile indices;
+    # the frame both fitted, where the switch is or the one before), and that frame's fields into the two tiles
+    # (J, 2, H, W, 2): what carries paint from tile to tile.
+    joins: list[dict[str, int]]
+    join_fields: torch.Tensor
+
+
+def assemble(units: list[Unit], parts: list[Fitted]) -> Atlas:
+    """The atlas of the units' fits: each frame shown by one tile, the later one of two segments from the shared
+    frame where the switch changes the picture least."""
+    width = parts[0].canonical.shape[2]  # every tile is the frame plus the same margins
+    switches, joins, join_fields = [], [], []
     for i in range(len(units) - 1):
         (a, part_a), (b, part_b) = (units[i], parts[i]), (units[i + 1], parts[i + 1])
         if a.shot == b.shot:  # segments of one shot: both fitted frames [b.start, a.end)
@@ -100,9 +114,14 @@ def assemble(
                 later = warp(
                     part_b.canonical[None], part_b.fields[None, : a.end + 1 - b.start], ATLAS_INTERPOLATION
                 )
-            switches.append(b.start + segments.switch_frame(earlier[0], later[0]))
+            at = b.start + segments.switch_frame(earlier[0], later[0])
+            switches.append(at)
+            shared = min(at, a.end - 1)
+            joins.append({"frame": shared, "earlier": i, "later": i + 1})
+            into_a = fields_into_tile(part_a.fields[shared - a.start], i, len(parts), width)
+            into_b = fields_into_tile(part_b.fields[shared - b.start], i + 1, len(parts), width)
+            join_fields.append(torch.stack([into_a, into_b]))
     spans = segments.owned([(u.shot, u.start, u.end) for u in units], switches)
-    width = parts[0].canonical.shape[2]  # every tile is the frame plus the same margins
     fields, errors, shots = [], [], []
     for index, (unit, part, (start, end)) in enumerate(zip(units, parts, spans, strict=True)):
         shown = slice(start - unit.start, end - unit.start)
@@ -119,21 +138,30 @@ def assemble(
                 "psnr_db": round(psnr_db(part.errors[shown]), 2),
             }
         )
-    atlas = torch.cat([p.canonical for p in parts], dim=2)
-    return atlas, torch.cat(fields), shots, psnr_db(torch.cat(errors))
+    fields = torch.cat(fields)  # (T, H, W, 2)
+    return Atlas(
+        canonical=torch.cat([p.canonical for p in parts], dim=2),
+        fields=fields,
+        shots=shots,
+        psnr_db=psnr_db(torch.cat(errors)),
+        joins=joins,
+        join_fields=torch.stack(join_fields) if join_fields else fields.new_zeros(0, 2, *fields.shape[1:]),
+    )
 
 
-def artifacts(
-    job: JobRecord, canonical: torch.Tensor, fields: torch.Tensor, shots: list[dict[str, Any]], psnr: float
-) -> dict[str, bytes]:
-    """canonical.png, deformation.npz (fields (T, H, W, 2) and their meta) and video.mp4 of a decompose job."""
+def artifacts(job: JobRecord, atlas: Atlas) -> dict[str, bytes]:
+    """canonical.png, deformation.npz (the fields (T, H, W, 2), their meta and the joins' fields) and video.mp4 of a
+    decompose job."""
+    canonical, fields = atlas.canonical, atlas.fields
     T, H, W, _ = fields.shape
     meta = {
         "convention": FIELDS_CONVENTION,
         "interpolation": ATLAS_INTERPOLATION,
         "layout": "fields: float32 (T, H, W, 2), relative to the canonical image (canonical_height x "
         "canonical_width): the canonical images of the shots (and of the segments of long shots) side by side, "
-        "each larger than the frames; shots[i] says which frames (start, frames) use the tile at x (width wide)",
+        "each larger than the frames; shots[i] says which frames (start, frames) use the tile at x (width wide); "
+        "joins[j]: the video switches from tile `earlier` to tile `later` at or just after frame `frame`, which "
+        "both fitted: join_fields[j] holds its fields into the two",
         "model": "decompose (optimisation, model/decomposition/fit.py)",
         "job_id": job.id,
         "kind": job.kind,
@@ -142,17 +170,51 @@ def artifacts(
         "width": W,
         "canonical_height": canonical.shape[1],
         "canonical_width": canonical.shape[2],
-        "shots": shots,
+        "shots": atlas.shots,
+        "joins": atlas.joins,
         "steps": int(job.params["steps"]),
-        "psnr_db": round(psnr, 2),
+        "psnr_db": round(atlas.psnr_db, 2),
     }
     return {
         "canonical": media.encode_png(canonical),
-        "deformation": media.encode_fields(fields, meta),
+        "deformation": media.encode_fields(fields, meta, atlas.join_fields),
         "video": media.encode_video(
             warp(canonical[None], fields[None], ATLAS_INTERPOLATION)[0], int(job.params["fps"])
         ),
     }
+
+
+def carry_paint(
+    before: torch.Tensor,
+    after: torch.Tensor,
+    tile: int,
+    meta: dict[str, Any],
+    join_fields: torch.Tensor,
+) -> torch.Tensor:
+    """A decomposed clip's canonical image `before` (3, Hc, Wc) painted on tile `tile` (`after`), with the paint
+    carried on to the other segments of its shot: from tile to tile away from the painted one, through the frame
+    both fitted where the video switches between them (meta["joins"], that frame's fields into the two tiles
+    join_fields (J, 2, H, W, 2)). Each tile reached is replaced by its old self plus the change its neighbour shows
+    in that frame, where the frame sees it. (3, Hc, Wc)."""
+    out, shots = after.clone(), meta["shots"]
+    done, todo = {tile}, [tile]
+    while todo:
+        here = todo.pop()
+        x, width = shots[here]["x"], shots[here]["width"]
+        change = torch.zeros_like(before)
+        change[:, :, x : x + width] = (out - before)[:, :, x : x + width]
+        for join, join_field in zip(meta.get("joins", []), join_fields, strict=True):
+            ends = (join["earlier"], join["later"])
+            if here not in ends or set(ends) <= done:
+                continue
+            there = ends[1] if here == ends[0] else ends[0]
+            seen_by, lands_at = join_field if here == ends[0] else join_field.flip(0)
+            a, b = shots[there]["x"], shots[there]["x"] + shots[there]["width"]
+            carried = segments.carry(change, seen_by, lands_at, (a, b))
+            out[:, :, a:b] = (before + carried)[:, :, a:b].clamp(-1, 1)
+            done.add(there)
+            todo.append(there)
+    return out
 
 
 # What the fit subtasks read and write under the job's storage prefix: 8-bit frames (deflated), and a fit.

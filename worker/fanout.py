@@ -300,15 +300,15 @@ def join_units(rt: Runtime, parts: Parts, job_id: str) -> None:
     run = JobRun(rt, job, ())
     run.report("encoding", PLAN_SHARE + FIT_SHARE)
     fitted = [decomposition.decode_fitted(rt.blobs.get(fit_key(job_id, k))) for k in range(len(units))]
-    canonical, fields, shots, psnr = decomposition.assemble(units, fitted)
+    atlas = decomposition.assemble(units, fitted)
     figures = figures | {
         "step": figures["steps"],
-        "psnr_db": round(psnr, 2),
-        "shots": shots,
-        "canonical_width": canonical.shape[2],
-        "canonical_height": canonical.shape[1],
+        "psnr_db": round(atlas.psnr_db, 2),
+        "shots": atlas.shots,
+        "canonical_width": atlas.canonical.shape[2],
+        "canonical_height": atlas.canonical.shape[1],
     }
-    files = decomposition.artifacts(job, canonical, fields, shots, psnr)
+    files = decomposition.artifacts(job, atlas)
     run.report("uploading", (1 + PLAN_SHARE + FIT_SHARE) / 2, figures)
     rt.jobs.mark_succeeded(job_id, run.upload(files))
     log.info("job %s succeeded (%d units joined)", job_id, len(units))

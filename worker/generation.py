@@ -14,6 +14,7 @@ from core.models import ModelInfo
 from model.gendef import SEED_RANGE, GenDeF
 from model.warp import INTERPOLATION, warp
 from worker import media
+from worker.decomposition import carry_paint
 from worker.execution import Draw, JobRun
 from worker.runtime import JobFailure
 
@@ -150,8 +151,12 @@ def do_edit(run: JobRun) -> dict[str, Artifact]:
             raise JobFailure(
                 "parent_missing", f"the stored canonical image of job {run.job.parent_id} is unreadable ({e})"
             ) from e
+        before = whole.clone()
         whole[:, :, shot["x"] : shot["x"] + shot["width"]] = image
         image = whole
+        if run.job.params.get("carry"):  # on to the other segments of its shot (worker/decomposition.py)
+            joins = media.decode_joins(deformation_npz)  # (J, 2, H, W, 2)
+            image = carry_paint(before, image, run.job.params["shot"], meta, joins)
     frames = warp(image[None], fields[None], interpolation_of(meta))[0]  # (T, 3, H, W)
     run.stage("encoding")
     files = {

@@ -47,12 +47,19 @@ def decode_image(data: bytes, size: tuple[int, int] | None = None) -> tuple[torc
     return from_uint8(pixels), resized  # (3, H, W)
 
 
-def encode_fields(fields: torch.Tensor, meta: dict[str, Any]) -> bytes:
-    """(T, H, W, 2) fields + meta -> deformation .npz bytes (core.artifacts)."""
-    return artifacts.encode_fields(fields.detach().float().cpu().numpy(), meta)
+def encode_fields(fields: torch.Tensor, meta: dict[str, Any], joins: torch.Tensor | None = None) -> bytes:
+    """(T, H, W, 2) fields + meta (+ a decomposed clip's join fields (J, 2, H, W, 2)) -> deformation .npz bytes
+    (core.artifacts)."""
+    extra = None if joins is None else joins.detach().float().cpu().numpy()
+    return artifacts.encode_fields(fields.detach().float().cpu().numpy(), meta, extra)
 
 
 def decode_fields(data: bytes) -> tuple[torch.Tensor, dict[str, Any]]:
     """deformation .npz bytes -> ((T, H, W, 2) float32 fields, meta dict)."""
     fields, meta = artifacts.decode_fields(data)
     return torch.from_numpy(fields), meta  # (T, H, W, 2)
+
+
+def decode_joins(data: bytes) -> torch.Tensor:
+    """deformation .npz bytes -> a decomposed clip's join fields (J, 2, H, W, 2) (none: J = 0)."""
+    return torch.from_numpy(artifacts.decode_joins(data))

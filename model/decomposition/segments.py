@@ -6,11 +6,16 @@ only, so at each join it switches from the earlier tile to the later one somewhe
 switch changes the picture least from one frame to the next (``switch_frame``), that is where the two tiles agree
 and the picture moves least. A join without shared frames would have no choice, and would put the two fits' edges,
 the frames each fit knows least, side by side.
+
+Paint on one tile can be carried to the next ones of its shot through a frame both render (``carry``): the frame
+where the video switches, whose field into the earlier tile the join keeps beside the clip's fields.
 """
 
 from __future__ import annotations
 
 import torch
+
+from model.warp import warp
 
 OVERLAP = 4  # frames two consecutive segments of a shot share
 
@@ -60,3 +65,35 @@ def owned(ranges: list[tuple[int, int, int]], switches: list[int]) -> list[tuple
     if any(a >= b for a, b in bounds):
         raise ValueError(f"a segment shows no frame of its own: {ranges} switched at {switches}")
     return [(a, b) for a, b in bounds]
+
+
+def carry(
+    change: torch.Tensor,
+    seen_by: torch.Tensor,
+    lands_at: torch.Tensor,
+    columns: tuple[int, int],
+    min_weight: float = 0.5,
+) -> torch.Tensor:
+    """Paint carried from one tile of an atlas to another through a frame that both tiles render.
+
+    change (3, Hc, Wc): what was painted on the atlas (zero outside the painted tile); seen_by (H, W, 2): the
+    frame's field into the painted tile, lands_at (H, W, 2): its field into the other tile (both in grid_sample's
+    units of the atlas, API.md's convention); columns: the other tile's [x0, x1). Returns (3, Hc, Wc), zero outside
+    the other tile: each of its pixels gets the change the frame shows at the frame pixels that land on it
+    (bilinear weights), where those weigh at least min_weight in all; elsewhere (what the frame does not see
+    there) nothing."""
+    _, Hc, Wc = change.shape
+    shown = warp(change[None], seen_by[None, None], "bilinear")[0, 0].reshape(3, -1)  # (3, H * W)
+    x = ((lands_at[..., 0] + 1) * Wc / 2 - 0.5).flatten()  # atlas pixels, (H * W,)
+    y = ((lands_at[..., 1] + 1) * Hc / 2 - 0.5).flatten()
+    total, weight = change.new_zeros(3, Hc * Wc), change.new_zeros(Hc * Wc)
+    for dx in (0, 1):
+        for dy in (0, 1):
+            xi, yi = x.floor() + dx, y.floor() + dy
+            w = (1 - (x - xi).abs()) * (1 - (y - yi).abs())
+            inside = (xi >= columns[0]) & (xi < columns[1]) & (yi >= 0) & (yi < Hc)
+            index = (yi * Wc + xi)[inside].long()
+            total.index_add_(1, index, shown[:, inside] * w[inside])
+            weight.index_add_(0, index, w[inside])
+    out = torch.where(weight >= min_weight, total / weight.clamp_min(1e-8), torch.zeros_like(total))
+    return out.reshape(3, Hc, Wc)

@@ -91,11 +91,18 @@ def edit(
             "its frames change; default: the image is the whole canonical image (every shot's, side by side)",
         ),
     ] = None,
+    carry: Annotated[
+        bool,
+        Form(
+            description="with shot, one segment of a long shot: carry the paint on to the shot's other segments "
+            "through the frames where the video switches between them"
+        ),
+    ] = False,
 ) -> JobDocument:
     """Queue an edit: the image is warped by the fields of job ``job_id``, so every frame carries the edit.
     An image of another size than the canonical image (or the shot's) is resized to it (``params.resized``)."""
     data = image.file.read(svc.settings.max_upload_bytes + 1)
-    job = submit_edit(svc, job_id, data, fps, webhook and str(webhook), webhook_events, shot)
+    job = submit_edit(svc, job_id, data, fps, webhook and str(webhook), webhook_events, shot, carry)
     return accepted(svc, request, response, job)
 
 

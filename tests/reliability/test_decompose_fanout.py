@@ -7,16 +7,19 @@ frames: the shots split into units of a few seconds' fitting each."""
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import time
 
 import httpx
+import numpy as np
 import psutil
 import pytest
 import redis
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from core import video
 from core.jobs import KEY_PREFIX, PARTS_PREFIX
@@ -173,12 +176,48 @@ def test_a_long_clip_is_fitted_as_parallel_subtasks_on_two_workers_and_joined(
         "video.mp4",
     ]
     expires_with_the_job(d, job_id)
+    edit_carried(url, job, shots)
     # webhooks as for any job: one start, one completed
     deliveries = receiver.wait_for(2)
     time.sleep(1)
     assert sorted(h["x-gendef-event"] for h, _, _ in receiver.requests) == ["completed", "start"]
     assert all(h["x-gendef-delivery"].startswith(job_id) for h, _, _ in deliveries)
     receiver.server.shutdown()
+
+
+def download(artifact: dict) -> np.ndarray:
+    """An image artifact of a job document, as (H, W, 3) uint8."""
+    return np.asarray(Image.open(io.BytesIO(httpx.get(artifact["url"], timeout=30).content)).convert("RGB"))
+
+
+def edit_carried(url: str, source: dict, shots: list[dict]) -> None:
+    """/edit of segment 1 of shot 0 with carry: the paint goes on to the shot's other segments, not to shot 1."""
+    job_id = source["id"]
+    pixels = download(source["artifacts"]["canonical"])
+    tile = shots[1]
+    painted = pixels[:, tile["x"] : tile["x"] + tile["width"]].copy()
+    painted[8:20, tile["width"] // 2 - 6 : tile["width"] // 2 + 6] = (255, 0, 0)
+    out = io.BytesIO()
+    Image.fromarray(painted).save(out, "PNG")
+    image = {"image": ("tile.png", out.getvalue(), "image/png")}
+    r = httpx.post(f"{url}/edit", data={"job_id": job_id, "carry": "true"}, files=image, timeout=30)
+    assert r.status_code == 422 and "give shot too" in r.text, r.text
+    r = httpx.post(
+        f"{url}/edit", data={"job_id": job_id, "shot": "1", "carry": "true"}, files=image, timeout=30
+    )
+    assert r.status_code == 202, r.text
+    edit_id = r.json()["id"]
+    deadline = time.monotonic() + 120
+    while (job := httpx.get(f"{url}/jobs/{edit_id}", timeout=30).json())["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+    assert job["status"] == "succeeded" and job["params"]["carry"], job
+    edited = download(job["artifacts"]["canonical"])
+    changed = [
+        bool((edited[:, s["x"] : s["x"] + s["width"]] != pixels[:, s["x"] : s["x"] + s["width"]]).any())
+        for s in shots
+    ]
+    assert changed == [True, True, True, False, False], changed  # shot 0's three segments, not shot 1's two
 
 
 def kill_whole(worker: psutil.Process) -> None:

