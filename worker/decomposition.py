@@ -31,6 +31,7 @@ from model.warp import warp
 from worker import media
 
 REPORT_EVERY = 10  # fit steps between progress reports (and cancel checks)
+PAINTED = 1.5 / 127.5  # a canonical pixel that an edit changed by more than this (8-bit levels) is paint
 
 
 def read_clip(data: bytes, num_frames: int, long_side: int, limits: video.Limits) -> torch.Tensor:
@@ -194,15 +195,18 @@ def carry_paint(
     """A decomposed clip's canonical image `before` (3, Hc, Wc) painted on tile `tile` (`after`), with the paint
     carried on to the other segments of its shot: from tile to tile away from the painted one, through the frame
     both fitted where the video switches between them (meta["joins"], that frame's fields into the two tiles
-    join_fields (J, 2, H, W, 2)). Each tile reached is replaced by its old self plus the change its neighbour shows
-    in that frame, where the frame sees it. (3, Hc, Wc)."""
+    join_fields (J, 2, H, W, 2)). The paint is what `after` changed; each tile reached gets it laid over its own
+    pixels where the frame sees it (model.decomposition.segments.carry). (3, Hc, Wc)."""
     out, shots = after.clone(), meta["shots"]
+    paint = ((after - before).abs().amax(dim=0) > PAINTED).float()  # (Hc, Wc)
+    x, width = shots[tile]["x"], shots[tile]["width"]
+    paint[:, :x], paint[:, x + width :] = 0, 0
     done, todo = {tile}, [tile]
     while todo:
         here = todo.pop()
         x, width = shots[here]["x"], shots[here]["width"]
-        change = torch.zeros_like(before)
-        change[:, :, x : x + width] = (out - before)[:, :, x : x + width]
+        own = torch.zeros_like(paint)
+        own[:, x : x + width] = paint[:, x : x + width]
         for join, join_field in zip(meta.get("joins", []), join_fields, strict=True):
             ends = (join["earlier"], join["later"])
             if here not in ends or set(ends) <= done:
@@ -210,8 +214,9 @@ def carry_paint(
             there = ends[1] if here == ends[0] else ends[0]
             seen_by, lands_at = join_field if here == ends[0] else join_field.flip(0)
             a, b = shots[there]["x"], shots[there]["x"] + shots[there]["width"]
-            carried = segments.carry(change, seen_by, lands_at, (a, b))
-            out[:, :, a:b] = (before + carried)[:, :, a:b].clamp(-1, 1)
+            colour, coverage = segments.carry(out, own, seen_by, lands_at, (a, b))
+            out[:, :, a:b] = (out + coverage * (colour - out))[:, :, a:b]
+            paint[:, a:b] = coverage[:, a:b]
             done.add(there)
             todo.append(there)
     return out

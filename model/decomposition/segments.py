@@ -68,25 +68,29 @@ def owned(ranges: list[tuple[int, int, int]], switches: list[int]) -> list[tuple
 
 
 def carry(
-    change: torch.Tensor,
+    painted: torch.Tensor,
+    paint: torch.Tensor,
     seen_by: torch.Tensor,
     lands_at: torch.Tensor,
     columns: tuple[int, int],
     min_weight: float = 0.5,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Paint carried from one tile of an atlas to another through a frame that both tiles render.
 
-    change (3, Hc, Wc): what was painted on the atlas (zero outside the painted tile); seen_by (H, W, 2): the
-    frame's field into the painted tile, lands_at (H, W, 2): its field into the other tile (both in grid_sample's
-    units of the atlas, API.md's convention); columns: the other tile's [x0, x1). Returns (3, Hc, Wc), zero outside
-    the other tile: each of its pixels gets the change the frame shows at the frame pixels that land on it
+    painted (3, Hc, Wc): the atlas with the paint on; paint (Hc, Wc): how much of each pixel is paint (0 to 1, zero
+    outside the painted tile); seen_by (H, W, 2): the frame's field into the painted tile, lands_at (H, W, 2): its
+    field into the other tile (both in grid_sample's units of the atlas, API.md's convention); columns: the other
+    tile's [x0, x1). Returns the paint's colour (3, Hc, Wc) and how much of each pixel it covers (Hc, Wc), both zero
+    outside the other tile: what the frame shows of the paint at the frame pixels that land on each pixel
     (bilinear weights), where those weigh at least min_weight in all; elsewhere (what the frame does not see
-    there) nothing."""
-    _, Hc, Wc = change.shape
-    shown = warp(change[None], seen_by[None, None], "bilinear")[0, 0].reshape(3, -1)  # (3, H * W)
+    there) nothing. Paint is carried as a layer, not as a change: an opaque mark stays opaque over whatever the
+    other tile holds there."""
+    _, Hc, Wc = painted.shape
+    layers = torch.cat([painted * paint, paint[None]])  # (4, Hc, Wc): premultiplied colour, coverage
+    shown = warp(layers[None], seen_by[None, None], "bilinear")[0, 0].reshape(4, -1)  # (4, H * W)
     x = ((lands_at[..., 0] + 1) * Wc / 2 - 0.5).flatten()  # atlas pixels, (H * W,)
     y = ((lands_at[..., 1] + 1) * Hc / 2 - 0.5).flatten()
-    total, weight = change.new_zeros(3, Hc * Wc), change.new_zeros(Hc * Wc)
+    total, weight = painted.new_zeros(4, Hc * Wc), painted.new_zeros(Hc * Wc)
     for dx in (0, 1):
         for dy in (0, 1):
             xi, yi = x.floor() + dx, y.floor() + dy
@@ -95,5 +99,9 @@ def carry(
             index = (yi * Wc + xi)[inside].long()
             total.index_add_(1, index, shown[:, inside] * w[inside])
             weight.index_add_(0, index, w[inside])
-    out = torch.where(weight >= min_weight, total / weight.clamp_min(1e-8), torch.zeros_like(total))
-    return out.reshape(3, Hc, Wc)
+    seen = weight >= min_weight
+    coverage = torch.where(seen, total[3] / weight.clamp_min(1e-8), torch.zeros_like(weight))
+    colour = torch.where(
+        seen & (total[3] > 0), total[:3] / total[3].clamp_min(1e-8), torch.zeros_like(total[:3])
+    )
+    return colour.reshape(3, Hc, Wc), coverage.reshape(Hc, Wc)

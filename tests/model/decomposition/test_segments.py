@@ -57,12 +57,16 @@ def test_paint_is_carried_to_the_next_tile_where_the_shared_frame_sees_it() -> N
     )
     seen_by = to_units(xs + 5, ys + 4, Hc, Wc)  # frame pixel (x, y) is tile 0's (x + 5, y + 4)
     lands_at = to_units(30 + xs + 8, ys + 3, Hc, Wc)  # ... and tile 1's (x + 8, y + 3)
-    change = torch.zeros(3, Hc, Wc)
-    change[:, 6:9, 8:12] = torch.tensor([0.5, -0.25, 0.75])[:, None, None]  # painted on tile 0
-    change[:, 0:2, 0:3] = 1.0  # outside what the frame sees of tile 0: it stays there
+    painted = torch.rand(3, Hc, Wc, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    paint = torch.zeros(Hc, Wc)
+    painted[:, 6:9, 8:12] = torch.tensor([0.5, -0.25, 0.75])[:, None, None]  # painted on tile 0
+    paint[6:9, 8:12] = 1
+    paint[0:2, 0:3] = 1  # outside what the frame sees of tile 0: it stays there
 
-    carried = carry(change, seen_by, lands_at, (30, 60))
+    colour, coverage = carry(painted, paint, seen_by, lands_at, (30, 60))
 
-    expected = torch.zeros(3, Hc, Wc)
-    expected[:, 5:8, 41:45] = torch.tensor([0.5, -0.25, 0.75])[:, None, None]
-    assert torch.allclose(carried, expected, atol=1e-6)
+    expected = torch.zeros(Hc, Wc)
+    expected[5:8, 41:45] = 1
+    assert torch.allclose(coverage, expected, atol=1e-6)
+    assert torch.allclose(colour[:, 5:8, 41:45], painted[:, 6:9, 8:12], atol=1e-6)
+    assert torch.allclose((colour * coverage)[:, expected == 0], torch.zeros(1), atol=1e-5)  # only the paint
