@@ -186,14 +186,15 @@ class MovingMNIST:
     def draw(self, times: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """One random clip per row of times (B, T) (frame times, may be fractional or sparse): frames
         (B, T, 3, R, R) in [-1, 1] and the digits' labels (B, digits)."""
-        frames, labels, _ = self.draw_tracked(times, generator)
+        frames, labels, _, _ = self.draw_tracked(times, generator)
         return frames, labels
 
     def draw_tracked(
         self, times: torch.Tensor, generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """As draw (the same clips for the same generator state), plus each digit drawn alone: (B, digits, T, R, R)
-        in [0, 1], so that how each digit moves is known (model.evaluation.motion)."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """As draw (the same clips for the same generator state), plus how each digit moves: each digit drawn alone
+        (B, digits, T, R, R) in [0, 1] (model.evaluation.motion) and its box's top-left corner (B, digits, T, 2)
+        as (x, y) in pixels of the frame before it is rounded to whole pixels to be drawn (its true motion)."""
         B, n = times.shape[0], len(self.labels)
         picks = torch.zeros(B, self.digits, dtype=torch.long)
         for b in range(
@@ -211,9 +212,8 @@ class MovingMNIST:
         lo, hi = self.speed
         speed = lo + (hi - lo) * torch.rand(B, self.digits, generator=generator)  # (B, D) pixels per frame
         velocity = torch.stack([angle.cos(), angle.sin()], dim=-1) * speed[..., None]  # (B, D, 2)
-        pos = (
-            bounce(start, velocity, times[:, None, :].expand(-1, self.digits, -1), room).round().long()
-        )  # (B, D, T, 2)
+        exact = bounce(start, velocity, times[:, None, :].expand(-1, self.digits, -1), room)  # (B, D, T, 2)
+        pos = exact.round().long()
         T = times.shape[1]
         alone = torch.zeros(B, self.digits, T, self.CANVAS, self.CANVAS, dtype=torch.uint8)
         for b in range(B):
@@ -230,7 +230,7 @@ class MovingMNIST:
                 1, (self.digits, T)
             )
         frames = frames[:, :, None].expand(-1, -1, 3, -1, -1).contiguous()  # (B, T, 3, R, R)
-        return frames, self.labels[picks], digits
+        return frames, self.labels[picks], digits, exact * (self.resolution / self.CANVAS)
 
     def sample(
         self, batch: int, num_frames: int, max_gap: int, generator: torch.Generator

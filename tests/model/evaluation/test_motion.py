@@ -94,7 +94,7 @@ def test_a_turn_at_a_wall_is_a_bounce_and_a_turn_mid_canvas_is_not():
 def test_real_moving_mnist_digits_are_drawn_alone_and_move_on_their_own():
     mnist = MovingMNIST(SIZE, split="heldout")
     times = torch.arange(16.0).expand(64, -1)
-    frames, labels, digits = mnist.draw_tracked(times, torch.Generator().manual_seed(0))
+    frames, labels, digits, corners = mnist.draw_tracked(times, torch.Generator().manual_seed(0))
     again, labels_again = mnist.draw(times, torch.Generator().manual_seed(0))
     assert torch.equal(frames, again) and torch.equal(labels, labels_again)  # draw is draw_tracked's clips
     assert torch.equal(

@@ -329,3 +329,53 @@ def test_motion_init_from_another_architecture_says_which(tmp_path):
                                   motion_init=str(donor)), tmp_path / "new")  # fmt: skip
     with pytest.raises(ValueError, match="does not fit this run's model config"):
         trainer.run()
+
+
+def motion_config(**overrides) -> TrainConfig:
+    """tiny on Moving MNIST (32 px) with the motion discriminator and a forward map."""
+    model = preset("tiny")
+    model.discriminator.motion, model.deformation.forward = True, True
+    return tiny_config(model=model.to_dict(), data="mnist", motion_gap=4, **overrides)
+
+
+def test_the_motion_discriminator_learns_real_motion_against_the_fields_and_moves_them(tmp_path):
+    trainer = enter_stage2(Trainer(motion_config(), tmp_path))
+    before_d, before_g = snapshot(trainer.D.motion), snapshot(trainer.G.deformation)
+    # (B, 10, 32, 32): the frame, its ink, two velocities and the same less their means
+    real = trainer.gan_step.draws.real_motion()
+    w, v = real[:, 1:2], real[:, 2:]
+    assert real.shape == (4, 10, 32, 32) and (v[(w == 0).expand_as(v)] == 0).all()  # motion only on the ink
+    speed = (v[:, :2] * 3).norm(dim=1)[w[:, 0] > 0.5]  # px a frame where the ink is: Moving MNIST's 1-3 px
+    assert (
+        speed.median() > 0.4 and speed.max() < 1.6
+    )  # halved: the 64 px canvas drawn at 32 px (less at a bounce)
+    losses = trainer.train_step()
+    assert losses["loss_dm"] > 0 and losses["loss_gm"] > 0
+    assert changed(before_d, trainer.D.motion, "") and changed(before_g, trainer.G.deformation, "")
+
+
+def test_a_run_resumed_with_a_motion_discriminator_starts_it_beside_the_saved_one(tmp_path):
+    plain = tiny_config(data="mnist", model=preset("tiny").to_dict(), stage2_steps=1)
+    Trainer(plain, tmp_path).run()  # saved without a motion discriminator
+    saved = Trainer(plain, tmp_path, resume=True)
+    resumed = Trainer(motion_config(), tmp_path, resume=True)
+    assert resumed.D.motion is not None and len(resumed.opt_D.state) == len(saved.opt_D.state)
+    clips, times = saved.data.sample(4, 3, 8, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(resumed.D(clips, times), saved.D(clips, times))  # the video discriminator kept
+    resumed.run()
+    assert "motion.from_maps.weight" in resumed.D.state_dict()
+
+
+def test_the_fold_hinge_may_have_a_lower_margin_on_flat_background(tmp_path):
+    """Frame 0 of the identity warp squeezed to area 0.5 everywhere: a 0.6 margin penalises it, and with a 0.2
+    margin on flat background only where the frame shows something."""
+    from model.fields import fold_hinge
+    from model.warp import identity_grid
+
+    fields = identity_grid(32, 32)[None] * 2**0.5 / 2  # (1, H, W, 2): area scale 0.5
+    frames = torch.full((1, 3, 32, 32), -1.0)
+    everywhere = fold_hinge(fields, 0.6)
+    assert fold_hinge(fields, 0.6, frames, background_margin=0.2) == 0 < everywhere
+    frames[..., 8:24, 8:24] = torch.rand(1, 3, 16, 16) * 2 - 1  # texture in the middle
+    on_texture = fold_hinge(fields, 0.6, frames, background_margin=0.2)
+    assert 0 < on_texture < everywhere
