@@ -23,7 +23,8 @@ Faults and cancel, as for every job:
 - A subtask looks at the job before it starts and at each report: a cancel asked ends the job ``canceled``; a job
   that has ended (or whose record expired) stops it. No subtask outlives its job by more than one report.
 - A subtask never raises to Celery (but for Redis out of reach: then it goes back to its queue), so the chord
-  always reaches its join, which also deletes the work files of a job that ended otherwise.
+  always reaches its join, which also deletes the work files of a job that ended otherwise; a fit that raises
+  outside its work all the same reaches the join as the chord's error callback (``send_chord``).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from celery.exceptions import Reject, TimeLimitExceeded
 from core.artifacts import NPZ_CONTENT_TYPE
 from core.errors import DomainError
 from core.jobs import PARTS_PREFIX, JobRecord, JobStore
-from core.settings import video_limits
+from core.settings import Settings, video_limits
 from core.storage import StorageUnavailable, artifact_key
 from worker import decomposition, runtime
 from worker.celery_app import app
@@ -176,17 +177,27 @@ def plan(run: JobRun) -> None:
             stored += 1
         parts.record_plan(units, figures)
         run.report("fitting", PLAN_SHARE, figures_of(units, [{}] * len(units), figures))
-        queue = rt.settings.generate_queue
         # Longest first: the workers that take the last, short units finish about together.
-        order = sorted(range(len(units)), key=lambda k: units[k].start - units[k].end)
-        fits = group(fit.si(job.id, k).set(queue=queue, task_id=f"{job.id}-fit-{k}") for k in order)
-        chord(fits, join.si(job.id).set(queue=queue, task_id=f"{job.id}-join")).apply_async()
+        send_chord(
+            job.id, sorted(range(len(units)), key=lambda k: units[k].start - units[k].end), rt.settings
+        )
     except BaseException:
         delete_work(rt, job.id, stored)
         raise
     parts.mark_dispatched()
     log.info("job %s: %d units sent to the workers", job.id, len(units))
     return None
+
+
+def send_chord(job_id: str, order: list[int], settings: Settings) -> None:
+    """Send the fits of units `order` as a group and the join as its chord's callback. The join is also the
+    callback's error callback: a fit that raises to Celery outside its work (its soft time limit running out while
+    Celery stores its result) makes the chord skip the callback, and the job would stay running; the join then
+    runs anyway, and joins the units or fails the job naming those not fitted."""
+    queue = settings.generate_queue
+    fits = group(fit.si(job_id, k).set(queue=queue, task_id=f"{job_id}-fit-{k}") for k in order)
+    joined = join.si(job_id).set(queue=queue, task_id=f"{job_id}-join")
+    chord(fits, joined.on_error(join.si(job_id).set(queue=queue))).apply_async()
 
 
 # --- the subtasks ----------------------------------------------------------------------------------------------

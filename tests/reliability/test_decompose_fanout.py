@@ -247,8 +247,9 @@ def running_unit(d: Deployment, job_id: str, past_step: int) -> tuple[int, dict]
 
 
 def test_a_worker_killed_mid_fit_has_only_that_unit_fitted_again(own_redis, deploy, clip) -> None:
-    # visibility timeout 2 x (10 s + 5 s grace): the dead worker's unit goes back to the queue after 30 s
-    d = fanout_deployment(deploy, own_redis, job_time_limit_s=10)
+    # visibility timeout 2 x (20 s + 5 s grace): the dead worker's unit goes back to the queue after 50 s. (A unit
+    # fits in 3 to 7 s, over 10 s on a 2-core machine loaded by other programs: a 10 s limit failed it `timeout`.)
+    d = fanout_deployment(deploy, own_redis, job_time_limit_s=20)
     workers = [d.start_worker(), d.start_worker()]
     job_id = submit(d, clip, steps=400)
 
