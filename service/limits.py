@@ -36,10 +36,8 @@ ASPECT_TOLERANCE = 0.02
 # POST /decompose (the upper bounds of frames and resolution are a deployment's: GENDEF_MAX_DECOMPOSE_*).
 DECOMPOSE_FRAMES, MIN_DECOMPOSE_FRAMES = 32, 2
 DECOMPOSE_RESOLUTION, MIN_DECOMPOSE_RESOLUTION = 128, 16
-DECOMPOSE_STEPS, MAX_DECOMPOSE_STEPS = (
-    600,
-    20000,
-)  # 600: about 30 dB on real clips of 32 frames at 128 px (README)
+# 300: the fit starts from the camera's motion and the frames' median; more steps sharpen what moves on its own
+DECOMPOSE_STEPS, MAX_DECOMPOSE_STEPS = 300, 20000
 
 # Request bodies: a JSON document is small; an upload's body is its files' limits plus the form's other fields
 # and part headers.

@@ -264,6 +264,12 @@ def _shot_size(svc: Services, parent: JobRecord, shot: dict[str, int] | None) ->
     return (width, height) if shot is None else (shot["width"], height)
 
 
+def same_shape(width: int, height: int, size: tuple[int, int]) -> bool:
+    """Whether an image width x height is the canonical image's size (width, height) scaled: their aspects agree
+    within ASPECT_TOLERANCE (relative), what rounding a scaled size to whole pixels allows."""
+    return abs(width * size[1] - height * size[0]) <= ASPECT_TOLERANCE * height * size[0]
+
+
 def submit_edit(
     svc: Services,
     job_id: str,
@@ -287,6 +293,15 @@ def submit_edit(
         raise TooLarge(f"image is larger than the limit of {svc.settings.max_upload_bytes} bytes")
     info = check_image(image, svc.settings.max_upload_pixels)
     size = _shot_size(svc, parent, _shot(svc, parent, shot, "body"))
+    if not same_shape(info.width, info.height, size):
+        whose = "the canonical image" if shot is None else f"shot {shot}'s canonical image"
+        raise Invalid(
+            f"image is {info.width}x{info.height}, but {whose} is {size[0]}x{size[1]} (width / height "
+            f"{size[0] / size[1]:.3g}): send it at that size (or scaled, the same shape); a decomposed clip's "
+            "canonical image is a panorama of its own shape",
+            ("body", "image"),
+            f"{info.width}x{info.height}",
+        )
     params = _inherited(parent) | {
         "fps": parent_fps(parent) if fps is None else fps,
         "resized": (info.width, info.height) != size,
@@ -467,7 +482,7 @@ def submit_render(
             raise TooLarge(f"image is larger than the limit of {svc.settings.max_upload_bytes} bytes")
         info = check_image(image, svc.settings.max_upload_pixels)
         cw, ch = _canonical_size(svc, parent)
-        if abs(info.width * ch - info.height * cw) > ASPECT_TOLERANCE * cw * ch:
+        if not same_shape(info.width, info.height, (cw, ch)):
             raise Invalid(
                 f"image is {info.width}x{info.height}; the canonical image of job {parent.id} is {cw}x{ch}: "
                 "upload one of the same shape (any size: e.g. it scaled up and painted on)",

@@ -24,8 +24,8 @@ import torch
 from core import video
 from core.artifacts import FIELDS_CONVENTION
 from core.jobs import JobRecord
-from model.decomposition import segments
-from model.decomposition.fit import ATLAS_INTERPOLATION, DecomposeConfig, decompose, fields_into_tile
+from model.decomposition import camera, panorama, segments
+from model.decomposition.fit import ATLAS_INTERPOLATION, DecomposeConfig, decompose, fields_into_tile, lay_out
 from model.decomposition.shots import find_cuts, shot_bounds
 from model.warp import warp
 from worker import media
@@ -53,12 +53,30 @@ class Unit:
         return f"shot {self.shot} segment {self.segment} (frames {self.start}-{self.end - 1})"
 
 
-def plan(frames: torch.Tensor, segment_frames: int) -> list[Unit]:
+def plan(frames: torch.Tensor, segment_frames: int, config: DecomposeConfig | None = None) -> list[Unit]:
     """The units of work of a clip's frames (T, 3, H, W): its shots (cut where find_cuts finds cuts), each split
-    into segments of at most segment_frames frames."""
+    into segments of at most segment_frames frames; a shot whose camera moves so far that a segment's panorama
+    would be larger than config.max_area frames is split where the panorama fills up instead
+    (model/decomposition/panorama.split)."""
+    config = config or DecomposeConfig()
+    _, _, H, W = frames.shape
     units = []
     for shot, (start, end) in enumerate(shot_bounds(frames.shape[0], find_cuts(frames))):
-        for segment, (a, b) in enumerate(segments.split(start, end, segment_frames)):
+        spans = segments.split(start, end, segment_frames)
+        if config.camera:
+            maps = camera.estimate(frames[start:end], camera.CameraConfig(model=config.camera_model))
+            areas = [
+                panorama.area_ratio(
+                    torch.linalg.inv(maps[(a + b) // 2 - start]) @ maps[a - start : b - start], H, W
+                )
+                for a, b in spans
+            ]
+            if max(areas) > config.max_area:
+                spans = [
+                    (start + a, start + b)
+                    for a, b in panorama.split(maps, H, W, config.max_area, segment_frames)
+                ]
+        for segment, (a, b) in enumerate(spans):
             units.append(Unit(shot, segment, a, b))
     return units
 
@@ -103,7 +121,12 @@ class Atlas:
 def assemble(units: list[Unit], parts: list[Fitted]) -> Atlas:
     """The atlas of the units' fits: each frame shown by one tile, the later one of two segments from the shared
     frame where the switch changes the picture least."""
-    width = parts[0].canonical.shape[2]  # every tile is the frame plus the same margins
+    canonical, columns = lay_out([p.canonical for p in parts])  # tiles of their own sizes, side by side
+    atlas_hw = tuple(canonical.shape[1:])
+
+    def into_atlas(index: int, fields: torch.Tensor) -> torch.Tensor:
+        return fields_into_tile(fields, columns[index], tuple(parts[index].canonical.shape[1:]), atlas_hw)
+
     switches, joins, join_fields = [], [], []
     for i in range(len(units) - 1):
         (a, part_a), (b, part_b) = (units[i], parts[i]), (units[i + 1], parts[i + 1])
@@ -119,14 +142,14 @@ def assemble(units: list[Unit], parts: list[Fitted]) -> Atlas:
             switches.append(at)
             shared = min(at, a.end - 1)
             joins.append({"frame": shared, "earlier": i, "later": i + 1})
-            into_a = fields_into_tile(part_a.fields[shared - a.start], i, len(parts), width)
-            into_b = fields_into_tile(part_b.fields[shared - b.start], i + 1, len(parts), width)
+            into_a = into_atlas(i, part_a.fields[shared - a.start])
+            into_b = into_atlas(i + 1, part_b.fields[shared - b.start])
             join_fields.append(torch.stack([into_a, into_b]))
     spans = segments.owned([(u.shot, u.start, u.end) for u in units], switches)
     fields, errors, shots = [], [], []
     for index, (unit, part, (start, end)) in enumerate(zip(units, parts, spans, strict=True)):
         shown = slice(start - unit.start, end - unit.start)
-        fields.append(fields_into_tile(part.fields[shown], index, len(parts), width))
+        fields.append(into_atlas(index, part.fields[shown]))
         errors.append(part.errors[shown])
         shots.append(
             {
@@ -134,14 +157,14 @@ def assemble(units: list[Unit], parts: list[Fitted]) -> Atlas:
                 "segment": unit.segment,
                 "start": start,
                 "frames": end - start,
-                "x": index * width,
-                "width": width,
+                "x": columns[index],
+                "width": part.canonical.shape[2],
                 "psnr_db": round(psnr_db(part.errors[shown]), 2),
             }
         )
     fields = torch.cat(fields)  # (T, H, W, 2)
     return Atlas(
-        canonical=torch.cat([p.canonical for p in parts], dim=2),
+        canonical=canonical,
         fields=fields,
         shots=shots,
         psnr_db=psnr_db(torch.cat(errors)),

@@ -38,7 +38,7 @@ class CameraConfig:
     max_scale_step: float = (
         1.5  # a fit that zooms or stretches by more than this between two frames is refused
     )
-    flow_rounds: int = 3  # at most this many refinements of a pair's map by the flow left after it
+    flow_rounds: int = 2  # at most this many refinements of a pair's map by the flow left after it
 
 
 def grey(frames: torch.Tensor) -> list[np.ndarray]:
@@ -85,14 +85,15 @@ class Matcher:
         self.matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
         self.flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
 
-    def map(self, a: int, b: int) -> np.ndarray | None:
-        """The map (3x3) from frame a's pixels to frame b's, or None when neither features nor flow fit one: the
-        features' fit refined by the flow between frame a warped by it and frame b (ORB's corners are found to a
-        pixel or so, DIS flow to a fraction of one on texture)."""
-        best = self.map_by_features(a, b)
-        for _ in range(
-            self.config.flow_rounds
-        ):  # each round starts from a closer map: smaller flow, finer fit
+    def map(
+        self, a: int, b: int, guess: np.ndarray | None = None, rounds: int | None = None
+    ) -> np.ndarray | None:
+        """The map (3x3) from frame a's pixels to frame b's, or None when neither features nor flow fit one: a
+        start (`guess`, else the features' fit, else the identity) refined by the flow between frame a warped by it
+        and frame b (ORB's corners are found to a pixel or so, DIS flow to a fraction of one on texture)."""
+        best = guess if guess is not None else self.map_by_features(a, b)
+        # each round starts from a closer map: smaller flow, finer fit
+        for _ in range(self.config.flow_rounds if rounds is None else rounds):
             fine = self.map_by_flow(a, b, np.eye(3) if best is None else best)
             if fine is None:
                 break
@@ -149,7 +150,17 @@ def estimate(frames: torch.Tensor, config: CameraConfig = CameraConfig()) -> tor
     stride = max(1, config.keyframe_stride)
     keys = list(range(0, T, stride))
     ref = T // 2
-    # Keyframes chained outward from the keyframe nearest the reference.
+    # Each frame to the one before (small motions: flow finds them from the identity, or from the features).
+    steps = [np.eye(3)] + [matcher.map(t, t - 1, rounds=1) for t in range(1, T)]
+    steps = [np.eye(3) if m is None else m for m in steps]
+    chained = [np.eye(3)]  # frame t -> frame 0 through every frame between: a guess that drifts
+    for t in range(1, T):
+        chained.append(chained[-1] @ steps[t])
+
+    def guess(a: int, b: int) -> np.ndarray:
+        return np.linalg.inv(chained[b]) @ chained[a]
+
+    # Keyframes matched to each other from that guess, chained outward from the keyframe nearest the reference.
     to_key0: dict[int, np.ndarray] = {}
     anchor = min(keys, key=lambda k: abs(k - ref))
     to_key0[anchor] = np.eye(3)
@@ -157,26 +168,18 @@ def estimate(frames: torch.Tensor, config: CameraConfig = CameraConfig()) -> tor
         index = keys.index(anchor)
         while 0 <= index + direction < len(keys):
             here, there = keys[index + direction], keys[index]
-            step = matcher.map(here, there)
-            to_key0[here] = to_key0[there] @ (step if step is not None else np.eye(3))
+            step = matcher.map(here, there, guess(here, there))
+            to_key0[here] = to_key0[there] @ (step if step is not None else guess(here, there))
             index += direction
     maps = [np.eye(3)] * T
     for k in keys:
         maps[k] = to_key0[k]
-
-    def nearest_key(t: int) -> int:
-        return min(keys, key=lambda k: (abs(k - t), k))
-
-    # Nearest their keyframe first, so a frame's neighbour towards it is done before it.
-    for t in sorted((t for t in range(T) if t not in to_key0), key=lambda t: abs(t - nearest_key(t))):
-        key = nearest_key(t)
-        step = matcher.map(t, key)
-        if step is not None:
-            maps[t] = to_key0[key] @ step
-            continue
-        neighbour = t - 1 if t > key else t + 1  # towards the keyframe, already done or the key itself
-        step = matcher.map(t, neighbour)
-        maps[t] = maps[neighbour] @ (step if step is not None else np.eye(3))
+    # Every other frame matched to its nearest keyframe, from the guess.
+    for t in range(T):
+        if t not in to_key0:
+            key = min(keys, key=lambda k: (abs(k - t), k))
+            step = matcher.map(t, key, guess(t, key))
+            maps[t] = to_key0[key] @ (step if step is not None else guess(t, key))
     # The keyframe nearest the middle is the identity; move the reference to the middle frame itself.
     to_ref = np.linalg.inv(maps[ref])
     out = np.stack([to_ref @ m for m in maps])

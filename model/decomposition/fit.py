@@ -2,23 +2,32 @@
 
 The video is explained as GenDeF explains its own: ``frames = grid_sample(canonical, fields)`` (model/warp.py).
 
-- Canonical image: an explicit RGB image larger than the frame (a margin on each side) so content that moves in
-  and out of view has a place; the frame sits in its centre at the start.
-- Deformation: a multi-resolution grid over (x, y, t): offset grids of growing resolution, upsampled to the
-  frame and summed, on top of the frame's place in the canonical image. Coarse levels are coarse in time too:
-  the coarsest holds a grid every 8th frame, the next every 4th, then every 2nd, linearly interpolated between
-  (motion is smooth over a few frames, and a keyframe is fitted from every frame near it); the finer levels hold
-  one grid per frame. Finer levels switch on progressively (coarse-to-fine, Nerfies-style cosine annealing), so
-  large and slow motions are found before details and fast ones.
-- Loss: reconstruction (MSE) + image-gradient loss (CoDeF's) + the edge-aware smoothness of the offsets
-  (model/training/losses.py), Adam on everything.
+- Camera first (model/decomposition/camera.py): each frame's affine map to the shot's middle frame, found with
+  OpenCV. The canonical image is the shot's panorama under it (model/decomposition/panorama.py: every frame fits,
+  plus a margin on each side for what moves on its own), started from the median of the aligned frames, and each
+  frame's field is the camera's map plus a residual. (``camera=False``: the method before it, kept for the
+  benchmark's comparison: the frame in the centre of a canvas one margin larger, all motion left to the residual.)
+- Residual: a multi-resolution grid over (x, y, t): offset grids of growing resolution, upsampled to the frame and
+  summed. Coarse levels are coarse in time too: the coarsest holds a grid every 8th frame, the next every 4th, then
+  every 2nd, linearly interpolated between (motion is smooth over a few frames, and a keyframe is fitted from every
+  frame near it); the finer levels hold one grid per frame. Finer levels switch on progressively (coarse-to-fine,
+  Nerfies-style cosine annealing), so large and slow motions are found before details and fast ones.
+- Loss: reconstruction (MSE) + image-gradient loss (CoDeF's) + the edge-aware smoothness of the offsets, and the
+  terms that keep the map a motion (read on the finest grid's points): a hinge on det J of the map frame pixel ->
+  canonical pixel (no folds), the residual's distance from a local rotation where the frame has content (no
+  stretching of objects), and CoDeF's flow guidance: pixels that the clip's own DIS flow carries from frame t to
+  t + 1 (forward-backward checked, so occluded pixels are left out) land on the same canonical point. Without them
+  the cheapest fit is a mosaic: pixels tiled from anywhere, which reconstructs the frames but is no scene to paint
+  on. Adam on everything.
 
 The returned fields follow API.md's convention relative to the returned canonical image, whatever its size.
 
 A clip with cuts is split into shots first (``find_cuts``: a frame that differs from the one before far more than
 its neighbours do); each shot gets its own canonical image and fields, and ``decompose_video`` lays the shots'
 canonical images side by side in one image (the atlas) with each shot's fields pointing into its own tile, so
-``grid_sample(atlas, fields)`` is still the whole video. Read bilinearly (``ATLAS_INTERPOLATION``, what the stored
+``grid_sample(atlas, fields)`` is still the whole video (each shot fitted whole, however far its camera goes: the
+decompose job's plan, worker/decomposition.py, also splits shots into segments by length and panorama size). Read
+bilinearly (``ATLAS_INTERPOLATION``, what the stored
 meta says): clamped to a tile's pixel centres, a bilinear read stays in its tile, where bicubic's outer taps would
 reach the next shot's.
 """
@@ -29,11 +38,14 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from model.decomposition import camera, panorama
 from model.decomposition.shots import find_cuts, shot_bounds
-from model.fields import edge_aware_smoothness
+from model.fields import content_weights, edge_aware_smoothness
 from model.pixels import to_uint8
 from model.warp import identity_grid, warp
 
@@ -42,8 +54,17 @@ ATLAS_INTERPOLATION = "bilinear"  # how decomposed fields are read (module doc)
 
 @dataclass(frozen=True)
 class DecomposeConfig:
-    steps: int = 600  # Adam steps on all frames at once
-    margin: float = 0.125  # canonical = frame grown by this fraction of its size on each side
+    steps: int = 300  # Adam steps on all frames at once (the API's default, service/limits.py)
+    # The camera's motion first (model/decomposition/camera.py): the canonical image a panorama of the shot
+    # (panorama.py), started from the median of the aligned frames, and the fields the camera's maps plus the
+    # residual grids below. False: the frame in the middle of the canonical image, every motion left to the grids
+    # and no fold, distortion or flow terms (the method before; benchmarks/decompose.py compares the two).
+    camera: bool = True
+    camera_model: str = "affine"  # camera.CameraConfig.model
+    margin: float = 0.125  # room around the frames (the panorama, or the frame) of this fraction of a frame
+    # A panorama of a shot is at most this many frames large (without its margin): a shot whose camera goes further
+    # is split into segments (worker/decomposition.py's plan), each its own tile.
+    max_area: float = 4.0
     # Offset grid sizes along the frame's long side, coarse to fine (the short side scales with the aspect);
     # finer ones (doubling) are added while a cell still spans at least cell_pixels pixels: 128 at 256 px.
     field_levels: tuple[int, ...] = (4, 8, 16, 32, 64)
@@ -57,6 +78,17 @@ class DecomposeConfig:
     lr_field: float = 0.02
     grad_weight: float = 0.1  # image-gradient loss
     smooth_weight: float = 0.002  # edge-aware smoothness of the offsets (in pixels)
+    # With the camera: terms that keep the map a motion.
+    fold_weight: float = 1.0  # hinge on det J of the map frame pixel -> canonical pixel ...
+    fold_margin: float = 0.05  # ... below this (the camera's own det J is its zoom squared: about 1)
+    # The residual's distance from a local rotation, where the frame has content. Small: it is what costs
+    # reconstruction most where things move on their own (bigbuckbunny, 32 frames at 128 px, 300 steps: 0.05 ->
+    # 27.3 dB, 0.01 -> 30.4, 0.003 -> 31.5; painted dots' overlap 0.85, 0.83, 0.83, dot-like 93, 93, 87 %); the
+    # flow term below keeps the motion.
+    distortion_weight: float = 0.003
+    flow_weight: float = (
+        0.02  # the clip's flow: pixels it carries to the next frame keep their canonical point
+    )
     lr_decay: float = 0.1  # the learning rates fall to this fraction by the last step (cosine)
 
 
@@ -131,10 +163,13 @@ def level_weights(step: int, steps: int, levels: int, anneal: float) -> list[flo
     return [(1 - math.cos(math.pi * min(max(alpha - level, 0.0), 1.0))) / 2 for level in range(levels)]
 
 
-def offsets_of(grids: list[torch.Tensor], weights: list[float], height: int, width: int) -> torch.Tensor:
+def offsets_of(
+    grids: list[torch.Tensor], weights: list[float], height: int, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum of the upsampled level grids: list of (K_l, 2, h_l, w_l) keyframe grids in canonical px, coarse to fine,
-    the finest one per frame -> (T, H, W, 2) px. The levels are summed on the finest grid, which alone is upsampled
-    to the frame (one full-size interpolation a step instead of one per level: the most expensive part of a step)."""
+    the finest one per frame -> (T, H, W, 2) px, and the sum on the finest grid (T, h, w, 2) px. The levels are
+    summed on the finest grid, which alone is upsampled to the frame (one full-size interpolation a step instead of
+    one per level: the most expensive part of a step); the terms that keep the map a motion read that grid."""
     num_frames, finest = grids[-1].shape[0], grids[-1].shape[2:]
     total = 0
     for grid, weight in zip(grids, weights, strict=True):
@@ -143,15 +178,15 @@ def offsets_of(grids: list[torch.Tensor], weights: list[float], height: int, wid
             if grid.shape[2:] != finest:
                 grid = F.interpolate(grid, size=finest, mode="bilinear", align_corners=False)
             total = total + weight * grid
-    total = F.interpolate(total, size=(height, width), mode="bilinear", align_corners=False)
-    return total.permute(0, 2, 3, 1)  # (T, H, W, 2)
+    full = F.interpolate(total, size=(height, width), mode="bilinear", align_corners=False)
+    return full.permute(0, 2, 3, 1), total.permute(0, 2, 3, 1)  # (T, H, W, 2), (T, h, w, 2)
 
 
 def fill_unseen(canonical: torch.Tensor, fields: torch.Tensor, seen_weight: float = 0.1) -> torch.Tensor:
     """canonical (3, Hc, Wc) with the pixels that no frame pixel reads through fields (T, H, W, 2) (their bilinear
-    weights summed over all frames below seen_weight) replaced by the mean of the seen pixels nearest them
-    (normalized 3x3 averaging, grown ring by ring). The fit never moves such pixels, so they hold whatever it
-    started from (the middle frame, its edges stretched); a render at a finer grid (model/decomposition/upsampling.py) reads
+    weights summed over all frames below seen_weight) replaced by the nearest seen pixel (panorama.fill). The fit
+    never moves such pixels, so they hold whatever it started from; a render at a finer grid
+    (model/decomposition/upsampling.py) reads
     between the frames' sample points and would show that content. (The seams of renders where a fit stretches
     the canonical image come from pixels that other frames do use: this does not remove them.)"""
     probe = canonical.clone().requires_grad_(True)
@@ -160,19 +195,85 @@ def fill_unseen(canonical: torch.Tensor, fields: torch.Tensor, seen_weight: floa
     seen = (probe.grad[0] >= seen_weight).float()[
         None
     ]  # (1, Hc, Wc): the weight is the same in every channel
-    if bool(seen.all()) or not bool(seen.any()):
-        return canonical
-    out, mask = canonical.clone(), seen
-    while True:  # each round fills the unseen pixels next to filled ones
-        num, den = (
-            F.avg_pool2d(F.pad(x[None], (1, 1, 1, 1), mode="replicate"), 3, stride=1)[0]
-            for x in (out * mask, mask)
-        )
-        new = (den > 0) & (mask == 0)  # (1, Hc, Wc)
-        if not bool(new.any()):
-            return out
-        out = torch.where(new, num / den.clamp_min(1e-12), out)
-        mask = torch.where(new, torch.ones_like(mask), mask)
+    return panorama.fill(canonical, seen)
+
+
+def cell_centres(cells: int, size: int) -> torch.Tensor:
+    """(cells,) the frame pixel coordinates of the centres of a grid's cells, `cells` across `size` pixels (where
+    bilinear upsampling with align_corners=False puts the grid's values)."""
+    return (torch.arange(cells, dtype=torch.float64) + 0.5) * size / cells - 0.5
+
+
+def guide_flow(frames: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The clip's own motion as correspondences: DIS flow (OpenCV) from each frame (T, 3, H, W) to the next, read
+    at the points (xs[j], ys[i]) (frame pixels), where the flow back from the next frame returns within half a
+    pixel (plus 5 % of the motion) and lands inside the frame; occluded and uncertain points are left out.
+    Returns the flow (T-1, h, w, 2) in frame pixels and where it holds (T-1, h, w) bool."""
+    images = camera.grey(frames)
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    H, W = images[0].shape
+    gy, gx = np.meshgrid(ys.numpy().astype(np.float32), xs.numpy().astype(np.float32), indexing="ij")
+    flows, valid = [], []
+    for a, b in zip(images[:-1], images[1:], strict=True):
+        forward, backward = dis.calc(a, b, None), dis.calc(b, a, None)  # (H, W, 2)
+        f = cv2.remap(forward, gx, gy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # (h, w, 2)
+        x2, y2 = gx + f[..., 0], gy + f[..., 1]
+        back = cv2.remap(backward, x2, y2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        error = np.hypot(*np.moveaxis(f + back, -1, 0))
+        ok = (error < 0.5 + 0.05 * np.hypot(*np.moveaxis(f, -1, 0))) & (x2 >= 0) & (x2 <= W - 1)
+        flows.append(f)
+        valid.append(ok & (y2 >= 0) & (y2 <= H - 1))
+    return torch.from_numpy(np.stack(flows)), torch.from_numpy(np.stack(valid))
+
+
+def flow_mismatch(
+    points: torch.Tensor,
+    flow: torch.Tensor,
+    valid: torch.Tensor,
+    xs: torch.Tensor,
+    ys: torch.Tensor,
+    frame_hw: tuple[int, int],
+) -> torch.Tensor:
+    """How far apart (canonical px, Charbonnier) the canonical points of pixels that the clip's flow carries from
+    one frame to the next are: points (T, h, w, 2) in canonical px, of the frame points (xs[j], ys[i]) (a grid's
+    cell centres, cell_centres); flow (T-1, h, w, 2) and valid (T-1, h, w) from guide_flow at those points. The next
+    frame's canonical point is read between the grid's points (bilinear, as the grid is upsampled). Scalar."""
+    H, W = frame_hw
+    gy, gx = torch.meshgrid(ys.to(points), xs.to(points), indexing="ij")
+    to = torch.stack([gx, gy], dim=-1) + flow.to(points)  # (T-1, h, w, 2) frame pixels of the next frame
+    grid = (2 * to + 1) / to.new_tensor([W, H]) - 1  # align_corners=False units: the same for any grid size
+    there = F.grid_sample(
+        points[1:].permute(0, 3, 1, 2), grid, mode="bilinear", padding_mode="border", align_corners=False
+    ).permute(0, 2, 3, 1)  # (T-1, h, w, 2)
+    distance = ((points[:-1] - there).square().sum(dim=-1) + 0.01).sqrt()  # (T-1, h, w)
+    mask = valid.to(points)
+    return (distance * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def map_determinant(points: torch.Tensor) -> torch.Tensor:
+    """det J of the map frame pixel -> canonical pixel, points (T, H, W, 2) in canonical px (forward differences)
+    -> (T, H-1, W-1)."""
+    dx = points[:, :-1, 1:] - points[:, :-1, :-1]
+    dy = points[:, 1:, :-1] - points[:, :-1, :-1]
+    return dx[..., 0] * dy[..., 1] - dy[..., 0] * dx[..., 1]
+
+
+def residual_distortion(
+    residual: torch.Tensor, weights: torch.Tensor, spacing: tuple[float, float]
+) -> torch.Tensor:
+    """How far the residual's map p -> p + residual(p) is locally from a rotation, ||J^T J - I||_F, averaged with
+    weights (where the frame has content: a moving object may not stretch, the flat background between objects
+    may): residual (T, h, w, 2) in pixels on a grid whose points are spacing (x, y) frame pixels apart, weights
+    (T, h - 1, w - 1). Scalar."""
+    dx = (residual[:, :-1, 1:] - residual[:, :-1, :-1]) / spacing[
+        0
+    ]  # (T, h-1, w-1, 2): J's 1st column - (1, 0)
+    dy = (residual[:, 1:, :-1] - residual[:, :-1, :-1]) / spacing[1]
+    a = (1 + dx[..., 0]).square() + dx[..., 1].square() - 1
+    d = dy[..., 0].square() + (1 + dy[..., 1]).square() - 1
+    b = (1 + dx[..., 0]) * dy[..., 0] + dx[..., 1] * (1 + dy[..., 1])
+    per_point = (a.square() + d.square() + 2 * b.square() + 1e-12).sqrt()
+    return (weights * per_point).sum() / weights.sum().clamp_min(1e-6)
 
 
 def decompose(
@@ -188,13 +289,19 @@ def decompose(
     """
     frames = frames.float()
     T, _, H, W = frames.shape
-    Hc, Wc = canonical_size(H, W, config.margin)
+    if config.camera:
+        maps = camera.estimate(frames, camera.CameraConfig(model=config.camera_model))
+        pano = panorama.layout(maps, H, W, config.margin)
+        Hc, Wc = pano.height, pano.width
+        base = panorama.base_fields(pano, H, W).to(frames)  # (T, H, W, 2)
+        start = panorama.median(frames, pano)  # (3, Hc, Wc)
+    else:
+        Hc, Wc = canonical_size(H, W, config.margin)
+        base = base_fields(H, W, (Hc, Wc)).to(frames)  # (H, W, 2)
+        # The middle frame in the centre of the canonical image, its edges stretched into the margin.
+        pad_h, pad_w = (Hc - H) // 2, (Wc - W) // 2
+        start = F.pad(frames[T // 2][None], (pad_w, pad_w, pad_h, pad_h), mode="replicate")[0]  # (3, Hc, Wc)
     to_units = frames.new_tensor([2 / Wc, 2 / Hc])  # canonical px -> grid_sample units
-    base = base_fields(H, W, (Hc, Wc)).to(frames)  # (H, W, 2)
-
-    # Start from the middle frame in the centre of the canonical image, its edges stretched into the margin.
-    pad_h, pad_w = (Hc - H) // 2, (Wc - W) // 2
-    start = F.pad(frames[T // 2][None], (pad_w, pad_w, pad_h, pad_h), mode="replicate")[0]  # (3, Hc, Wc)
     canonical = start.clone().requires_grad_(True)
     sizes = levels_for(config, max(H, W))
     # the coarse levels' strides, then every frame (always at the finest level)
@@ -211,24 +318,40 @@ def decompose(
     )
     initial_lrs = [group["lr"] for group in optimizer.param_groups]
     target_dx, target_dy = frames.diff(dim=3), frames.diff(dim=2)  # (T, 3, H, W-1), (T, 3, H-1, W)
+    if config.camera:  # the terms that keep the map a motion read it at the finest grid's points
+        h, w = grids[-1].shape[2:]
+        xs, ys = cell_centres(w, W), cell_centres(h, H)
+        spacing = (W / w, H / h)  # frame pixels between the grid's points
+        base_points = panorama.points_at(pano, xs, ys).to(frames)  # (T, h, w, 2) canonical px
+        small_frames = F.interpolate(frames, size=(h, w), mode="area")  # (T, 3, h, w)
+        content = content_weights(small_frames)  # (T, h - 1, w - 1)
+        flow, valid = guide_flow(frames, xs, ys)  # (T-1, h, w, 2), (T-1, h, w)
 
     def fields_at(step: int) -> torch.Tensor:
         weights = level_weights(step, config.steps, len(grids), config.anneal)
-        offsets = offsets_of(grids, weights, H, W)  # (T, H, W, 2) px
-        return base + offsets * to_units, offsets  # (T, H, W, 2) units, px
+        offsets, finest = offsets_of(grids, weights, H, W)  # (T, H, W, 2), (T, h, w, 2) px
+        return base + offsets * to_units, offsets, finest  # (T, H, W, 2) units, px; (T, h, w, 2) px
 
     for step in range(config.steps):
         fraction = (1 + math.cos(math.pi * step / config.steps)) / 2  # cosine decay 1 -> 0
         for group, lr in zip(optimizer.param_groups, initial_lrs, strict=True):
             group["lr"] = lr * (config.lr_decay + (1 - config.lr_decay) * fraction)
-        fields, offsets = fields_at(step)
+        fields, offsets, finest = fields_at(step)
         # Clamped as the stored 8-bit image will be, so values past [-1, 1] cannot help the fit.
         recon = warp(canonical.clamp(-1, 1)[None], fields[None], ATLAS_INTERPOLATION)[0]  # (T, 3, H, W)
         loss = (recon - frames).square().mean()
         loss = loss + config.grad_weight * (
             (recon.diff(dim=3) - target_dx).square().mean() + (recon.diff(dim=2) - target_dy).square().mean()
         )
-        loss = loss + config.smooth_weight * edge_aware_smoothness(offsets, frames)
+        if not config.camera:
+            loss = loss + config.smooth_weight * edge_aware_smoothness(offsets, frames)
+        else:
+            loss = loss + config.smooth_weight * edge_aware_smoothness(finest, small_frames)
+            points = base_points + finest  # (T, h, w, 2) canonical px
+            det = map_determinant(points) / (spacing[0] * spacing[1])  # per frame pixel
+            loss = loss + config.fold_weight * F.relu(config.fold_margin - det).mean()
+            loss = loss + config.distortion_weight * residual_distortion(finest, content, spacing)
+            loss = loss + config.flow_weight * flow_mismatch(points, flow, valid, xs, ys, (H, W))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -236,7 +359,7 @@ def decompose(
             on_progress(step + 1, psnr(recon.detach(), frames))
 
     with torch.no_grad():
-        fields, _ = fields_at(config.steps)
+        fields, _, _ = fields_at(config.steps)
     result = quantize(fill_unseen(canonical.detach().clamp(-1, 1), fields))
     with torch.no_grad():
         score = psnr(warp(result[None], fields[None], ATLAS_INTERPOLATION)[0], frames)
@@ -245,14 +368,33 @@ def decompose(
     return Decomposition(canonical=result, fields=fields.contiguous(), psnr_db=score)
 
 
-def fields_into_tile(fields: torch.Tensor, tile: int, tiles: int, tile_width: int) -> torch.Tensor:
-    """Fields relative to one canonical image (tile_width wide) -> relative to `tiles` such images side by side,
-    pointing into tile `tile`. x is clamped to the tile's pixel centres first: grid_sample's border padding of the
-    tile alone is that clamp, so the atlas renders exactly what the tile did."""
-    x = ((fields[..., 0] + 1) * tile_width - 1) / 2  # pixel coordinates in the tile
-    x = x.clamp(0, tile_width - 1) + tile * tile_width
-    u = (2 * x + 1) / (tiles * tile_width) - 1
-    return torch.stack([u, fields[..., 1]], dim=-1)
+def fields_into_tile(
+    fields: torch.Tensor, x0: int, tile_hw: tuple[int, int], atlas_hw: tuple[int, int]
+) -> torch.Tensor:
+    """Fields relative to one canonical image (a tile, tile_hw) -> relative to the atlas (atlas_hw) that holds it
+    at column x0, centred in height (``lay_out``). The point is clamped to the tile's pixel centres first:
+    grid_sample's border padding of the tile alone is that clamp, so the atlas renders exactly what the tile did."""
+    (h, w), (Ha, Wa) = tile_hw, atlas_hw
+    top = (Ha - h) // 2
+    x = ((fields[..., 0] + 1) * w - 1) / 2  # pixel coordinates in the tile
+    y = ((fields[..., 1] + 1) * h - 1) / 2
+    x, y = x.clamp(0, w - 1) + x0, y.clamp(0, h - 1) + top
+    return torch.stack([(2 * x + 1) / Wa - 1, (2 * y + 1) / Ha - 1], dim=-1)
+
+
+def lay_out(tiles: list[torch.Tensor]) -> tuple[torch.Tensor, list[int]]:
+    """Canonical images (3, h_i, w_i) side by side in one atlas (3, max h, sum w), each centred in height with its
+    top and bottom rows repeated into the rows it lacks (no frame reads them: fields_into_tile clamps into the
+    tile); returns the atlas and each tile's first column."""
+    height = max(t.shape[1] for t in tiles)
+    columns, padded, x = [], [], 0
+    for tile in tiles:
+        top = (height - tile.shape[1]) // 2
+        bottom = height - tile.shape[1] - top
+        padded.append(F.pad(tile[None], (0, 0, top, bottom), mode="replicate")[0] if top or bottom else tile)
+        columns.append(x)
+        x += tile.shape[2]
+    return torch.cat(padded, dim=2), columns
 
 
 @dataclass
@@ -260,11 +402,14 @@ class Shot:
     start: int  # first frame
     end: int  # one past the last frame
     psnr_db: float
+    x: int  # the shot's tile: its first column in the atlas, its width and height (centred in the atlas's height)
+    width: int
+    height: int
 
 
 @dataclass
 class VideoDecomposition:
-    canonical: torch.Tensor  # (3, Hc, S * Wc): the shots' canonical images side by side, in [-1, 1]
+    canonical: torch.Tensor  # (3, Hc, sum Wc): the shots' canonical images side by side (lay_out), in [-1, 1]
     fields: torch.Tensor  # (T, H, W, 2) relative to that image; frames of shot s point into its tile s
     shots: list[Shot]
     psnr_db: float  # of the whole video
@@ -293,10 +438,19 @@ def decompose_video(
 
         part = decompose(frames[start:end], config, on_progress=report, report_every=report_every)
         canonicals.append(part.canonical)
-        shots.append(Shot(start=start, end=end, psnr_db=part.psnr_db))
-        width = part.canonical.shape[2]
-        fields.append(fields_into_tile(part.fields, index, len(bounds), width))
-    canonical, all_fields = torch.cat(canonicals, dim=2), torch.cat(fields)  # (3, Hc, S Wc), (T, H, W, 2)
+        shots.append((start, end, part.psnr_db))
+        fields.append(part.fields)
+    canonical, columns = lay_out(canonicals)  # (3, Hc, sum Wc)
+    shots = [
+        Shot(start=a, end=b, psnr_db=db, x=x, width=c.shape[2], height=c.shape[1])
+        for (a, b, db), x, c in zip(shots, columns, canonicals, strict=True)
+    ]
+    all_fields = torch.cat(
+        [
+            fields_into_tile(f, x, tuple(c.shape[1:]), tuple(canonical.shape[1:]))
+            for f, x, c in zip(fields, columns, canonicals, strict=True)
+        ]
+    )  # (T, H, W, 2)
     with torch.no_grad():
         score = psnr(warp(canonical[None], all_fields[None], ATLAS_INTERPOLATION)[0], frames.float())
     return VideoDecomposition(canonical=canonical, fields=all_fields, shots=shots, psnr_db=score)

@@ -139,21 +139,22 @@ def moving_points(
     canonical_hw: tuple[int, int],
     count: int,
     spacing: float,
-    min_speed: float = 1.0,
+    min_speed: float = 0.5,
 ) -> list[tuple[float, float]]:
-    """Up to `count` canonical points (x, y) where the clip moves: frame pixels of the middle frame pair whose DIS
-    flow is at least min_speed px a frame (the fastest first), read through the middle frame's field into the
-    canonical image, at least `spacing` canonical pixels apart."""
-    T = frames.shape[0]
-    t = max(0, T // 2 - 1)
-    flow = clip_flow(frames[t : t + 2])[0]  # (H, W, 2)
-    speed = np.hypot(flow[..., 0], flow[..., 1])
+    """Up to `count` canonical points (x, y) where the clip moves: pixels of the frame whose DIS flow to the next one
+    moves most (its 95th percentile of speed; frames (T, 3, H, W)) moving at least min_speed px a frame, fastest
+    first, read through that frame's field into the canonical image, at least `spacing` canonical pixels apart and
+    from the frame's edge."""
+    flow = clip_flow(frames)  # (T-1, H, W, 2)
+    speeds = np.hypot(flow[..., 0], flow[..., 1])  # (T-1, H, W)
+    t = int(np.argmax(np.percentile(speeds.reshape(len(speeds), -1), 95, axis=1)))
+    speed = speeds[t].copy()
     H, W = speed.shape
     margin = int(spacing)
     speed[:margin], speed[-margin:], speed[:, :margin], speed[:, -margin:] = 0, 0, 0, 0
     where = to_canonical_px(fields[t], canonical_hw).numpy()  # (H, W, 2)
     picked: list[tuple[float, float]] = []
-    for index in np.argsort(-speed, axis=None):
+    for index in np.argsort(-speed, axis=None, kind="stable"):
         y, x = divmod(int(index), W)
         if speed[y, x] < min_speed or len(picked) == count:
             break
@@ -199,3 +200,48 @@ def film(
         )
         maps.append(m)
     return np.stack(frames), np.stack(maps)
+
+
+def photo_points(
+    maps: np.ndarray, frame_points: list[tuple[float, float]], t: int
+) -> list[tuple[float, float]]:
+    """Where frame t's pixels frame_points [(x, y)] are in the photo a camera filmed by maps (T, 3, 3) (film)."""
+    out = []
+    for x, y in frame_points:
+        p = maps[t] @ np.array([x, y, 1.0])
+        out.append((float(p[0] / p[2]), float(p[1] / p[2])))
+    return out
+
+
+def canonical_points(
+    fields: torch.Tensor, canonical_hw: tuple[int, int], frame_points: list[tuple[float, float]], t: int
+) -> list[tuple[float, float]]:
+    """Where frame t's pixels frame_points [(x, y)] are in the canonical image, read from fields (T, H, W, 2)."""
+    where = to_canonical_px(fields[t], canonical_hw)  # (H, W, 2)
+    return [tuple(float(v) for v in where[round(y), round(x)]) for x, y in frame_points]
+
+
+def photo_psnr(
+    canonical: torch.Tensor, fields: torch.Tensor, photo: np.ndarray, maps: np.ndarray, t: int
+) -> float:
+    """PSNR (dB) of a canonical image (3, Hc, Wc) in [-1, 1] against the photo a camera filmed by maps (film),
+    brought into the canonical image by the map through frame t: the photo's point of frame t's pixel p against
+    the canonical point fields[t] gives p (each frame's best affine map, so only where the frames look). Compared
+    over the canonical pixels some frame reads."""
+    Hc, Wc = canonical.shape[1:]
+    c = to_canonical_px(fields[t].double(), (Hc, Wc)).reshape(-1, 2).numpy()  # frame t's canonical points
+    H, W = fields.shape[1:3]
+    ys, xs = np.mgrid[0:H, 0:W]
+    frame_px = np.stack([xs.ravel(), ys.ravel(), np.ones(H * W)], axis=1)
+    to_frame = np.linalg.lstsq(np.concatenate([c, np.ones((H * W, 1))], axis=1), frame_px, rcond=None)[0].T
+    to_photo = maps[t] @ to_frame  # canonical px -> photo px (3, 3)
+    probe = torch.ones(1, 1, Hc, Wc, requires_grad=True)
+    with torch.enable_grad():
+        warp(probe, fields[None].float(), "bilinear").sum().backward()
+    used = (probe.grad[0, 0] > 0.5).numpy()
+    truth = cv2.warpPerspective(
+        photo, to_photo, (Wc, Hc), flags=cv2.INTER_AREA | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT
+    )
+    mine = ((canonical.clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).numpy()
+    mse = float(np.mean((mine[used] - truth[used].astype(np.float64)) ** 2))
+    return 10 * math.log10(255.0**2 / mse) if mse > 0 else math.inf

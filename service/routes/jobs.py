@@ -100,7 +100,9 @@ def edit(
     ] = False,
 ) -> JobDocument:
     """Queue an edit: the image is warped by the fields of job ``job_id``, so every frame carries the edit.
-    An image of another size than the canonical image (or the shot's) is resized to it (``params.resized``)."""
+    An image of another size than the canonical image (or the shot's) but its shape is resized to it
+    (``params.resized``); one of another shape is refused (422): a decomposed clip's canonical image is a panorama
+    of its own shape."""
     data = image.file.read(svc.settings.max_upload_bytes + 1)
     job = submit_edit(svc, job_id, data, fps, webhook and str(webhook), webhook_events, shot, carry)
     return accepted(svc, request, response, job)

@@ -259,6 +259,8 @@ async function show(doc) {
       canvas.width = image.naturalWidth;
       canvas.height = image.naturalHeight;
     }
+    // shown at its own shape (a decomposed clip's is a panorama, often wide), as wide as the page allows
+    $("base").parentElement.style.aspectRatio = `${image.naturalWidth} / ${image.naturalHeight}`;
     $("base").getContext("2d").drawImage(image, 0, 0);
     URL.revokeObjectURL(image.src);
   };

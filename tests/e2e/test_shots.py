@@ -73,9 +73,10 @@ def test_a_clip_with_a_cut_is_decomposed_into_its_shots(
     assert all(s["psnr_db"] >= 30.0 for s in shots), shots
     canonical, _ = media.decode_image(files["canonical"])
     fields, meta = media.decode_fields(files["deformation"])
-    # The shots' canonical images side by side: shot i is the tile at x, width wide; the fields say the same.
-    width = shots[0]["width"]
-    assert [s["x"] for s in shots] == [0, width] and canonical.shape[2] == 2 * width
+    # The shots' canonical images side by side: shot i is the tile at x, width wide (each a panorama of its own
+    # size); the fields say the same.
+    assert [s["x"] for s in shots] == [0, shots[0]["width"]]
+    assert canonical.shape[2] == shots[0]["width"] + shots[1]["width"]
     assert meta["shots"] == shots and job["result"]["shot_count"] == 2
     decoded, _ = decode_video(files["video"])
     assert psnr(decoded, yuv420(media.to_uint8(warp(canonical, fields, mode_of(files))))) >= MIN_PSNR_DB
@@ -87,8 +88,8 @@ def test_an_edit_of_one_shot_changes_only_that_shot(
     job, files = decomposed
     canonical, _ = media.decode_image(files["canonical"])
     fields = fields_of(files)
-    width = job["result"]["shots"][1]["width"]
-    painted = media.to_uint8(canonical[:, :, width:]).copy()  # shot 1's canonical image
+    x1 = job["result"]["shots"][1]["x"]
+    painted = media.to_uint8(canonical[:, :, x1:]).copy()  # shot 1's canonical image
     painted[:, :] = [255, 0, 0]
     edit = submit(
         http,
@@ -99,7 +100,7 @@ def test_an_edit_of_one_shot_changes_only_that_shot(
     assert edit["params"]["shot"] == 1 and edit["params"]["resized"] is False
     _, out = succeeded(http, edit["id"])
     edited, _ = media.decode_image(out["canonical"])
-    assert torch.equal(edited[:, :, :width], canonical[:, :, :width])  # shot 0's canonical image is untouched
+    assert torch.equal(edited[:, :, :x1], canonical[:, :, :x1])  # shot 0's canonical image is untouched
     decoded, _ = decode_video(out["video"])
     before = yuv420(media.to_uint8(warp(canonical, fields, mode_of(files))))
     assert psnr(decoded[:SHOT], before[:SHOT]) >= MIN_PSNR_DB  # shot 0 as it was
@@ -115,8 +116,8 @@ def test_an_edit_of_one_shot_changes_only_that_shot(
 
 def test_track_and_segment_one_shot(http: httpx.Client, decomposed: tuple[dict, dict[str, bytes]]) -> None:
     job, files = decomposed
-    width = job["result"]["shots"][1]["width"]
-    height = job["result"]["canonical_height"]
+    x1, width = job["result"]["shots"][1]["x"], job["result"]["shots"][1]["width"]
+    height, whole_width = job["result"]["canonical_height"], job["result"]["canonical_width"]
     tracked = submit(
         http, "/track", json={"job_id": job["id"], "points": [[width / 2, height / 2]], "shot": 1}
     )
@@ -124,12 +125,12 @@ def test_track_and_segment_one_shot(http: httpx.Client, decomposed: tuple[dict, 
     tracks = json.loads(out["tracks"])
     assert len(tracks) == SHOT  # the shot's frames only
     fields = fields_of(files)[SHOT:]  # shot 1's frames
-    size = (height, 2 * width)
+    size = (height, whole_width)
     visible = [(t, found) for t, (found,) in enumerate(tracks) if found["visible"]]
     assert len(visible) >= SHOT // 2
     for t, found in visible:  # where the fields say, in shot 1's tile
         shown = canonical_px(fields, t, [found["x"], found["y"]], size)
-        assert torch.allclose(shown, torch.tensor([width + width / 2, height / 2]), atol=0.3), (
+        assert torch.allclose(shown, torch.tensor([x1 + width / 2, height / 2]), atol=0.3), (
             t,
             found,
             shown,
@@ -147,7 +148,7 @@ def test_track_and_segment_one_shot(http: httpx.Client, decomposed: tuple[dict, 
     _, out = succeeded(http, segmented["id"])
     masks = np.load(io.BytesIO(out["masks"]))["masks"]
     assert masks.shape == (SHOT, 32, 32) and (masks == 1).all()  # every pixel of shot 1 shows its canonical
-    whole = png(np.ones((height, 2 * width), dtype=np.uint8))
+    whole = png(np.ones((height, whole_width), dtype=np.uint8))
     r = http.post(
         "/segment", data={"job_id": job["id"], "shot": "1"}, files={"mask": ("m.png", whole, "image/png")}
     )
@@ -295,4 +296,4 @@ def test_the_python_client_edits_one_shot_and_renders(
         assert (frames[:SHOT, ..., 2] > 200).all() and (frames[:SHOT, ..., 0] < 60).all()  # shot 0 is blue
         big = client.render(edited.id, scale=2, fps_factor=2).wait(timeout_s=120)
         assert big.frames().shape == (4 * SHOT, 64, 64, 3)
-        assert big.canonical().shape == (2 * tile.shape[0], 4 * width, 3)
+        assert big.canonical().shape == (2 * tile.shape[0], 2 * job["result"]["canonical_width"], 3)

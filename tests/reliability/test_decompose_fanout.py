@@ -161,9 +161,11 @@ def test_a_long_clip_is_fitted_as_parallel_subtasks_on_two_workers_and_joined(
     for s, (_, _, start, end) in zip(shots, UNITS, strict=True):
         assert start <= s["start"] and s["start"] + s["frames"] <= end  # shown frames are fitted frames
     assert all(s["psnr_db"] >= 30 for s in shots), shots
-    width = shots[0]["width"]
-    assert [s["x"] for s in shots] == [k * width for k in range(len(UNITS))]
-    assert job["result"]["canonical_width"] == len(UNITS) * width and job["result"]["shot_count"] == 2
+    assert [s["x"] for s in shots] == [sum(t["width"] for t in shots[:k]) for k in range(len(UNITS))]
+    assert (
+        job["result"]["canonical_width"] == sum(s["width"] for s in shots)
+        and job["result"]["shot_count"] == 2
+    )
 
     # the work was spread: both workers fitted units, each unit once; the plan stored frames once per unit
     fitted = fitted_lines(d, job_id)

@@ -64,7 +64,7 @@ def test_edit_of_a_finished_job_stores_the_upload_as_its_input(
 def test_edit_records_a_resize_for_another_size_and_takes_jpeg(
     http: httpx.Client, server: Server, finished_job: dict
 ):
-    image = png_bytes((100, 80), fmt="JPEG")
+    image = png_bytes((100, 100), fmt="JPEG")
     r = edit(http, finished_job["id"], image, name="edited.jpg", fps="24")
 
     assert r.status_code == 202
@@ -73,12 +73,22 @@ def test_edit_records_a_resize_for_another_size_and_takes_jpeg(
     assert job["params"] == made_by | {
         "fps": 24,
         "resized": True,
-        "source_size": [100, 80],
+        "source_size": [100, 100],
         "shot": None,
         "carry": False,
     }
     assert server.blobs.get(server.jobs.get(job["id"]).inputs["image"]) == image
     assert server.jobs.get(job["id"]).inputs["image"].endswith("/input/image.jpg")
+
+
+def test_an_image_of_another_shape_is_refused_naming_the_canonical_images(
+    http: httpx.Client, redis_db: redis.Redis, finished_job: dict
+):
+    r = edit(http, finished_job["id"], png_bytes((100, 80)))
+
+    assert r.status_code == 422
+    assert "image is 100x80, but the canonical image is 64x64" in r.text
+    assert redis_db.llen("gendef-edit") == 0
 
 
 def test_an_edit_can_be_edited_and_resampled(http: httpx.Client, server: Server, finished_job: dict):

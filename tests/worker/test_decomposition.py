@@ -37,7 +37,7 @@ def test_a_long_shot_is_fitted_in_segments_that_share_frames(segmented) -> None:
     assert all(a.end - b.start == 4 for a, b in zip(units[:-1], units[1:], strict=True))
     atlas = assemble(units, parts)
     canonical, fields, shots, psnr = atlas.canonical, atlas.fields, atlas.shots, atlas.psnr_db
-    assert fields.shape == (30, 27, 64, 2) and canonical.shape[2] == 4 * parts[0].canonical.shape[2]
+    assert fields.shape == (30, 27, 64, 2) and canonical.shape[2] == sum(p.canonical.shape[2] for p in parts)
     assert [s["start"] for s in shots][0] == 0 and sum(s["frames"] for s in shots) == 30
     assert all(s["psnr_db"] >= 30 for s in shots) and psnr >= 30, shots
     again = decode_fitted(encode_fitted(parts[0]))  # what a fit subtask stores for the join
@@ -47,14 +47,17 @@ def test_a_long_shot_is_fitted_in_segments_that_share_frames(segmented) -> None:
 
 
 def test_the_video_goes_through_each_join_without_a_jump(segmented) -> None:
-    _, units, parts = segmented
+    frames, units, parts = segmented
     atlas = assemble(units, parts)
     canonical, fields, shots = atlas.canonical, atlas.fields, atlas.shots
     shown = media.from_uint8(media.to_uint8(warp(canonical[None], fields[None], ATLAS_INTERPOLATION)[0]))
     change = (shown[1:] - shown[:-1]).abs().mean(dim=(1, 2, 3))  # change[t - 1]: from frame t - 1 to frame t
+    # Two fits of a frame differ by up to their errors: at 64 x 27 px a fit that must stay a motion renders bikes'
+    # fast riders at 32-38 dB (a free lookup table, which tiles pixels from anywhere, reached 48).
+    error = float((shown - frames).abs().mean(dim=(1, 2, 3)).median())
     for join in [s["start"] for s in shots[1:]]:
         around = [float(change[t - 1]) for t in range(join - 8, join + 9) if t != join and 0 < t < len(shown)]
-        assert float(change[join - 1]) <= 1.5 * statistics.median(around), (join, change.tolist())
+        assert float(change[join - 1]) <= 1.5 * statistics.median(around) + error, (join, change.tolist())
 
 
 def test_paint_on_one_tile_shows_in_that_tiles_frames_only_where_it_was_painted(segmented) -> None:
@@ -84,8 +87,12 @@ def test_paint_on_one_segment_is_carried_through_the_joins_to_the_others(segment
     meta = {"shots": shots, "joins": atlas.joins}
     joins = decode_joins(encode_fields(fields, meta, atlas.join_fields))  # as stored in deformation.npz
     tile = shots[1]
-    ys, xs = torch.meshgrid(torch.arange(canonical.shape[1]), torch.arange(canonical.shape[2]), indexing="ij")
-    disc = (xs - tile["x"] - tile["width"] // 2) ** 2 + (ys - canonical.shape[1] // 2) ** 2 <= 36
+    H, W = fields.shape[1:3]
+    Hc, Wc = canonical.shape[1:]
+    # on what the middle of the tile's first frame shows (the camera moves: the tile's centre may be out of view)
+    cx, cy = ((fields[tile["start"], H // 2, W // 2] + 1) * torch.tensor([Wc / 2, Hc / 2]) - 0.5).tolist()
+    ys, xs = torch.meshgrid(torch.arange(Hc), torch.arange(Wc), indexing="ij")
+    disc = (xs - cx) ** 2 + (ys - cy) ** 2 <= 36
     painted = canonical.clone()
     painted[:, disc] = torch.tensor([1.0, -1.0, -1.0])[:, None]  # a red disc on segment 1 only
 
@@ -101,10 +108,36 @@ def test_paint_on_one_segment_is_carried_through_the_joins_to_the_others(segment
 
     # painted on one tile only, the disc shows in its frames only and vanishes at its joins
     shown = masks[False].flatten(1).any(dim=1).nonzero().flatten().tolist()
-    assert shown == list(range(tile["start"], tile["start"] + tile["frames"]))
-    # carried, it shows in every frame of the shot and goes through each join as from one frame to the next
-    assert bool(masks[True].flatten(1).any(dim=1).all())
+    assert tile["start"] in shown and set(shown) <= set(range(tile["start"], tile["start"] + tile["frames"]))
+    # carried, it shows in the other segments' frames too (where the camera looks at it) and goes through each join
+    # as from one frame to the next
+    shown = masks[True].flatten(1).any(dim=1)
+    assert bool(shown[tile["start"] - 1]) and bool(shown[tile["start"] + tile["frames"]])
     for join in [s["start"] for s in shots[1:]]:
+        if not (shown[join - 1] and shown[join]):
+            continue
         across = overlap(masks[True][join - 1], masks[True][join])
         around = [overlap(masks[True][t - 1], masks[True][t]) for t in range(1, len(fields)) if t != join]
         assert across >= 0.6 and across >= 0.8 * statistics.median(around), (join, across, around)
+
+
+def test_a_shot_whose_camera_sweeps_past_four_frames_is_split_where_its_panorama_fills_up() -> None:
+    from skimage import data
+
+    from model.decomposition import camera, panorama
+    from model.decomposition.fit import DecomposeConfig
+    from model.decomposition.measures import film
+
+    photo = data.coffee()[:, :, :]  # 400 x 600: panned across by a 48 x 64 frame, 7 frame widths
+    shot, _ = film(photo[::2, ::2], 40, (48, 64), pan=3.5, zoom=1.0, roll_deg=0.0)
+    frames = media.from_uint8(shot)  # (40, 3, 48, 64)
+
+    units = plan(frames, 64)
+
+    assert len(units) > 1 and all(u.shot == 0 for u in units)
+    assert units[0].start == 0 and units[-1].end == 40
+    maps = camera.estimate(frames)
+    for u in units:
+        middle = torch.linalg.inv(maps[(u.start + u.end) // 2])
+        assert panorama.area_ratio(middle @ maps[u.start : u.end], 48, 64) <= DecomposeConfig.max_area + 0.25
+    assert plan(frames[:12], 64) == [Unit(0, 0, 0, 12)]  # a short sweep: one panorama

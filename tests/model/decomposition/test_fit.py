@@ -18,6 +18,7 @@ from model.decomposition.fit import (
     fill_unseen,
     in_time,
     keyframes,
+    lay_out,
     level_weights,
     levels_for,
     psnr,
@@ -134,14 +135,18 @@ def test_a_clip_with_a_cut_is_split_there_and_each_shot_recovered(one_thread: No
     ]
     # One image holds both shots' canonical images side by side; grid_sample(it, fields) is the whole clip, and
     # each shot's frames read only its own tile: the same frames as from that tile alone.
-    Hc, Wc = canonical_size(H, W, DecomposeConfig.margin)
-    assert result.canonical.shape == (3, Hc, 2 * Wc) and result.fields.shape == (2 * FRAMES, H, W, 2)
+    Ha, Wa = result.canonical.shape[1:]
+    assert [s.x for s in result.shots] == [0, result.shots[0].width]
+    assert Wa == sum(s.width for s in result.shots) and Ha == max(s.height for s in result.shots)
+    assert all(s.width > W and s.height > H for s in result.shots)  # each holds its panning frames
+    assert result.fields.shape == (2 * FRAMES, H, W, 2)
     frames = warp(result.canonical[None], result.fields[None], ATLAS_INTERPOLATION)[0]
     assert abs(psnr(frames, clip) - result.psnr_db) < 1e-6
-    for k, shot in enumerate(result.shots):
-        tile = result.canonical[:, :, k * Wc : (k + 1) * Wc]
-        pixels = to_pixels(result.fields[shot.start : shot.end], Hc, 2 * Wc) - torch.tensor([k * Wc, 0])
-        own = to_field_units(pixels, Hc, Wc)  # the same points, relative to the tile
+    for shot in result.shots:
+        top = (Ha - shot.height) // 2
+        tile = result.canonical[:, top : top + shot.height, shot.x : shot.x + shot.width]
+        pixels = to_pixels(result.fields[shot.start : shot.end], Ha, Wa) - torch.tensor([shot.x, top])
+        own = to_field_units(pixels, shot.height, shot.width)  # the same points, relative to the tile
         alone = warp(tile[None], own[None], ATLAS_INTERPOLATION)[0]
         torch.testing.assert_close(alone, frames[shot.start : shot.end], rtol=0, atol=1e-5)
 
@@ -155,15 +160,16 @@ def test_fast_motion_is_no_cut() -> None:
 
 
 def test_fields_into_tile_reproduce_border_padding_of_the_tile() -> None:
-    tile = texture(16)
+    tile = texture(16)[:, :12]  # (3, 12, 16): lower than its neighbours
     fields = torch.rand(2, 8, 8, 2, generator=torch.Generator().manual_seed(1)) * 3 - 1.5  # also far outside
     alone = warp(tile[None], fields[None], ATLAS_INTERPOLATION)[0]
-    atlas = torch.cat([torch.zeros_like(tile), tile, torch.ones_like(tile)], dim=2)  # the tile in the middle
-    inside = warp(atlas[None], fields_into_tile(fields, 1, 3, 16)[None], ATLAS_INTERPOLATION)[0]
+    atlas, columns = lay_out([torch.zeros(3, 20, 10), tile, torch.ones(3, 16, 16)])  # the tile in the middle
+    assert atlas.shape == (3, 20, 42) and columns == [0, 10, 26]
+    inside = warp(atlas[None], fields_into_tile(fields, 10, (12, 16), (20, 42))[None], ATLAS_INTERPOLATION)[0]
     torch.testing.assert_close(inside, alone, rtol=0, atol=1e-5)
 
 
-def test_canonical_pixels_no_frame_reads_are_filled_from_their_seen_neighbours() -> None:
+def test_canonical_pixels_no_frame_reads_are_filled_from_their_nearest_seen_pixel() -> None:
     canonical = torch.zeros(3, 8, 8)
     canonical[:, :, ::2] = torch.linspace(-1, 1, 4)  # the columns the frames read: 0, 2, 4, 6
     canonical[:, :, 1::2] = 0.9  # never read: what a fit would leave there
@@ -173,7 +179,8 @@ def test_canonical_pixels_no_frame_reads_are_filled_from_their_seen_neighbours()
     ]
     filled = fill_unseen(canonical, fields)
     torch.testing.assert_close(filled[:, :, ::2], canonical[:, :, ::2])  # seen: kept
-    torch.testing.assert_close(filled[:, :, 1:6:2], (canonical[:, :, 0:5:2] + canonical[:, :, 2:7:2]) / 2)
+    between = filled[:, :, 1:6:2]  # each takes a nearest seen neighbour's value: left or right
+    assert ((between == canonical[:, :, 0:5:2]) | (between == canonical[:, :, 2:7:2])).all()
     torch.testing.assert_close(filled[:, :, 7], canonical[:, :, 6])  # the edge: its one seen neighbour
     torch.testing.assert_close(
         warp(filled[None], fields[None], ATLAS_INTERPOLATION),
