@@ -67,17 +67,6 @@ class DeformationConfig:
     # resolution the field is predicted at, bilinearly upsampled to the image's (coarser = smoother fields, and
     # cheaper: the generator stops there); None: the image's resolution
     field_res: int | None = None
-    # the network predicts where each canonical point goes (a displacement in canonical space, beside the canonical
-    # features it is conditioned on), and the field is the inverse of that map, found by fixed-point iteration
-    # (``invert_steps``). So an object moves by what its own features say, not by what the features of the spot it
-    # lands on say: objects that move each their own way are as easy as one picture sliding. False: the network
-    # predicts the field itself (every checkpoint before this option)
-    forward: bool = False
-    invert_steps: int = 8
-    # motion layers (forward only): the displacement also moves ``layers`` soft regions of the canonical image, each
-    # rigidly by its own translation from its own motion trajectory (drawn from the motion seed after the first),
-    # so objects that move each their own way need no more than a region each. 0: none
-    layers: int = 0
 
 
 @dataclass
@@ -95,9 +84,6 @@ class DiscriminatorConfig:
     # frame differences: each frame's departure from its clip's mean frame is a second input beside its pixels
     # (its own 1x1 conv, added to the pixels' one), so a clip that does not move is told apart at the first layer
     frame_diff: bool = False
-    # a second discriminator, on how each pixel's content moves (model.discriminator.MotionDiscriminator): trained
-    # beside the video discriminator, on real clips' known motion (Moving MNIST) against the fields' own; training only
-    motion: bool = False
 
 
 @dataclass
@@ -125,11 +111,6 @@ class GenDeFConfig:
             raise ValueError(
                 f"canonical.classes must be >= 0 and labels_per_image in [1, classes], got {c.classes} and "
                 f"{c.labels_per_image}"
-            )
-        if self.deformation.layers < 0 or (self.deformation.layers and not self.deformation.forward):
-            raise ValueError(
-                f"deformation.layers must be >= 0, and motion layers need deformation.forward; got "
-                f"{self.deformation.layers} with forward {self.deformation.forward}"
             )
         if self.deformation.max_offset is not None and self.deformation.max_offset <= 0:
             raise ValueError(f"deformation.max_offset must be > 0 or null, got {self.deformation.max_offset}")

@@ -99,13 +99,6 @@ class Discriminator(nn.Module):
         # differ between images by about a tenth of their size, which a linear head took thousands of steps to scale
         c8 = ch[8 if cfg.fuse_res >= 8 else 4]
         self.classifier = EqualLinear(c8, classes, lr_mult=LABEL_LR_MULT) if classes else None
-        # the motion discriminator (cfg.motion), trained beside this one; registered last, so a saved state without
-        # it keeps its parameter order (model.training.state.add_motion_discriminator)
-        self.motion = (
-            MotionDiscriminator(resolution, cfg.channel_base, cfg.channel_max, cfg.mbstd_group)
-            if cfg.motion
-            else None
-        )
 
     def forward(
         self,
@@ -197,53 +190,3 @@ def _reflect(i: torch.Tensor, n: int) -> torch.Tensor:
     """Indices reflected into [0, n) without repeating the edge (-1 -> 1, n -> n - 2); |shift| < n."""
     i = i.abs()
     return torch.where(i >= n, 2 * (n - 1) - i, i)
-
-
-MOTION_CHANNELS = 10  # what the motion discriminator reads at each pixel (motion_maps)
-MOTION_SCALE = 3.0  # px a frame: velocities are divided by this (Moving MNIST's fastest digit reads 1)
-
-
-def motion_maps(
-    frame: torch.Tensor, weight: torch.Tensor, v1: torch.Tensor, vk: torch.Tensor
-) -> torch.Tensor:
-    """The motion discriminator's input: a frame (B, 3, H, W) in [-1, 1], where it shows something (B, H, W) in
-    [0, 1], and where each of its pixels' content goes: its velocity to the next frame v1 and its mean velocity
-    over the next few frames vk (B, H, W, 2) each, in px a frame -> (B, MOTION_CHANNELS, H, W): the grey frame, the
-    weight, and where the frame shows something both velocities and both less their mean over what it shows.
-    The last two make motion relative to the rest of the picture a local cue: they are zero everywhere when the
-    whole picture moves as one (a conv net given only the velocities told that from two digits moving each their
-    own way at an AUC of 0.62 after 200 steps; docs/TRAINING.md). The frame and weight carry no gradient: the
-    motion discriminator judges motion, not pictures."""
-    w = weight.detach()[:, None]  # (B, 1, H, W)
-    grey = frame.detach().mean(dim=1, keepdim=True)  # (B, 1, H, W)
-    v = torch.cat([v1, vk], dim=-1).permute(0, 3, 1, 2) / MOTION_SCALE  # (B, 4, H, W)
-    mean = (w * v).sum(dim=(2, 3), keepdim=True) / w.sum(dim=(2, 3), keepdim=True).clamp_min(
-        1e-6
-    )  # (B, 4, 1, 1)
-    return torch.cat([grey, w, w * v, w * (v - mean)], dim=1)
-
-
-class MotionDiscriminator(nn.Module):
-    """Judges how the content of a frame moves (motion_maps) rather than how the frames look: 2-D residual blocks
-    from the full resolution down to 4x4, minibatch stddev, two linear layers. The video discriminator sees motion
-    only through features of a few frames averaged together, which barely told two digits moving each their own way
-    from two moving as one picture (docs/TRAINING.md); here each pixel's velocity is an input."""
-
-    def __init__(self, resolution: int, channel_base: int, channel_max: int, mbstd_group: int = 4) -> None:
-        super().__init__()
-        ch = {
-            r: channels(r, channel_base, channel_max)
-            for r in (2**i for i in range(2, resolution.bit_length()))
-        }
-        self.mbstd_group = mbstd_group
-        self.from_maps = EqualConv2d(MOTION_CHANNELS, ch[resolution], 1)
-        self.blocks = nn.Sequential(*[ResBlock(ch[r], ch[r // 2]) for r in sorted(ch, reverse=True) if r > 4])
-        self.conv = EqualConv2d(ch[4] + 1, ch[4], 3)
-        self.fc = EqualLinear(ch[4] * 16, ch[4], activation=True)
-        self.out = EqualLinear(ch[4], 1)
-
-    def forward(self, maps: torch.Tensor) -> torch.Tensor:
-        """maps (B, MOTION_CHANNELS, H, W) from motion_maps -> logits (B,)."""
-        x = self.blocks(lrelu(self.from_maps(maps)))  # (B, C4, 4, 4)
-        x = lrelu(self.conv(minibatch_stddev(x, self.mbstd_group)))
-        return self.out(self.fc(x.flatten(1)))[:, 0]

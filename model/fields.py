@@ -68,24 +68,10 @@ def edge_aware_smoothness(flow: torch.Tensor, image: torch.Tensor, normalize: bo
     return (fx * torch.exp(-ix)).mean() + (fy * torch.exp(-iy)).mean()
 
 
-def fold_hinge(
-    fields: torch.Tensor,
-    margin: float,
-    frames: torch.Tensor | None = None,
-    background_margin: float | None = None,
-) -> torch.Tensor:
+def fold_hinge(fields: torch.Tensor, margin: float) -> torch.Tensor:
     """Mean of relu(margin - det J) over the Jacobian of pixel -> canonical point (pixels per pixel; 1 for the
-    identity, <= 0 where the map folds): fields (..., H, W, 2). Scalar.
-
-    With the frames the fields make (N, C, H, W) (fields then (N, H, W, 2)) and a background_margin: the margin
-    is ``margin`` where the frame shows something and ``background_margin`` on flat background
-    (``content_weights`` between them), so empty background may stretch further than objects: two objects that
-    move apart stretch the background between them."""
-    det = jacobian_determinant(fields)  # (..., H - 1, W - 1)
-    if frames is None or background_margin is None:
-        return F.relu(margin - det).mean()
-    w = content_weights(frames)  # (N, H - 1, W - 1)
-    return F.relu(background_margin + (margin - background_margin) * w - det).mean()
+    identity, <= 0 where the map folds): fields (..., H, W, 2). Scalar."""
+    return F.relu(margin - jacobian_determinant(fields)).mean()
 
 
 def distortion(fields: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:

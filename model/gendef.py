@@ -62,7 +62,7 @@ class GenDeF(nn.Module):
         self.config = config
         self.precision = torch.float32  # of sample/sample_motion: float32, or the dtype of their autocast
         self.canonical = CanonicalGenerator(config.canonical, config.resolution)
-        self.motion = MotionEncoder(config.motion, config.max_frames, config.deformation.layers)
+        self.motion = MotionEncoder(config.motion, config.max_frames)
         self.deformation = DeformationGenerator(
             config.deformation,
             config.resolution,
@@ -86,12 +86,8 @@ class GenDeF(nn.Module):
     ) -> torch.Tensor:
         """z: (B, z_dim), features: (B, C, H, W) from self.canonical, motion_z: (B, R, Zm), t: (B, T) frame times
         -> fields (B, T, H, W, 2) = identity + offset."""
-        layer_motion = self.motion.layer_codes(motion_z, t) if self.motion.layers else None
         offset = self.deformation(
-            self.deformation.mapping(z),
-            self.deformation.condition(features),
-            self.motion(motion_z, t),
-            layer_motion,
+            self.deformation.mapping(z), self.deformation.condition(features), self.motion(motion_z, t)
         )
         return identity_grid(*offset.shape[2:4], device=offset.device) + offset  # (B, T, H, W, 2)
 

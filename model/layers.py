@@ -55,19 +55,15 @@ class EqualLinear(nn.Module):
 class EqualConv2d(nn.Module):
     """Plain (unmodulated) convolution with equalized learning rate, 'same' padding."""
 
-    def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True, lr_mult: float = 1.0
-    ) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size) / lr_mult)
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
-        self.weight_gain = lr_mult / math.sqrt(in_channels * kernel_size * kernel_size)
-        self.lr_mult = lr_mult
+        self.weight_gain = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (N, C_in, H, W) -> (N, C_out, H, W)
-        bias = self.bias * self.lr_mult if self.bias is not None else None
-        return F.conv2d(x, self.weight * self.weight_gain, bias, padding=self.weight.shape[-1] // 2)
+        return F.conv2d(x, self.weight * self.weight_gain, self.bias, padding=self.weight.shape[-1] // 2)
 
 
 def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

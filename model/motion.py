@@ -40,9 +40,9 @@ class EqualConv1d(nn.Module):
 
 
 class MotionEncoder(nn.Module):
-    def __init__(self, cfg: MotionConfig, max_frames: int, layers: int = 0) -> None:
+    def __init__(self, cfg: MotionConfig, max_frames: int) -> None:
         super().__init__()
-        self.cfg, self.layers = cfg, layers
+        self.cfg = cfg
         self.max_frames = max_frames
         self.num_codes = (
             max_frames - 1
@@ -63,27 +63,16 @@ class MotionEncoder(nn.Module):
         self.register_buffer("phase_scales", scales, persistent=False)  # (F,), from the config
 
     def raw_code_shape(self) -> tuple[int, int]:
-        """Shape of one video's trajectory noise (drawn from its motion seed): the video's trajectory, then one per
-        motion layer (deformation.layers), one after another."""
-        return (self.num_raw_codes * (1 + self.layers), self.cfg.z_dim)
+        """Shape of one video's trajectory noise (drawn from its motion seed)."""
+        return (self.num_raw_codes, self.cfg.z_dim)
 
     def forward(self, motion_z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """motion_z: (B, R, Z) trajectory noise; t: (B, T) frame times in [0, max_frames - 1] -> (B, T, 2F): the
-        video's motion codes (its first trajectory).
+        """motion_z: (B, R, Z) trajectory noise; t: (B, T) frame times in [0, max_frames - 1] -> (B, T, 2F).
 
         Always float32, also under autocast: the phases grow with t (up to max_frames), which bf16 would round
         by whole radians; this part is a small share of the compute."""
         with torch.autocast(motion_z.device.type, enabled=False):
-            return self._embed(motion_z[:, : self.num_raw_codes].float(), t.float())
-
-    def layer_codes(self, motion_z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The motion codes of each motion layer, from the trajectories after the first: (B, R, Z), (B, T) ->
-        (B, layers, T, 2F)."""
-        B, L, n = motion_z.shape[0], self.layers, self.num_raw_codes
-        with torch.autocast(motion_z.device.type, enabled=False):
-            z = motion_z[:, n:].float().reshape(B * L, n, -1)  # (B*L, R, Z)
-            codes = self._embed(z, t.float().repeat_interleave(L, dim=0))  # (B*L, T, 2F)
-        return codes.reshape(B, L, *codes.shape[1:])
+            return self._embed(motion_z.float(), t.float())
 
     def _embed(self, motion_z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         u = lrelu(self.conv1(motion_z.transpose(1, 2)))  # (B, Z, R - k + 1)

@@ -71,25 +71,7 @@ class TrainConfig:
     # stage 2: folds and distortion
     fold_weight: float = option(5.0, float, "hinge on the Jacobian determinant of the map")
     fold_margin: float = option(0.6, float, "the fold hinge penalises area scales (det J) below this")
-    fold_background_margin: float | None = option(
-        None,
-        float,
-        "the fold hinge's margin on flat background (where the frame shows nothing, so two objects moving apart may "
-        "stretch it); unset: fold_margin everywhere",
-    )
     distortion_weight: float = option(4.0, float, "departure from a rotation where the frame shows something")
-    # stage 2: the motion discriminator (discriminator.motion in the model config)
-    motion_weight: float = option(
-        1.0,
-        float,
-        "weight of the motion discriminator's adversarial term (a model with discriminator.motion)",
-    )
-    motion_r1_gamma: float = option(1.0, float, "R1 weight of the motion discriminator")
-    motion_gap: int = option(
-        8,
-        int,
-        "the motion discriminator reads the velocity to the next frame and the mean over this many frames",
-    )
     # the canonical images in stage 2, labels, and where stage 2's motion starts
     image_weight: float = option(0.5, float, "single-image adversarial term of stage 2 (0: off)")
     label_weight: float = option(

@@ -47,17 +47,8 @@ def transplant_motion(path: Path, generators: tuple[GenDeF, ...]) -> None:
             log.info("motion_init: %s keep this run's init (another canonical generator)", sorted(other))
         for G in generators:
             mine = getattr(G, part).state_dict()
-            lent = weights | {k: mine[k] for k in other}
-            if (
-                part == "deformation"
-                and G.config.deformation.forward
-                and not source.config.deformation.forward
-            ):
-                # the donor predicts fields, this model where canonical points go: for a field that translates by
-                # o, the points move by -o, so the output conv is negated and the motion starts as the donor's
-                lent |= {k: -lent[k] for k in ("out.weight", "out.bias")}
             try:
-                getattr(G, part).load_state_dict(lent)
+                getattr(G, part).load_state_dict(weights | {k: mine[k] for k in other})
             except RuntimeError as e:
                 raise ValueError(
                     f"motion_init {path}: its {part} does not fit this run's model config; use a checkpoint "

@@ -165,19 +165,5 @@ def add_frame_differences(state: TrainingState, D: Discriminator) -> None:
     groups[-1]["params"] += list(range(saved, len(list(D.parameters()))))
 
 
-def add_motion_discriminator(state: TrainingState, D: Discriminator) -> None:
-    """A discriminator with a motion discriminator (discriminator.motion) resuming a state saved without one: the
-    motion discriminator starts from D's own initial weights and fresh moments; its parameters follow the saved
-    ones (it is registered last), so they join the optimizer's last group."""
-    weights = state.modules["D"]
-    if D.motion is None or any(k.startswith("motion.") for k in weights):
-        return
-    log.info("the discriminator gains a motion discriminator (initial weights)")
-    weights |= {f"motion.{k}": v.detach().clone() for k, v in D.motion.state_dict().items()}
-    groups = state.optimizers["opt_D"]["param_groups"]
-    saved = sum(len(g["params"]) for g in groups)
-    groups[-1]["params"] += list(range(saved, len(list(D.parameters()))))
-
-
 def _under(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}

@@ -35,8 +35,6 @@ LOSSES = [
     "accel",
     "label_d",
     "label_g",
-    "loss_dm",
-    "loss_gm",
 ]
 METRICS = [*LOSSES, "logit_real", "logit_fake"]  # what a step reports
 
@@ -78,8 +76,7 @@ class Step:
         cfg, draws = self.cfg, self.draws
         image_term = stage == 2 and cfg.image_weight > 0
         frames = 1 if stage == 1 else cfg.frames_per_clip
-        sums = dict.fromkeys(("loss_d", "label_d", "r1", "logit_real", "logit_fake", "loss_dm"), 0.0)
-        motion = stage == 2 and self.D.motion is not None
+        sums = dict.fromkeys(("loss_d", "label_d", "r1", "logit_real", "logit_fake"), 0.0)
         zero = torch.zeros((), device=draws.device)
         self.G.requires_grad_(False)
         self.D.requires_grad_(True)
@@ -99,23 +96,15 @@ class Step:
                     real_image, _ = self.judge_images(real[:, 0], c_real, read=False)
                     fake_image, _ = self.judge_images(fake.canonical, fake.labels, read=False)
                     loss_d = loss_d + cfg.image_weight * discriminator_loss(real_image, fake_image)
-                loss_dm = r1_motion = zero
-                if motion:  # the motion discriminator: real clips' known motion against the fields'
-                    real_motion = draws.real_motion().requires_grad_(do_r1)
-                    logit_motion = self.D.motion(real_motion)
-                    loss_dm = discriminator_loss(logit_motion, self.D.motion(fake.motion))
-                    if do_r1:  # (B, C, H, W): summed over each channel's pixels, as over a frame's
-                        r1_motion = r1_penalty(logit_motion, real_motion)
-            total = loss_d + cfg.motion_weight * loss_dm + cfg.label_weight * label_d
-            r1_total = r1 * cfg.r1_gamma + r1_motion * cfg.motion_weight * cfg.motion_r1_gamma
-            ((total + r1_total * cfg.r1_every / 2) / cfg.accum).backward()
+            (
+                (loss_d + cfg.label_weight * label_d + r1 * (cfg.r1_gamma / 2 * cfg.r1_every)) / cfg.accum
+            ).backward()
             for k, v in (
                 ("loss_d", loss_d),
                 ("label_d", label_d),
                 ("r1", r1),
                 ("logit_real", logit_real),
                 ("logit_fake", logit_fake),
-                ("loss_dm", loss_dm),
             ):
                 sums[k] += v.float().mean().item()
         distributed.average_grads(self.D)
@@ -125,7 +114,7 @@ class Step:
     def generator(self, opt: torch.optim.Optimizer, stage: int, frozen: bool) -> dict[str, float]:
         cfg, draws = self.cfg, self.draws
         image_term = stage == 2 and cfg.image_weight > 0 and not frozen
-        sums = dict.fromkeys(("loss_g", "loss_img", "label_g", "loss_gm", *regulariser_weights(cfg)), 0.0)
+        sums = dict.fromkeys(("loss_g", "loss_img", "label_g", *regulariser_weights(cfg)), 0.0)
         zero = torch.zeros((), device=draws.device)
         self.D.requires_grad_(False)
         self.G.requires_grad_(True)
@@ -145,17 +134,10 @@ class Step:
                 if image_term:
                     logits, label_g = self.judge_images(fake.canonical, fake.labels)
                     loss_img, label_g = generator_loss(logits), label_g * cfg.image_weight
-                loss_gm = zero if fake.motion is None else generator_loss(self.D.motion(fake.motion))
-            total = (
-                loss_g
-                + cfg.image_weight * loss_img
-                + cfg.label_weight * label_g
-                + cfg.motion_weight * loss_gm
-            )
+            total = loss_g + cfg.image_weight * loss_img + cfg.label_weight * label_g
             total = total + sum(weights[k] * v for k, v in fake.reg.items())
             (total / cfg.accum).backward()
-            losses = (("loss_g", loss_g), ("loss_img", loss_img), ("label_g", label_g), ("loss_gm", loss_gm))
-            for k, v in (*losses, *fake.reg.items()):
+            for k, v in (("loss_g", loss_g), ("loss_img", loss_img), ("label_g", label_g), *fake.reg.items()):
                 sums[k] += v.item()
         distributed.average_grads(self.G)
         opt.step()

@@ -222,7 +222,6 @@ class Trainer:
                 "the saved state has no RNG state of process %d: it draws from a fresh stream", self.rank
             )
         state.add_frame_differences(saved, self.D)
-        state.add_motion_discriminator(saved, self.D)
         for name in state.MODULES:
             getattr(self, name).load_state_dict(saved.modules[name])
         self.opt_G = self.generator_optimizer()

@@ -69,21 +69,3 @@ def test_augmentation_is_differentiable():
     clips = (torch.rand(2, 3, 3, 16, 16) * 2 - 1).requires_grad_(True)
     augment(clips, p=1.0, generator=torch.Generator().manual_seed(0)).sum().backward()
     assert clips.grad is not None and clips.grad.abs().sum() > 0
-
-
-def test_motion_maps_show_motion_only_where_the_frame_shows_something_and_relative_motion_apart():
-    from model.discriminator import MOTION_CHANNELS, MotionDiscriminator, motion_maps
-
-    frame = torch.full((2, 3, 32, 32), -1.0)
-    weight = torch.zeros(2, 32, 32)
-    weight[:, 4:10, 4:10] = weight[:, 20:26, 20:26] = 1  # two objects
-    together = torch.zeros(2, 32, 32, 2)
-    together[..., 0] = 2.0  # the whole picture moves 2 px a frame to the right
-    apart = together.clone()
-    apart[:, 20:26, 20:26, 0] = -2.0  # the second object moves left
-    one, two = motion_maps(frame, weight, together, together), motion_maps(frame, weight, apart, apart)
-    assert one.shape == (2, MOTION_CHANNELS, 32, 32)
-    assert one[:, 2:6].abs().sum() > 0 and one[:, 2:6][:, :, 0, 0].abs().max() == 0  # none off the objects
-    assert one[:, 6:].abs().max() < 1e-6 < two[:, 6:].abs().max()  # relative motion: zero for one picture
-    torch.manual_seed(0)
-    assert MotionDiscriminator(32, 256, 32)(two).shape == (2,)
