@@ -87,6 +87,24 @@ class DiscriminatorConfig:
 
 
 @dataclass
+class ObjectsConfig:
+    """Object motion (model.objects), instead of the deformation generator when ``count`` > 0: a segmenter finds
+    ``count`` objects in the canonical image (a conditional model's labels say which is which), each object gets
+    its own trajectory from the motion seed (a recurrent generator of velocities; objects bounce off the canvas
+    edges), and each frame's field is the flow that carries every object rigidly along its path and the
+    background around it (a diffeomorphism: no folds, and the background never shows an object's pixels)."""
+
+    count: int = 0  # objects per video; 0: GenDeF's deformation generator makes the fields
+    channels: int = 16  # the segmenter's width (a 4-level U-Net)
+    z_dim: int = 16  # trajectory noise per object and frame
+    hidden: int = 64  # the trajectory generator's GRU state
+    max_speed: float = 6.0  # bound of an object's speed, px a frame (a scaled tanh)
+    wall_px: float = 2.0  # an object's ink turns back this far from the canvas edge
+    margin_px: int = 2  # the background this close to an object's ink moves with it,
+    fade_px: int = 6  # ... and then less and less over this many px (the flow's steps follow from its slope)
+
+
+@dataclass
 class GenDeFConfig:
     resolution: int = 256  # H == W of the canonical image, the fields and the frames (a power of 2, >= 8)
     max_frames: int = 256  # largest num_frames sample() accepts (>= 128); bounds the motion trajectory length
@@ -94,6 +112,7 @@ class GenDeFConfig:
     motion: MotionConfig = field(default_factory=MotionConfig)
     deformation: DeformationConfig = field(default_factory=DeformationConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    objects: ObjectsConfig = field(default_factory=ObjectsConfig)
 
     def __post_init__(self) -> None:
         r = self.resolution
@@ -114,6 +133,12 @@ class GenDeFConfig:
             )
         if self.deformation.max_offset is not None and self.deformation.max_offset <= 0:
             raise ValueError(f"deformation.max_offset must be > 0 or null, got {self.deformation.max_offset}")
+        if self.objects.count and (not c.classes or c.labels_per_image != self.objects.count):
+            raise ValueError(
+                "objects.count > 0 needs a conditional canonical generator with one label per object "
+                f"(canonical.classes > 0, labels_per_image == objects.count); got classes {c.classes}, "
+                f"labels_per_image {c.labels_per_image}, objects.count {self.objects.count}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -129,6 +154,7 @@ class GenDeFConfig:
             "motion": MotionConfig,
             "deformation": DeformationConfig,
             "discriminator": DiscriminatorConfig,
+            "objects": ObjectsConfig,
         }
         for key, sub in nested.items():
             if key in d:

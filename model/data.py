@@ -207,11 +207,7 @@ class MovingMNIST:
                     chosen.append(i)
             picks[b] = torch.tensor(chosen)
         room = float(self.CANVAS - self.DIGIT)
-        start = torch.rand(B, self.digits, 2, generator=generator) * room  # (B, D, 2) top-left corners
-        angle = torch.rand(B, self.digits, generator=generator) * 2 * torch.pi
-        lo, hi = self.speed
-        speed = lo + (hi - lo) * torch.rand(B, self.digits, generator=generator)  # (B, D) pixels per frame
-        velocity = torch.stack([angle.cos(), angle.sin()], dim=-1) * speed[..., None]  # (B, D, 2)
+        start, velocity = self.motion(B, generator)
         exact = bounce(start, velocity, times[:, None, :].expand(-1, self.digits, -1), room)  # (B, D, T, 2)
         pos = exact.round().long()
         T = times.shape[1]
@@ -231,6 +227,17 @@ class MovingMNIST:
             )
         frames = frames[:, :, None].expand(-1, -1, 3, -1, -1).contiguous()  # (B, T, 3, R, R)
         return frames, self.labels[picks], digits, exact * (self.resolution / self.CANVAS)
+
+    def motion(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """How each digit of `batch` clips moves before it bounces: its box's top-left corner at frame 0 (B, D, 2)
+        and its velocity (B, D, 2), in pixels (a frame) of the 64 px canvas: a uniform direction, a speed uniform
+        in ``speed``. What draw_tracked draws after the digits (the real motion model.training.objects learns)."""
+        room = float(self.CANVAS - self.DIGIT)
+        start = torch.rand(batch, self.digits, 2, generator=generator) * room
+        angle = torch.rand(batch, self.digits, generator=generator) * 2 * torch.pi
+        lo, hi = self.speed
+        speed = lo + (hi - lo) * torch.rand(batch, self.digits, generator=generator)  # (B, D)
+        return start, torch.stack([angle.cos(), angle.sin()], dim=-1) * speed[..., None]
 
     def sample(
         self, batch: int, num_frames: int, max_gap: int, generator: torch.Generator

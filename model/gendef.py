@@ -35,6 +35,7 @@ from model.config import GenDeFConfig
 from model.deformation import DeformationGenerator
 from model.layers import multi_hot
 from model.motion import MotionEncoder
+from model.objects import Objects
 from model.warp import identity_grid, warp
 
 SEED_RANGE = 2**32  # torch's CPU generator keeps only the low 32 bits of a seed: larger seeds would collide
@@ -62,6 +63,9 @@ class GenDeF(nn.Module):
         self.config = config
         self.precision = torch.float32  # of sample/sample_motion: float32, or the dtype of their autocast
         self.canonical = CanonicalGenerator(config.canonical, config.resolution)
+        if self.moves_objects:  # fields from each object's own path (model.objects)
+            self.objects = Objects(config.objects, config.resolution, config.canonical.classes)
+            return
         self.motion = MotionEncoder(config.motion, config.max_frames)
         self.deformation = DeformationGenerator(
             config.deformation,
@@ -70,6 +74,12 @@ class GenDeF(nn.Module):
             motion_dim=config.motion.code_dim,
             feature_channels=self.canonical.feature_channels,
         )
+
+    @property
+    def moves_objects(self) -> bool:
+        """Whether the fields come from model.objects (each object on its own path) rather than the deformation
+        generator."""
+        return self.config.objects.count > 0
 
     @property
     def max_frames(self) -> int:
@@ -109,7 +119,8 @@ class GenDeF(nn.Module):
         self, seeds: Seeds, motion_seeds: Seeds, num_frames: int, stack: bool = False, labels: Asked = None
     ) -> torch.Tensor:
         """Motion resampling: the fields (B, T, H, W, 2) that sample() gives for these seeds (and labels), without
-        making the canonical image (only the canonical features that condition the fields)."""
+        making the canonical image (only the canonical features that condition the fields; a model that moves
+        objects makes the image, where it finds them)."""
         videos = self._check(seeds, motion_seeds, num_frames, labels)
         return self._videos(videos, torch.arange(num_frames, dtype=torch.float32), False, stack)[1]
 
@@ -177,6 +188,11 @@ class GenDeF(nn.Module):
             images = [image for image, _ in outs]
             return (torch.cat(images) if with_image else None), torch.cat([f for _, f in outs])
         z, noise, labels, motion_z = self._draws(videos)
+        if self.moves_objects:  # the objects are found in the canonical image, which their motion needs
+            with self._autocast():
+                image = self.canonical(z, noise, labels, with_image=True)[0].float().clamp(-1, 1)
+            fields = self.objects(image, labels, motion_z, times.to(self.device))
+            return (image if with_image else None), fields
         with self._autocast():
             image, features = self.canonical(
                 z, noise, labels, with_image=with_image
@@ -224,7 +240,10 @@ class GenDeF(nn.Module):
         contents, motion_zs = [self._content(seed, labels) for seed, _, labels in videos], []
         for _, motion_seed, _ in videos:
             motion = torch.Generator("cpu").manual_seed(motion_seed ^ _MOTION_STREAM)
-            motion_zs.append(torch.randn(1, *self.motion.raw_code_shape(), generator=motion, device="cpu"))
+            shape = (
+                self.objects.noise_shape(self.max_frames) if self.moves_objects else self.motion.raw_code_shape()
+            )
+            motion_zs.append(torch.randn(1, *shape, generator=motion, device="cpu"))
         zs, noises, labels = zip(*contents, strict=True)
         noise = [torch.cat(layer).to(self.device) for layer in zip(*noises, strict=True)]
         label = torch.cat(labels).to(self.device) if self.canonical.classes else None

@@ -62,7 +62,8 @@ def prepare(
         model.to(memory_format=torch.channels_last)
     if compile:
         model.canonical.compile(dynamic=True)  # one graph for every frame count, not one per count
-        model.deformation.compile(dynamic=True)
+        if not model.moves_objects:
+            model.deformation.compile(dynamic=True)
         started = time.perf_counter()
         model.sample([0], [0], min(warmup_frames, model.max_frames))
         log.info("torch.compile warm-up took %.1f s", time.perf_counter() - started)

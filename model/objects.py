@@ -1,0 +1,245 @@
+"""Object motion: each object of the canonical image moves on its own path, and a frame's field carries it there.
+
+GenDeF's deformation generator makes each frame's field from the canonical features, a motion code and time.
+Trained on this project's CPUs it learned fields that slide the whole picture: two Moving-MNIST digits' offset from
+each other changed by 0.57 px over 16 frames, against 26.6 px in real clips (docs/TRAINING.md has the diagnosis).
+A model with ``objects.count`` > 0 makes each object's motion explicit instead, in three parts:
+
+- ``ObjectSegmenter``: the canonical image and its labels -> background and one region per object (object k is the
+  digit of the k-th smallest label), a small U-Net trained on real frames whose digits are known;
+- ``TrajectoryGenerator``: each object's velocity in every frame from its own noise (a GRU trained adversarially
+  against real clips' motion, model.training.objects); ``path`` integrates it and reflects it off the canvas walls,
+  so an object stays in the picture and bounces where it meets an edge;
+- ``carry``: each frame's field is the flow of a velocity field that moves every object's footprint (its ink and
+  ``margin_px`` around it, fading out over about as much again) from where it is in the frame back to where it is in
+  the canonical image, in steps small enough that each is one-to-one (the step's Jacobian has norm below
+  ``STEP_LIPSCHITZ``). So the field is one-to-one too: an object's pixels move rigidly, no pixel folds, and the
+  background never shows an object's ink (the footprint in the frame maps onto the footprint in the canonical image
+  and nothing else does). The background around a moving object stretches or gathers. Where two footprints
+  overlap their velocities average, so two objects that cross squeeze where they meet (one field per frame cannot
+  show one object passing in front of another without tearing it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.config import ObjectsConfig
+
+STEP_LIPSCHITZ = 0.25  # bound of each flow step's displacement gradient (< 1 makes a step one-to-one)
+
+
+def _block(inp: int, out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(inp, out, 3, padding=1),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(out, out, 3, padding=1),
+        nn.LeakyReLU(0.2),
+    )
+
+
+class ObjectSegmenter(nn.Module):
+    """A 4-level U-Net: image (B, 3, H, W) in [-1, 1] and each object's class (B, count) -> logits (B, count + 1,
+    H, W) of background (0) and object k (k + 1). H and W must be multiples of 8."""
+
+    def __init__(self, count: int, classes: int, channels: int) -> None:
+        super().__init__()
+        c = channels
+        self.count, self.classes = count, classes
+        self.down = nn.ModuleList([_block(1 + count * classes, c), _block(c, 2 * c), _block(2 * c, 2 * c)])
+        self.down.append(_block(2 * c, 2 * c))
+        self.up = nn.ModuleList([_block(4 * c, 2 * c), _block(4 * c, c), _block(2 * c, c)])
+        self.out = nn.Conv2d(c, count + 1, 1)
+
+    def forward(self, image: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        B, _, H, W = image.shape
+        which = F.one_hot(classes, self.classes).float().flatten(1)  # (B, count * classes)
+        x = torch.cat([image.mean(1, keepdim=True), which[:, :, None, None].expand(-1, -1, H, W)], dim=1)
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(F.avg_pool2d(x, 2) if i else x)
+            skips.append(x)
+        for block, skip in zip(self.up, reversed(skips[:-1]), strict=True):
+            x = block(torch.cat([F.interpolate(x, scale_factor=2.0, mode="nearest"), skip], dim=1))
+        return self.out(x)
+
+
+class TrajectoryGenerator(nn.Module):
+    """Noise (N, S, z_dim) -> velocities (N, S, 2) in px a frame (x, y), velocity s moving frame s to s + 1; each
+    velocity depends on the noise up to its step only, so a longer clip extends a shorter one."""
+
+    def __init__(self, z_dim: int, hidden: int, max_speed: float) -> None:
+        super().__init__()
+        self.max_speed = max_speed
+        self.start = nn.Linear(z_dim, hidden)
+        self.cell = nn.GRUCell(z_dim, hidden)
+        self.out = nn.Linear(hidden, 2)
+
+    def forward(self, noise: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.start(noise[:, 0]))  # (N, hidden)
+        velocities = []
+        for s in range(noise.shape[1]):
+            h = self.cell(noise[:, s], h)
+            velocities.append(self.out(h))
+        v = torch.stack(velocities, dim=1)  # (N, S, 2)
+        return self.max_speed * torch.tanh(v / self.max_speed)
+
+
+def sorted_classes(labels: torch.Tensor, count: int) -> torch.Tensor:
+    """Multi-hot labels (B, classes) with `count` ones -> their class indices, ascending (B, count)."""
+    order = labels.argsort(dim=1, descending=True, stable=True)[:, :count]  # the ones, in index order
+    return order.sort(dim=1).values
+
+
+def boxes(masks: torch.Tensor) -> torch.Tensor:
+    """Bounding boxes (B, K, 4) as (x0, y0, x1, y1), pixel indices inclusive, of masks (B, K, H, W) (> 0.5 counts);
+    an empty mask's box is the whole canvas (such an object does not move)."""
+    H, W = masks.shape[-2:]
+    on = masks > 0.5
+    xs, ys = on.any(dim=-2), on.any(dim=-1)  # (B, K, W), (B, K, H)
+
+    def span(hit: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.arange(size, device=hit.device, dtype=torch.float32)
+        lo = torch.where(hit, idx, torch.full_like(idx, size)).amin(-1)
+        hi = torch.where(hit, idx, torch.full_like(idx, -1)).amax(-1)
+        empty = ~hit.any(-1)
+        return torch.where(empty, 0.0, lo), torch.where(empty, size - 1.0, hi)
+
+    x0, x1 = span(xs, W)
+    y0, y1 = span(ys, H)
+    return torch.stack([x0, y0, x1, y1], dim=-1)
+
+
+def reflect(p: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """Positions moving freely, folded into [lo, hi] as by elastic walls (broadcasting)."""
+    room = (hi - lo).clamp(min=1e-6)
+    m = torch.remainder(p - lo, 2 * room)
+    return lo + torch.where(m > room, 2 * room - m, m)
+
+
+def path(box: torch.Tensor, velocities: torch.Tensor, size: int, wall: float) -> torch.Tensor:
+    """Each object's displacement from the canonical image (B, K, S + 1, 2) in px, 0 at frame 0: its box (B, K, 4)
+    moves by the velocities (B, K, S, 2) and bounces off walls `wall` px inside a size x size canvas (an object that
+    starts nearer the wall, or is too big to move, keeps its own room)."""
+    corner, extent = box[..., :2], box[..., 2:] - box[..., :2]  # (B, K, 2) each
+    lo = torch.minimum(torch.full_like(corner, wall), corner)
+    hi = torch.maximum(size - 1 - wall - extent, corner)
+    free = corner[:, :, None] + F.pad(velocities.cumsum(dim=2), (0, 0, 1, 0))  # (B, K, S + 1, 2)
+    return reflect(free, lo[:, :, None], hi[:, :, None]) - corner[:, :, None]
+
+
+def footprints(masks: torch.Tensor, margin: int, fade: int) -> torch.Tensor:
+    """What moves with each object: masks (B, K, H, W) -> (B, K, H, W), 1 on the ink and within `margin` px of it
+    (the chessboard distance), falling by 1 / (fade + 1) a px beyond. A pixel near two objects moves with the
+    nearer one only (the nearer by that distance; a tie goes to the later object), so two objects that touch in the
+    canonical image part along the background between them, not through either one's ink."""
+    B, K, H, W = masks.shape
+    reach = margin + fade
+    grown = masks.flatten(0, 1)[:, None] > 0.5  # (B*K, 1, H, W)
+    distance = torch.where(grown, 0.0, float(reach + 1))
+    for j in range(1, reach + 1):
+        grown = F.max_pool2d(grown.float(), 3, stride=1, padding=1) > 0.5
+        distance = torch.where(grown & (distance > j), float(j), distance)
+    distance = distance.reshape(B, K, H, W)
+    nearest = (
+        distance + torch.arange(K, 0, -1, device=masks.device)[None, :, None, None] * 1e-3
+    )  # ties: the later
+    owner = nearest == nearest.amin(dim=1, keepdim=True)
+    profile = ((reach + 1 - distance) / (fade + 1)).clamp(0, 1)
+    return profile * owner
+
+
+def _to_grid(points: torch.Tensor, size: int) -> torch.Tensor:
+    return (2 * points + 1) / size - 1  # pixel coordinates -> grid_sample's (align_corners=False)
+
+
+def carry(
+    footprint: torch.Tensor, displacement: torch.Tensor, times: torch.Tensor, slope: float
+) -> torch.Tensor:
+    """The fields (B, T, H, W, 2) (model.warp's convention) at frame times (T,) that show each object moved along
+    its path: displacement (B, K, S + 1, 2) px from where footprint (B, K, H, W) has it in the canonical image, at
+    whole frames 0..S (linear in between). Each pixel of a frame flows back through the frames before it, one frame
+    at a time, with every footprint where its object was then (see the module doc), in steps each one-to-one for a
+    footprint that changes by at most `slope` a px where it fades out (between two objects it may jump)."""
+    B, K, H, W = footprint.shape
+    device = footprint.device
+    ys, xs = torch.meshgrid(
+        torch.arange(H, dtype=torch.float32, device=device),
+        torch.arange(W, dtype=torch.float32, device=device),
+        indexing="ij",
+    )
+    points = torch.stack([xs, ys], dim=-1).expand(B, len(times), H, W, 2).clone()  # each pixel's flow, so far
+    source = footprint.reshape(B * K, 1, H, W)
+    size = torch.tensor([W, H], dtype=torch.float32, device=device)
+    for s in range(int(math.ceil(float(times.max()))), 0, -1):  # the frames from s back to s - 1
+        active = (times > s - 1).nonzero()[:, 0]
+        if not len(active):
+            continue
+        start = times[active].clamp(max=s) - (
+            s - 1
+        )  # (A,) where each frame's pixels are now, within [s - 1, s]
+        step = (
+            displacement[:, :, s] - displacement[:, :, s - 1]
+        )  # (B, K, 2) the objects' motion over the frame
+        steps = max(1, math.ceil(2 * float(step.norm(dim=-1).amax()) * slope / STEP_LIPSCHITZ))
+        moved = points[:, active]  # (B, A, H, W, 2)
+        for i in range(steps):
+            at = start * (1 - i / steps)  # (A,) the time within the frame, 1 = frame s, 0 = frame s - 1
+            offset = (
+                displacement[:, :, s - 1, None] + step[:, :, None] * at[None, None, :, None]
+            )  # (B, K, A, 2)
+            where = (
+                moved[:, None] - offset[:, :, :, None, None]
+            )  # (B, K, A, H, W, 2) in each footprint's frame
+            grid = _to_grid(where, size).reshape(B * K, -1, W, 2)
+            phi = F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+            weight = phi.reshape(B, K, len(active), H, W, 1)
+            weight = weight / weight.sum(dim=1, keepdim=True).clamp(min=1)
+            delta = step[:, :, None, None, None] * (start / steps)[None, None, :, None, None, None]
+            moved = moved - (weight * delta).sum(dim=1)
+        points[:, active] = moved
+    edge = size - 0.5
+    return _to_grid(torch.minimum(points.clamp(min=-0.5), edge), size)
+
+
+class Objects(nn.Module):
+    """The object-motion part of a GenDeF model (config.objects.count > 0): see the module doc."""
+
+    def __init__(self, cfg: ObjectsConfig, resolution: int, classes: int) -> None:
+        super().__init__()
+        self.cfg, self.resolution = cfg, resolution
+        self.segmenter = ObjectSegmenter(cfg.count, classes, cfg.channels)
+        self.trajectories = TrajectoryGenerator(cfg.z_dim, cfg.hidden, cfg.max_speed)
+
+    def noise_shape(self, max_frames: int) -> tuple[int, int, int]:
+        """One video's trajectory noise (drawn from its motion seed): per object, one code per frame step."""
+        return (self.cfg.count, max_frames - 1, self.cfg.z_dim)
+
+    def masks(self, canonical: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Each object's pixels in canonical images (B, 3, H, W), multi-hot labels (B, classes) -> (B, K, H, W)
+        of 0 and 1."""
+        logits = self.segmenter(canonical, sorted_classes(labels, self.cfg.count))
+        which = logits.argmax(dim=1)  # (B, H, W)
+        k = torch.arange(1, self.cfg.count + 1, device=which.device)
+        return (which[:, None] == k[None, :, None, None]).float()
+
+    def displacements(self, masks: torch.Tensor, noise: torch.Tensor, frames: int) -> torch.Tensor:
+        """Each object's displacement (B, K, frames, 2) px at whole frames from its trajectory noise (B, K, S, z)."""
+        B, K = masks.shape[:2]
+        velocities = self.trajectories(noise[:, :, : max(1, frames - 1)].flatten(0, 1)).unflatten(0, (B, K))
+        return path(boxes(masks), velocities, self.resolution, self.cfg.wall_px)[:, :, :frames]
+
+    def forward(
+        self, canonical: torch.Tensor, labels: torch.Tensor, noise: torch.Tensor, times: torch.Tensor
+    ) -> torch.Tensor:
+        """canonical (B, 3, H, W) in [-1, 1], labels (B, classes), noise (B, K, S, z), times (T,) -> fields
+        (B, T, H, W, 2)."""
+        masks = self.masks(canonical, labels)
+        fade = self.cfg.fade_px
+        moved = footprints(masks, self.cfg.margin_px, fade)
+        frames = math.ceil(float(times.max())) + 1
+        return carry(moved, self.displacements(masks, noise, frames), times, slope=1 / (fade + 1))
