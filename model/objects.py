@@ -31,6 +31,8 @@ from torch import nn
 from model.config import ObjectsConfig
 
 STEP_LIPSCHITZ = 0.25  # bound of each flow step's displacement gradient (< 1 makes a step one-to-one)
+UNCOVER_INK = 0.1  # a pixel no object covers shows background where its point reads less ink than this
+WHOLE_SHARE = 0.8  # a connected stroke goes whole to an object that holds at least this share of it
 
 
 def _block(inp: int, out: int) -> nn.Sequential:
@@ -69,23 +71,32 @@ class ObjectSegmenter(nn.Module):
 
 
 class TrajectoryGenerator(nn.Module):
-    """Noise (N, S, z_dim) -> velocities (N, S, 2) in px a frame (x, y), velocity s moving frame s to s + 1; each
-    velocity depends on the noise up to its step only, so a longer clip extends a shorter one."""
+    """Noise (N, S, z_dim) -> velocities (N, S, 2) in px a frame (x, y), velocity s moving frame s to s + 1: an
+    initial velocity from the first noise (an MLP) plus a change from a GRU over the noise so far (zero at
+    initialisation: the velocity starts constant). Each velocity depends on the noise up to its step only, so a
+    longer clip extends a shorter one."""
 
     def __init__(self, z_dim: int, hidden: int, max_speed: float) -> None:
         super().__init__()
         self.max_speed = max_speed
+        self.initial = nn.Sequential(
+            nn.Linear(z_dim, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden), nn.LeakyReLU(0.2)
+        )
+        self.initial.append(nn.Linear(hidden, 2))
         self.start = nn.Linear(z_dim, hidden)
         self.cell = nn.GRUCell(z_dim, hidden)
-        self.out = nn.Linear(hidden, 2)
+        self.change = nn.Linear(hidden, 2)
+        nn.init.zeros_(self.change.weight)
+        nn.init.zeros_(self.change.bias)
 
     def forward(self, noise: torch.Tensor) -> torch.Tensor:
+        first = self.initial(noise[:, 0])  # (N, 2)
         h = torch.tanh(self.start(noise[:, 0]))  # (N, hidden)
-        velocities = []
+        changes = []
         for s in range(noise.shape[1]):
             h = self.cell(noise[:, s], h)
-            velocities.append(self.out(h))
-        v = torch.stack(velocities, dim=1)  # (N, S, 2)
+            changes.append(self.change(h))
+        v = first[:, None] + torch.stack(changes, dim=1)  # (N, S, 2)
         return self.max_speed * torch.tanh(v / self.max_speed)
 
 
@@ -112,6 +123,19 @@ def boxes(masks: torch.Tensor) -> torch.Tensor:
     x0, x1 = span(xs, W)
     y0, y1 = span(ys, H)
     return torch.stack([x0, y0, x1, y1], dim=-1)
+
+
+def components(on: torch.Tensor) -> torch.Tensor:
+    """The 8-connected components of masks (B, H, W) bool -> (B, H, W) long: each pixel of a component holds the
+    same id (the largest flat index among them), -1 off the masks."""
+    H, W = on.shape[-2:]
+    index = torch.arange(H * W, device=on.device, dtype=torch.float32).view(1, 1, H, W)
+    ids = torch.where(on[:, None], index, -1.0)  # (B, 1, H, W)
+    while True:
+        grown = torch.where(on[:, None], F.max_pool2d(ids, 3, stride=1, padding=1), -1.0)
+        if torch.equal(grown, ids):
+            return ids[:, 0].long()
+        ids = grown
 
 
 def reflect(p: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
@@ -160,8 +184,8 @@ def _to_grid(points: torch.Tensor, size: int) -> torch.Tensor:
 def carry(
     footprint: torch.Tensor, displacement: torch.Tensor, times: torch.Tensor, slope: float
 ) -> torch.Tensor:
-    """The fields (B, T, H, W, 2) (model.warp's convention) at frame times (T,) that show each object moved along
-    its path: displacement (B, K, S + 1, 2) px from where footprint (B, K, H, W) has it in the canonical image, at
+    """The canonical point (B, T, H, W, 2) in pixels that each pixel of each frame at times (T,) shows, for
+    each object moved along its path: displacement (B, K, S + 1, 2) px from where footprint (B, K, H, W) has it in the canonical image, at
     whole frames 0..S (linear in between). Each pixel of a frame flows back through the frames before it, one frame
     at a time, with every footprint where its object was then (see the module doc), in steps each one-to-one for a
     footprint that changes by at most `slope` a px where it fades out (between two objects it may jump)."""
@@ -202,8 +226,79 @@ def carry(
             delta = step[:, :, None, None, None] * (start / steps)[None, None, :, None, None, None]
             moved = moved - (weight * delta).sum(dim=1)
         points[:, active] = moved
-    edge = size - 0.5
-    return _to_grid(torch.minimum(points.clamp(min=-0.5), edge), size)
+    return points
+
+
+def _sample(images: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Bilinear reads of images (N, H, W) at pixel points (N, ..., 2), zero outside -> (N, ...)."""
+    N, H, W = images.shape
+    size = torch.tensor([W, H], dtype=torch.float32, device=images.device)
+    grid = _to_grid(points, size).reshape(N, -1, 1, 2)
+    out = F.grid_sample(images[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.reshape(points.shape[:-1])
+
+
+def nearest_background(ink: torch.Tensor) -> torch.Tensor:
+    """For each pixel of masks (B, H, W) bool, the pixel (x, y) nearest it (chessboard distance, near enough) that is
+    off the mask: itself off the mask. -> (B, H, W, 2) float."""
+    B, H, W = ink.shape
+    ys, xs = torch.meshgrid(
+        torch.arange(H, dtype=torch.float32, device=ink.device),
+        torch.arange(W, dtype=torch.float32, device=ink.device),
+        indexing="ij",
+    )
+    source = torch.stack([xs, ys], dim=-1).expand(B, H, W, 2).clone()
+    found = ~ink
+    while not found.all() and found.any():
+        grown_from = source.clone()
+        grown = found.clone()
+        for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (1, -1), (-1, 1), (-1, -1)):
+            near = found.roll((dy, dx), (1, 2))
+            take = near & ~grown
+            grown_from[take] = source.roll((dy, dx), (1, 2))[take]
+            grown |= take
+        source, found = grown_from, grown
+    return source
+
+
+def uncover(
+    points: torch.Tensor,
+    footprint: torch.Tensor,
+    masks: torch.Tensor,
+    displacement: torch.Tensor,
+    times: torch.Tensor,
+) -> torch.Tensor:
+    """Where two objects that touch in the canonical image part, the flow gathers the background opening between
+    them onto the line where they touched, which may be ink. A pixel that no object covers in its frame and whose
+    point (B, T, H, W, 2) reads an object's ink reads the nearest background pixel instead (a tear in the field:
+    the canonical image has no background there to stretch). footprint, masks (B, K, H, W); displacement at whole
+    frames (B, K, S + 1, 2); times (T,)."""
+    B, K, H, W = footprint.shape
+    T = len(times)
+    lo = times.floor().long().clamp(max=displacement.shape[2] - 1)
+    hi = (lo + 1).clamp(max=displacement.shape[2] - 1)
+    a = (times - lo)[None, None, :, None]
+    now = displacement[:, :, lo] * (1 - a) + displacement[:, :, hi] * a  # (B, K, T, 2)
+    ys, xs = torch.meshgrid(
+        torch.arange(H, dtype=torch.float32, device=points.device),
+        torch.arange(W, dtype=torch.float32, device=points.device),
+        indexing="ij",
+    )
+    pixel = torch.stack([xs, ys], dim=-1)  # (H, W, 2)
+    where = pixel - now[:, :, :, None, None]  # (B, K, T, H, W, 2)
+    covered = (
+        _sample(footprint.flatten(0, 1), where.flatten(0, 1)).view(B, K, T, H, W).amax(dim=1) >= 1 - 1e-3
+    )
+    ink = masks.amax(dim=1)  # (B, H, W)
+    shows = _sample(ink, points) > UNCOVER_INK  # (B, T, H, W)
+    free = nearest_background(ink > 0.5)[:, None].expand(-1, T, -1, -1, -1)
+    return torch.where((shows & ~covered)[..., None], free, points)
+
+
+def on_canvas(points: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pixel points (..., 2) kept within the canvas, in model.warp's grid units."""
+    size = torch.tensor([width, height], dtype=torch.float32, device=points.device)
+    return _to_grid(torch.minimum(points.clamp(min=-0.5), size - 0.5), size)
 
 
 class Objects(nn.Module):
@@ -221,11 +316,22 @@ class Objects(nn.Module):
 
     def masks(self, canonical: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Each object's pixels in canonical images (B, 3, H, W), multi-hot labels (B, classes) -> (B, K, H, W)
-        of 0 and 1."""
-        logits = self.segmenter(canonical, sorted_classes(labels, self.cfg.count))
-        which = logits.argmax(dim=1)  # (B, H, W)
-        k = torch.arange(1, self.cfg.count + 1, device=which.device)
-        return (which[:, None] == k[None, :, None, None]).float()
+        of 0 and 1: the segmenter's, each connected stroke given whole to the object most of it belongs to (a
+        digit moves in one piece), unless it is mixed (two objects that touch: pixel by pixel)."""
+        probs = self.segmenter(canonical, sorted_classes(labels, self.cfg.count)).softmax(dim=1)
+        objects = probs[:, 1:]  # (B, K, H, W)
+        ink = objects.sum(dim=1) > probs[:, 0]  # (B, H, W)
+        which = objects.argmax(dim=1)  # (B, H, W): per pixel
+        parts = components(ink).flatten(1)  # (B, H*W), -1 off the ink
+        B, K = objects.shape[:2]
+        votes = torch.zeros(B, parts.shape[1] + 1, K, device=probs.device)
+        votes.scatter_add_(1, (parts + 1)[..., None].expand(-1, -1, K), objects.flatten(2).transpose(1, 2))
+        share = votes / votes.sum(dim=-1, keepdim=True).clamp(min=1e-9)  # (B, 1 + H*W, K) per part
+        best, winner = share.max(dim=-1)
+        whole = torch.gather(best, 1, parts + 1) >= WHOLE_SHARE
+        which = torch.where(whole, torch.gather(winner, 1, parts + 1), which.flatten(1)).view_as(which)
+        k = torch.arange(K, device=which.device)
+        return ((which[:, None] == k[None, :, None, None]) & ink[:, None]).float()
 
     def displacements(self, masks: torch.Tensor, noise: torch.Tensor, frames: int) -> torch.Tensor:
         """Each object's displacement (B, K, frames, 2) px at whole frames from its trajectory noise (B, K, S, z)."""
@@ -241,5 +347,7 @@ class Objects(nn.Module):
         masks = self.masks(canonical, labels)
         fade = self.cfg.fade_px
         moved = footprints(masks, self.cfg.margin_px, fade)
-        frames = math.ceil(float(times.max())) + 1
-        return carry(moved, self.displacements(masks, noise, frames), times, slope=1 / (fade + 1))
+        displacement = self.displacements(masks, noise, math.ceil(float(times.max())) + 1)
+        points = carry(moved, displacement, times, slope=1 / (fade + 1))
+        points = uncover(points, moved, masks, displacement, times)
+        return on_canvas(points, *canonical.shape[-2:])

@@ -12,7 +12,8 @@
 3. The checkpoint in ``out/checkpoint``: the base's config with ``objects.count`` (one object per label), the base's
    canonical generator, the two trained parts (the base's deformation generator is not used and not kept).
 
-Both parts are small: on one CPU thread the defaults take about 20 minutes (no resume state: rerun instead).
+Both parts are small: on one CPU thread the defaults take about 40 minutes (no resume state: rerun, or start the
+segmenter from an earlier run's checkpoint with ``--segmenter-from``).
 Progress goes to out/segmenter.csv and out/trajectories.csv.
 """
 
@@ -38,7 +39,11 @@ from model.objects import ObjectSegmenter, TrajectoryGenerator
 log = logging.getLogger(__name__)
 
 INK = 0.1  # a pixel belongs to a digit when the digit alone is brighter than this there (in [0, 1])
-WINDOW, ROLLOUT = 16, 48  # frames the discriminator sees, of rollouts this long (it sees every part of them)
+WINDOW, ROLLOUT = (
+    16,
+    48,
+)  # frames the discriminator sees, of rollouts this long (it sees every part of them, the
+# first WINDOW frames in half the steps)
 R1_GAMMA = 0.1
 
 
@@ -114,6 +119,8 @@ def train_trajectories(
     def fake() -> torch.Tensor:
         v = trajectories(torch.randn(batch, ROLLOUT, z_dim, generator=generator))
         start = int(torch.randint(0, ROLLOUT - WINDOW + 1, (1,), generator=generator))
+        if torch.rand(1, generator=generator) < 0.5:  # every clip starts at frame 0: that part most often
+            start = 0
         return v[:, start : start + WINDOW]
 
     def real() -> torch.Tensor:
@@ -162,7 +169,8 @@ def main(argv: list[str] | None = None) -> None:
         "--base", type=Path, required=True, help="a trained conditional Moving-MNIST checkpoint"
     )
     parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoint in out/checkpoint)")
-    parser.add_argument("--segmenter-steps", type=int, default=1500)
+    parser.add_argument("--segmenter-steps", type=int, default=2000)
+    parser.add_argument("--segmenter-from", type=Path, help="start the segmenter from this checkpoint's")
     parser.add_argument("--trajectory-steps", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=32, help="frames per segmenter step")
     parser.add_argument("--seed", type=int, default=0)
@@ -181,6 +189,10 @@ def main(argv: list[str] | None = None) -> None:
     model.canonical.load_state_dict(base.canonical.state_dict())
     data = MovingMNIST(config.resolution, split="train")
 
+    if args.segmenter_from:
+        model.objects.segmenter.load_state_dict(
+            load_checkpoint(args.segmenter_from).objects.segmenter.state_dict()
+        )
     train_segmenter(model.objects.segmenter, data, args.segmenter_steps, args.batch, args.out, args.seed)
     train_trajectories(
         model.objects.trajectories,

@@ -10,7 +10,18 @@ from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import GenDeFConfig, preset
 from model.fields import jacobian_determinant
 from model.gendef import GenDeF
-from model.objects import TrajectoryGenerator, boxes, carry, footprints, path, sorted_classes
+from model.objects import (
+    TrajectoryGenerator,
+    boxes,
+    carry,
+    components,
+    footprints,
+    nearest_background,
+    on_canvas,
+    path,
+    sorted_classes,
+    uncover,
+)
 from model.training.objects import segment_targets
 from model.warp import identity_grid
 
@@ -30,12 +41,9 @@ def points_of(fields: torch.Tensor) -> torch.Tensor:
 
 
 def carried(masks: torch.Tensor, displacement: torch.Tensor, margin: int = 2, fade: int = 6) -> torch.Tensor:
-    return carry(
-        footprints(masks, margin, fade),
-        displacement,
-        torch.arange(float(displacement.shape[2])),
-        1 / (fade + 1),
-    )
+    """The fields of masks (B, K, H, W) carried by their displacements (B, K, T, 2)."""
+    times = torch.arange(float(displacement.shape[2]))
+    return on_canvas(carry(footprints(masks, margin, fade), displacement, times, 1 / (fade + 1)), SIZE, SIZE)
 
 
 def test_an_object_moves_rigidly_and_the_background_never_shows_its_ink():
@@ -157,3 +165,39 @@ def test_a_model_that_moves_objects_round_trips_through_a_checkpoint(moving_obje
     loaded = load_checkpoint(tmp_path / "ckpt")
     assert loaded.moves_objects
     assert torch.equal(loaded.sample([5], [6], 8).fields, moving_objects.sample([5], [6], 8).fields)
+
+
+def test_components_are_the_connected_strokes():
+    on = torch.zeros(1, 6, 6, dtype=torch.bool)
+    on[0, 0, :3] = True  # one stroke
+    on[0, 1, 3] = True  # touches it diagonally: the same stroke
+    on[0, 4:, 4:] = True  # another
+    parts = components(on)[0]
+    assert parts[0, 0] == parts[1, 3] and parts[4, 4] == parts[5, 5] and parts[0, 0] != parts[4, 4]
+    assert (parts[~on[0]] == -1).all() and len(parts[on[0]].unique()) == 2
+
+
+def test_objects_that_part_open_background_between_them_not_a_smear_of_ink():
+    left, right = blob(8, 10), blob(14, 10)  # touching inks (columns 13 and 14)
+    masks = torch.stack([left, right])[None]
+    displacement = torch.zeros(1, 2, 7, 2)
+    displacement[0, 0, :, 0] = -torch.arange(7.0)  # apart: 12 px between them at frame 6
+    displacement[0, 1, :, 0] = torch.arange(7.0)
+    times = torch.arange(7.0)
+    moved = footprints(masks, 2, 6)
+    points = uncover(carry(moved, displacement, times, 1 / 7), moved, masks, displacement, times)
+    ink = masks.amax(dim=1)[0]
+    gap = points[0, 6, 10:18, 14:20].round().long()  # between them at frame 6
+    assert not ink[gap[..., 1], gap[..., 0]].any()
+    reads = points[0, 6]
+    ys, xs = torch.nonzero(left > 0.5, as_tuple=True)
+    torch.testing.assert_close(reads[ys, xs - 6], torch.stack([xs, ys], -1).float(), atol=1e-3, rtol=0)
+
+
+def test_nearest_background_is_off_the_ink():
+    ink = blob(4, 4, 10, 10)[None] > 0.5
+    free = nearest_background(ink)[0].long()
+    assert not ink[0, free[..., 1], free[..., 0]].any()
+    assert (
+        torch.equal(free[0, 0], torch.tensor([0, 0])) and (free[5, 4] - torch.tensor([4, 5])).abs().max() <= 1
+    )
