@@ -261,17 +261,21 @@ def nearest_background(ink: torch.Tensor) -> torch.Tensor:
     return source
 
 
-def uncover(
+def layer(
     points: torch.Tensor,
+    canonical: torch.Tensor,
     footprint: torch.Tensor,
     masks: torch.Tensor,
     displacement: torch.Tensor,
     times: torch.Tensor,
 ) -> torch.Tensor:
-    """Where two objects that touch in the canonical image part, the flow gathers the background opening between
-    them onto the line where they touched, which may be ink. A pixel that no object covers in its frame and whose
-    point (B, T, H, W, 2) reads an object's ink reads the nearest background pixel instead (a tear in the field:
-    the canonical image has no background there to stretch). footprint, masks (B, K, H, W); displacement at whole
+    """The objects as layers over the flowed background: a pixel that objects cover in its frame (within their
+    footprint's rigid part) shows the brightest of what they hold there (so two digits that cross show both
+    strokes, as Moving MNIST draws them, instead of squeezing where they meet); a pixel no object covers keeps its
+    flowed point (B, T, H, W, 2), unless that point reads an object's ink: where two objects that touch in the
+    canonical image part, the flow gathers the background opening between them onto the line where they touched,
+    so such a pixel reads the nearest background pixel instead (a tear in the field: the canonical image has no
+    background there to stretch). canonical (B, C, H, W); footprint, masks (B, K, H, W); displacement at whole
     frames (B, K, S + 1, 2); times (T,)."""
     B, K, H, W = footprint.shape
     T = len(times)
@@ -284,15 +288,19 @@ def uncover(
         torch.arange(W, dtype=torch.float32, device=points.device),
         indexing="ij",
     )
-    pixel = torch.stack([xs, ys], dim=-1)  # (H, W, 2)
-    where = pixel - now[:, :, :, None, None]  # (B, K, T, H, W, 2)
-    covered = (
-        _sample(footprint.flatten(0, 1), where.flatten(0, 1)).view(B, K, T, H, W).amax(dim=1) >= 1 - 1e-3
-    )
+    where = (
+        torch.stack([xs, ys], dim=-1) - now[:, :, :, None, None]
+    )  # (B, K, T, H, W, 2): each object's point
+    covers = _sample(footprint.flatten(0, 1), where.flatten(0, 1)).view(B, K, T, H, W) >= 1 - 1e-3
+    grey = canonical.mean(dim=1)[:, None].expand(-1, K, -1, -1).flatten(0, 1)  # (B*K, H, W)
+    bright = _sample(grey, where.flatten(0, 1)).view(B, K, T, H, W).masked_fill(~covers, -torch.inf)
+    top = bright.argmax(dim=1)[:, None, ..., None].expand(-1, -1, -1, -1, -1, 2)  # (B, 1, T, H, W, 2)
+    shown = torch.gather(where, 1, top)[:, 0]  # (B, T, H, W, 2)
     ink = masks.amax(dim=1)  # (B, H, W)
-    shows = _sample(ink, points) > UNCOVER_INK  # (B, T, H, W)
+    reads_ink = _sample(ink, points) > UNCOVER_INK  # (B, T, H, W)
     free = nearest_background(ink > 0.5)[:, None].expand(-1, T, -1, -1, -1)
-    return torch.where((shows & ~covered)[..., None], free, points)
+    background = torch.where(reads_ink[..., None], free, points)
+    return torch.where(covers.any(dim=1)[..., None], shown, background)
 
 
 def on_canvas(points: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -349,5 +357,5 @@ class Objects(nn.Module):
         moved = footprints(masks, self.cfg.margin_px, fade)
         displacement = self.displacements(masks, noise, math.ceil(float(times.max())) + 1)
         points = carry(moved, displacement, times, slope=1 / (fade + 1))
-        points = uncover(points, moved, masks, displacement, times)
+        points = layer(points, canonical, moved, masks, displacement, times)
         return on_canvas(points, *canonical.shape[-2:])

@@ -28,9 +28,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import nn
 
-from model.checkpoint import CONFIG, DATA, load_checkpoint, save_checkpoint
+from model.checkpoint import CONFIG, DATA, WEIGHTS, load_checkpoint, save_checkpoint
 from model.config import GenDeFConfig
 from model.data import MovingMNIST
 from model.gendef import GenDeF
@@ -190,8 +191,10 @@ def main(argv: list[str] | None = None) -> None:
     data = MovingMNIST(config.resolution, split="train")
 
     if args.segmenter_from:
+        prefix = "objects.segmenter."  # only the segmenter's tensors (the rest may be another version's)
+        weights = load_file(args.segmenter_from / WEIGHTS)
         model.objects.segmenter.load_state_dict(
-            load_checkpoint(args.segmenter_from).objects.segmenter.state_dict()
+            {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
         )
     train_segmenter(model.objects.segmenter, data, args.segmenter_steps, args.batch, args.out, args.seed)
     train_trajectories(

@@ -20,7 +20,7 @@ from model.objects import (
     on_canvas,
     path,
     sorted_classes,
-    uncover,
+    layer,
 )
 from model.training.objects import segment_targets
 from model.warp import identity_grid
@@ -185,7 +185,8 @@ def test_objects_that_part_open_background_between_them_not_a_smear_of_ink():
     displacement[0, 1, :, 0] = torch.arange(7.0)
     times = torch.arange(7.0)
     moved = footprints(masks, 2, 6)
-    points = uncover(carry(moved, displacement, times, 1 / 7), moved, masks, displacement, times)
+    canonical = masks.amax(dim=1, keepdim=True).expand(-1, 3, -1, -1) * 2 - 1
+    points = layer(carry(moved, displacement, times, 1 / 7), canonical, moved, masks, displacement, times)
     ink = masks.amax(dim=1)[0]
     gap = points[0, 6, 10:18, 14:20].round().long()  # between them at frame 6
     assert not ink[gap[..., 1], gap[..., 0]].any()
@@ -201,3 +202,19 @@ def test_nearest_background_is_off_the_ink():
     assert (
         torch.equal(free[0, 0], torch.tensor([0, 0])) and (free[5, 4] - torch.tensor([4, 5])).abs().max() <= 1
     )
+
+
+def test_objects_that_cross_show_both_strokes_each_in_one_piece():
+    down, across = torch.zeros(SIZE, SIZE), torch.zeros(SIZE, SIZE)
+    down[4:14, 6] = 1  # a vertical stroke at x 6
+    across[8, 16:26] = 1  # a horizontal stroke at y 8
+    masks = torch.stack([down, across])[None]
+    canonical = masks.amax(dim=1, keepdim=True).expand(-1, 3, -1, -1) * 2 - 1
+    displacement = torch.zeros(1, 2, 6, 2)
+    displacement[0, 0, :, 0] = 3 * torch.arange(6.0)  # right to x 21 at frame 5: through the other stroke
+    times = torch.arange(6.0)
+    moved = footprints(masks, 2, 6)
+    points = layer(carry(moved, displacement, times, 1 / 7), canonical, moved, masks, displacement, times)
+    frame = canonical[0, 0][points[0, 5, ..., 1].round().long(), points[0, 5, ..., 0].round().long()] > 0
+    assert frame[4:14, 21].all() and frame[8, 16:26].all()  # both whole where they cross
+    assert frame.sum() == down.sum() + across.sum() - 1  # and nothing else: no smear, no copy
