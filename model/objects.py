@@ -181,52 +181,69 @@ def _to_grid(points: torch.Tensor, size: int) -> torch.Tensor:
     return (2 * points + 1) / size - 1  # pixel coordinates -> grid_sample's (align_corners=False)
 
 
+def _pixels(height: int, width: int, device: torch.device) -> torch.Tensor:
+    ys, xs = torch.meshgrid(
+        torch.arange(height, dtype=torch.float32, device=device),
+        torch.arange(width, dtype=torch.float32, device=device),
+        indexing="ij",
+    )
+    return torch.stack([xs, ys], dim=-1)  # (H, W, 2): each pixel's (x, y)
+
+
+def _flow_back(
+    footprint: torch.Tensor, before: torch.Tensor, after: torch.Tensor, share: float, slope: float
+) -> torch.Tensor:
+    """Where each pixel of the moment `share` (0..1] of the way from one frame to the next was in the first: the
+    objects at displacements before and after (B, K, 2) px in those two frames, footprint (B, K, H, W). The flow of
+    the velocity field that moves each footprint back along its object's motion, in steps each one-to-one for a
+    footprint that changes by at most `slope` a px where it fades out. -> (B, H, W, 2) px."""
+    B, K, H, W = footprint.shape
+    step = after - before  # (B, K, 2)
+    steps = max(1, math.ceil(2 * float(step.norm(dim=-1).amax()) * share * slope / STEP_LIPSCHITZ))
+    points = _pixels(H, W, footprint.device).expand(B, H, W, 2)
+    source = footprint.flatten(0, 1)  # (B*K, H, W)
+    for i in range(steps):
+        offset = before + step * share * (1 - i / steps)  # (B, K, 2): where each footprint is now
+        where = points[:, None] - offset[:, :, None, None]  # (B, K, H, W, 2)
+        weight = _sample(source, where.flatten(0, 1)).view(B, K, H, W, 1)
+        weight = weight / weight.sum(dim=1, keepdim=True).clamp(min=1)
+        points = points - (weight * step[:, :, None, None] * (share / steps)).sum(dim=1)
+    return points
+
+
+def _read(points: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+    """Bilinear reads of point maps (B, H, W, 2) at pixel positions (B, H, W, 2), the edge beyond the canvas."""
+    H, W = points.shape[1:3]
+    size = torch.tensor([W, H], dtype=torch.float32, device=points.device)
+    grid = _to_grid(at, size)
+    out = F.grid_sample(
+        points.permute(0, 3, 1, 2), grid, mode="bilinear", padding_mode="border", align_corners=False
+    )
+    return out.permute(0, 2, 3, 1)
+
+
 def carry(
     footprint: torch.Tensor, displacement: torch.Tensor, times: torch.Tensor, slope: float
 ) -> torch.Tensor:
-    """The canonical point (B, T, H, W, 2) in pixels that each pixel of each frame at times (T,) shows, for
-    each object moved along its path: displacement (B, K, S + 1, 2) px from where footprint (B, K, H, W) has it in the canonical image, at
-    whole frames 0..S (linear in between). Each pixel of a frame flows back through the frames before it, one frame
-    at a time, with every footprint where its object was then (see the module doc), in steps each one-to-one for a
-    footprint that changes by at most `slope` a px where it fades out (between two objects it may jump)."""
+    """The canonical point (B, T, H, W, 2) in pixels that each pixel of each frame at times (T,) shows, for each
+    object moved along its path: displacement (B, K, S + 1, 2) px from where footprint (B, K, H, W) has it in the
+    canonical image, at whole frames 0..S (linear in between). Each frame's map is the one before it composed
+    with the flow back over one frame (``_flow_back``; see the module doc), so the objects' footprints are where
+    their objects were at every moment between."""
     B, K, H, W = footprint.shape
-    device = footprint.device
-    ys, xs = torch.meshgrid(
-        torch.arange(H, dtype=torch.float32, device=device),
-        torch.arange(W, dtype=torch.float32, device=device),
-        indexing="ij",
-    )
-    points = torch.stack([xs, ys], dim=-1).expand(B, len(times), H, W, 2).clone()  # each pixel's flow, so far
-    source = footprint.reshape(B * K, 1, H, W)
-    size = torch.tensor([W, H], dtype=torch.float32, device=device)
-    for s in range(int(math.ceil(float(times.max()))), 0, -1):  # the frames from s back to s - 1
-        active = (times > s - 1).nonzero()[:, 0]
-        if not len(active):
-            continue
-        start = times[active].clamp(max=s) - (
-            s - 1
-        )  # (A,) where each frame's pixels are now, within [s - 1, s]
-        step = (
-            displacement[:, :, s] - displacement[:, :, s - 1]
-        )  # (B, K, 2) the objects' motion over the frame
-        steps = max(1, math.ceil(2 * float(step.norm(dim=-1).amax()) * slope / STEP_LIPSCHITZ))
-        moved = points[:, active]  # (B, A, H, W, 2)
-        for i in range(steps):
-            at = start * (1 - i / steps)  # (A,) the time within the frame, 1 = frame s, 0 = frame s - 1
-            offset = (
-                displacement[:, :, s - 1, None] + step[:, :, None] * at[None, None, :, None]
-            )  # (B, K, A, 2)
-            where = (
-                moved[:, None] - offset[:, :, :, None, None]
-            )  # (B, K, A, H, W, 2) in each footprint's frame
-            grid = _to_grid(where, size).reshape(B * K, -1, W, 2)
-            phi = F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-            weight = phi.reshape(B, K, len(active), H, W, 1)
-            weight = weight / weight.sum(dim=1, keepdim=True).clamp(min=1)
-            delta = step[:, :, None, None, None] * (start / steps)[None, None, :, None, None, None]
-            moved = moved - (weight * delta).sum(dim=1)
-        points[:, active] = moved
-    return points
+    whole = [_pixels(H, W, footprint.device).expand(B, H, W, 2)]  # frame 0 shows the canonical image
+    for s in range(1, int(math.ceil(float(times.max()))) + 1):
+        back = _flow_back(footprint, displacement[:, :, s - 1], displacement[:, :, s], 1.0, slope)
+        whole.append(_read(whole[-1], back))
+    frames = []
+    for t in times.tolist():
+        s = math.floor(t)
+        if t == s:
+            frames.append(whole[s])
+        else:
+            back = _flow_back(footprint, displacement[:, :, s], displacement[:, :, s + 1], t - s, slope)
+            frames.append(_read(whole[s], back))
+    return torch.stack(frames, dim=1)
 
 
 def _sample(images: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
@@ -299,8 +316,9 @@ def layer(
     ink = masks.amax(dim=1)  # (B, H, W)
     reads_ink = _sample(ink, points) > UNCOVER_INK  # (B, T, H, W)
     free = nearest_background(ink > 0.5)[:, None].expand(-1, T, -1, -1, -1)
-    background = torch.where(reads_ink[..., None], free, points)
-    return torch.where(covers.any(dim=1)[..., None], shown, background)
+    count = covers.sum(dim=1)  # (B, T, H, W): how many objects cover each pixel
+    points = torch.where(((count == 0) & reads_ink)[..., None], free, points)
+    return torch.where((count > 0)[..., None], shown, points)
 
 
 def on_canvas(points: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -21,12 +21,7 @@ from model.fields import jacobian_determinant
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "model" / "weights"
 # models below a target yet: name -> (the checks they fail, why); strict: the test fails once one passes
-BELOW_TARGETS: dict[str, tuple[set[str], str]] = {
-    "mnist": (
-        {"digit_motion", "resample_motion"},
-        "its two digits slide together like one picture: relative displacement 0.57 px over 16 frames (real 26.6)",
-    ),
-}
+BELOW_TARGETS: dict[str, tuple[set[str], str]] = {}
 
 
 def _shipped(check: str, kind: str = "") -> list:
