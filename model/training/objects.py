@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--segmenter-steps", type=int, default=2000)
     parser.add_argument("--segmenter-from", type=Path, help="start the segmenter from this checkpoint's")
     parser.add_argument("--trajectory-steps", type=int, default=3000)
-    parser.add_argument("--batch", type=int, default=32, help="frames per segmenter step")
+    parser.add_argument("--batch", type=int, default=24, help="frames per segmenter step")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -16,11 +16,11 @@ from model.objects import (
     carry,
     components,
     footprints,
+    layer,
     nearest_background,
     on_canvas,
     path,
     sorted_classes,
-    layer,
 )
 from model.training.objects import segment_targets
 from model.warp import identity_grid
