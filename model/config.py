@@ -99,7 +99,7 @@ class ObjectsConfig:
     z_dim: int = 16  # trajectory noise per object and frame
     hidden: int = 64  # the trajectory generator's GRU state
     max_speed: float = 6.0  # bound of an object's speed, px a frame (a scaled tanh)
-    wall_px: float = 4.0  # an object's ink turns back this far from the canvas edge (MNIST: 4 px around a 20 px digit)
+    wall_px: float = 4.0  # an object's ink turns back this far from the canvas edge (MNIST's: about 4 px)
     margin_px: int = 2  # the background this close to an object's ink moves with it,
     fade_px: int = 6  # ... and then less and less over this many px (the flow's steps follow from its slope)
 

@@ -241,7 +241,9 @@ class GenDeF(nn.Module):
         for _, motion_seed, _ in videos:
             motion = torch.Generator("cpu").manual_seed(motion_seed ^ _MOTION_STREAM)
             shape = (
-                self.objects.noise_shape(self.max_frames) if self.moves_objects else self.motion.raw_code_shape()
+                self.objects.noise_shape(self.max_frames)
+                if self.moves_objects
+                else self.motion.raw_code_shape()
             )
             motion_zs.append(torch.randn(1, *shape, generator=motion, device="cpu"))
         zs, noises, labels = zip(*contents, strict=True)
