@@ -228,7 +228,8 @@ def test_a_clip_with_a_cut_shows_its_shots_side_by_side_and_renders_at_twice_the
     expect(page.locator("#shots")).to_contain_text("2 shots")
     shots = httpx.get(f"{api_url}/jobs/{clip_id}", timeout=30).json()["result"]["shots"]
     page.wait_for_function("document.getElementById('base').width > 0")
-    assert page.evaluate("document.getElementById('base').width") == 2 * shots[0]["width"]  # side by side
+    assert len(shots) == 2 and shots[1]["x"] == shots[0]["width"]  # side by side, each tile its own width
+    assert page.evaluate("document.getElementById('base').width") == shots[1]["x"] + shots[1]["width"]
 
     page.click("#render-2x")
     render_id = wait_succeeded(page, "render")
