@@ -259,12 +259,7 @@ def nearest_background(ink: torch.Tensor) -> torch.Tensor:
     """For each pixel of masks (B, H, W) bool, the pixel (x, y) nearest it (chessboard distance, near enough) that is
     off the mask: itself off the mask. -> (B, H, W, 2) float."""
     B, H, W = ink.shape
-    ys, xs = torch.meshgrid(
-        torch.arange(H, dtype=torch.float32, device=ink.device),
-        torch.arange(W, dtype=torch.float32, device=ink.device),
-        indexing="ij",
-    )
-    source = torch.stack([xs, ys], dim=-1).expand(B, H, W, 2).clone()
+    source = _pixels(H, W, ink.device).expand(B, H, W, 2).clone()
     found = ~ink
     while not found.all() and found.any():
         grown_from = source.clone()
@@ -300,14 +295,7 @@ def layer(
     hi = (lo + 1).clamp(max=displacement.shape[2] - 1)
     a = (times - lo)[None, None, :, None]
     now = displacement[:, :, lo] * (1 - a) + displacement[:, :, hi] * a  # (B, K, T, 2)
-    ys, xs = torch.meshgrid(
-        torch.arange(H, dtype=torch.float32, device=points.device),
-        torch.arange(W, dtype=torch.float32, device=points.device),
-        indexing="ij",
-    )
-    where = (
-        torch.stack([xs, ys], dim=-1) - now[:, :, :, None, None]
-    )  # (B, K, T, H, W, 2): each object's point
+    where = _pixels(H, W, points.device) - now[:, :, :, None, None]  # (B, K, T, H, W, 2): each object's point
     covers = _sample(footprint.flatten(0, 1), where.flatten(0, 1)).view(B, K, T, H, W) >= 1 - 1e-3
     grey = canonical.mean(dim=1)[:, None].expand(-1, K, -1, -1).flatten(0, 1)  # (B*K, H, W)
     bright = _sample(grey, where.flatten(0, 1)).view(B, K, T, H, W).masked_fill(~covers, -torch.inf)
