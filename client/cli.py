@@ -118,6 +118,10 @@ def _download_all(job: Job, folder: str | None) -> None:
         print(f"wrote {path}", file=sys.stderr)
 
 
+# A decomposed clip's tiles that start inside a shot, and why (docs/API.md, Shots: `reason`)
+SPLIT_BY = {"length": "split for length", "panorama": "panorama full"}
+
+
 def _decompose(client: Client, args: argparse.Namespace) -> Job:
     job = client.decompose(
         args.clip, num_frames=args.frames, resolution=args.resolution, steps=args.steps, fps=args.fps
@@ -129,6 +133,7 @@ def _decompose(client: Client, args: argparse.Namespace) -> Job:
     per_shot = ", ".join(
         f"shot {s.get('shot', i)}"
         + (f" segment {s['segment']}" if s.get("shot") in segmented else "")
+        + (f" ({SPLIT_BY[s['reason']]})" if s.get("reason") in SPLIT_BY else "")
         + f": frames {s['start']}+{s['frames']}, {s['psnr_db']:.2f} dB"
         for i, s in enumerate(shots)
     )

@@ -42,9 +42,10 @@ from core.errors import DomainError
 from core.jobs import PARTS_PREFIX, JobRecord, JobStore
 from core.settings import Settings, video_limits
 from core.storage import StorageUnavailable, artifact_key
+from model.decomposition import units as planning
+from model.decomposition.units import Unit
 from worker import decomposition, runtime
 from worker.celery_app import app
-from worker.decomposition import Unit
 from worker.execution import REDIS_ERRORS, JobCanceled, JobRun, failure_of, timeout_failure
 from worker.runtime import JobFailure, Runtime
 
@@ -137,6 +138,7 @@ def figures_of(units: list[Unit], states: list[dict[str, Any]], figures: dict[st
         {
             "shot": u.shot,
             "segment": u.segment,
+            "reason": u.reason,
             "start": u.start,
             "frames": u.end - u.start,
             "step": s.get("step", 0),
@@ -164,7 +166,7 @@ def plan(run: JobRun) -> None:
         )  # (T, 3, H, W)
     except DomainError as e:
         raise JobFailure("invalid_input", f"the uploaded video is refused: {e}") from e
-    units = decomposition.plan(frames, rt.settings.decompose_segment_frames)
+    units = planning.plan(frames, rt.settings.decompose_segment_frames)
     T, _, H, W = frames.shape
     figures = {"frames": T, "width": W, "height": H, "steps": int(job.params["steps"])}
     figures["shot_count"] = units[-1].shot + 1
@@ -282,7 +284,7 @@ def fit_unit(rt: Runtime, parts: Parts, job_id: str, index: int, worker: str) ->
     frames = decomposition.decode_frames(rt.blobs.get(frames_key(job_id, index)))  # (T, 3, H, W)
     fitted = decomposition.fit(frames, steps, report)
     rt.blobs.put(fit_key(job_id, index), decomposition.encode_fitted(fitted), NPZ_CONTENT_TYPE)
-    report(steps, decomposition.psnr_db(fitted.errors), "done")
+    report(steps, planning.psnr_db(fitted.errors), "done")
     log.info("job %s: unit %d, %s, fitted", job_id, index, units[index].describe())
 
 
@@ -311,7 +313,7 @@ def join_units(rt: Runtime, parts: Parts, job_id: str) -> None:
     run = JobRun(rt, job, ())
     run.report("encoding", PLAN_SHARE + FIT_SHARE)
     fitted = [decomposition.decode_fitted(rt.blobs.get(fit_key(job_id, k))) for k in range(len(units))]
-    atlas = decomposition.assemble(units, fitted)
+    atlas = planning.assemble(units, fitted)
     figures = figures | {
         "step": figures["steps"],
         "psnr_db": round(atlas.psnr_db, 2),

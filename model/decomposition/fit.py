@@ -22,14 +22,12 @@ The video is explained as GenDeF explains its own: ``frames = grid_sample(canoni
 
 The returned fields follow API.md's convention relative to the returned canonical image, whatever its size.
 
-A clip with cuts is split into shots first (``find_cuts``: a frame that differs from the one before far more than
-its neighbours do); each shot gets its own canonical image and fields, and ``decompose_video`` lays the shots'
-canonical images side by side in one image (the atlas) with each shot's fields pointing into its own tile, so
-``grid_sample(atlas, fields)`` is still the whole video (each shot fitted whole, however far its camera goes: the
-decompose job's plan, worker/decomposition.py, also splits shots into segments by length and panorama size). Read
-bilinearly (``ATLAS_INTERPOLATION``, what the stored
-meta says): clamped to a tile's pixel centres, a bilinear read stays in its tile, where bicubic's outer taps would
-reach the next shot's.
+A clip is fitted in units (model/decomposition/units.py: its shots, split at the cuts, and segments of long shots
+or of shots whose camera goes too far for one panorama): each unit gets its own canonical image and fields from
+``decompose``, and the units' canonical images are laid side by side in one image (the atlas, ``lay_out``) with each
+unit's fields pointing into its own tile (``fields_into_tile``), so ``grid_sample(atlas, fields)`` is still the whole
+video. Read bilinearly (``ATLAS_INTERPOLATION``, what the stored meta says): clamped to a tile's pixel centres, a
+bilinear read stays in its tile, where bicubic's outer taps would reach the next tile's.
 """
 
 from __future__ import annotations
@@ -44,7 +42,6 @@ import torch
 import torch.nn.functional as F
 
 from model.decomposition import camera, panorama
-from model.decomposition.shots import find_cuts, shot_bounds
 from model.fields import content_weights, edge_aware_smoothness
 from model.pixels import to_uint8
 from model.warp import identity_grid, warp
@@ -63,7 +60,7 @@ class DecomposeConfig:
     camera_model: str = "affine"  # camera.CameraConfig.model
     margin: float = 0.125  # room around the frames (the panorama, or the frame) of this fraction of a frame
     # A panorama of a shot is at most this many frames large (without its margin): a shot whose camera goes further
-    # is split into segments (worker/decomposition.py's plan), each its own tile.
+    # is split into segments (model/decomposition/units.plan), each its own tile.
     max_area: float = 4.0
     # Offset grid sizes along the frame's long side, coarse to fine (the short side scales with the aspect);
     # finer ones (doubling) are added while a cell still spans at least cell_pixels pixels: 128 at 256 px.
@@ -395,62 +392,3 @@ def lay_out(tiles: list[torch.Tensor]) -> tuple[torch.Tensor, list[int]]:
         columns.append(x)
         x += tile.shape[2]
     return torch.cat(padded, dim=2), columns
-
-
-@dataclass
-class Shot:
-    start: int  # first frame
-    end: int  # one past the last frame
-    psnr_db: float
-    x: int  # the shot's tile: its first column in the atlas, its width and height (centred in the atlas's height)
-    width: int
-    height: int
-
-
-@dataclass
-class VideoDecomposition:
-    canonical: torch.Tensor  # (3, Hc, sum Wc): the shots' canonical images side by side (lay_out), in [-1, 1]
-    fields: torch.Tensor  # (T, H, W, 2) relative to that image; frames of shot s point into its tile s
-    shots: list[Shot]
-    psnr_db: float  # of the whole video
-
-
-def decompose_video(
-    frames: torch.Tensor,
-    config: DecomposeConfig = DecomposeConfig(),
-    bounds: list[tuple[int, int]] | None = None,
-    on_progress: Callable[[int, int, int, float], None] | None = None,
-    report_every: int = 25,
-) -> VideoDecomposition:
-    """Split frames (T, 3, H, W) in [-1, 1] into shots (bounds: [(start, end)]; None: at the cuts find_cuts
-    finds) and decompose each shot on its own.
-
-    on_progress(shot, shots, step, psnr_db) as ``decompose`` reports it, for each shot in turn (it may raise)."""
-    if bounds is None:
-        bounds = shot_bounds(frames.shape[0], find_cuts(frames))
-    canonicals, fields, shots = [], [], []
-    for index, (start, end) in enumerate(bounds):
-        report = None
-        if on_progress is not None:
-
-            def report(step: int, db: float, index: int = index) -> None:
-                on_progress(index, len(bounds), step, db)
-
-        part = decompose(frames[start:end], config, on_progress=report, report_every=report_every)
-        canonicals.append(part.canonical)
-        shots.append((start, end, part.psnr_db))
-        fields.append(part.fields)
-    canonical, columns = lay_out(canonicals)  # (3, Hc, sum Wc)
-    shots = [
-        Shot(start=a, end=b, psnr_db=db, x=x, width=c.shape[2], height=c.shape[1])
-        for (a, b, db), x, c in zip(shots, columns, canonicals, strict=True)
-    ]
-    all_fields = torch.cat(
-        [
-            fields_into_tile(f, x, tuple(c.shape[1:]), tuple(canonical.shape[1:]))
-            for f, x, c in zip(fields, columns, canonicals, strict=True)
-        ]
-    )  # (T, H, W, 2)
-    with torch.no_grad():
-        score = psnr(warp(canonical[None], all_fields[None], ATLAS_INTERPOLATION)[0], frames.float())
-    return VideoDecomposition(canonical=canonical, fields=all_fields, shots=shots, psnr_db=score)

@@ -14,6 +14,8 @@ let stream = null;      // the AbortController of the followed job's event strea
 let source = null;      // the succeeded job whose video and canonical image are shown (what edits start from)
 let points = [];        // picked canonical points to track, canvas pixels
 const VIEWS = new Set(["track", "segment", "render"]);  // jobs that show a video over the source's canonical image
+// why a tile starts inside a shot (docs/API.md, Shots: `reason`); a cut starts a new shot
+const SPLIT_BY = {length: "(split for length)", panorama: "(panorama full)"};
 const history = new Map();  // job id -> its latest document
 
 // --- API calls ------------------------------------------------------------------------------------------------
@@ -250,7 +252,7 @@ async function show(doc) {
   const count = new Set(shots.map((s, i) => s.shot ?? i)).size;
   const segmented = shots.length > count ? ` in ${shots.length} segments` : "";
   $("shots").textContent = shots.length > 1
-    ? `${count} shots${segmented}, their canonical images side by side (frames ${shots.map((s) => `${s.start}–${s.start + s.frames - 1}`).join(" | ")}): paint on any; each image's frames show only its own.`
+    ? `${count} shot${count > 1 ? "s" : ""}${segmented}, their canonical images side by side (frames ${shots.map((s) => `${s.start}–${s.start + s.frames - 1}${SPLIT_BY[s.reason] ? ` ${SPLIT_BY[s.reason]}` : ""}`).join(" | ")}): paint on any; each image's frames show only its own.`
     : "";
   points = [];
   const image = new Image();

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
 import httpx
 import numpy as np
@@ -62,7 +63,7 @@ def test_a_clip_with_a_cut_is_decomposed_into_its_shots(
     job, files = decomposed
     shots = job["result"]["shots"]
     assert [(s["start"], s["frames"]) for s in shots] == [(0, SHOT), (SHOT, SHOT)]
-    assert [(s["shot"], s["segment"]) for s in shots] == [(0, 0), (1, 0)]
+    assert [(s["shot"], s["segment"], s["reason"]) for s in shots] == [(0, 0, "start"), (1, 0, "cut")]
     # each shot was fitted by a subtask from frames stored in S3; the join deleted them and the fits
     listing = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"jobs/{job['id']}/")["Contents"]
     assert sorted(o["Key"].split("/", 2)[2] for o in listing if "/input/" not in o["Key"]) == [
@@ -297,3 +298,45 @@ def test_the_python_client_edits_one_shot_and_renders(
         big = client.render(edited.id, scale=2, fps_factor=2).wait(timeout_s=120)
         assert big.frames().shape == (4 * SHOT, 64, 64, 3)
         assert big.canonical().shape == (2 * tile.shape[0], 2 * job["result"]["canonical_width"], 3)
+
+
+def test_shots_say_why_each_tile_starts_where_it_does(api_url: str) -> None:
+    """A clip of two shots, 64 x 48: a camera sweeping 3.5 frame widths across a photo in 40 frames (one panorama
+    of it would be larger than 4 frames), a cut, then 70 frames of a slow pan across another photo (longer than a
+    segment's 64 frames). Each tile of the decomposed clip says why it starts where it does, while the job runs and
+    at its end, in result.shots and in the stored meta alike."""
+    from skimage import data
+
+    from model.decomposition.measures import film
+
+    sweep, _ = film(data.coffee()[::2, ::2], 40, (48, 64), pan=3.5, zoom=1.0, roll_deg=0.0)
+    slow, _ = film(data.astronaut()[::2, ::2], 70, (48, 64), pan=0.3, zoom=1.0, roll_deg=0.0)
+    clip = video.encode_mp4(np.concatenate([sweep, slow]), 8)
+    with httpx.Client(base_url=api_url, timeout=30) as http:
+        job = submit(
+            http,
+            "/decompose",
+            files={"video": ("sweep.mp4", clip, "video/mp4")},
+            data={"num_frames": "110", "resolution": "64", "steps": "20"},
+        )
+        running = []  # result.shots while the units are fitted
+        deadline = time.monotonic() + 600
+        while (doc := http.get(f"/jobs/{job['id']}").json())["status"] in ("queued", "running"):
+            if doc["stage"] == "fitting":
+                running.append(doc["result"]["shots"])
+            assert time.monotonic() < deadline, doc
+            time.sleep(0.2)
+        assert doc["status"] == "succeeded", doc["error"]
+        _, files = succeeded(http, job["id"])
+    shots = doc["result"]["shots"]
+    # the sweep: where the clip starts, then where its first panorama is full; the slow pan: at the cut, then where
+    # its first segment is as long as a segment may be
+    assert [(s["shot"], s["segment"], s["reason"]) for s in shots] == [
+        (0, 0, "start"),
+        (0, 1, "panorama"),
+        (1, 0, "cut"),
+        (1, 1, "length"),
+    ]
+    assert doc["result"]["shot_count"] == 2 and shots[2]["start"] == 40
+    assert media.decode_fields(files["deformation"])[1]["shots"] == shots
+    assert running and all([s["reason"] for s in seen] == [s["reason"] for s in shots] for seen in running)

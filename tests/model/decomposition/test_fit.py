@@ -13,7 +13,6 @@ from model.decomposition.fit import (
     base_fields,
     canonical_size,
     decompose,
-    decompose_video,
     fields_into_tile,
     fill_unseen,
     in_time,
@@ -25,6 +24,7 @@ from model.decomposition.fit import (
 )
 from model.decomposition.shots import find_cuts, shot_bounds
 from model.decomposition.tracking import to_field_units, to_pixels
+from model.decomposition.units import decompose_video
 from model.warp import warp
 
 H = W = 32
@@ -125,30 +125,32 @@ def test_a_clip_with_a_cut_is_split_there_and_each_shot_recovered(one_thread: No
         clip, DecomposeConfig(steps=200), on_progress=lambda *a: seen.append(a), report_every=100
     )
 
-    assert [(s.start, s.end) for s in result.shots] == [(0, FRAMES), (FRAMES, 2 * FRAMES)]
-    assert all(s.psnr_db >= 30.0 for s in result.shots), result.shots
-    assert [(shot, shots, step) for shot, shots, step, _ in seen] == [
+    shots = result.shots
+    assert [(s["start"], s["frames"]) for s in shots] == [(0, FRAMES), (FRAMES, FRAMES)]
+    assert [(s["shot"], s["segment"], s["reason"]) for s in shots] == [(0, 0, "start"), (1, 0, "cut")]
+    assert all(s["psnr_db"] >= 30.0 for s in shots), shots
+    assert [(unit, units, step) for unit, units, step, _ in seen] == [
         (0, 2, 100),
         (0, 2, 200),
         (1, 2, 100),
         (1, 2, 200),
     ]
     # One image holds both shots' canonical images side by side; grid_sample(it, fields) is the whole clip, and
-    # each shot's frames read only its own tile: the same frames as from that tile alone.
+    # each shot's frames read only its own tile's columns: the same frames as from those columns alone.
     Ha, Wa = result.canonical.shape[1:]
-    assert [s.x for s in result.shots] == [0, result.shots[0].width]
-    assert Wa == sum(s.width for s in result.shots) and Ha == max(s.height for s in result.shots)
-    assert all(s.width > W and s.height > H for s in result.shots)  # each holds its panning frames
+    assert [s["x"] for s in shots] == [0, shots[0]["width"]]
+    assert Wa == sum(s["width"] for s in shots)
+    assert all(s["width"] > W and Ha > H for s in shots)  # each holds its panning frames
     assert result.fields.shape == (2 * FRAMES, H, W, 2)
     frames = warp(result.canonical[None], result.fields[None], ATLAS_INTERPOLATION)[0]
     assert abs(psnr(frames, clip) - result.psnr_db) < 1e-6
-    for shot in result.shots:
-        top = (Ha - shot.height) // 2
-        tile = result.canonical[:, top : top + shot.height, shot.x : shot.x + shot.width]
-        pixels = to_pixels(result.fields[shot.start : shot.end], Ha, Wa) - torch.tensor([shot.x, top])
-        own = to_field_units(pixels, shot.height, shot.width)  # the same points, relative to the tile
+    for shot in shots:
+        x, width, start, end = shot["x"], shot["width"], shot["start"], shot["start"] + shot["frames"]
+        tile = result.canonical[:, :, x : x + width]
+        pixels = to_pixels(result.fields[start:end], Ha, Wa) - torch.tensor([x, 0])
+        own = to_field_units(pixels, Ha, width)  # the same points, relative to the tile's columns
         alone = warp(tile[None], own[None], ATLAS_INTERPOLATION)[0]
-        torch.testing.assert_close(alone, frames[shot.start : shot.end], rtol=0, atol=1e-5)
+        torch.testing.assert_close(alone, frames[start:end], rtol=0, atol=1e-5)
 
 
 def test_fast_motion_is_no_cut() -> None:
