@@ -161,12 +161,18 @@ def level_weights(step: int, steps: int, levels: int, anneal: float) -> list[flo
 
 
 def offsets_of(
-    grids: list[torch.Tensor], weights: list[float], height: int, width: int
+    grids: list[torch.Tensor],
+    weights: list[float],
+    height: int,
+    width: int,
+    scale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum of the upsampled level grids: list of (K_l, 2, h_l, w_l) keyframe grids in canonical px, coarse to fine,
-    the finest one per frame -> (T, H, W, 2) px, and the sum on the finest grid (T, h, w, 2) px. The levels are
-    summed on the finest grid, which alone is upsampled to the frame (one full-size interpolation a step instead of
-    one per level: the most expensive part of a step); the terms that keep the map a motion read that grid."""
+    the finest one per frame -> (T, H, W, 2) px (times scale (2,), when given: in the fields' units), and the sum on
+    the finest grid (T, h, w, 2) px. The levels are summed on the finest grid, which alone is upsampled to the frame
+    (one full-size interpolation a step instead of one per level: the most expensive part of a step), scaled before
+    it (the same: bilinear upsampling is linear), a quarter of the pixels; the terms that keep the map a motion read
+    that grid."""
     num_frames, finest = grids[-1].shape[0], grids[-1].shape[2:]
     total = 0
     for grid, weight in zip(grids, weights, strict=True):
@@ -175,7 +181,8 @@ def offsets_of(
             if grid.shape[2:] != finest:
                 grid = F.interpolate(grid, size=finest, mode="bilinear", align_corners=False)
             total = total + weight * grid
-    full = F.interpolate(total, size=(height, width), mode="bilinear", align_corners=False)
+    scaled = total if scale is None else total * scale.view(1, 2, 1, 1)
+    full = F.interpolate(scaled, size=(height, width), mode="bilinear", align_corners=False)
     return full.permute(0, 2, 3, 1), total.permute(0, 2, 3, 1)  # (T, H, W, 2), (T, h, w, 2)
 
 
@@ -193,6 +200,77 @@ def fill_unseen(canonical: torch.Tensor, fields: torch.Tensor, seen_weight: floa
         None
     ]  # (1, Hc, Wc): the weight is the same in every channel
     return panorama.fill(canonical, seen)
+
+
+class _Reconstruction(torch.autograd.Function):
+    """reconstruction_loss with its gradient written out: a few passes over the frames forward and back, where
+    autograd's composition of the same terms (squares, differences, means and their backwards, each a full-size
+    tensor) made about twenty, the most expensive part of a step after grid_sample."""
+
+    @staticmethod
+    def forward(ctx, recon: torch.Tensor, frames: torch.Tensor, grad_weight: float) -> torch.Tensor:
+        error = recon - frames  # (..., H, W)
+        dx = error[..., :, 1:] - error[..., :, :-1]  # = recon's horizontal differences - the frames'
+        dy = error[..., 1:, :] - error[..., :-1, :]
+        ctx.save_for_backward(error, dx, dy)
+        ctx.grad_weight = grad_weight
+        return mean_square(error) + grad_weight * (mean_square(dx) + mean_square(dy))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        error, dx, dy = ctx.saved_tensors
+        scale = 2 * float(grad)  # d(mean of squares) / dx = 2 x / n, times the loss's own gradient (a scalar)
+        out = error * (scale / error.numel())
+        kx, ky = scale * ctx.grad_weight / dx.numel(), scale * ctx.grad_weight / dy.numel()
+        out[..., :, 1:].add_(dx, alpha=kx)  # each difference pulls on both of its pixels
+        out[..., :, :-1].sub_(dx, alpha=kx)
+        out[..., 1:, :].add_(dy, alpha=ky)
+        out[..., :-1, :].sub_(dy, alpha=ky)
+        return out, None, None
+
+
+def mean_square(x: torch.Tensor) -> torch.Tensor:
+    """The mean of x squared (a contiguous tensor), in one pass: a dot product of x with itself."""
+    flat = x.reshape(-1)
+    return flat.dot(flat) / flat.numel()
+
+
+def reconstruction_loss(recon: torch.Tensor, frames: torch.Tensor, grad_weight: float) -> torch.Tensor:
+    """The fit's reconstruction terms, renders recon (..., H, W) against frames (the same shape, contiguous): the
+    mean squared error, plus grad_weight times the mean squared errors of the horizontal and the vertical
+    differences of neighbouring pixels (CoDeF's image-gradient loss: edges at their places). Scalar;
+    differentiable in recon."""
+    return _Reconstruction.apply(recon, frames, grad_weight)
+
+
+def frame_groups(num_frames: int) -> int:
+    """Into how many groups of whole frames ``render`` splits a fit's frames: grid_sample computes the items of its
+    batch in parallel, one per thread, so as many as torch has threads, where they divide the frames evenly."""
+    return max(g for g in range(1, min(torch.get_num_threads(), num_frames) + 1) if num_frames % g == 0)
+
+
+def grouped(frames: torch.Tensor, groups: int) -> torch.Tensor:
+    """Frames (T, C, H, W) in render's layout: (groups, C, T / groups, H, W), contiguous."""
+    T, C, H, W = frames.shape
+    return frames.reshape(groups, T // groups, C, H, W).transpose(1, 2).contiguous()
+
+
+def render(canonical: torch.Tensor, fields: torch.Tensor, groups: int) -> torch.Tensor:
+    """grid_sample(canonical, fields) (ATLAS_INTERPOLATION, border padding, as ``warp`` reads it) of every frame,
+    canonical (C, Hc, Wc) and fields (T, H, W, 2), in `groups` items of one batch: (groups, C, T / groups, H, W)
+    (``grouped``'s layout). Each item renders whole frames, its fields' rows stacked, from one view of the canonical
+    image: warp's batch of one item per frame reads a copy of the canonical image per frame and, backwards,
+    makes a gradient of that size (T x C x Hc x Wc, zeroed and summed each step), the most expensive part of a
+    step after the render itself."""
+    T, H, W, _ = fields.shape
+    out = F.grid_sample(
+        canonical[None].expand(groups, -1, -1, -1),
+        fields.reshape(groups, T // groups * H, W, 2),
+        mode=ATLAS_INTERPOLATION,
+        padding_mode="border",
+        align_corners=False,
+    )  # (groups, C, T / groups * H, W)
+    return out.view(groups, canonical.shape[0], T // groups, H, W)
 
 
 def cell_centres(cells: int, size: int) -> torch.Tensor:
@@ -314,7 +392,8 @@ def decompose(
         ]
     )
     initial_lrs = [group["lr"] for group in optimizer.param_groups]
-    target_dx, target_dy = frames.diff(dim=3), frames.diff(dim=2)  # (T, 3, H, W-1), (T, 3, H-1, W)
+    groups = frame_groups(T)
+    target = grouped(frames, groups)  # the frames in render's layout
     if config.camera:  # the terms that keep the map a motion read it at the finest grid's points
         h, w = grids[-1].shape[2:]
         xs, ys = cell_centres(w, W), cell_centres(h, H)
@@ -326,8 +405,8 @@ def decompose(
 
     def fields_at(step: int) -> torch.Tensor:
         weights = level_weights(step, config.steps, len(grids), config.anneal)
-        offsets, finest = offsets_of(grids, weights, H, W)  # (T, H, W, 2), (T, h, w, 2) px
-        return base + offsets * to_units, offsets, finest  # (T, H, W, 2) units, px; (T, h, w, 2) px
+        offsets, finest = offsets_of(grids, weights, H, W, to_units)  # (T, H, W, 2) units, (T, h, w, 2) px
+        return base + offsets, offsets, finest
 
     for step in range(config.steps):
         fraction = (1 + math.cos(math.pi * step / config.steps)) / 2  # cosine decay 1 -> 0
@@ -335,13 +414,10 @@ def decompose(
             group["lr"] = lr * (config.lr_decay + (1 - config.lr_decay) * fraction)
         fields, offsets, finest = fields_at(step)
         # Clamped as the stored 8-bit image will be, so values past [-1, 1] cannot help the fit.
-        recon = warp(canonical.clamp(-1, 1)[None], fields[None], ATLAS_INTERPOLATION)[0]  # (T, 3, H, W)
-        loss = (recon - frames).square().mean()
-        loss = loss + config.grad_weight * (
-            (recon.diff(dim=3) - target_dx).square().mean() + (recon.diff(dim=2) - target_dy).square().mean()
-        )
+        recon = render(canonical.clamp(-1, 1), fields, groups)  # (groups, 3, T / groups, H, W)
+        loss = reconstruction_loss(recon, target, config.grad_weight)
         if not config.camera:
-            loss = loss + config.smooth_weight * edge_aware_smoothness(offsets, frames)
+            loss = loss + config.smooth_weight * edge_aware_smoothness(offsets / to_units, frames)
         else:
             loss = loss + config.smooth_weight * edge_aware_smoothness(finest, small_frames)
             points = base_points + finest  # (T, h, w, 2) canonical px
@@ -353,7 +429,7 @@ def decompose(
         loss.backward()
         optimizer.step()
         if on_progress is not None and (step + 1) % report_every == 0 and step + 1 < config.steps:
-            on_progress(step + 1, psnr(recon.detach(), frames))
+            on_progress(step + 1, psnr(recon.detach(), target))
 
     with torch.no_grad():
         fields, _, _ = fields_at(config.steps)

@@ -143,7 +143,7 @@ def test_a_clip_with_a_cut_is_split_there_and_each_shot_recovered(one_thread: No
     assert all(s["width"] > W and Ha > H for s in shots)  # each holds its panning frames
     assert result.fields.shape == (2 * FRAMES, H, W, 2)
     frames = warp(result.canonical[None], result.fields[None], ATLAS_INTERPOLATION)[0]
-    assert abs(psnr(frames, clip) - result.psnr_db) < 1e-6
+    assert abs(psnr(frames, clip) - result.psnr_db) < 1e-4  # per-frame errors averaged: float rounding apart
     for shot in shots:
         x, width, start, end = shot["x"], shot["width"], shot["start"], shot["start"] + shot["frames"]
         tile = result.canonical[:, :, x : x + width]
