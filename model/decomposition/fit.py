@@ -32,6 +32,7 @@ bilinear read stays in its tile, where bicubic's outer taps would reach the next
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -145,12 +146,18 @@ def keyframes(num_frames: int, stride: int) -> int:
 def in_time(grid: torch.Tensor, num_frames: int) -> torch.Tensor:
     """A level's keyframe grids (K, 2, h, w) -> one per frame (num_frames, 2, h, w), linear in time between
     keyframes (the first and last keyframes are the first and last frames)."""
-    K, C, h, w = grid.shape
+    K = grid.shape[0]
     if K == num_frames:
         return grid
-    flat = grid.permute(1, 2, 3, 0).reshape(1, C * h * w, K)  # (1, C*h*w, K)
-    flat = F.interpolate(flat, size=num_frames, mode="linear", align_corners=True)  # (1, C*h*w, T)
-    return flat.reshape(C, h, w, num_frames).permute(3, 0, 1, 2)
+    return (time_weights(K, num_frames).to(grid) @ grid.reshape(K, -1)).reshape(num_frames, *grid.shape[1:])
+
+
+@functools.lru_cache(maxsize=64)
+def time_weights(keys: int, num_frames: int) -> torch.Tensor:
+    """(num_frames, keys): how much each keyframe of a level with `keys` keyframes weighs in each frame (linear
+    between the two keyframes around it; the first and last keyframes are the first and last frames)."""
+    indicators = torch.eye(keys, dtype=torch.float64)[None]  # (1, K, K): keyframe k's values in channel k
+    return F.interpolate(indicators, size=num_frames, mode="linear", align_corners=True)[0].T.float()
 
 
 def level_weights(step: int, steps: int, levels: int, anneal: float) -> list[float]:
@@ -174,13 +181,17 @@ def offsets_of(
     it (the same: bilinear upsampling is linear), a quarter of the pixels; the terms that keep the map a motion read
     that grid."""
     num_frames, finest = grids[-1].shape[0], grids[-1].shape[2:]
-    total = 0
+    # Each level upsampled to the finest grid while it is keyframes (fewer than frames: space and time are apart,
+    # so the order of the two linear interpolations does not matter), the levels of one stride summed, and each sum
+    # brought to every frame once.
+    by_keys: dict[int, torch.Tensor] = {}
     for grid, weight in zip(grids, weights, strict=True):
         if weight > 0:
-            grid = in_time(grid, num_frames)
             if grid.shape[2:] != finest:
                 grid = F.interpolate(grid, size=finest, mode="bilinear", align_corners=False)
-            total = total + weight * grid
+            keys = grid.shape[0]
+            by_keys[keys] = weight * grid + by_keys[keys] if keys in by_keys else weight * grid
+    total = sum(in_time(keys, num_frames) for keys in by_keys.values())  # (T, 2, h, w)
     scaled = total if scale is None else total * scale.view(1, 2, 1, 1)
     full = F.interpolate(scaled, size=(height, width), mode="bilinear", align_corners=False)
     return full.permute(0, 2, 3, 1), total.permute(0, 2, 3, 1)  # (T, H, W, 2), (T, h, w, 2)

@@ -20,6 +20,7 @@ from model.decomposition.fit import (
     lay_out,
     level_weights,
     levels_for,
+    offsets_of,
     psnr,
 )
 from model.decomposition.shots import find_cuts, shot_bounds
@@ -239,3 +240,30 @@ def test_a_photo_filmed_by_a_moving_camera_is_found_as_the_photo_and_paint_rides
     )
     assert measures.overlap(masks, measures.clip_flow(frames)) >= 0.7
     assert measures.dot_like_share(masks, math.pi * 9) >= 0.8
+
+
+def test_the_levels_summed_as_keyframes_are_the_levels_brought_to_every_frame_then_summed() -> None:
+    """offsets_of upsamples each level while it is keyframes and brings each stride's sum to every frame once: the
+    same offsets as each level brought to every frame, upsampled and summed (the order of two linear
+    interpolations on different axes does not matter)."""
+    g = torch.Generator().manual_seed(0)
+    T, H, W = 19, 24, 40
+    config = DecomposeConfig()
+    sizes = levels_for(config, W)
+    strides = [*config.time_strides, *[1] * len(sizes)][: len(sizes)]
+    grids = [
+        torch.randn(keyframes(T, stride), 2, max(2, round(size * H / W)), size, generator=g)
+        for size, stride in zip(sizes, strides, strict=True)
+    ]
+    weights = [1.0, 0.7, 0.3, 0.0, 1.0][: len(grids)] + [1.0] * (len(grids) - 5)
+    finest = grids[-1].shape[2:]
+    expected = sum(
+        w * F.interpolate(in_time(grid, T), size=finest, mode="bilinear", align_corners=False)
+        for grid, w in zip(grids, weights, strict=True)
+        if w > 0
+    )  # (T, 2, h, w)
+    scale = torch.tensor([0.5, 2.0])
+    full, on_grid = offsets_of(grids, weights, H, W, scale)
+    torch.testing.assert_close(on_grid, expected.permute(0, 2, 3, 1), rtol=0, atol=1e-5)
+    upsampled = F.interpolate(expected, size=(H, W), mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
+    torch.testing.assert_close(full, upsampled * scale, rtol=0, atol=1e-5)
