@@ -15,6 +15,8 @@ from model.decomposition.fit import (
     decompose,
     fields_into_tile,
     fill_unseen,
+    frame_groups,
+    grouped,
     in_time,
     keyframes,
     lay_out,
@@ -22,6 +24,8 @@ from model.decomposition.fit import (
     levels_for,
     offsets_of,
     psnr,
+    reconstruction_loss,
+    render,
 )
 from model.decomposition.shots import find_cuts, shot_bounds
 from model.decomposition.tracking import to_field_units, to_pixels
@@ -267,3 +271,54 @@ def test_the_levels_summed_as_keyframes_are_the_levels_brought_to_every_frame_th
     torch.testing.assert_close(on_grid, expected.permute(0, 2, 3, 1), rtol=0, atol=1e-5)
     upsampled = F.interpolate(expected, size=(H, W), mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
     torch.testing.assert_close(full, upsampled * scale, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_fit_is_the_same_for_the_same_frames(threads: int) -> None:
+    """Deterministic for the same input on the same device and thread count (API.md): the frames are rendered in
+    one grid_sample batch item per thread (fit.render), each with its own gradient of the canonical image, summed in
+    a fixed order; what reaches the fit from OpenCV (the camera, the flow) is deterministic too."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        clip = torch.cat([warped_shot(5, 1.0), warped_shot(5, 1.0).flip(0)])  # 12 frames: 2 items of 6 frames
+        first, second = (decompose(clip, DecomposeConfig(steps=20)) for _ in range(2))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(first.canonical, second.canonical) and torch.equal(first.fields, second.fields)
+    assert first.psnr_db == second.psnr_db
+
+
+def test_the_fits_reconstruction_terms_and_render_are_the_plain_ones() -> None:
+    """reconstruction_loss (its gradient written out) is MSE + grad_weight x the MSE of neighbouring pixels'
+    differences, value and gradient; render is warp's frames, in groups of whole frames, with the same gradients."""
+    g = torch.Generator().manual_seed(0)
+    frames = torch.rand(6, 3, 10, 14, generator=g) * 2 - 1
+    recon = (frames + 0.3 * torch.randn(6, 3, 10, 14, generator=g)).requires_grad_(True)
+    plain = (recon - frames).square().mean() + 0.1 * (
+        (recon.diff(dim=3) - frames.diff(dim=3)).square().mean()
+        + (recon.diff(dim=2) - frames.diff(dim=2)).square().mean()
+    )
+    (expected,) = torch.autograd.grad(3 * plain, recon)
+    fused = reconstruction_loss(recon, frames, 0.1)
+    (got,) = torch.autograd.grad(3 * fused, recon)
+    torch.testing.assert_close(fused, plain)
+    torch.testing.assert_close(got, expected)
+
+    canonical = (torch.rand(3, 16, 20, generator=g) * 2 - 1).requires_grad_(True)
+    fields = (torch.rand(6, 10, 14, 2, generator=g) * 2.2 - 1.1).requires_grad_(True)
+    weights = torch.randn(6, 3, 10, 14, generator=g)
+    frames_warp = warp(canonical[None], fields[None], ATLAS_INTERPOLATION)[0]
+    grads_warp = torch.autograd.grad((frames_warp * weights).sum(), [canonical, fields])
+    for groups in (1, 2, 3):
+        out = render(canonical, fields, groups)  # (groups, 3, 6 / groups, 10, 14)
+        torch.testing.assert_close(out, grouped(frames_warp, groups), rtol=0, atol=0)
+        grads = torch.autograd.grad((out * grouped(weights, groups)).sum(), [canonical, fields])
+        for a, b in zip(grads, grads_warp, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        assert [frame_groups(t) for t in (1, 6, 9, 7, 12)] == [1, 3, 3, 1, 4]
+    finally:
+        torch.set_num_threads(threads)
