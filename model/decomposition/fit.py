@@ -87,6 +87,9 @@ class DecomposeConfig:
     flow_weight: float = (
         0.02  # the clip's flow: pixels it carries to the next frame keep their canonical point
     )
+    # The residual's departure from an affine map (least squares, per frame) where the camera explains the clip
+    # (camera_agreement): there the residual may correct the camera's map, not bend the scene. In canonical px^2.
+    affine_weight: float = 0.0
     lr_decay: float = 0.1  # the learning rates fall to this fraction by the last step (cosine)
 
 
@@ -336,6 +339,68 @@ def flow_mismatch(
     return (distance * mask).sum() / mask.sum().clamp_min(1.0)
 
 
+def camera_agreement(
+    frames: torch.Tensor,
+    pano: panorama.Panorama,
+    start: torch.Tensor,
+    flow: torch.Tensor,
+    xs: torch.Tensor,
+    ys: torch.Tensor,
+    flow_px: float = 1.0,
+    colour: float = 0.1,
+) -> torch.Tensor:
+    """How much the camera's motion alone explains each frame point (xs[j], ys[i]): (T, h, w) in [0, 1], the product
+    of two soft agreements: the clip's DIS flow to the next frame (flow, guide_flow's) against the camera's (within
+    about flow_px pixels), and the frame's colour (area-averaged to the grid) against the start picture `start`
+    (3, Hc, Wc; the median of the aligned frames, where passing objects vanish) at the camera's point (within about
+    `colour` in [-1, 1] units). The last frame takes the agreement of the flow into it."""
+    T, _, H, W = frames.shape
+    h, w = len(ys), len(xs)
+    points = panorama.points_at(pano, xs, ys)  # (T, h, w, 2) canonical px
+    # the camera's motion of each frame point to the next frame: next frame's map inverted after this frame's
+    step = torch.linalg.inv(pano.maps[1:]) @ pano.maps[:-1]  # (T-1, 3, 3)
+    gy, gx = torch.meshgrid(ys.double(), xs.double(), indexing="ij")
+    grid = torch.stack([gx, gy], dim=-1)  # (h, w, 2)
+    moved = torch.einsum("tij,hwj->thwi", step, torch.cat([grid, torch.ones_like(grid[..., :1])], -1))
+    moved = moved[..., :2] / moved[..., 2:]
+    miss = (flow.double() - (moved - grid)).norm(dim=-1)  # (T-1, h, w)
+    by_flow = torch.exp(-(miss / flow_px).square())
+    by_flow = torch.cat([by_flow, by_flow[-1:]]) if T > 1 else torch.ones(1, h, w, dtype=torch.float64)
+    Hc, Wc = start.shape[1:]
+    units = (2 * points + 1) / points.new_tensor([Wc, Hc]) - 1
+    expected = F.grid_sample(
+        start[None].expand(T, -1, -1, -1).double(),
+        units,
+        mode="bilinear",
+        padding_mode="border",
+        align_corners=False,
+    )  # (T, 3, h, w)
+    small = F.interpolate(frames.double(), size=(h, w), mode="area")
+    by_colour = torch.exp(-((small - expected).abs().mean(dim=1) / colour).square())
+    return (by_flow * by_colour).to(frames.dtype)
+
+
+def affine_departure(
+    residual: torch.Tensor, weights: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor
+) -> torch.Tensor:
+    """Weighted mean squared distance (px^2) of residual (T, h, w, 2) at the frame points (xs[j], ys[i]) from the
+    affine map of those points that fits it best with weights (T, h, w) (weighted least squares, per frame).
+    Scalar."""
+    T, h, w, _ = residual.shape
+    gy, gx = torch.meshgrid(ys.to(residual), xs.to(residual), indexing="ij")
+    scale = max(h, w) * 1.0
+    design = torch.stack(
+        [gx.flatten() / scale, gy.flatten() / scale, torch.ones(h * w).to(residual)], 1
+    )  # (N, 3)
+    wt = weights.reshape(T, h * w)
+    r = residual.reshape(T, h * w, 2)
+    weighted = design.T[None] * wt[:, None, :]  # (T, 3, N)
+    gram = weighted @ design + 1e-6 * torch.eye(3).to(residual)  # (T, 3, 3)
+    solution = torch.linalg.solve(gram, weighted @ r)  # (T, 3, 2)
+    departure = (r - design @ solution).square().sum(dim=-1)  # (T, N)
+    return (wt * departure).sum() / wt.sum().clamp_min(1e-6)
+
+
 def map_determinant(points: torch.Tensor) -> torch.Tensor:
     """det J of the map frame pixel -> canonical pixel, points (T, H, W, 2) in canonical px (forward differences)
     -> (T, H-1, W-1)."""
@@ -413,6 +478,8 @@ def decompose(
         small_frames = F.interpolate(frames, size=(h, w), mode="area")  # (T, 3, h, w)
         content = content_weights(small_frames)  # (T, h - 1, w - 1)
         flow, valid = guide_flow(frames, xs, ys)  # (T-1, h, w, 2), (T-1, h, w)
+        if config.affine_weight > 0:
+            explained = camera_agreement(frames, pano, start, flow, xs, ys)  # (T, h, w)
 
     def fields_at(step: int) -> torch.Tensor:
         weights = level_weights(step, config.steps, len(grids), config.anneal)
@@ -436,6 +503,8 @@ def decompose(
             loss = loss + config.fold_weight * F.relu(config.fold_margin - det).mean()
             loss = loss + config.distortion_weight * residual_distortion(finest, content, spacing)
             loss = loss + config.flow_weight * flow_mismatch(points, flow, valid, xs, ys, (H, W))
+            if config.affine_weight > 0:
+                loss = loss + config.affine_weight * affine_departure(finest, explained, xs, ys)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
