@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from model.decomposition.fit import (
     ATLAS_INTERPOLATION,
     DecomposeConfig,
+    affine_departure,
     base_fields,
     canonical_size,
     decompose,
@@ -73,6 +74,21 @@ def test_psnr_and_level_weights_by_hand() -> None:
     assert level_weights(0, 100, 3, 0.5) == [1.0, 0.0, 0.0]
     assert level_weights(50, 100, 3, 0.5) == [1.0, 1.0, 1.0]
     assert abs(level_weights(25, 100, 3, 0.5)[1] - 1.0) < 1e-9 and level_weights(25, 100, 3, 0.5)[2] == 0.0
+
+
+def test_affine_departure_is_zero_for_an_affine_residual_and_ignores_unweighted_points() -> None:
+    xs, ys = torch.arange(12.0), torch.arange(8.0)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    affine = torch.stack([0.3 + 0.02 * gx - 0.01 * gy, -0.5 + 0.03 * gy], dim=-1)[None]  # (1, 8, 12, 2)
+    bent = affine + torch.stack([0.01 * (gx - 5.5) ** 2, torch.zeros_like(gx)], dim=-1)
+    weights = torch.ones(1, 8, 12)
+    assert float(affine_departure(affine, weights, xs, ys)) < 1e-8
+    assert float(affine_departure(bent, weights, xs, ys)) > 0.01
+    # a bump where the weights are zero (what moves on its own) costs nothing
+    bump = affine.clone()
+    bump[0, 2:5, 3:6] += 2.0
+    weights[0, 2:5, 3:6] = 0
+    assert float(affine_departure(bump, weights, xs, ys)) < 1e-8
 
 
 def test_base_fields_put_the_frame_in_the_canonical_centre() -> None:
