@@ -399,7 +399,8 @@ class Client:
     ) -> Job:
         """Queue the fitting of a canonical image and fields to the first frames of a clip (mp4, webm or gif);
         its artifacts are generate's, and `result` has `psnr_db` and `shots` (one per cut-free stretch, or per
-        segment of a long one)."""
+        segment of a long one or of a camera sweep too wide for one panorama, each with its `reason`: docs/API.md,
+        Shots)."""
         data = _form(num_frames=num_frames, resolution=resolution, steps=steps, fps=fps)
         return self._submit("/decompose", data=data, files={"video": _upload(video, "video")})
 
