@@ -11,18 +11,21 @@ A model with ``objects.count`` > 0 makes each object's motion explicit instead, 
   against real clips' motion, model.training.objects); ``path`` integrates it and reflects it off the canvas walls,
   so an object stays in the picture and bounces where it meets an edge;
 - ``carry``: each frame's field is the flow of a velocity field that moves every object's footprint (its ink and
-  ``margin_px`` around it, fading out over about as much again) from where it is in the frame back to where it is in
-  the canonical image, in steps small enough that each is one-to-one (the step's Jacobian has norm below
-  ``STEP_LIPSCHITZ``). So the field is one-to-one too: an object's pixels move rigidly, no pixel folds, and the
-  background never shows an object's ink (the footprint in the frame maps onto the footprint in the canonical image
-  and nothing else does). The background around a moving object stretches or gathers. Where two footprints
-  overlap their velocities average, so two objects that cross squeeze where they meet (one field per frame cannot
-  show one object passing in front of another without tearing it).
+  ``margin_px`` around it, fading out over ``fade_px`` more) from where it is in the frame back to where it is in
+  the canonical image, in steps small enough that each is one-to-one (the step's displacement changes by at most
+  ``STEP_LIPSCHITZ`` a px). Where two footprints' fades overlap their velocities blend continuously (``shares``),
+  and the flow slows to nothing at the canvas edges (``_walls``), so the background flows without a seam and never
+  across the edge: an object's pixels move rigidly and the background around it stretches or gathers, one to one.
+- ``layer``: the objects are drawn over that background, each within ``COVER_PX`` of its ink exactly where its
+  path has it (two digits that cross show both strokes, as Moving MNIST draws them). Where objects that touch or
+  cross part, the background opening between them has nothing in the canonical image to stretch from: those pixels
+  read an equal patch of background nearby (``background_patches``), a tear along the patch's edge, not a fold.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +35,9 @@ from model.config import ObjectsConfig
 
 STEP_LIPSCHITZ = 0.25  # bound of each flow step's displacement gradient (< 1 makes a step one-to-one)
 UNCOVER_INK = 0.1  # a pixel no object covers shows background where its point reads less ink than this
+MAX_STEPS = 64  # bound of a frame's flow steps (two rigid parts that cross change velocity within a px)
+COVER_PX = 1  # an object covers (shows itself at) the pixels within this many px of its ink
+WALL_RAMP_PX = 2.0  # the flow slows to nothing over this many px at the canvas edge (``_walls``)
 WHOLE_SHARE = 0.8  # a connected stroke goes whole to an object that holds at least this share of it
 
 
@@ -156,25 +162,72 @@ def path(box: torch.Tensor, velocities: torch.Tensor, size: int, wall: float) ->
     return reflect(free, lo[:, :, None], hi[:, :, None]) - corner[:, :, None]
 
 
-def footprints(masks: torch.Tensor, margin: int, fade: int) -> torch.Tensor:
-    """What moves with each object: masks (B, K, H, W) -> (B, K, H, W), 1 on the ink and within `margin` px of it
-    (the chessboard distance), falling by 1 / (fade + 1) a px beyond. A pixel near two objects moves with the
-    nearer one only (the nearer by that distance; a tie goes to the later object), so two objects that touch in the
-    canonical image part along the background between them, not through either one's ink."""
+class Footprints(NamedTuple):
+    """What moves with each object (``footprints``): weight (B, K, H + 2 pad, W + 2 pad) over the canvas and `pad`
+    px of the plane around it."""
+
+    weight: torch.Tensor
+    pad: int
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The canvas (H, W)."""
+        return self.weight.shape[-2] - 2 * self.pad, self.weight.shape[-1] - 2 * self.pad
+
+    def at(self, points: torch.Tensor) -> torch.Tensor:
+        """Bilinear reads at canvas points (B, K, ..., 2) px, each object's footprint at its own -> (B, K, ...)."""
+        return _sample(self.weight.flatten(0, 1), points.flatten(0, 1) + self.pad).view(points.shape[:-1])
+
+
+def footprints(masks: torch.Tensor, margin: int, fade: int) -> Footprints:
+    """What moves with each object, masks (B, K, H, W) -> weights 1 on the ink and within `margin` px of it (the
+    chessboard distance; the object's rigid part), falling by 1 / (fade + 1) a px beyond, over the canvas and
+    margin + fade px around it (an object at the edge fades out beyond it as anywhere else). Where two objects'
+    rigid parts overlap (they touch in the canonical image), a pixel belongs to the nearer one only (by that
+    distance; a tie goes to the later object), so they part along the background between them, not through either
+    one's ink; elsewhere their weights overlap and ``shares`` blends them."""
     B, K, H, W = masks.shape
     reach = margin + fade
-    grown = masks.flatten(0, 1)[:, None] > 0.5  # (B*K, 1, H, W)
+    grown = F.pad(masks.flatten(0, 1)[:, None], (reach,) * 4) > 0.5  # (B*K, 1, H + 2P, W + 2P)
     distance = torch.where(grown, 0.0, float(reach + 1))
     for j in range(1, reach + 1):
         grown = F.max_pool2d(grown.float(), 3, stride=1, padding=1) > 0.5
         distance = torch.where(grown & (distance > j), float(j), distance)
-    distance = distance.reshape(B, K, H, W)
+    distance = distance.reshape(B, K, H + 2 * reach, W + 2 * reach)
+    profile = ((reach + 1 - distance) / (fade + 1)).clamp(0, 1)
     nearest = (
         distance + torch.arange(K, 0, -1, device=masks.device)[None, :, None, None] * 1e-3
     )  # ties: the later
     owner = nearest == nearest.amin(dim=1, keepdim=True)
-    profile = ((reach + 1 - distance) / (fade + 1)).clamp(0, 1)
-    return profile * owner
+    rigid = profile >= 1
+    clash = rigid.sum(dim=1, keepdim=True) > 1
+    return Footprints(torch.where(clash & ~owner, 0.0, profile), reach)
+
+
+def shares(weights: torch.Tensor) -> torch.Tensor:
+    """Each object's share (B, K, ...) of the velocity at a pixel from its footprint's weights there (B, K, ...):
+    as if each object claimed the pixel with its weight as chance, the chance that it alone claims it, given that
+    at most one does: its full weight where no other object reaches, blended continuously where fades overlap
+    (so the flow has no seam between two objects); where two rigid parts meet (objects that cross) they share
+    evenly."""
+    free = (1 - weights).clamp(min=0)
+    K = weights.shape[1]
+    others = torch.stack(
+        [torch.cat([free[:, :k], free[:, k + 1 :]], dim=1).prod(dim=1) for k in range(K)], dim=1
+    )
+    alone = weights * others
+    total = alone.sum(dim=1, keepdim=True) + free.prod(dim=1, keepdim=True)
+    even = weights / weights.sum(dim=1, keepdim=True).clamp(min=1)
+    return torch.where(total > 1e-3, alone / total.clamp(min=1e-3), even)
+
+
+def _walls(points: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Each point's (..., 2) share of a velocity it may take along x and along y: 0 on the canvas edge, rising to 1
+    at ``WALL_RAMP_PX`` inside, so the flow carries nothing across the edge (the canonical image holds nothing
+    beyond it)."""
+    H, W = size
+    far = torch.tensor([W - 0.5, H - 0.5], device=points.device)
+    return (torch.minimum(points + 0.5, far - points) / WALL_RAMP_PX).clamp(0, 1)
 
 
 def _to_grid(points: torch.Tensor, size: int) -> torch.Tensor:
@@ -190,24 +243,43 @@ def _pixels(height: int, width: int, device: torch.device) -> torch.Tensor:
     return torch.stack([xs, ys], dim=-1)  # (H, W, 2): each pixel's (x, y)
 
 
+def _velocity(
+    footprint: Footprints, points: torch.Tensor, offset: torch.Tensor, step: torch.Tensor
+) -> torch.Tensor:
+    """The velocity (B, H, W, 2) at points (B, H, W, 2) px of the objects at displacements offset (B, K, 2) each
+    moving by step (B, K, 2): each object's step by its share, slowed at the canvas edges."""
+    weights = footprint.at(points[:, None] - offset[:, :, None, None])  # (B, K, H, W)
+    velocity = (shares(weights)[..., None] * step[:, :, None, None]).sum(dim=1)
+    return velocity * _walls(points, footprint.size)
+
+
+def _steepest(velocity: torch.Tensor) -> float:
+    """The largest change of velocity fields (B, H, W, 2) between neighbouring pixels, px a px."""
+    return float(
+        max(
+            (velocity[:, 1:] - velocity[:, :-1]).abs().amax(),
+            (velocity[:, :, 1:] - velocity[:, :, :-1]).abs().amax(),
+        )
+    )
+
+
 def _flow_back(
-    footprint: torch.Tensor, before: torch.Tensor, after: torch.Tensor, share: float, slope: float
+    footprint: Footprints, before: torch.Tensor, after: torch.Tensor, share: float
 ) -> torch.Tensor:
     """Where each pixel of the moment `share` (0..1] of the way from one frame to the next was in the first: the
-    objects at displacements before and after (B, K, 2) px in those two frames, footprint (B, K, H, W). The flow of
-    the velocity field that moves each footprint back along its object's motion, in steps each one-to-one for a
-    footprint that changes by at most `slope` a px where it fades out. -> (B, H, W, 2) px."""
-    B, K, H, W = footprint.shape
+    objects at displacements before and after (B, K, 2) px in those two frames. The flow of the velocity field that
+    moves each footprint back along its object's motion (``_velocity``), in steps each one-to-one: as many as make
+    the step's displacement change by at most ``STEP_LIPSCHITZ`` between neighbouring pixels (measured where the
+    objects are at both ends; at most ``MAX_STEPS``). -> (B, H, W, 2) px."""
+    B = footprint.weight.shape[0]
+    H, W = footprint.size
+    points = _pixels(H, W, footprint.weight.device).expand(B, H, W, 2)
     step = after - before  # (B, K, 2)
-    steps = max(1, math.ceil(2 * float(step.norm(dim=-1).amax()) * share * slope / STEP_LIPSCHITZ))
-    points = _pixels(H, W, footprint.device).expand(B, H, W, 2)
-    source = footprint.flatten(0, 1)  # (B*K, H, W)
+    change = max(_steepest(_velocity(footprint, points, at, step)) for at in (before, after))
+    steps = min(MAX_STEPS, max(1, math.ceil(2 * change * share / STEP_LIPSCHITZ)))
     for i in range(steps):
         offset = before + step * share * (1 - i / steps)  # (B, K, 2): where each footprint is now
-        where = points[:, None] - offset[:, :, None, None]  # (B, K, H, W, 2)
-        weight = _sample(source, where.flatten(0, 1)).view(B, K, H, W, 1)
-        weight = weight / weight.sum(dim=1, keepdim=True).clamp(min=1)
-        points = points - (weight * step[:, :, None, None] * (share / steps)).sum(dim=1)
+        points = points - _velocity(footprint, points, offset, step) * (share / steps)
     return points
 
 
@@ -222,18 +294,17 @@ def _read(points: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
     return out.permute(0, 2, 3, 1)
 
 
-def carry(
-    footprint: torch.Tensor, displacement: torch.Tensor, times: torch.Tensor, slope: float
-) -> torch.Tensor:
+def carry(footprint: Footprints, displacement: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
     """The canonical point (B, T, H, W, 2) in pixels that each pixel of each frame at times (T,) shows, for each
-    object moved along its path: displacement (B, K, S + 1, 2) px from where footprint (B, K, H, W) has it in the
+    object moved along its path: displacement (B, K, S + 1, 2) px from where its footprint (``footprints``) has it in the
     canonical image, at whole frames 0..S (linear in between). Each frame's map is the one before it composed
     with the flow back over one frame (``_flow_back``; see the module doc), so the objects' footprints are where
     their objects were at every moment between."""
-    B, K, H, W = footprint.shape
-    whole = [_pixels(H, W, footprint.device).expand(B, H, W, 2)]  # frame 0 shows the canonical image
+    B = footprint.weight.shape[0]
+    H, W = footprint.size
+    whole = [_pixels(H, W, footprint.weight.device).expand(B, H, W, 2)]  # frame 0 shows the canonical image
     for s in range(1, int(math.ceil(float(times.max()))) + 1):
-        back = _flow_back(footprint, displacement[:, :, s - 1], displacement[:, :, s], 1.0, slope)
+        back = _flow_back(footprint, displacement[:, :, s - 1], displacement[:, :, s], 1.0)
         whole.append(_read(whole[-1], back))
     frames = []
     for t in times.tolist():
@@ -241,7 +312,7 @@ def carry(
         if t == s:
             frames.append(whole[s])
         else:
-            back = _flow_back(footprint, displacement[:, :, s], displacement[:, :, s + 1], t - s, slope)
+            back = _flow_back(footprint, displacement[:, :, s], displacement[:, :, s + 1], t - s)
             frames.append(_read(whole[s], back))
     return torch.stack(frames, dim=1)
 
@@ -276,37 +347,84 @@ def nearest_background(ink: torch.Tensor) -> torch.Tensor:
 def layer(
     points: torch.Tensor,
     canonical: torch.Tensor,
-    footprint: torch.Tensor,
+    footprint: Footprints,
     masks: torch.Tensor,
     displacement: torch.Tensor,
     times: torch.Tensor,
 ) -> torch.Tensor:
-    """The objects as layers over the flowed background: a pixel that objects cover in its frame (within their
-    footprint's rigid part) shows the brightest of what they hold there (so two digits that cross show both
-    strokes, as Moving MNIST draws them, instead of squeezing where they meet); a pixel no object covers keeps its
-    flowed point (B, T, H, W, 2), unless that point reads an object's ink: where two objects that touch in the
-    canonical image part, the flow gathers the background opening between them onto the line where they touched,
-    so such a pixel reads the nearest background pixel instead (a tear in the field: the canonical image has no
-    background there to stretch). canonical (B, C, H, W); footprint, masks (B, K, H, W); displacement at whole
-    frames (B, K, S + 1, 2); times (T,)."""
-    B, K, H, W = footprint.shape
+    """The objects as layers over the flowed background: a pixel that objects cover in its frame (within ``COVER_PX``
+    of their ink, in their rigid part) shows the brightest of what they hold there (so two digits that cross show
+    both strokes, as Moving MNIST draws them, instead of squeezing where they meet); a pixel no object covers keeps
+    its flowed point (B, T, H, W, 2), unless that point reads an object's ink: where two objects that touch or
+    cross part, the flow gathers the background opening between them onto where they met, which the canonical image
+    holds no background for. Such pixels (with the gaps between them closed) read background elsewhere
+    (``background_patches``). canonical (B, C, H, W); footprint (``footprints``), masks (B, K, H, W); displacement at
+    whole frames (B, K, S + 1, 2); times (T,)."""
+    B, K, H, W = masks.shape
     T = len(times)
     lo = times.floor().long().clamp(max=displacement.shape[2] - 1)
     hi = (lo + 1).clamp(max=displacement.shape[2] - 1)
     a = (times - lo)[None, None, :, None]
     now = displacement[:, :, lo] * (1 - a) + displacement[:, :, hi] * a  # (B, K, T, 2)
     where = _pixels(H, W, points.device) - now[:, :, :, None, None]  # (B, K, T, H, W, 2): each object's point
-    covers = _sample(footprint.flatten(0, 1), where.flatten(0, 1)).view(B, K, T, H, W) >= 1 - 1e-3
+    near_ink = F.max_pool2d(masks.flatten(0, 1)[:, None], 2 * COVER_PX + 1, stride=1, padding=COVER_PX)[:, 0]
+    covers = (footprint.at(where) >= 1 - 1e-3) & (
+        _sample(near_ink, where.flatten(0, 1)).view(B, K, T, H, W) > 0.5
+    )
     grey = canonical.mean(dim=1)[:, None].expand(-1, K, -1, -1).flatten(0, 1)  # (B*K, H, W)
     bright = _sample(grey, where.flatten(0, 1)).view(B, K, T, H, W).masked_fill(~covers, -torch.inf)
     top = bright.argmax(dim=1)[:, None, ..., None].expand(-1, -1, -1, -1, -1, 2)  # (B, 1, T, H, W, 2)
     shown = torch.gather(where, 1, top)[:, 0]  # (B, T, H, W, 2)
+    covered = covers.any(dim=1)  # (B, T, H, W)
     ink = masks.amax(dim=1)  # (B, H, W)
-    reads_ink = _sample(ink, points) > UNCOVER_INK  # (B, T, H, W)
-    free = nearest_background(ink > 0.5)[:, None].expand(-1, T, -1, -1, -1)
-    count = covers.sum(dim=1)  # (B, T, H, W): how many objects cover each pixel
-    points = torch.where(((count == 0) & reads_ink)[..., None], free, points)
-    return torch.where((count > 0)[..., None], shown, points)
+    reads_ink = (_sample(ink, points) > UNCOVER_INK).float().flatten(0, 1)[:, None]  # (B*T, 1, H, W)
+    closed = -F.max_pool2d(-F.max_pool2d(reads_ink, 3, stride=1, padding=1), 3, stride=1, padding=1)
+    points = background_patches(points, (closed[:, 0] > 0).view(B, T, H, W) & ~covered, covered, ink)
+    return torch.where(covered[..., None], shown, points)
+
+
+# the offsets (px) a patch of background may be moved by from where its surroundings read, nearest first
+_OFFSETS = torch.stack(
+    torch.meshgrid(torch.arange(-12.0, 13.0), torch.arange(-12.0, 13.0), indexing="xy"), dim=-1
+).reshape(-1, 2)
+_OFFSETS = _OFFSETS[_OFFSETS.norm(dim=-1).argsort(stable=True)]
+
+
+def background_patches(
+    points: torch.Tensor, holes: torch.Tensor, covered: torch.Tensor, ink: torch.Tensor
+) -> torch.Tensor:
+    """Points (B, T, H, W, 2) with each connected hole (B, T, H, W bool) read as an equal patch of background: its
+    pixels keep their places relative to each other (the patch is moved, not squeezed, so nothing in it folds), at
+    the offset the pixels around it read by, moved to the nearest place where the patch reads no ink of masks
+    ink (B, H, W) (up to 12 px; beyond that each pixel reads its nearest background pixel). covered (B, T, H, W):
+    pixels that show an object, which say nothing of where the background around a hole reads."""
+    B, T, H, W = holes.shape
+    out = points.clone()
+    pixel = _pixels(H, W, points.device)
+    offsets = _OFFSETS.to(points.device)
+    far = torch.tensor([W - 0.5, H - 0.5], device=points.device)
+    for b in range(B):
+        if not holes[b].any():
+            continue
+        fallback = nearest_background(ink[b : b + 1] > 0.5)[0]
+        ids = components(holes[b])  # (T, H, W)
+        for t in range(T):
+            for hole in ids[t].unique().tolist():
+                if hole < 0:
+                    continue
+                inside = ids[t] == hole
+                around = (F.max_pool2d(inside.float()[None, None], 3, stride=1, padding=1)[0, 0] > 0) & ~(
+                    holes[b, t] | covered[b, t]
+                )
+                ref = around if around.any() else inside
+                base = pixel[inside] + (points[b, t][ref] - pixel[ref]).mean(dim=0)
+                tries = base[None] + offsets[:, None]  # (O, n, 2)
+                fits = ((tries >= -0.5) & (tries <= far)).all(dim=-1).all(dim=-1)
+                fits &= (
+                    _sample(ink[b : b + 1].expand(len(offsets), H, W), tries).amax(dim=-1) < UNCOVER_INK / 2
+                )
+                out[b, t][inside] = tries[fits.nonzero()[0, 0]] if fits.any() else fallback[inside]
+    return out
 
 
 def on_canvas(points: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -362,6 +480,6 @@ class Objects(nn.Module):
         fade = self.cfg.fade_px
         moved = footprints(masks, self.cfg.margin_px, fade)
         displacement = self.displacements(masks, noise, math.ceil(float(times.max())) + 1)
-        points = carry(moved, displacement, times, slope=1 / (fade + 1))
+        points = carry(moved, displacement, times)
         points = layer(points, canonical, moved, masks, displacement, times)
         return on_canvas(points, *canonical.shape[-2:])

@@ -20,6 +20,7 @@ from model.objects import (
     nearest_background,
     on_canvas,
     path,
+    shares,
     sorted_classes,
 )
 from model.training.objects import segment_targets
@@ -43,7 +44,7 @@ def points_of(fields: torch.Tensor) -> torch.Tensor:
 def carried(masks: torch.Tensor, displacement: torch.Tensor, margin: int = 2, fade: int = 6) -> torch.Tensor:
     """The fields of masks (B, K, H, W) carried by their displacements (B, K, T, 2)."""
     times = torch.arange(float(displacement.shape[2]))
-    return on_canvas(carry(footprints(masks, margin, fade), displacement, times, 1 / (fade + 1)), SIZE, SIZE)
+    return on_canvas(carry(footprints(masks, margin, fade), displacement, times), SIZE, SIZE)
 
 
 def test_an_object_moves_rigidly_and_the_background_never_shows_its_ink():
@@ -81,9 +82,34 @@ def test_two_objects_move_each_its_own_way():
 
 def test_objects_that_touch_part_along_the_background_not_through_their_ink():
     left, right = blob(6, 10), blob(12, 10)  # their inks touch (columns 11 and 12)
-    prints = footprints(torch.stack([left, right])[None], 2, 6)[0]
-    assert (prints[0][right > 0.5] == 0).all() and (prints[1][left > 0.5] == 0).all()
-    assert (prints[0][left > 0.5] == 1).all() and (prints[1][right > 0.5] == 1).all()
+    prints = footprints(torch.stack([left, right])[None], 2, 6)
+    share = shares(prints.weight)[0, :, prints.pad : -prints.pad, prints.pad : -prints.pad]  # on the canvas
+    assert (share[0][right > 0.5] == 0).all() and (
+        share[1][left > 0.5] == 0
+    ).all()  # each ink moves with its own
+    assert (share[0][left > 0.5] == 1).all() and (share[1][right > 0.5] == 1).all()
+
+
+def test_an_object_at_the_edge_leaves_it_without_folding_the_background():
+    masks = torch.zeros(1, 1, SIZE, SIZE)
+    masks[0, 0, 10:24, 0:6] = 1  # ink on the canvas edge
+    displacement = torch.cat(
+        [torch.zeros(1, 1, 1, 2), torch.tensor([1.7, 0.9]).expand(1, 1, 15, 2).cumsum(2)], 2
+    )
+    fields = carried(masks, displacement)
+    assert (
+        jacobian_determinant(fields) > 0
+    ).all()  # the background behind it stretches, never folds or tears
+    assert (points_of(fields)[..., 0] >= -0.5).all()  # and nothing comes from beyond the edge
+
+
+def test_objects_near_each_other_moving_apart_part_the_background_without_a_seam():
+    masks = torch.stack([blob(10, 12), blob(22, 12)])[None]  # 6 px of background between their inks
+    displacement = torch.zeros(1, 2, 7, 2)
+    displacement[0, 0, :, 0] = -torch.arange(7.0)  # left, to 4 px from the edge
+    displacement[0, 1, :, 1] = torch.arange(7.0)  # down
+    fields = carried(masks, displacement)
+    assert (jacobian_determinant(fields) > 0).all()
 
 
 def test_paths_bounce_off_the_walls_and_start_where_the_canonical_image_has_the_object():
@@ -186,7 +212,7 @@ def test_objects_that_part_open_background_between_them_not_a_smear_of_ink():
     times = torch.arange(7.0)
     moved = footprints(masks, 2, 6)
     canonical = masks.amax(dim=1, keepdim=True).expand(-1, 3, -1, -1) * 2 - 1
-    points = layer(carry(moved, displacement, times, 1 / 7), canonical, moved, masks, displacement, times)
+    points = layer(carry(moved, displacement, times), canonical, moved, masks, displacement, times)
     ink = masks.amax(dim=1)[0]
     gap = points[0, 6, 10:18, 14:20].round().long()  # between them at frame 6
     assert not ink[gap[..., 1], gap[..., 0]].any()
@@ -214,7 +240,7 @@ def test_objects_that_cross_show_both_strokes_each_in_one_piece():
     displacement[0, 0, :, 0] = 3 * torch.arange(6.0)  # right to x 21 at frame 5: through the other stroke
     times = torch.arange(6.0)
     moved = footprints(masks, 2, 6)
-    points = layer(carry(moved, displacement, times, 1 / 7), canonical, moved, masks, displacement, times)
+    points = layer(carry(moved, displacement, times), canonical, moved, masks, displacement, times)
     frame = canonical[0, 0][points[0, 5, ..., 1].round().long(), points[0, 5, ..., 0].round().long()] > 0
     assert frame[4:14, 21].all() and frame[8, 16:26].all()  # both whole where they cross
     assert frame.sum() == down.sum() + across.sum() - 1  # and nothing else: no smear, no copy
