@@ -33,7 +33,7 @@ from torch import nn
 
 from model.config import ObjectsConfig
 
-STEP_LIPSCHITZ = 0.25  # bound of each flow step's displacement gradient (< 1 makes a step one-to-one)
+STEP_LIPSCHITZ = 0.5  # bound of each flow step's displacement gradient (< 1 makes a step one-to-one)
 UNCOVER_INK = 0.1  # a pixel no object covers shows background where its point reads less ink than this
 MAX_STEPS = 64  # bound of a frame's flow steps (two rigid parts that cross change velocity within a px)
 COVER_PX = 1  # an object covers (shows itself at) the pixels within this many px of its ink
@@ -406,7 +406,7 @@ def background_patches(
     for b in range(B):
         if not holes[b].any():
             continue
-        fallback = nearest_background(ink[b : b + 1] > 0.5)[0]
+        fallback = None
         ids = components(holes[b])  # (T, H, W)
         for t in range(T):
             for hole in ids[t].unique().tolist():
@@ -423,7 +423,12 @@ def background_patches(
                 fits &= (
                     _sample(ink[b : b + 1].expand(len(offsets), H, W), tries).amax(dim=-1) < UNCOVER_INK / 2
                 )
-                out[b, t][inside] = tries[fits.nonzero()[0, 0]] if fits.any() else fallback[inside]
+                if fits.any():
+                    out[b, t][inside] = tries[fits.nonzero()[0, 0]]
+                else:
+                    if fallback is None:
+                        fallback = nearest_background(ink[b : b + 1] > 0.5)[0]
+                    out[b, t][inside] = fallback[inside]
     return out
 
 
