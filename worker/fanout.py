@@ -64,6 +64,15 @@ def fit_key(job_id: str, index: int) -> str:
     return artifact_key(job_id, f"parts/{index}.fit.npz")
 
 
+def _reason_of_old(unit: dict[str, Any]) -> str:
+    """Why a unit of a plan stored before units said so starts where it does (a job planned by an older worker and
+    fitted by this one): a shot's first segment starts the clip or follows a cut; a later one, most likely, a full
+    segment (length; a panorama split reads the same)."""
+    if unit["segment"] > 0:
+        return planning.LENGTH
+    return planning.START if unit["shot"] == 0 else planning.CUT
+
+
 class Parts:
     """The parts record of one job (``gendef:parts:{id}``, a hash of JSON values): ``plan`` (its units and figures),
     ``dispatched`` once the chord is sent, ``state:{k}`` (status, step, psnr_db) and ``attempts:{k}`` of each unit,
@@ -86,7 +95,7 @@ class Parts:
         if raw is None:
             return None
         plan = json.loads(raw)
-        return [Unit(**u) for u in plan["units"]], plan["figures"]
+        return [Unit(**{"reason": _reason_of_old(u), **u}) for u in plan["units"]], plan["figures"]
 
     def dispatched(self) -> bool:
         return bool(self.redis.hexists(self.key, "dispatched"))

