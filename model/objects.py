@@ -253,14 +253,11 @@ def _velocity(
     return velocity * _walls(points, footprint.size)
 
 
-def _steepest(velocity: torch.Tensor) -> float:
-    """The largest change of velocity fields (B, H, W, 2) between neighbouring pixels, px a px."""
-    return float(
-        max(
-            (velocity[:, 1:] - velocity[:, :-1]).abs().amax(),
-            (velocity[:, :, 1:] - velocity[:, :, :-1]).abs().amax(),
-        )
-    )
+def _steepest(velocity: torch.Tensor) -> torch.Tensor:
+    """The largest change of each of velocity fields (B, H, W, 2) between neighbouring pixels, px a px -> (B,)."""
+    down = (velocity[:, 1:] - velocity[:, :-1]).abs().flatten(1).amax(dim=1)
+    across = (velocity[:, :, 1:] - velocity[:, :, :-1]).abs().flatten(1).amax(dim=1)
+    return torch.maximum(down, across)
 
 
 def _flow_back(
@@ -270,16 +267,22 @@ def _flow_back(
     objects at displacements before and after (B, K, 2) px in those two frames. The flow of the velocity field that
     moves each footprint back along its object's motion (``_velocity``), in steps each one-to-one: as many as make
     the step's displacement change by at most ``STEP_LIPSCHITZ`` between neighbouring pixels (measured where the
-    objects are at both ends; at most ``MAX_STEPS``). -> (B, H, W, 2) px."""
+    objects are at both ends; at most ``MAX_STEPS``), counted for each video on its own, so a video's flow is the
+    same in a batch as alone. -> (B, H, W, 2) px."""
     B = footprint.weight.shape[0]
     H, W = footprint.size
     points = _pixels(H, W, footprint.weight.device).expand(B, H, W, 2)
     step = after - before  # (B, K, 2)
-    change = max(_steepest(_velocity(footprint, points, at, step)) for at in (before, after))
-    steps = min(MAX_STEPS, max(1, math.ceil(2 * change * share / STEP_LIPSCHITZ)))
-    for i in range(steps):
-        offset = before + step * share * (1 - i / steps)  # (B, K, 2): where each footprint is now
-        points = points - _velocity(footprint, points, offset, step) * (share / steps)
+    change = torch.maximum(*(_steepest(_velocity(footprint, points, at, step)) for at in (before, after)))
+    steps = (2 * change * share / STEP_LIPSCHITZ).ceil().clamp(1, MAX_STEPS)  # (B,)
+    for i in range(int(steps.max())):
+        left = (i < steps).float()[:, None, None, None]  # videos with steps still to go
+        offset = (
+            before + step * (share * (1 - i / steps))[:, None, None]
+        )  # (B, K, 2): where each footprint is now
+        points = (
+            points - _velocity(footprint, points, offset, step) * (share / steps)[:, None, None, None] * left
+        )
     return points
 
 
