@@ -92,7 +92,8 @@ class ObjectsConfig:
     ``count`` objects in the canonical image (a conditional model's labels say which is which), each object gets
     its own trajectory from the motion seed (a recurrent generator of velocities; objects bounce off the canvas
     edges), and each frame's field is the flow that carries every object rigidly along its path and the
-    background around it (a diffeomorphism: no folds, and the background never shows an object's pixels)."""
+    background around it one to one (the background never shows an object's pixels; where objects that touch or
+    cross part, the opening reads a patch of background nearby: model.objects)."""
 
     count: int = 0  # objects per video; 0: GenDeF's deformation generator makes the fields
     channels: int = 16  # the segmenter's width (a 4-level U-Net)
@@ -101,7 +102,7 @@ class ObjectsConfig:
     max_speed: float = 6.0  # bound of an object's speed, px a frame (a scaled tanh)
     wall_px: float = 4.0  # an object's ink turns back this far from the canvas edge (MNIST's: about 4 px)
     margin_px: int = 2  # the background this close to an object's ink moves with it,
-    fade_px: int = 6  # ... and then less and less over this many px (the flow's steps follow from its slope)
+    fade_px: int = 6  # ... and then less and less over this many px
 
 
 @dataclass
